@@ -1,0 +1,212 @@
+/** Files: expanding inputs, atomic writes that never touch an input, ground-truth folders. */
+import { existsSync } from 'node:fs';
+import { readdir, readFile, rename, stat, writeFile, mkdir, unlink } from 'node:fs/promises';
+import { basename, dirname, extname, join, relative, resolve, sep } from 'node:path';
+import { parseCoco, parseVoc, parseYolo } from '../core/formats.js';
+import type { GroundTruthBox } from '../core/metrics.js';
+import type { CellClass } from '../core/types.js';
+import { probe } from './image.js';
+
+export const IMAGE_EXTENSIONS = ['.jpg', '.jpeg', '.png', '.tif', '.tiff', '.bmp', '.webp', '.gif', '.avif'];
+const isImageName = (p: string) => IMAGE_EXTENSIONS.includes(extname(p).toLowerCase());
+
+export interface InputFile {
+  path: string;
+  /** Path relative to the folder it was found in (to mirror folder layout in outputs). */
+  rel: string;
+}
+
+async function walk(dir: string, recursive: boolean, out: string[]): Promise<void> {
+  const entries = (await readdir(dir, { withFileTypes: true })).sort((a, b) => a.name.localeCompare(b.name));
+  for (const e of entries) {
+    if (e.name.startsWith('.')) continue;
+    const p = join(dir, e.name);
+    if (e.isDirectory()) {
+      if (recursive) await walk(p, recursive, out);
+    } else if (isImageName(e.name)) out.push(p);
+  }
+}
+
+function globToRegExp(glob: string): RegExp {
+  let re = '';
+  for (let i = 0; i < glob.length; i++) {
+    const c = glob[i];
+    if (c === '*' && glob[i + 1] === '*') {
+      re += '.*';
+      i++;
+      if (glob[i + 1] === '/') i++;
+    } else if (c === '*') re += '[^/]*';
+    else if (c === '?') re += '[^/]';
+    else if ('\\^$+.()|{}[]'.includes(c)) re += '\\' + c;
+    else re += c;
+  }
+  return new RegExp(`^${re}$`);
+}
+
+/**
+ * Files, folders (images inside, recursively unless told not to) and globs (*, **, ?).
+ * A named path that does not exist is returned in `missing` rather than thrown.
+ */
+export async function expandInputs(args: string[], recursive = true): Promise<{ files: InputFile[]; missing: string[] }> {
+  const files: InputFile[] = [];
+  const missing: string[] = [];
+  const seen = new Set<string>();
+  const add = (p: string, root: string) => {
+    const abs = resolve(p);
+    if (seen.has(abs)) return;
+    seen.add(abs);
+    files.push({ path: p, rel: relative(root, p) || basename(p) });
+  };
+  for (const a of args) {
+    if (/[*?]/.test(a) && !existsSync(a)) {
+      const parts = a.split('/');
+      const fixed: string[] = [];
+      while (parts.length && !/[*?]/.test(parts[0])) fixed.push(parts.shift()!);
+      const root = fixed.join('/') || '.';
+      const re = globToRegExp(a.startsWith('./') ? a.slice(2) : a);
+      const all: string[] = [];
+      if (existsSync(root)) await walk(root, true, all);
+      const hits = all.filter((p) => re.test(p.startsWith('./') ? p.slice(2) : p));
+      if (!hits.length) missing.push(a);
+      hits.forEach((p) => add(p, root));
+      continue;
+    }
+    let st;
+    try {
+      st = await stat(a);
+    } catch {
+      missing.push(a);
+      continue;
+    }
+    if (st.isDirectory()) {
+      const found: string[] = [];
+      await walk(a, recursive, found);
+      found.forEach((p) => add(p, a));
+    } else add(a, dirname(a));
+  }
+  return { files, missing };
+}
+
+/** Write via a temporary file and rename, so a reader never sees half a file; refuses to replace an input. */
+export async function writeAtomic(path: string, data: string | Uint8Array, protect: Set<string> = new Set()): Promise<void> {
+  const abs = resolve(path);
+  if (protect.has(abs)) throw new Error(`${path}: refusing to overwrite an input file`);
+  await mkdir(dirname(abs), { recursive: true });
+  const tmp = `${abs}.${process.pid}.tmp`;
+  try {
+    await writeFile(tmp, data);
+    await rename(tmp, abs);
+  } catch (e) {
+    await unlink(tmp).catch(() => {});
+    throw e;
+  }
+}
+
+export interface TruthImage {
+  file: string;
+  truth: GroundTruthBox[];
+  /** Classes not exhaustively labelled in this image (from the training split). */
+  unlabelled: CellClass[];
+}
+
+export interface TruthSet {
+  images: TruthImage[];
+  problems: string[];
+  format: 'voc' | 'yolo' | 'coco';
+}
+
+async function findImage(dir: string, stem: string): Promise<string | null> {
+  for (const ext of IMAGE_EXTENSIONS) {
+    for (const e of [ext, ext.toUpperCase()]) if (existsSync(join(dir, stem + e))) return join(dir, stem + e);
+  }
+  return null;
+}
+
+/**
+ * Ground truth from a folder or file, format auto-detected: a COCO .json, a folder of VOC
+ * XML (beside the images, or annotations/ + images/, or truth/ beside the images), or YOLO
+ * (labels/ + images/ with classes.txt or data.yaml).
+ */
+export async function loadTruth(path: string, format?: 'voc' | 'yolo' | 'coco'): Promise<TruthSet> {
+  const problems: string[] = [];
+  const st = await stat(path).catch(() => null);
+  if (!st) throw new Error(`${path}: no such file or folder`);
+  if ((format === 'coco' || !format) && st.isFile() && path.endsWith('.json')) {
+    const doc = parseCoco(await readFile(path, 'utf8'));
+    const base = dirname(path);
+    problems.push(...doc.problems.map((p) => `${path}: ${p}`));
+    return {
+      format: 'coco', problems,
+      images: doc.images.map((im) => ({ file: resolve(base, im.file), truth: im.boxes.map(({ label, box }) => ({ label, box })), unlabelled: doc.unlabelled.get(im.file) ?? [] })),
+    };
+  }
+  if (!st.isDirectory()) throw new Error(`${path}: expected a folder of annotations or a COCO .json file`);
+  const names = await readdir(path);
+  const sub = (n: string) => join(path, n);
+  const jsons = names.filter((n) => n.endsWith('.json'));
+  if (format === 'coco' || (!format && jsons.length === 1 && !names.some((n) => n.endsWith('.xml')) && !names.includes('labels'))) {
+    if (jsons.length !== 1) throw new Error(`${path}: expected exactly one COCO .json file`);
+    return loadTruth(sub(jsons[0]), 'coco');
+  }
+  const yoloNames = ['data.yaml', 'classes.txt'].find((n) => names.includes(n));
+  if (format === 'yolo' || (!format && names.includes('labels') && yoloNames)) {
+    if (!yoloNames) throw new Error(`${path}: YOLO labels need classes.txt or data.yaml for the class names`);
+    const classes = parseClassNames(await readFile(sub(yoloNames), 'utf8'), yoloNames);
+    const images: TruthImage[] = [];
+    const labelDirs: [string, string][] = [];
+    const lab = sub('labels');
+    const splits = (await readdir(lab, { withFileTypes: true })).filter((d) => d.isDirectory()).map((d) => d.name);
+    if (splits.length) splits.forEach((s) => labelDirs.push([join(lab, s), join(path, 'images', s)]));
+    else labelDirs.push([lab, sub('images')]);
+    for (const [ld, id] of labelDirs) {
+      for (const n of (await readdir(ld)).filter((x) => x.endsWith('.txt') && x !== 'classes.txt').sort()) {
+        const img = await findImage(id, n.slice(0, -4));
+        if (!img) { problems.push(`${join(ld, n)}: no image for this label file`); continue; }
+        const { width, height } = await probe(img).catch(() => ({ width: 0, height: 0 }));
+        if (!width) { problems.push(`${img}: cannot be read as an image`); continue; }
+        const ann = parseYolo(await readFile(join(ld, n), 'utf8'), width, height, classes);
+        problems.push(...ann.problems.map((p) => `${join(ld, n)}: ${p}`));
+        images.push({ file: img, truth: ann.boxes, unlabelled: [] });
+      }
+    }
+    return { images, problems, format: 'yolo' };
+  }
+  const xmlDir = ['annotations', 'Annotations', 'truth'].map(sub).find((d) => existsSync(d)) ?? path;
+  const xmls = (await readdir(xmlDir)).filter((n) => n.endsWith('.xml')).sort();
+  if (!xmls.length) throw new Error(`${path}: found no VOC XML, YOLO labels/ or COCO JSON annotations`);
+  const imageDirs = [sub('images'), sub('JPEGImages'), path, xmlDir, dirname(xmlDir)].filter((d) => existsSync(d));
+  const images: TruthImage[] = [];
+  for (const n of xmls) {
+    const file = join(xmlDir, n);
+    let ann;
+    try {
+      ann = parseVoc(await readFile(file, 'utf8'));
+    } catch (e) {
+      problems.push(`${file}: ${(e as Error).message}`);
+      continue;
+    }
+    problems.push(...ann.problems.map((p) => `${file}: ${p}`));
+    let img: string | null = null;
+    for (const d of imageDirs) {
+      if (ann.filename && existsSync(join(d, ann.filename))) { img = join(d, ann.filename); break; }
+      img = await findImage(d, n.slice(0, -4));
+      if (img) break;
+    }
+    if (!img) { problems.push(`${file}: image '${ann.filename ?? n}' not found`); continue; }
+    images.push({ file: img, truth: ann.boxes, unlabelled: [] });
+  }
+  return { images, problems, format: 'voc' };
+}
+
+export function parseClassNames(text: string, name: string): string[] {
+  if (name.endsWith('.yaml') || name.endsWith('.yml')) {
+    const m = /names\s*:\s*\[([^\]]*)\]/.exec(text);
+    if (m) return m[1].split(',').map((s) => s.trim().replace(/^['"]|['"]$/g, '')).filter(Boolean);
+    const block = /names\s*:\s*\n((?:[ \t]+.*\n?)+)/.exec(text);
+    if (block) return block[1].split('\n').map((l) => l.replace(/^\s*(-|\d+\s*:)\s*/, '').trim().replace(/^['"]|['"]$/g, '')).filter(Boolean);
+    throw new Error(`${name}: no 'names' list`);
+  }
+  return text.split(/\r?\n/).map((s) => s.trim()).filter(Boolean);
+}
+
+export const pathKey = (p: string) => resolve(p).split(sep).join('/');

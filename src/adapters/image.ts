@@ -1,0 +1,157 @@
+/**
+ * Images through sharp: decoding (EXIF orientation, grey / 16-bit / alpha -> 8-bit sRGB),
+ * region reads for tiling, tensors for the network, and the annotated picture.
+ */
+import sharp from 'sharp';
+import { CLASSES, type Detection, type ModelMetadata, type PerClass } from '../core/types.js';
+
+export type ImageInput = string | Uint8Array | RawImage;
+export interface RawImage {
+  data: Uint8Array;
+  width: number;
+  height: number;
+  channels: 3;
+}
+
+/** Images above this many pixels are only ever read in strips, with sharp's limit raised. */
+export const HUGE_PIXEL_LIMIT = 2 ** 31;
+
+export const isRaw = (x: ImageInput): x is RawImage => typeof x === 'object' && 'data' in x && 'width' in x;
+
+const nameOf = (input: ImageInput) => (typeof input === 'string' ? input : 'image');
+
+function describe(e: unknown): string {
+  const m = (e as Error).message ?? String(e);
+  if (/unsupported image format/i.test(m)) return 'not an image in a format hemocount reads (JPEG, PNG, TIFF, WebP, GIF, AVIF, BMP via TIFF/PNG)';
+  if (/premature end|truncated|corrupt|unexpected end|Invalid|bad seek/i.test(m)) return `corrupt or truncated image (${m.trim().split('\n')[0]})`;
+  if (/ENOENT|no such file/i.test(m)) return 'no such file';
+  if (/pixel limit/i.test(m)) return m;
+  return m.trim().split('\n')[0];
+}
+
+/** Width and height after EXIF orientation, from the header only. */
+export async function probe(input: ImageInput): Promise<{ width: number; height: number; format: string }> {
+  if (isRaw(input)) return { width: input.width, height: input.height, format: 'raw' };
+  try {
+    const m = await sharp(input, { limitInputPixels: false }).metadata();
+    if (!m.width || !m.height) throw new Error('image has no size');
+    const swap = (m.orientation ?? 1) >= 5;
+    return { width: swap ? m.height : m.width, height: swap ? m.width : m.height, format: m.format ?? 'unknown' };
+  } catch (e) {
+    throw new Error(`${nameOf(input)}: ${describe(e)}`);
+  }
+}
+
+function pipeline(input: string | Uint8Array, huge: boolean) {
+  // failOn 'error': a truncated JPEG is an error, not a half-grey picture counted as cells
+  return sharp(input, { failOn: 'error', limitInputPixels: huge ? HUGE_PIXEL_LIMIT : undefined })
+    .rotate()
+    .flatten({ background: '#ffffff' })
+    .toColourspace('srgb');
+}
+
+/** Decode to 8-bit RGB (whole image, sharp's default pixel limit). */
+export async function decodeRgb(input: ImageInput): Promise<RawImage> {
+  if (isRaw(input)) return input;
+  try {
+    const { data, info } = await pipeline(input, false).removeAlpha().raw().toBuffer({ resolveWithObject: true });
+    if (info.channels !== 3) throw new Error(`unexpected ${info.channels} channels`);
+    return { data: new Uint8Array(data.buffer, data.byteOffset, data.length), width: info.width, height: info.height, channels: 3 };
+  } catch (e) {
+    throw new Error(`${nameOf(input)}: ${describe(e)}`);
+  }
+}
+
+/** One region of a (possibly huge) image; memory is that of the region, not the image. */
+export async function readRegion(input: ImageInput, left: number, top: number, width: number, height: number): Promise<RawImage> {
+  if (isRaw(input)) {
+    const out = new Uint8Array(width * height * 3);
+    for (let y = 0; y < height; y++) {
+      const src = ((top + y) * input.width + left) * 3;
+      out.set(input.data.subarray(src, src + width * 3), y * width * 3);
+    }
+    return { data: out, width, height, channels: 3 };
+  }
+  try {
+    const { data, info } = await pipeline(input, true).extract({ left, top, width, height }).removeAlpha().raw()
+      .toBuffer({ resolveWithObject: true });
+    return { data: new Uint8Array(data.buffer, data.byteOffset, data.length), width: info.width, height: info.height, channels: 3 };
+  } catch (e) {
+    throw new Error(`${nameOf(input)}: ${describe(e)}`);
+  }
+}
+
+/** RGB bytes -> normalised, zero-padded NCHW float tensor as the model metadata says. */
+export function toTensor(img: RawImage, meta: ModelMetadata, paddedH: number, paddedW: number): Float32Array {
+  const { scale, mean, std } = meta.input;
+  const plane = paddedH * paddedW;
+  const out = new Float32Array(3 * plane).fill(meta.input.pad_value);
+  const a = [scale / std[0], scale / std[1], scale / std[2]];
+  const b = [-mean[0] / std[0], -mean[1] / std[1], -mean[2] / std[2]];
+  const { data, width, height } = img;
+  for (let y = 0; y < height; y++) {
+    let src = y * width * 3;
+    const row = y * paddedW;
+    for (let x = 0; x < width; x++, src += 3) {
+      out[row + x] = data[src] * a[0] + b[0];
+      out[plane + row + x] = data[src + 1] * a[1] + b[1];
+      out[2 * plane + row + x] = data[src + 2] * a[2] + b[2];
+    }
+  }
+  return out;
+}
+
+const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;');
+
+export interface DrawOptions {
+  meta: ModelMetadata;
+  counts: PerClass<number>;
+  uncertain: PerClass<number>;
+  labels?: boolean;
+}
+
+/** SVG overlay: boxes in the paper's colours, label + probability, dashed if uncertain, a legend. */
+export function overlaySvg(width: number, height: number, dets: Detection[], o: DrawOptions): string {
+  const colour = Object.fromEntries(o.meta.classes.map((c) => [c.name, c.colour]));
+  const short: Record<string, string> = { RBC: 'RBC', WBC: 'WBC', Platelets: 'PLT' };
+  const s = Math.max(1, Math.min(width, height) / 480); // scale with the picture, so text stays legible
+  const fs = Math.round(11 * s);
+  const sw = Math.max(1.5, 1.6 * s);
+  const parts: string[] = [];
+  // draw low scores first so that confident boxes and their labels stay on top
+  for (const d of [...dets].sort((a, b) => a.score - b.score)) {
+    const [x1, y1, x2, y2] = d.box;
+    const c = colour[d.label];
+    parts.push(`<rect x="${x1.toFixed(1)}" y="${y1.toFixed(1)}" width="${(x2 - x1).toFixed(1)}" height="${(y2 - y1).toFixed(1)}" fill="none" stroke="${c}" stroke-width="${sw}"${d.uncertain ? ` stroke-dasharray="${4 * s},${3 * s}"` : ''}/>`);
+    if (o.labels !== false) {
+      const text = `${short[d.label]} ${d.score.toFixed(2)}${d.uncertain ? '?' : ''}`;
+      const tw = text.length * fs * 0.6 + 4;
+      const ty = y1 >= fs + 2 ? y1 - fs - 2 : y1;
+      parts.push(`<rect x="${x1.toFixed(1)}" y="${ty.toFixed(1)}" width="${tw.toFixed(1)}" height="${fs + 2}" fill="${c}" fill-opacity="0.75"/>` +
+        `<text x="${(x1 + 2).toFixed(1)}" y="${(ty + fs - 1).toFixed(1)}" font-family="DejaVu Sans Mono, monospace" font-size="${fs}" fill="#000">${esc(text)}</text>`);
+    }
+  }
+  const lfs = Math.round(13 * s);
+  const lines = CLASSES.map((k) => `${k}: ${o.counts[k]}${o.uncertain[k] ? ` (+${o.uncertain[k]} to review)` : ''}`);
+  const lw = Math.max(...lines.map((l) => l.length)) * lfs * 0.62 + 28 * s;
+  const lh = lines.length * (lfs + 6) + 10;
+  parts.push(`<rect x="${4 * s}" y="${4 * s}" width="${lw}" height="${lh}" fill="#ffffff" fill-opacity="0.85" stroke="#333"/>`);
+  lines.forEach((l, i) => {
+    const y = 4 * s + 8 + i * (lfs + 6);
+    parts.push(`<rect x="${10 * s}" y="${y}" width="${lfs}" height="${lfs}" fill="${colour[CLASSES[i]]}"/>` +
+      `<text x="${10 * s + lfs + 6}" y="${y + lfs - 2}" font-family="DejaVu Sans, sans-serif" font-size="${lfs}" fill="#000">${esc(l)}</text>`);
+  });
+  return `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}">${parts.join('')}</svg>`;
+}
+
+/** The annotated picture as PNG or JPEG bytes. */
+export async function drawAnnotated(input: ImageInput, dets: Detection[], o: DrawOptions & { format?: 'png' | 'jpeg' }): Promise<Buffer> {
+  const { width, height } = await probe(input);
+  const huge = width * height > 268e6;
+  const base = isRaw(input)
+    ? sharp(Buffer.from(input.data), { raw: { width, height, channels: 3 } })
+    : pipeline(input, huge).removeAlpha();
+  const svg = Buffer.from(overlaySvg(width, height, dets, o));
+  const img = base.composite([{ input: svg, top: 0, left: 0, limitInputPixels: false } as sharp.OverlayOptions]);
+  return o.format === 'jpeg' ? img.jpeg({ quality: 90 }).toBuffer() : img.png().toBuffer();
+}

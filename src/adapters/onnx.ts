@@ -1,0 +1,142 @@
+/**
+ * ONNX model files: the embedded decoding metadata (read and rewritten without Python or
+ * onnxruntime, by walking the protobuf's top-level fields) and an onnxruntime-node session.
+ */
+import { createHash } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import * as ort from 'onnxruntime-node';
+import type { ModelMetadata } from '../core/types.js';
+
+const METADATA_FIELD = 14; // ModelProto.metadata_props
+const METADATA_KEY = 'hemocount';
+
+function readVarint(buf: Uint8Array, pos: number): [number, number] {
+  let v = 0;
+  let mul = 1;
+  for (;;) {
+    if (pos >= buf.length) throw new Error('truncated protobuf varint');
+    const b = buf[pos++];
+    v += (b & 0x7f) * mul;
+    if (b < 0x80) return [v, pos];
+    mul *= 128;
+  }
+}
+
+function writeVarint(v: number): number[] {
+  const out: number[] = [];
+  while (v >= 0x80) {
+    out.push((v % 128) | 0x80);
+    v = Math.floor(v / 128);
+  }
+  out.push(v);
+  return out;
+}
+
+interface Field { no: number; start: number; end: number; body?: [number, number] }
+
+function topLevelFields(buf: Uint8Array): Field[] {
+  const fields: Field[] = [];
+  let pos = 0;
+  while (pos < buf.length) {
+    const start = pos;
+    const [key, p1] = readVarint(buf, pos);
+    const no = Math.floor(key / 8);
+    const wire = key & 7;
+    pos = p1;
+    let body: [number, number] | undefined;
+    if (wire === 0) pos = readVarint(buf, pos)[1];
+    else if (wire === 1) pos += 8;
+    else if (wire === 5) pos += 4;
+    else if (wire === 2) {
+      const [len, p2] = readVarint(buf, pos);
+      body = [p2, p2 + len];
+      pos = p2 + len;
+    } else throw new Error(`unsupported protobuf wire type ${wire}`);
+    if (pos > buf.length || no === 0) throw new Error('not an ONNX model (malformed protobuf)');
+    fields.push({ no, start, end: pos, body });
+  }
+  return fields;
+}
+
+function entry(buf: Uint8Array, [s, e]: [number, number]): [string, string] {
+  const kv: string[] = ['', ''];
+  const dec = new TextDecoder();
+  for (const f of topLevelFields(buf.subarray(s, e))) if (f.body && (f.no === 1 || f.no === 2)) kv[f.no - 1] = dec.decode(buf.subarray(s + f.body[0], s + f.body[1]));
+  return [kv[0], kv[1]];
+}
+
+/** The hemocount metadata document embedded in an ONNX file's metadata_props. */
+export function readMetadata(bytes: Uint8Array, file = 'model'): ModelMetadata {
+  let fields: Field[];
+  try {
+    fields = topLevelFields(bytes);
+  } catch (e) {
+    throw new Error(`${file}: ${(e as Error).message}`);
+  }
+  for (const f of fields) {
+    if (f.no !== METADATA_FIELD || !f.body) continue;
+    const [k, v] = entry(bytes, f.body);
+    if (k === METADATA_KEY) return JSON.parse(v) as ModelMetadata;
+  }
+  throw new Error(`${file}: no hemocount metadata in this ONNX file (export it with 'python3 -m hemocount_train export')`);
+}
+
+/** A copy of the ONNX bytes whose hemocount metadata is replaced by `meta`. */
+export function withMetadata(bytes: Uint8Array, meta: ModelMetadata): Uint8Array {
+  const keep: Uint8Array[] = [];
+  for (const f of topLevelFields(bytes)) {
+    if (f.no === METADATA_FIELD && f.body && entry(bytes, f.body)[0] === METADATA_KEY) continue;
+    keep.push(bytes.subarray(f.start, f.end));
+  }
+  const enc = new TextEncoder();
+  const str = (no: number, s: Uint8Array) => [...writeVarint(no * 8 + 2), ...writeVarint(s.length), ...s];
+  const inner = [...str(1, enc.encode(METADATA_KEY)), ...str(2, enc.encode(JSON.stringify(meta)))];
+  keep.push(Uint8Array.from([...writeVarint(METADATA_FIELD * 8 + 2), ...writeVarint(inner.length), ...inner]));
+  const out = new Uint8Array(keep.reduce((s, b) => s + b.length, 0));
+  let o = 0;
+  for (const b of keep) {
+    out.set(b, o);
+    o += b.length;
+  }
+  return out;
+}
+
+export function sha256(bytes: Uint8Array): string {
+  return createHash('sha256').update(bytes).digest('hex');
+}
+
+export interface OnnxModel {
+  path: string;
+  bytes: Uint8Array;
+  metadata: ModelMetadata;
+  sha256: string;
+  run(input: Float32Array, height: number, width: number): Promise<{ scores: Float32Array; deltas: Float32Array }>;
+  release(): Promise<void>;
+}
+
+export async function openOnnx(path: string, threads?: number): Promise<OnnxModel> {
+  let bytes: Uint8Array;
+  try {
+    bytes = new Uint8Array(await readFile(path));
+  } catch (e) {
+    throw new Error(`${path}: cannot read the model file (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  }
+  const metadata = readMetadata(bytes, path);
+  let session: ort.InferenceSession;
+  try {
+    session = await ort.InferenceSession.create(bytes, {
+      graphOptimizationLevel: 'all',
+      ...(threads ? { intraOpNumThreads: threads } : {}),
+    });
+  } catch (e) {
+    throw new Error(`${path}: onnxruntime cannot load this model (${(e as Error).message})`);
+  }
+  return {
+    path, bytes, metadata, sha256: sha256(bytes),
+    async run(input, height, width) {
+      const out = await session.run({ image: new ort.Tensor('float32', input, [1, 3, height, width]) });
+      return { scores: out.scores.data as Float32Array, deltas: out.deltas.data as Float32Array };
+    },
+    release: () => session.release(),
+  };
+}

@@ -1,0 +1,105 @@
+/** hemocount count: files, folders and globs in; counts, pictures and annotations out. */
+import { basename, extname, join, resolve } from 'node:path';
+import { parseThresholds } from '../core/count.js';
+import { type CountDocument, type ImageResult, toCoco, toCsv, totals, toVoc, toYolo, roundBox } from '../core/formats.js';
+import { CLASSES, perClass } from '../core/types.js';
+import { drawAnnotated } from '../adapters/image.js';
+import { expandInputs, writeAtomic } from '../adapters/files.js';
+import { Model } from '../detector.js';
+import { c, classCols, log, Progress, table } from './ui.js';
+
+export interface CountArgs {
+  inputs: string[];
+  model?: string;
+  threshold?: string;
+  review?: string;
+  out?: string;
+  json?: string;
+  csv?: string;
+  voc?: string;
+  yolo?: string;
+  coco?: string;
+  candidates?: boolean;
+  recursive: boolean;
+  quiet: boolean;
+  threads?: number;
+}
+
+const stemOf = (rel: string) => rel.slice(0, rel.length - extname(rel).length);
+
+export async function runCount(a: CountArgs): Promise<number> {
+  if (!a.inputs.length) throw new UsageError('count: name at least one image, folder or glob');
+  const model = await Model.load(a.model, { threads: a.threads });
+  const meta = model.metadata;
+  const th = model.thresholds(
+    a.threshold ? parseThresholds(a.threshold, meta.thresholds) : undefined,
+    a.review ? parseThresholds(a.review, meta.review ?? meta.thresholds) : undefined,
+  );
+  const { files, missing } = await expandInputs(a.inputs, a.recursive);
+  const protect = new Set(files.map((f) => resolve(f.path)));
+  const results: ImageResult[] = missing.map((m) => ({ ...emptyResult(m), error: 'no such file, folder or matching glob' }));
+  const progress = new Progress(files.length, a.quiet);
+  const usedNames = new Set<string>();
+  for (const [i, f] of files.entries()) {
+    progress.tick(i, basename(f.path));
+    let r: ImageResult;
+    try {
+      r = await model.count(f.path, { thresholds: th.count, review: th.review, candidates: a.candidates });
+    } catch (e) {
+      r = { ...emptyResult(f.path), error: (e as Error).message.replace(`${f.path}: `, '') };
+      results.push(r);
+      continue;
+    }
+    results.push(r);
+    // unique output stem per input, mirroring sub-folders of a counted folder
+    let stem = stemOf(f.rel);
+    for (let k = 2; usedNames.has(stem); k++) stem = `${stemOf(f.rel)}-${k}`;
+    usedNames.add(stem);
+    try {
+      if (a.out) await writeAtomic(join(a.out, `${stem}.annotated.png`), await drawAnnotated(f.path, r.detections, { meta, counts: r.counts, uncertain: r.uncertain }), protect);
+      const counted = r.detections.filter((d) => !d.uncertain);
+      if (a.voc) await writeAtomic(join(a.voc, `${stem}.xml`), toVoc(basename(f.path), r.width, r.height, counted), protect);
+      if (a.yolo) await writeAtomic(join(a.yolo, `${stem}.txt`), toYolo(r.width, r.height, counted), protect);
+    } catch (e) {
+      r.error = `writing outputs failed: ${(e as Error).message}`;
+    }
+  }
+  progress.done();
+  const doc: CountDocument = {
+    model: model.info,
+    thresholds: th.count,
+    review: th.review,
+    images: results.map((r) => ({ ...r, detections: r.detections.map((d) => ({ ...d, box: roundBox(d.box) })) })),
+    totals: totals(results),
+  };
+  if (a.yolo) await writeAtomic(join(a.yolo, 'classes.txt'), CLASSES.join('\n') + '\n', protect);
+  if (a.coco) {
+    await writeAtomic(a.coco, toCoco(results.filter((r) => !r.error).map((r) => ({
+      file: r.file, width: r.width, height: r.height, boxes: r.detections.filter((d) => !d.uncertain),
+    }))), protect);
+  }
+  if (a.csv) await writeAtomic(a.csv, toCsv(doc), protect);
+  const json = JSON.stringify(doc, null, 1) + '\n';
+  if (a.json === '-') process.stdout.write(json);
+  else if (a.json) await writeAtomic(a.json, json, protect);
+
+  const failed = results.filter((r) => r.error);
+  for (const f of failed) log(`${c.red('error')} ${f.file}: ${f.error}`);
+  if (!a.quiet || a.json !== '-') {
+    const rows = results.filter((r) => !r.error).map((r) => [basename(r.file), ...classCols(r.counts, String), ...classCols(r.uncertain, String)]);
+    const t = doc.totals;
+    rows.push(['TOTAL', ...classCols(t.counts, String), ...classCols(t.uncertain, String)]);
+    const text = table(['image', ...CLASSES, ...CLASSES.map((k) => `${k}?`)], rows);
+    // the table goes to stdout unless stdout carries the JSON
+    (a.json === '-' ? log : (s: string) => process.stdout.write(s + '\n'))(text);
+    log(c.dim(`${t.images} image(s) counted, ${t.failed} failed; thresholds ${CLASSES.map((k) => `${k}=${th.count[k]}`).join(',')}; '?' = to review (score >= ${CLASSES.map((k) => th.review[k]).join('/')})`));
+  }
+  return failed.length ? 1 : 0;
+}
+
+function emptyResult(file: string): ImageResult {
+  const z = perClass(() => 0);
+  return { file, width: 0, height: 0, counts: z, uncertain: { ...z }, meanScore: perClass(() => null), detections: [] };
+}
+
+export class UsageError extends Error {}

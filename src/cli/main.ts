@@ -1,0 +1,148 @@
+/** The hemocount command line: thin wrappers over the library. */
+import { spawn } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { readMetadata } from '../adapters/onnx.js';
+import { findTorchPython } from '../adapters/python.js';
+import { defaultModelPath } from '../detector.js';
+import { runCount, UsageError } from './count.js';
+import { runCalibrate, runEvaluate, runReport, runSelect, type StudyArgs } from './study.js';
+import { c, log } from './ui.js';
+
+const HELP = `hemocount - find, label and count RBC, WBC and platelets in blood smear images
+
+Usage: hemocount <command> [options]
+
+Commands:
+  count <files|folders|globs...>   count cells; write pictures, JSON, CSV, VOC, YOLO, COCO
+  evaluate --data DIR              paper-style tables against annotations (threshold sweep)
+  calibrate --data DIR --out M.onnx  pick per-class thresholds + review band into a new model file
+  select --data DIR M1.onnx M2.onnx...  compare models (e.g. epochs), name the best
+  report --data DIR --out R.html   HTML + Markdown report with plots
+  train [args]                     train a model (PyTorch; see 'hemocount train --help')
+  serve                            (not yet available)
+  info [--model M]                 print a model's metadata
+
+count options:
+  --model FILE          ONNX model (default: the bundled model)
+  --threshold SPEC      0.4, or RBC=0.25,WBC=0.65,Platelets=0.35 (default: the model's calibrated ones)
+  --review SPEC         lower edge of the review band, same syntax (between it and the threshold: uncertain)
+  --out DIR             annotated images (<name>.annotated.png)
+  --json FILE|-         results as JSON ('-' for stdout)
+  --csv FILE            one row per image plus a totals row
+  --voc DIR  --yolo DIR  --coco FILE   detections as Pascal VOC XML / YOLO txt / COCO JSON
+  --candidates          include every candidate above the model's floor in the JSON
+  --no-recursive        do not descend into sub-folders
+  --quiet               no progress bar or table
+  --threads N           onnxruntime threads
+
+evaluate / calibrate / select / report options:
+  --data DIR|FILE       annotated images: VOC XML, YOLO (labels/ + classes.txt) or COCO JSON
+  --format voc|yolo|coco  override auto-detection
+  --iou 0.5             IoU for matching a detection to a cell
+  --criterion f1|accuracy  what 'best' means (default f1; ties go to the other)
+  --json FILE|-         machine-readable output
+  --log FILE            (report) a train_log.jsonl for the learning curve
+
+Exit status: 0 success, 1 some input failed, 2 usage error.
+`;
+
+const here = dirname(fileURLToPath(import.meta.url));
+const trainingDir = () => join(here, '..', '..', '..', 'training');
+
+async function main(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  if (!cmd || cmd === '--help' || cmd === '-h' || cmd === 'help') {
+    process.stdout.write(HELP);
+    return cmd ? 0 : 2;
+  }
+  if (cmd === '--version') {
+    const pkg = JSON.parse(await readFile(join(here, '..', '..', '..', 'package.json'), 'utf8'));
+    process.stdout.write(`${pkg.version}\n`);
+    return 0;
+  }
+  if (cmd === 'train') return train(rest);
+  const common = {
+    model: { type: 'string' }, json: { type: 'string' }, quiet: { type: 'boolean', default: false },
+    threads: { type: 'string' }, help: { type: 'boolean', short: 'h', default: false },
+  } as const;
+  const study = { ...common, data: { type: 'string' }, format: { type: 'string' }, iou: { type: 'string', default: '0.5' },
+    criterion: { type: 'string', default: 'f1' }, out: { type: 'string' }, log: { type: 'string' } } as const;
+  const threads = (v?: string) => (v ? Number(v) : undefined);
+  const studyArgs = (v: Record<string, unknown>): StudyArgs => {
+    const crit = v.criterion as string;
+    if (crit !== 'f1' && crit !== 'accuracy') throw new UsageError(`--criterion must be f1 or accuracy, not '${crit}'`);
+    const iou = Number(v.iou);
+    if (!(iou > 0 && iou < 1)) throw new UsageError(`--iou must be between 0 and 1`);
+    if (v.format && !['voc', 'yolo', 'coco'].includes(v.format as string)) throw new UsageError('--format must be voc, yolo or coco');
+    return { data: v.data as string, format: v.format as StudyArgs['format'], model: v.model as string, iou, criterion: crit,
+      json: v.json as string, quiet: v.quiet as boolean, threads: threads(v.threads as string) };
+  };
+  switch (cmd) {
+    case 'count': {
+      const { values: v, positionals } = parseArgs({ args: rest, allowPositionals: true, options: {
+        ...common, threshold: { type: 'string' }, review: { type: 'string' }, out: { type: 'string' }, csv: { type: 'string' },
+        voc: { type: 'string' }, yolo: { type: 'string' }, coco: { type: 'string' }, candidates: { type: 'boolean', default: false },
+        'no-recursive': { type: 'boolean', default: false } } });
+      if (v.help) return usage(0);
+      return runCount({ inputs: positionals, model: v.model, threshold: v.threshold, review: v.review, out: v.out, json: v.json,
+        csv: v.csv, voc: v.voc, yolo: v.yolo, coco: v.coco, candidates: v.candidates, recursive: !v['no-recursive'],
+        quiet: v.quiet || (v.json === '-' && !process.stderr.isTTY), threads: threads(v.threads) });
+    }
+    case 'evaluate': case 'calibrate': case 'report': {
+      const { values: v } = parseArgs({ args: rest, options: study });
+      if (v.help) return usage(0);
+      const a = studyArgs(v);
+      if (cmd === 'evaluate') return runEvaluate(a);
+      if (cmd === 'calibrate') return runCalibrate({ ...a, out: v.out });
+      return runReport({ ...a, out: v.out, log: v.log });
+    }
+    case 'select': {
+      const { values: v, positionals } = parseArgs({ args: rest, allowPositionals: true, options: study });
+      if (v.help) return usage(0);
+      return runSelect({ ...studyArgs(v), models: positionals });
+    }
+    case 'info': {
+      const { values: v } = parseArgs({ args: rest, options: { model: { type: 'string' } } });
+      const path = v.model ?? defaultModelPath();
+      process.stdout.write(JSON.stringify(readMetadata(new Uint8Array(await readFile(path)), path), null, 2) + '\n');
+      return 0;
+    }
+    case 'serve':
+      throw new UsageError('serve: the web application is not part of this release yet');
+    default:
+      throw new UsageError(`unknown command '${cmd}' (try 'hemocount --help')`);
+  }
+}
+
+function usage(code: number): number {
+  process.stdout.write(HELP);
+  return code;
+}
+
+/** Delegates to the Python training module with an interpreter that can import torch. */
+async function train(args: string[]): Promise<number> {
+  const { python, torch } = findTorchPython();
+  const sub = args[0] && !args[0].startsWith('-') ? args : ['train', ...args];
+  if (args.includes('--help') || args.includes('-h')) log(c.dim(`(using ${python}, torch ${torch})`));
+  return new Promise((res) => {
+    const p = spawn(python, ['-m', 'hemocount_train', ...sub], { stdio: 'inherit', cwd: process.cwd(),
+      env: { ...process.env, PYTHONPATH: [trainingDir(), process.env.PYTHONPATH].filter(Boolean).join(':') } });
+    p.on('exit', (code) => res(code ?? 1));
+  });
+}
+
+main(process.argv.slice(2)).then(
+  (code) => { process.exitCode = code; },
+  (e) => {
+    if (e instanceof UsageError || (e as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
+      log(`hemocount: ${(e as Error).message}`);
+      process.exitCode = 2;
+    } else {
+      log(`${c.red('hemocount:')} ${(e as Error).message}`);
+      process.exitCode = 1;
+    }
+  },
+);

@@ -1,0 +1,50 @@
+/** Terminal helpers: colour (NO_COLOR aware), progress bar with ETA, tables. */
+import type { PerClass } from '../core/types.js';
+import { CLASSES } from '../core/types.js';
+
+const useColour = () => !process.env.NO_COLOR && process.stderr.isTTY;
+export const c = {
+  red: (s: string) => (useColour() ? `\x1b[31m${s}\x1b[0m` : s),
+  dim: (s: string) => (useColour() ? `\x1b[2m${s}\x1b[0m` : s),
+  bold: (s: string) => (useColour() ? `\x1b[1m${s}\x1b[0m` : s),
+};
+
+export const log = (s: string) => process.stderr.write(s + '\n');
+
+function fmtTime(s: number): string {
+  if (!Number.isFinite(s)) return '--';
+  const m = Math.floor(s / 60);
+  return m ? `${m}m${String(Math.round(s % 60)).padStart(2, '0')}s` : `${Math.round(s)}s`;
+}
+
+export class Progress {
+  private t0 = Date.now();
+  private readonly on: boolean;
+  constructor(private total: number, quiet: boolean) {
+    this.on = !quiet && Boolean(process.stderr.isTTY) && total > 0;
+  }
+  tick(done: number, label: string) {
+    if (!this.on) return;
+    const w = 24;
+    const f = done / this.total;
+    const el = (Date.now() - this.t0) / 1000;
+    const eta = done ? (el / done) * (this.total - done) : NaN;
+    const bar = '#'.repeat(Math.round(f * w)).padEnd(w, '.');
+    const cols = process.stderr.columns || 100;
+    const line = `[${bar}] ${done}/${this.total} ETA ${fmtTime(eta)} ${label}`;
+    process.stderr.write(`\r${line.slice(0, cols - 1).padEnd(cols - 1)}`);
+  }
+  done() {
+    if (this.on) process.stderr.write('\r' + ' '.repeat((process.stderr.columns || 100) - 1) + '\r');
+  }
+}
+
+export function table(head: string[], rows: (string | number)[][], align: ('l' | 'r')[] = []): string {
+  const cells = [head, ...rows.map((r) => r.map(String))];
+  const w = head.map((_, i) => Math.max(...cells.map((r) => (r[i] ?? '').length)));
+  const fmt = (r: string[]) => r.map((v, i) => ((align[i] ?? (i ? 'r' : 'l')) === 'l' ? v.padEnd(w[i]) : v.padStart(w[i]))).join('  ');
+  return [fmt(cells[0]), w.map((x) => '-'.repeat(x)).join('  '), ...cells.slice(1).map(fmt)].join('\n');
+}
+
+export const pct = (v: number | null | undefined) => (v === null || v === undefined ? '-' : (100 * v).toFixed(2));
+export const classCols = <T>(p: PerClass<T>, f: (v: T) => string | number) => CLASSES.map((k) => f(p[k]));

@@ -1,0 +1,199 @@
+/**
+ * Result documents and annotation formats as text (no I/O): hemocount JSON, CSV,
+ * Pascal VOC XML (LabelImg), YOLO txt and COCO JSON, written and read back.
+ */
+import { classFromName } from './count.js';
+import type { GroundTruthBox } from './metrics.js';
+import { type Box, type Candidate, type CellClass, CLASSES, type Detection, type PerClass, perClass } from './types.js';
+
+export interface ImageResult {
+  file: string;
+  width: number;
+  height: number;
+  counts: PerClass<number>;
+  uncertain: PerClass<number>;
+  meanScore: PerClass<number | null>;
+  detections: Detection[];
+  /** Every candidate above the model's floor, when asked for (to re-threshold later). */
+  candidates?: Candidate[];
+  tiles?: number;
+  ms?: number;
+  error?: string;
+}
+
+export interface CountDocument {
+  model: { name: string; version: string; sha256: string };
+  thresholds: PerClass<number>;
+  review: PerClass<number>;
+  images: ImageResult[];
+  totals: { images: number; failed: number; counts: PerClass<number>; uncertain: PerClass<number> };
+}
+
+export function totals(images: ImageResult[]): CountDocument['totals'] {
+  const ok = images.filter((i) => !i.error);
+  return {
+    images: ok.length,
+    failed: images.length - ok.length,
+    counts: perClass((c) => ok.reduce((s, i) => s + i.counts[c], 0)),
+    uncertain: perClass((c) => ok.reduce((s, i) => s + i.uncertain[c], 0)),
+  };
+}
+
+const r2 = (v: number) => Math.round(v * 100) / 100;
+const r4 = (v: number) => Math.round(v * 10000) / 10000;
+export const roundBox = (b: Box): Box => [r2(b[0]), r2(b[1]), r2(b[2]), r2(b[3])];
+
+function csvField(v: string | number | null): string {
+  const s = v === null ? '' : String(v);
+  return /[",\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
+}
+
+export function toCsv(doc: CountDocument): string {
+  const head = ['file', 'width', 'height', ...CLASSES.map((c) => `${c}`), ...CLASSES.map((c) => `${c}_uncertain`),
+    ...CLASSES.map((c) => `${c}_mean_score`), 'error'];
+  const rows = doc.images.map((i) => [i.file, i.width, i.height, ...CLASSES.map((c) => i.counts?.[c] ?? ''),
+    ...CLASSES.map((c) => i.uncertain?.[c] ?? ''), ...CLASSES.map((c) => (i.meanScore?.[c] == null ? '' : r4(i.meanScore[c]!))),
+    i.error ?? '']);
+  const t = doc.totals;
+  rows.push(['TOTAL', '', '', ...CLASSES.map((c) => t.counts[c]), ...CLASSES.map((c) => t.uncertain[c]), '', '', '',
+    t.failed ? `${t.failed} failed` : '']);
+  return [head, ...rows].map((r) => r.map((v) => csvField(v as string | number)).join(',')).join('\n') + '\n';
+}
+
+/** Minimal CSV reader (quoted fields supported), for tests and round trips. */
+export function parseCsv(text: string): string[][] {
+  const rows: string[][] = [];
+  let row: string[] = [];
+  let f = '';
+  let q = false;
+  for (let i = 0; i < text.length; i++) {
+    const ch = text[i];
+    if (q) {
+      if (ch === '"' && text[i + 1] === '"') { f += '"'; i++; } else if (ch === '"') q = false; else f += ch;
+    } else if (ch === '"') q = true;
+    else if (ch === ',') { row.push(f); f = ''; } else if (ch === '\n') { row.push(f); rows.push(row); row = []; f = ''; } else f += ch;
+  }
+  if (f || row.length) { row.push(f); rows.push(row); }
+  return rows;
+}
+
+const xmlEscape = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
+
+/** Pascal VOC as LabelImg writes it (1-based inclusive integer pixel coordinates). */
+export function toVoc(file: string, width: number, height: number, boxes: { label: CellClass; box: Box }[]): string {
+  const objs = boxes.map(({ label, box }) => {
+    const x1 = Math.max(1, Math.round(box[0]) + 1);
+    const y1 = Math.max(1, Math.round(box[1]) + 1);
+    const x2 = Math.min(width, Math.max(x1, Math.round(box[2])));
+    const y2 = Math.min(height, Math.max(y1, Math.round(box[3])));
+    return `\t<object>\n\t\t<name>${label}</name>\n\t\t<pose>Unspecified</pose>\n\t\t<truncated>0</truncated>\n\t\t<difficult>0</difficult>\n` +
+      `\t\t<bndbox>\n\t\t\t<xmin>${x1}</xmin>\n\t\t\t<ymin>${y1}</ymin>\n\t\t\t<xmax>${x2}</xmax>\n\t\t\t<ymax>${y2}</ymax>\n\t\t</bndbox>\n\t</object>\n`;
+  });
+  const name = file.split(/[\\/]/).pop()!;
+  return `<annotation>\n\t<folder>images</folder>\n\t<filename>${xmlEscape(name)}</filename>\n` +
+    `\t<source>\n\t\t<database>hemocount</database>\n\t</source>\n` +
+    `\t<size>\n\t\t<width>${width}</width>\n\t\t<height>${height}</height>\n\t\t<depth>3</depth>\n\t</size>\n` +
+    `\t<segmented>0</segmented>\n${objs.join('')}</annotation>\n`;
+}
+
+export interface ParsedAnnotation {
+  filename: string | null;
+  width: number | null;
+  height: number | null;
+  boxes: GroundTruthBox[];
+  problems: string[];
+}
+
+const tag = (xml: string, name: string) => new RegExp(`<${name}>\\s*([^<]*?)\\s*</${name}>`).exec(xml)?.[1] ?? null;
+
+/** Pascal VOC XML -> 0-based pixel boxes; unknown classes and bad boxes are reported, not fatal. */
+export function parseVoc(xml: string): ParsedAnnotation {
+  if (!/<annotation[\s>]/.test(xml)) throw new Error('not a Pascal VOC annotation (no <annotation> element)');
+  const problems: string[] = [];
+  const boxes: GroundTruthBox[] = [];
+  const size = /<size>([\s\S]*?)<\/size>/.exec(xml)?.[1] ?? '';
+  for (const m of xml.matchAll(/<object>([\s\S]*?)<\/object>/g)) {
+    const body = m[1];
+    const name = tag(body, 'name') ?? '';
+    const label = classFromName(name);
+    const nums = ['xmin', 'ymin', 'xmax', 'ymax'].map((k) => Number(tag(body, k)));
+    if (!label) { problems.push(`unknown class '${name}'`); continue; }
+    if (nums.some((v) => !Number.isFinite(v))) { problems.push(`object '${name}' without a numeric bndbox`); continue; }
+    const box: Box = [nums[0] - 1, nums[1] - 1, nums[2], nums[3]];
+    if (box[2] - box[0] < 1 || box[3] - box[1] < 1) { problems.push(`zero-size ${label} box at ${nums.join(',')}`); continue; }
+    boxes.push({ label, box });
+  }
+  const w = Number(tag(size, 'width'));
+  const h = Number(tag(size, 'height'));
+  return { filename: tag(xml, 'filename'), width: w || null, height: h || null, boxes, problems };
+}
+
+/** YOLO txt with hemocount's class order (RBC=0, WBC=1, Platelets=2) unless `names` says otherwise. */
+export function toYolo(width: number, height: number, boxes: { label: CellClass; box: Box }[], names: readonly string[] = CLASSES): string {
+  return boxes.map(({ label, box }) => {
+    const id = names.findIndex((n) => classFromName(n) === label);
+    const cx = (box[0] + box[2]) / 2 / width;
+    const cy = (box[1] + box[3]) / 2 / height;
+    return `${id} ${cx.toFixed(6)} ${cy.toFixed(6)} ${((box[2] - box[0]) / width).toFixed(6)} ${((box[3] - box[1]) / height).toFixed(6)}`;
+  }).join('\n') + (boxes.length ? '\n' : '');
+}
+
+export function parseYolo(text: string, width: number, height: number, names: readonly string[]): ParsedAnnotation {
+  const problems: string[] = [];
+  const boxes: GroundTruthBox[] = [];
+  text.split(/\r?\n/).forEach((line, i) => {
+    const p = line.trim().split(/\s+/);
+    if (!line.trim()) return;
+    const v = p.slice(1, 5).map(Number);
+    const label = names[Number(p[0])] !== undefined ? classFromName(names[Number(p[0])]) : null;
+    if (p.length < 5 || v.some((x) => !Number.isFinite(x))) { problems.push(`line ${i + 1} is not 'class cx cy w h'`); return; }
+    if (!label) { problems.push(`line ${i + 1}: unknown class id ${p[0]}`); return; }
+    const box: Box = [(v[0] - v[2] / 2) * width, (v[1] - v[3] / 2) * height, (v[0] + v[2] / 2) * width, (v[1] + v[3] / 2) * height];
+    boxes.push({ label, box: [Math.max(0, box[0]), Math.max(0, box[1]), Math.min(width, box[2]), Math.min(height, box[3])] });
+  });
+  return { filename: null, width, height, boxes, problems };
+}
+
+export interface CocoImage {
+  file: string;
+  width: number;
+  height: number;
+  boxes: { label: CellClass; box: Box; score?: number }[];
+}
+
+export function toCoco(images: CocoImage[]): string {
+  const doc = {
+    info: { description: 'hemocount detections', date_created: new Date().toISOString() },
+    categories: CLASSES.map((name, i) => ({ id: i + 1, name, supercategory: 'cell' })),
+    images: images.map((im, i) => ({ id: i + 1, file_name: im.file, width: im.width, height: im.height })),
+    annotations: images.flatMap((im, i) => im.boxes.map((b) => ({
+      image_id: i + 1, category_id: CLASSES.indexOf(b.label) + 1,
+      bbox: [r2(b.box[0]), r2(b.box[1]), r2(b.box[2] - b.box[0]), r2(b.box[3] - b.box[1])],
+      area: r2((b.box[2] - b.box[0]) * (b.box[3] - b.box[1])), iscrowd: 0,
+      ...(b.score !== undefined ? { score: r4(b.score) } : {}),
+    }))).map((a, k) => ({ id: k + 1, ...a })),
+  };
+  return JSON.stringify(doc, null, 1) + '\n';
+}
+
+export function parseCoco(text: string): { images: CocoImage[]; problems: string[]; unlabelled: Map<string, CellClass[]> } {
+  const doc = JSON.parse(text);
+  if (!Array.isArray(doc.images) || !Array.isArray(doc.annotations)) throw new Error('not a COCO document (needs "images" and "annotations")');
+  const problems: string[] = [];
+  const cats = new Map<number, CellClass | null>((doc.categories ?? []).map((c: { id: number; name: string }) => [c.id, classFromName(c.name)]));
+  const byId = new Map<number, CocoImage>();
+  const unlabelled = new Map<string, CellClass[]>();
+  for (const im of doc.images) {
+    byId.set(im.id, { file: im.file_name, width: im.width, height: im.height, boxes: [] });
+    if (Array.isArray(im.unlabelled)) unlabelled.set(im.file_name, im.unlabelled.map((n: string) => classFromName(n)).filter(Boolean));
+  }
+  for (const a of doc.annotations) {
+    const im = byId.get(a.image_id);
+    const label = cats.get(a.category_id);
+    if (!im) { problems.push(`annotation ${a.id}: unknown image_id ${a.image_id}`); continue; }
+    if (!label) { problems.push(`annotation ${a.id}: unknown category ${a.category_id}`); continue; }
+    const [x, y, w, h] = a.bbox;
+    im.boxes.push({ label, box: [x, y, x + w, y + h], ...(a.score !== undefined ? { score: a.score } : {}) });
+  }
+  return { images: [...byId.values()], problems, unlabelled };
+}

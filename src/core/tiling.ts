@@ -1,0 +1,64 @@
+/**
+ * Large images are read in overlapping tiles at native resolution. Each tile "owns" the
+ * cells whose centre falls in its core (the overlap is split at its midline), and the
+ * overlap is wider than the largest cell, so the owning tile always sees the whole cell:
+ * a cell on a seam is counted exactly once.
+ */
+import { classwiseNms } from './decode.js';
+import type { Candidate } from './types.js';
+
+export interface Tile {
+  x: number;
+  y: number;
+  width: number;
+  height: number;
+  /** Core region [x1, y1, x2, y2] in image pixels. */
+  core: [number, number, number, number];
+}
+
+function starts(total: number, size: number, overlap: number): number[] {
+  if (total <= size) return [0];
+  const step = size - overlap;
+  const n = Math.ceil((total - size) / step) + 1;
+  // spread the tiles evenly so that every overlap is at least `overlap`
+  return Array.from({ length: n }, (_, i) => Math.round((i * (total - size)) / (n - 1)));
+}
+
+export function planTiles(width: number, height: number, size: number, overlap: number): Tile[] {
+  const xs = starts(width, size, overlap);
+  const ys = starts(height, size, overlap);
+  const edge = (list: number[], i: number, total: number, lo: boolean) => {
+    if (lo) return i === 0 ? 0 : (list[i] + list[i - 1] + size) / 2;
+    return i === list.length - 1 ? total : (list[i + 1] + list[i] + size) / 2;
+  };
+  const tiles: Tile[] = [];
+  ys.forEach((y, j) =>
+    xs.forEach((x, i) =>
+      tiles.push({
+        x, y,
+        width: Math.min(size, width - x),
+        height: Math.min(size, height - y),
+        core: [edge(xs, i, width, true), edge(ys, j, height, true), edge(xs, i, width, false), edge(ys, j, height, false)],
+      }),
+    ),
+  );
+  return tiles;
+}
+
+/** Tile-local candidates -> image candidates this tile owns. */
+export function ownedByTile(tile: Tile, cands: Candidate[]): Candidate[] {
+  const [cx1, cy1, cx2, cy2] = tile.core;
+  const out: Candidate[] = [];
+  for (const c of cands) {
+    const box: Candidate['box'] = [c.box[0] + tile.x, c.box[1] + tile.y, c.box[2] + tile.x, c.box[3] + tile.y];
+    const mx = (box[0] + box[2]) / 2;
+    const my = (box[1] + box[3]) / 2;
+    if (mx >= cx1 && mx < cx2 && my >= cy1 && my < cy2) out.push({ ...c, box });
+  }
+  return out;
+}
+
+/** Merge the owned candidates of all tiles; a last NMS removes near-duplicates on seams. */
+export function mergeTiles(perTile: Candidate[][], iou: number): Candidate[] {
+  return classwiseNms(perTile.flat(), iou);
+}

@@ -1,0 +1,51 @@
+/** Shared types of hemocount's core (no I/O: also runs in the browser). */
+
+export const CLASSES = ['RBC', 'WBC', 'Platelets'] as const;
+export type CellClass = (typeof CLASSES)[number];
+export type PerClass<T> = Record<CellClass, T>;
+
+export type Box = [x1: number, y1: number, x2: number, y2: number];
+
+/** A candidate detection above the model's score floor (kept so thresholds can change later). */
+export interface Candidate {
+  label: CellClass;
+  score: number;
+  box: Box;
+}
+
+export interface Detection extends Candidate {
+  /** Between the review threshold and the counting threshold: "please review". */
+  uncertain: boolean;
+}
+
+export interface AnchorLevel {
+  name: string;
+  stride: number;
+  sizes: number[];
+  aspect_ratios: number[];
+}
+
+/** The decoding document embedded in every hemocount ONNX file (see training/export.py). */
+export interface ModelMetadata {
+  format: string;
+  name: string;
+  version: string;
+  classes: { name: CellClass; colour: string }[];
+  input: { layout: 'NCHW'; channels: 'RGB'; scale: number; mean: number[]; std: number[]; pad_multiple: number; pad_value: number };
+  anchors: { levels: AnchorLevel[] };
+  box_coder: { weights: [number, number, number, number]; clamp: number };
+  postprocess: { score_floor: number; topk_per_level: number; nms_iou: number; max_detections: number };
+  thresholds: PerClass<number>;
+  review: PerClass<number>;
+  provenance: Record<string, unknown>;
+  calibration?: Record<string, unknown>;
+}
+
+export interface Thresholds {
+  count: PerClass<number>;
+  review: PerClass<number>;
+}
+
+export function perClass<T>(f: (c: CellClass) => T): PerClass<T> {
+  return { RBC: f('RBC'), WBC: f('WBC'), Platelets: f('Platelets') };
+}

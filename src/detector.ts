@@ -1,0 +1,136 @@
+/**
+ * The library's heart: a loaded model that finds and counts cells in an image.
+ * Whole images up to WHOLE_IMAGE_PIXELS go through the network at once; larger ones in
+ * overlapping native-resolution tiles read strip by strip, so memory stays bounded.
+ */
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { applyThresholds } from './core/count.js';
+import { decodeDetections, paddedSize } from './core/decode.js';
+import type { ImageResult } from './core/formats.js';
+import { mergeTiles, ownedByTile, planTiles } from './core/tiling.js';
+import { type Candidate, type ModelMetadata, type PerClass, perClass, type Thresholds } from './core/types.js';
+import { decodeRgb, type ImageInput, probe, readRegion, toTensor } from './adapters/image.js';
+import { type OnnxModel, openOnnx } from './adapters/onnx.js';
+
+export const WHOLE_IMAGE_PIXELS = 2048 * 2048;
+export const TILE_SIZE = 1024;
+/** Wider than the largest white cell (~250 px), so a cell on a seam is whole in its owner tile. */
+export const TILE_OVERLAP = 320;
+
+const here = dirname(fileURLToPath(import.meta.url));
+/** The bundled default model (models/ at the package root, from src/ or dist/src/). */
+export function defaultModelPath(): string {
+  for (const p of [join(here, '..', 'models', 'hemocount-default.onnx'), join(here, '..', '..', 'models', 'hemocount-default.onnx')]) {
+    if (existsSync(p)) return p;
+  }
+  throw new Error('the bundled model models/hemocount-default.onnx is missing from this installation');
+}
+
+export interface CountOptions {
+  /** Counting threshold per class (or one number for all); defaults to the model's calibrated ones. */
+  thresholds?: Partial<PerClass<number>> | number;
+  /** Lower edge of the review band per class; detections between it and the threshold are `uncertain`. */
+  review?: Partial<PerClass<number>> | number;
+  /** Include every candidate above the model's floor in the result. */
+  candidates?: boolean;
+  /** File name to report (defaults to the path, or 'image'). */
+  name?: string;
+}
+
+export interface Detected {
+  width: number;
+  height: number;
+  candidates: Candidate[];
+  tiles: number;
+  ms: number;
+}
+
+export class Model {
+  private constructor(private readonly onnx: OnnxModel) {}
+
+  static async load(path?: string, opts: { threads?: number } = {}): Promise<Model> {
+    return new Model(await openOnnx(path ?? defaultModelPath(), opts.threads));
+  }
+
+  get metadata(): ModelMetadata {
+    return this.onnx.metadata;
+  }
+  get path(): string {
+    return this.onnx.path;
+  }
+  get info() {
+    return { name: this.onnx.metadata.name, version: this.onnx.metadata.version, sha256: this.onnx.sha256 };
+  }
+  /** The ONNX bytes (e.g. to serve the same model to the browser). */
+  get bytes(): Uint8Array {
+    return this.onnx.bytes;
+  }
+
+  /** Resolve user thresholds against the model's recommended ones. */
+  thresholds(count?: CountOptions['thresholds'], review?: CountOptions['review']): Thresholds {
+    const pick = (v: CountOptions['thresholds'], base: PerClass<number>) =>
+      perClass((c) => (typeof v === 'number' ? v : (v?.[c] ?? base[c])));
+    const t = pick(count, this.metadata.thresholds);
+    const baseReview = perClass((c) => Math.min(this.metadata.review?.[c] ?? t[c], t[c]));
+    // a counting threshold moved below the model's review edge leaves no review band
+    const r = pick(review, baseReview);
+    return { count: t, review: perClass((c) => Math.min(r[c], t[c])) };
+  }
+
+  /** All candidates above the model's floor, in original-image pixels. */
+  async detect(input: ImageInput): Promise<Detected> {
+    const t0 = performance.now();
+    const { width, height } = await probe(input);
+    if (width * height <= WHOLE_IMAGE_PIXELS) {
+      const img = await decodeRgb(input);
+      const candidates = await this.runWhole(img);
+      return { width: img.width, height: img.height, candidates, tiles: 1, ms: performance.now() - t0 };
+    }
+    const tiles = planTiles(width, height, TILE_SIZE, TILE_OVERLAP);
+    const perTile: Candidate[][] = [];
+    // read one strip of tile rows at a time: memory ~ width x TILE_SIZE, whatever the height
+    const rows = [...new Set(tiles.map((t) => t.y))];
+    for (const y of rows) {
+      const rowTiles = tiles.filter((t) => t.y === y);
+      const strip = await readRegion(input, 0, y, width, rowTiles[0].height);
+      for (const t of rowTiles) {
+        const tile = await readRegion(strip, t.x, 0, t.width, t.height);
+        perTile.push(ownedByTile(t, await this.runWhole(tile)));
+      }
+    }
+    const candidates = mergeTiles(perTile, this.metadata.postprocess.nms_iou);
+    return { width, height, candidates, tiles: tiles.length, ms: performance.now() - t0 };
+  }
+
+  private async runWhole(img: { data: Uint8Array; width: number; height: number; channels: 3 }): Promise<Candidate[]> {
+    const [ph, pw] = paddedSize(this.metadata, img.height, img.width);
+    const { scores, deltas } = await this.onnx.run(toTensor(img, this.metadata, ph, pw), ph, pw);
+    return decodeDetections(this.metadata, scores, deltas, img.height, img.width);
+  }
+
+  /** Detect, apply per-class thresholds and the review band, count. */
+  async count(input: ImageInput, opts: CountOptions = {}): Promise<ImageResult> {
+    const det = await this.detect(input);
+    return this.summarise(det, opts, opts.name ?? (typeof input === 'string' ? input : 'image'));
+  }
+
+  /** Re-threshold already detected candidates without running the network again. */
+  summarise(det: Detected, opts: CountOptions, file: string): ImageResult {
+    const s = applyThresholds(det.candidates, this.thresholds(opts.thresholds, opts.review));
+    return {
+      file, width: det.width, height: det.height, counts: s.counts, uncertain: s.uncertain, meanScore: s.meanScore,
+      detections: s.detections, ...(opts.candidates ? { candidates: det.candidates } : {}), tiles: det.tiles, ms: Math.round(det.ms),
+    };
+  }
+
+  async release(): Promise<void> {
+    await this.onnx.release();
+  }
+}
+
+/** Load a model: the bundled default, or an ONNX file exported by hemocount's training. */
+export function loadModel(path?: string, opts?: { threads?: number }): Promise<Model> {
+  return Model.load(path, opts);
+}

@@ -1,0 +1,77 @@
+/**
+ * Running a model over an annotated set once, and what is built on those candidates:
+ * the threshold sweep, calibration and model selection. The metrics are core/metrics.ts.
+ */
+import { type Criterion, type EvalImage, type Evaluation, agreement, bestRow, classAt, confusionMatrix, evaluate, reviewThreshold } from './core/metrics.js';
+import { CLASSES, type ModelMetadata, type PerClass, perClass } from './core/types.js';
+import type { TruthSet } from './adapters/files.js';
+import type { Model } from './detector.js';
+
+export interface Collected {
+  images: EvalImage[];
+  failed: { file: string; error: string }[];
+  ms: number;
+}
+
+/** One network pass per image; every later threshold is read off these candidates. */
+export async function collect(model: Model, truth: TruthSet, onProgress?: (i: number, file: string) => void): Promise<Collected> {
+  const t0 = performance.now();
+  const images: EvalImage[] = [];
+  const failed: Collected['failed'] = [];
+  for (const [i, t] of truth.images.entries()) {
+    onProgress?.(i, t.file);
+    try {
+      const det = await model.detect(t.file);
+      images.push({ file: t.file, truth: t.truth, candidates: det.candidates });
+    } catch (e) {
+      failed.push({ file: t.file, error: (e as Error).message });
+    }
+  }
+  return { images, failed, ms: performance.now() - t0 };
+}
+
+export interface Report {
+  model: { name: string; version: string; sha256: string };
+  data: string;
+  evaluation: Evaluation;
+  atModel: PerClass<ReturnType<typeof classAt>>;
+  thresholds: PerClass<number>;
+  confusion: ReturnType<typeof confusionMatrix>;
+  agreement: ReturnType<typeof agreement>;
+}
+
+export function buildReport(model: Model, data: string, images: EvalImage[], iou = 0.5, criterion: Criterion = 'f1', thresholds?: PerClass<number>): Report {
+  const th = thresholds ?? model.metadata.thresholds;
+  return {
+    model: model.info, data,
+    evaluation: evaluate(images, { iou, criterion }),
+    atModel: perClass((c) => classAt(images, c, th[c], iou)),
+    thresholds: th,
+    confusion: confusionMatrix(images, th, iou),
+    agreement: agreement(images, th),
+  };
+}
+
+/** Fine grid for calibration: 0.10 ... 0.90 in steps of 0.01. */
+export const CALIBRATION_GRID = Array.from({ length: 81 }, (_, i) => Math.round((0.1 + i * 0.01) * 100) / 100);
+
+/** Pick per-class thresholds and review bands on `images`; returns new metadata. */
+export function calibrate(meta: ModelMetadata, images: EvalImage[], data: string, criterion: Criterion = 'f1', iou = 0.5): ModelMetadata {
+  const ev = evaluate(images, { iou, thresholds: CALIBRATION_GRID, criterion });
+  const thresholds = perClass((c) => bestRow(ev.classes[c].sweep, criterion).threshold);
+  const review = perClass((c) => reviewThreshold(images, c, thresholds[c], meta.postprocess.score_floor, 0.25, iou));
+  const atChosen = perClass((c) => {
+    const r = classAt(images, c, thresholds[c], iou);
+    return { threshold: thresholds[c], precision: r.precision, recall: r.recall, f1: r.f1, accuracy: r.accuracy,
+      ap50: ev.classes[c].ap50, ap5095: ev.classes[c].ap5095, truth: r.truth, counted: r.counted };
+  });
+  return {
+    ...meta,
+    thresholds,
+    review,
+    calibration: { data, images: images.length, criterion, iou, date: new Date().toISOString(), grid: '0.10-0.90 step 0.01',
+      review_rule: 'lowest threshold whose band holds >= 25 % real cells', mAP50: ev.mAP50, mAP5095: ev.mAP5095, classes: atChosen },
+  };
+}
+
+export { CLASSES };

@@ -1,0 +1,129 @@
+/** The CLI end to end, as a user runs it, on the committed samples and model. */
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import sharp from 'sharp';
+import { parseCoco, parseCsv, parseVoc, parseYolo } from '../src/core/formats.js';
+import { readMetadata } from '../src/adapters/onnx.js';
+import { CLI, ROOT, SAMPLES, tmp } from './helpers.js';
+
+const run = (args: string[], env: NodeJS.ProcessEnv = {}) =>
+  spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', cwd: ROOT, env: { ...process.env, ...env }, maxBuffer: 64 << 20 });
+
+test('count on the samples folder: table, JSON, CSV, pictures, VOC, YOLO, COCO', async () => {
+  const out = tmp();
+  const r = run(['count', 'samples', '--out', join(out, 'img'), '--json', join(out, 'r.json'), '--csv', join(out, 'r.csv'),
+    '--voc', join(out, 'voc'), '--yolo', join(out, 'yolo'), '--coco', join(out, 'coco.json')]);
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /BloodImage_00004\.jpg\s+\d+\s+\d+/);
+  assert.match(r.stdout, /TOTAL/);
+  const doc = JSON.parse(readFileSync(join(out, 'r.json'), 'utf8'));
+  assert.equal(doc.images.length, 5);
+  assert.equal(doc.model.sha256.length, 64);
+  for (const im of doc.images) {
+    assert.equal(im.detections.filter((d: { uncertain: boolean; label: string }) => !d.uncertain && d.label === 'RBC').length, im.counts.RBC);
+    for (const d of im.detections) assert.ok(d.box[2] <= im.width && d.box[3] <= im.height && d.box[0] >= 0);
+  }
+  assert.equal(doc.totals.counts.RBC, doc.images.reduce((s: number, i: { counts: { RBC: number } }) => s + i.counts.RBC, 0));
+  const csv = parseCsv(readFileSync(join(out, 'r.csv'), 'utf8'));
+  assert.equal(csv.length, 7);
+  assert.equal(Number(csv[6][csv[0].indexOf('WBC')]), doc.totals.counts.WBC);
+  const png = await sharp(join(out, 'img', 'BloodImage_00004.annotated.png')).metadata();
+  assert.deepEqual([png.width, png.height], [640, 480]);
+  const voc = parseVoc(readFileSync(join(out, 'voc', 'BloodImage_00004.xml'), 'utf8'));
+  const im4 = doc.images.find((i: { file: string }) => i.file.endsWith('BloodImage_00004.jpg'));
+  assert.equal(voc.boxes.length, im4.counts.RBC + im4.counts.WBC + im4.counts.Platelets);
+  const yolo = parseYolo(readFileSync(join(out, 'yolo', 'BloodImage_00004.txt'), 'utf8'), 640, 480, readFileSync(join(out, 'yolo', 'classes.txt'), 'utf8').trim().split('\n'));
+  assert.equal(yolo.boxes.filter((b) => b.label === 'WBC').length, im4.counts.WBC);
+  const coco = parseCoco(readFileSync(join(out, 'coco.json'), 'utf8'));
+  assert.equal(coco.images.length, 5);
+});
+
+test('thresholds from the command line change the counts, JSON to stdout', () => {
+  const lo = JSON.parse(run(['count', 'samples/BloodImage_00011.jpg', '--threshold', '0.2', '--json', '-']).stdout);
+  const hi = JSON.parse(run(['count', 'samples/BloodImage_00011.jpg', '--threshold', 'RBC=0.8,WBC=0.8,Platelets=0.8', '--json', '-']).stdout);
+  assert.equal(lo.thresholds.RBC, 0.2);
+  assert.ok(lo.images[0].counts.RBC > hi.images[0].counts.RBC);
+  assert.equal(run(['count', 'samples', '--threshold', 'RBC=7']).status, 2);
+});
+
+test('a truncated JPEG and a text file named .png are reported; the rest is counted; exit 1', () => {
+  const dir = tmp();
+  const data = join(dir, 'batch');
+  mkdirSync(join(data, 'sub'), { recursive: true });
+  copyFileSync(join(SAMPLES, 'BloodImage_00004.jpg'), join(data, 'good.jpg'));
+  copyFileSync(join(SAMPLES, 'BloodImage_00017.jpg'), join(data, 'sub', 'good2.jpg'));
+  const jpg = readFileSync(join(SAMPLES, 'BloodImage_00011.jpg'));
+  writeFileSync(join(data, 'truncated.jpg'), jpg.subarray(0, Math.floor(jpg.length / 2)));
+  writeFileSync(join(data, 'notes.png'), 'this is a text file, not a picture\n');
+  const before = readFileSync(join(data, 'good.jpg'));
+  const r = run(['count', data, '--json', join(dir, 'r.json'), '--out', join(dir, 'out')]);
+  assert.equal(r.status, 1);
+  assert.match(r.stderr, /truncated\.jpg: .*(corrupt|truncated|premature)/i);
+  assert.match(r.stderr, /notes\.png: .*not an image/i);
+  const doc = JSON.parse(readFileSync(join(dir, 'r.json'), 'utf8'));
+  assert.equal(doc.totals.images, 2);
+  assert.equal(doc.totals.failed, 2);
+  assert.ok(existsSync(join(dir, 'out', 'sub', 'good2.annotated.png')), 'sub-folder layout mirrored');
+  assert.deepEqual(readFileSync(join(data, 'good.jpg')), before, 'inputs untouched');
+  assert.equal(readdirSync(data).length, 4);
+});
+
+test('an output that would replace an input is refused', () => {
+  const dir = tmp();
+  copyFileSync(join(SAMPLES, 'BloodImage_00004.jpg'), join(dir, 'a.jpg'));
+  const size = statSync(join(dir, 'a.jpg')).size;
+  const r = run(['count', join(dir, 'a.jpg'), '--json', join(dir, 'a.jpg')]);
+  assert.notEqual(r.status, 0);
+  assert.match(r.stderr, /refusing to overwrite an input/);
+  assert.equal(statSync(join(dir, 'a.jpg')).size, size);
+});
+
+test('evaluate prints the paper tables; calibrate writes a new model that loads', () => {
+  const r = run(['evaluate', '--data', 'samples', '--json', '-']);
+  assert.equal(r.status, 0, r.stderr);
+  const rep = JSON.parse(r.stdout);
+  assert.equal(rep.evaluation.images, 5);
+  assert.equal(rep.evaluation.classes.RBC.sweep.length, 14);
+  assert.ok(rep.evaluation.classes.WBC.ap50 > 0.5);
+  const t = run(['evaluate', '--data', 'samples']);
+  assert.match(t.stdout, /Threshold\s+Accuracy \[%\]\s+Precision \[%\]\s+Recall \[%\]\s+F1-Score \[%\]/);
+  assert.match(t.stdout, /^\*\s+0\.\d\d/m);
+  const out = join(tmp(), 'calibrated.onnx');
+  const c = run(['calibrate', '--data', 'samples', '--out', out, '--criterion', 'accuracy']);
+  assert.equal(c.status, 0, c.stderr);
+  const meta = readMetadata(new Uint8Array(readFileSync(out)));
+  assert.equal((meta.calibration as { criterion: string }).criterion, 'accuracy');
+  for (const k of ['RBC', 'WBC', 'Platelets'] as const) assert.ok(meta.review[k] <= meta.thresholds[k]);
+  const again = run(['count', 'samples/BloodImage_00004.jpg', '--model', out, '--json', '-']);
+  assert.equal(JSON.parse(again.stdout).thresholds.RBC, meta.thresholds.RBC);
+});
+
+test('report writes HTML, Markdown and figures', () => {
+  const dir = tmp();
+  const r = run(['report', '--data', 'samples', '--out', join(dir, 'rep.html'), '--log', 'models/train_log.jsonl']);
+  assert.equal(r.status, 0, r.stderr);
+  const html = readFileSync(join(dir, 'rep.html'), 'utf8');
+  assert.match(html, /<svg/);
+  assert.match(html, /Learning curve/);
+  for (const f of ['count-vs-threshold-RBC', 'precision-recall', 'bland-altman-WBC', 'learning-curve']) assert.ok(existsSync(join(dir, `rep-${f}.png`)), f);
+});
+
+test('usage errors exit 2 with a message', () => {
+  const r = run(['frobnicate']);
+  assert.equal(r.status, 2);
+  assert.match(r.stderr, /unknown command/);
+  assert.equal(run(['evaluate']).status, 2);
+});
+
+test('a 6000x4000 smear is counted in tiles with peak memory under 1 GB', () => {
+  const r = spawnSync(process.execPath, [join(ROOT, 'dist', 'bench', 'large.js'), '6000', '4000'], { encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  const m = JSON.parse(r.stdout.trim().split('\n').pop()!);
+  assert.deepEqual([m.width, m.height], [6000, 4000]);
+  assert.ok(m.tiles >= 24);
+  assert.ok(m.maxRssMB < 1024, `peak RSS ${m.maxRssMB} MB`);
+  assert.ok(m.counts.WBC >= 70, `about one WBC per 640x480 field: ${m.counts.WBC}`);
+});

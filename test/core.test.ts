@@ -1,0 +1,86 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { applyThresholds, parseThresholds } from '../src/core/count.js';
+import { baseAnchors, classwiseNms, levelGrids, nms } from '../src/core/decode.js';
+import { mergeTiles, ownedByTile, planTiles } from '../src/core/tiling.js';
+import type { Candidate, ModelMetadata } from '../src/core/types.js';
+
+test('base anchors follow torchvision: ratio outer, size inner, rounded, centred', () => {
+  const a = baseAnchors({ name: 'P3', stride: 8, sizes: [32, 64], aspect_ratios: [0.5, 1, 2] });
+  assert.equal(a.length, 6 * 4);
+  // aspect 1, size 32: a square of 32 centred on 0
+  assert.deepEqual([...a.slice(8, 12)], [-16, -16, 16, 16]);
+  // aspect 0.5 (h/w), size 32: w = 32/sqrt(.5) = 45.25 -> [-23, -11, 23, 11] after rounding
+  assert.deepEqual([...a.slice(0, 4)], [-23, -11, 23, 11]);
+});
+
+test('level grids: exact strides on padded input, offsets accumulate', () => {
+  const meta = { anchors: { levels: [8, 16, 32, 64, 128].map((s) => ({ name: `P`, stride: s, sizes: [1, 2, 3], aspect_ratios: [1, 2, 3] })) } } as unknown as ModelMetadata;
+  const g = levelGrids(meta, 512, 640);
+  assert.deepEqual(g.map((x) => [x.height, x.width]), [[64, 80], [32, 40], [16, 20], [8, 10], [4, 5]]);
+  assert.equal(g[1].offset, 64 * 80 * 9);
+  assert.equal(g[4].offset, (64 * 80 + 32 * 40 + 16 * 20 + 8 * 10) * 9);
+});
+
+test('NMS keeps the best of overlapping boxes and distinct cells', () => {
+  const boxes: [number, number, number, number][] = [[0, 0, 10, 10], [1, 1, 11, 11], [20, 20, 30, 30], [0, 0, 10, 10.5]];
+  assert.deepEqual(nms(boxes, [0.9, 0.8, 0.7, 0.95], 0.5), [3, 2]);
+  // IoU exactly at the threshold is kept (torchvision suppresses only IoU > threshold)
+  assert.deepEqual(nms([[0, 0, 10, 10], [5, 0, 15, 10]], [0.9, 0.8], 1 / 3).length, 2);
+});
+
+test('class-wise NMS never lets one class suppress another', () => {
+  const c: Candidate[] = [
+    { label: 'RBC', score: 0.9, box: [0, 0, 10, 10] },
+    { label: 'WBC', score: 0.8, box: [0, 0, 10, 10] },
+    { label: 'RBC', score: 0.7, box: [0, 0, 10, 10] },
+  ];
+  const kept = classwiseNms(c, 0.5);
+  assert.deepEqual(kept.map((k) => k.label), ['RBC', 'WBC']);
+});
+
+test('per-class thresholds and the review band', () => {
+  const cands: Candidate[] = [
+    { label: 'RBC', score: 0.3, box: [0, 0, 1, 1] },
+    { label: 'RBC', score: 0.2, box: [0, 0, 1, 1] },
+    { label: 'RBC', score: 0.05, box: [0, 0, 1, 1] },
+    { label: 'WBC', score: 0.6, box: [0, 0, 1, 1] },
+    { label: 'WBC', score: 0.7, box: [0, 0, 1, 1] },
+  ];
+  const s = applyThresholds(cands, { count: { RBC: 0.25, WBC: 0.65, Platelets: 0.35 }, review: { RBC: 0.1, WBC: 0.5, Platelets: 0.2 } });
+  assert.deepEqual(s.counts, { RBC: 1, WBC: 1, Platelets: 0 });
+  assert.deepEqual(s.uncertain, { RBC: 1, WBC: 1, Platelets: 0 });
+  assert.equal(s.meanScore.RBC, 0.3);
+  assert.equal(s.meanScore.Platelets, null);
+  assert.equal(s.detections.filter((d) => d.uncertain).length, 2);
+});
+
+test('threshold specs', () => {
+  const base = { RBC: 0.25, WBC: 0.65, Platelets: 0.35 };
+  assert.deepEqual(parseThresholds('0.4', base), { RBC: 0.4, WBC: 0.4, Platelets: 0.4 });
+  assert.deepEqual(parseThresholds('wbc=0.5,PLT=0.3', base), { RBC: 0.25, WBC: 0.5, Platelets: 0.3 });
+  assert.throws(() => parseThresholds('RBC=2', base), /between 0 and 1/);
+  assert.throws(() => parseThresholds('XYZ=0.2', base), /bad threshold/);
+});
+
+test('tiles cover the image, overlap by at least the requested margin, and cores partition it', () => {
+  const tiles = planTiles(6000, 4000, 1024, 320);
+  const xs = [...new Set(tiles.map((t) => t.x))];
+  for (let i = 1; i < xs.length; i++) assert.ok(xs[i - 1] + 1024 - xs[i] >= 320);
+  assert.equal(Math.max(...tiles.map((t) => t.x + t.width)), 6000);
+  // every point belongs to exactly one core
+  for (const [x, y] of [[0, 0], [5999, 3999], [700, 700], [704, 1000], [3000.5, 2000.5]]) {
+    assert.equal(tiles.filter((t) => x >= t.core[0] && x < t.core[2] && y >= t.core[1] && y < t.core[3]).length, 1, `${x},${y}`);
+  }
+});
+
+test('a cell seen by two tiles is kept once, by the tile owning its centre', () => {
+  const tiles = planTiles(2000, 1000, 1024, 320);
+  const [a, b] = tiles;
+  const seam = a.core[2];
+  const cell: [number, number, number, number] = [seam - 50, 400, seam + 40, 490]; // centre just left of the seam
+  const local = (t: typeof a) => [{ label: 'WBC' as const, score: 0.9, box: [cell[0] - t.x, cell[1] - t.y, cell[2] - t.x, cell[3] - t.y] as typeof cell }];
+  const merged = mergeTiles([ownedByTile(a, local(a)), ownedByTile(b, local(b))], 0.5);
+  assert.equal(merged.length, 1);
+  assert.deepEqual(merged[0].box, cell);
+});

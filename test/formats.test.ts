@@ -1,0 +1,64 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { parseCoco, parseCsv, parseVoc, parseYolo, toCoco, toCsv, totals, toVoc, toYolo, type CountDocument, type ImageResult } from '../src/core/formats.js';
+import type { Box, CellClass } from '../src/core/types.js';
+
+const boxes: { label: CellClass; box: Box }[] = [
+  { label: 'RBC', box: [10, 20, 110, 120] },
+  { label: 'WBC', box: [200, 150, 390, 340] },
+  { label: 'Platelets', box: [0, 0, 35, 30] },
+];
+
+test('VOC XML round trip (LabelImg 1-based coordinates)', () => {
+  const xml = toVoc('dir/a & b.jpg', 640, 480, boxes);
+  assert.match(xml, /<filename>a &amp; b.jpg<\/filename>/);
+  assert.match(xml, /<xmin>11<\/xmin>/);
+  const back = parseVoc(xml);
+  assert.equal(back.width, 640);
+  assert.deepEqual(back.boxes, boxes);
+  assert.equal(back.problems.length, 0);
+});
+
+test('VOC reader reports unknown classes and zero-size boxes', () => {
+  const xml = '<annotation><object><name>Platelet</name><bndbox><xmin>5</xmin><ymin>5</ymin><xmax>20</xmax><ymax>20</ymax></bndbox></object>' +
+    '<object><name>cat</name><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>9</xmax><ymax>9</ymax></bndbox></object>' +
+    '<object><name>RBC</name><bndbox><xmin>7</xmin><ymin>7</ymin><xmax>7</xmax><ymax>30</ymax></bndbox></object></annotation>';
+  const r = parseVoc(xml);
+  assert.deepEqual(r.boxes.map((b) => b.label), ['Platelets']);
+  assert.equal(r.problems.length, 2);
+  assert.throws(() => parseVoc('hello'), /not a Pascal VOC/);
+});
+
+test('YOLO round trip with hemocount class order and with TXL-PBC order', () => {
+  const txt = toYolo(640, 480, boxes);
+  assert.equal(txt.split('\n')[0].split(' ')[0], '0');
+  const back = parseYolo(txt, 640, 480, ['RBC', 'WBC', 'Platelets']);
+  back.boxes.forEach((b, i) => b.box.forEach((v, k) => assert.ok(Math.abs(v - boxes[i].box[k]) < 1e-3)));
+  const txl = parseYolo('2 0.5 0.5 0.1 0.1\n7 0.5 0.5 0.1 0.1\n', 100, 100, ['WBC', 'RBC', 'PC']);
+  assert.deepEqual(txl.boxes.map((b) => b.label), ['Platelets']);
+  assert.equal(txl.problems.length, 1);
+});
+
+test('COCO round trip', () => {
+  const doc = toCoco([{ file: 'a.jpg', width: 640, height: 480, boxes: boxes.map((b) => ({ ...b, score: 0.5 })) }]);
+  const back = parseCoco(doc);
+  assert.equal(back.images.length, 1);
+  assert.deepEqual(back.images[0].boxes.map((b) => b.box), boxes.map((b) => b.box));
+  assert.throws(() => parseCoco('{}'), /not a COCO/);
+});
+
+test('CSV: a row per image and a totals row, errors kept', () => {
+  const ok: ImageResult = { file: 'x,1.jpg', width: 640, height: 480, counts: { RBC: 3, WBC: 1, Platelets: 0 }, uncertain: { RBC: 1, WBC: 0, Platelets: 0 },
+    meanScore: { RBC: 0.8, WBC: 0.9, Platelets: null }, detections: [] };
+  const bad = { ...ok, file: 'bad.png', counts: { RBC: 0, WBC: 0, Platelets: 0 }, error: 'corrupt' };
+  const doc: CountDocument = { model: { name: 'm', version: '1', sha256: 'x' }, thresholds: { RBC: 0.25, WBC: 0.65, Platelets: 0.35 },
+    review: { RBC: 0.1, WBC: 0.5, Platelets: 0.2 }, images: [ok, bad], totals: totals([ok, bad]) };
+  const rows = parseCsv(toCsv(doc));
+  assert.equal(rows.length, 4);
+  assert.equal(rows[1][0], 'x,1.jpg');
+  assert.equal(rows[1][rows[0].indexOf('RBC')], '3');
+  assert.equal(rows[2][rows[0].indexOf('error')], 'corrupt');
+  assert.equal(rows[3][0], 'TOTAL');
+  assert.equal(rows[3][rows[0].indexOf('RBC_uncertain')], '1');
+  assert.equal(doc.totals.failed, 1);
+});

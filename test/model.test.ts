@@ -1,0 +1,69 @@
+/** The committed default model: parity with torchvision, decoding of real smears, tiling. */
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import sharp from 'sharp';
+import { iou } from '../src/core/metrics.js';
+import { loadModel } from '../src/index.js';
+import { TILE_OVERLAP, TILE_SIZE, WHOLE_IMAGE_PIXELS } from '../src/detector.js';
+import { planTiles } from '../src/core/tiling.js';
+import { MODEL, SAMPLES } from './helpers.js';
+
+const model = await loadModel(MODEL);
+
+test('decoder reproduces torchvision post-processing on the parity fixture', async () => {
+  const fx = JSON.parse(readFileSync(MODEL.replace(/\.onnx$/, '.parity.json'), 'utf8'));
+  assert.equal(fx.model_sha256, model.info.sha256, 'fixture was exported from this model');
+  assert.equal(fx.images.length, 3);
+  for (const e of fx.images) {
+    const d = await model.detect(join(SAMPLES, e.image));
+    assert.equal(d.width, e.width);
+    // the fixture's floor candidates may differ only where a score sits on the floor
+    const near = (s: number) => Math.abs(s - fx.score_floor) < 1e-3;
+    assert.ok(Math.abs(d.candidates.length - e.boxes.length) <= e.scores.filter(near).length, `${e.image}: ${d.candidates.length} vs ${e.boxes.length}`);
+    let matched = 0;
+    e.boxes.forEach((b: number[], i: number) => {
+      const hit = d.candidates.find((c) => c.label === e.labels[i] && Math.abs(c.score - e.scores[i]) < 1e-3 && c.box.every((v, k) => Math.abs(v - b[k]) < 0.5));
+      if (hit) matched++;
+      else assert.ok(near(e.scores[i]), `${e.image}: torchvision detection ${i} (${e.labels[i]} ${e.scores[i]}) not reproduced`);
+    });
+    assert.ok(matched >= e.boxes.length - 2);
+  }
+});
+
+test('finds the expert-labelled cells of a held-out smear', async () => {
+  const r = await model.count(join(SAMPLES, 'BloodImage_00004.jpg'));
+  const xml = readFileSync(join(SAMPLES, 'truth', 'BloodImage_00004.xml'), 'utf8');
+  const nRbc = (xml.match(/<name>RBC<\/name>/g) ?? []).length;
+  const nWbc = (xml.match(/<name>WBC<\/name>/g) ?? []).length;
+  assert.equal(r.counts.WBC, nWbc);
+  assert.ok(Math.abs(r.counts.RBC - nRbc) <= Math.max(3, 0.25 * nRbc), `RBC ${r.counts.RBC} vs expert ${nRbc}`);
+  assert.ok(r.meanScore.WBC! > 0.5);
+});
+
+test('a large smear is tiled and a cell across a tile seam is counted once', async () => {
+  // a 2600x2300 canvas (above the whole-image limit) with a smear pasted so that a
+  // tile seam runs through its white cell
+  const sample = join(SAMPLES, 'BloodImage_00004.jpg');
+  const whole = await model.count(sample);
+  const wbc = whole.detections.find((d) => d.label === 'WBC' && !d.uncertain)!;
+  assert.ok(wbc, 'sample has a WBC');
+  const W = 2600, H = 2300;
+  assert.ok(W * H > WHOLE_IMAGE_PIXELS);
+  const tiles = planTiles(W, H, TILE_SIZE, TILE_OVERLAP);
+  const seamX = tiles[0].core[2];
+  const left = Math.round(seamX - (wbc.box[0] + wbc.box[2]) / 2 + 5); // WBC centre 5 px left of the seam
+  const top = 700;
+  const canvas = await sharp({ create: { width: W, height: H, channels: 3, background: '#e9d9d6' } })
+    .composite([{ input: sample, left, top }]).png().toBuffer();
+  const tiled = await model.count(canvas);
+  assert.ok(tiled.tiles! > 1);
+  const shifted = tiled.detections.filter((d) => !d.uncertain).map((d) => ({ ...d, box: [d.box[0] - left, d.box[1] - top, d.box[2] - left, d.box[3] - top] as typeof d.box }));
+  const wbcs = shifted.filter((d) => d.label === 'WBC' && iou(d.box, wbc.box) > 0.3);
+  assert.equal(wbcs.length, 1, 'the white cell on the seam is counted exactly once');
+  assert.ok(iou(wbcs[0].box, wbc.box) > 0.8);
+  assert.ok(wbcs[0].box[0] < seamX - left && wbcs[0].box[2] > seamX - left, 'and it does straddle the seam');
+  assert.equal(tiled.counts.WBC, whole.counts.WBC);
+  assert.ok(Math.abs(tiled.counts.RBC - whole.counts.RBC) <= 4, `RBC tiled ${tiled.counts.RBC} vs whole ${whole.counts.RBC}`);
+});

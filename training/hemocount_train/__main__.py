@@ -1,0 +1,123 @@
+"""python3 -m hemocount_train {split,train,export,check} ... (run from training/)."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_DATA = os.path.normpath(os.path.join(HERE, "..", "..", "..", "shared", "datasets"))
+
+
+def need_torch():
+    try:
+        import torch  # noqa: F401
+        import torchvision  # noqa: F401
+    except ImportError as e:
+        sys.exit(f"hemocount train: PyTorch is not available to {sys.executable} ({e}).\n"
+                 "Install it with: apt-get install python3-torch python3-torchvision python3-onnx\n"
+                 "and point HEMOCOUNT_PYTHON at an interpreter that can import torch (e.g. /usr/bin/python3).")
+
+
+def load_samples(args):
+    from .data import Defects, mark_unlabelled, read_dataset, shared_split
+    defects = Defects()
+    if args.data is None or os.path.abspath(args.data) == DEFAULT_DATA:
+        if not os.path.isdir(DEFAULT_DATA):
+            sys.exit(f"no --data given and the shared datasets are not at {DEFAULT_DATA}")
+        train, val = shared_split(DEFAULT_DATA, defects)
+        info = {"data": "shared/datasets (cbc + txl-pbc close-ups)", "rule": "shared_split"}
+    else:
+        train = read_dataset(args.data, defects)
+        val = read_dataset(args.val, defects) if args.val else []
+        mark_unlabelled(train, defects)
+        info = {"data": args.data, "val": args.val}
+    if defects.items:
+        print(f"{len(defects.items)} annotation notes:\n{defects.summary(args.show_defects)}", file=sys.stderr)
+    if not train:
+        sys.exit(f"{args.data}: no training images found")
+    return train, val, info
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python3 -m hemocount_train",
+                                 description="Train and export hemocount's RetinaNet blood-cell detector.")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    def data_args(p):
+        p.add_argument("--data", help="dataset folder (VOC annotations/+images/, YOLO labels/+images/, or COCO "
+                                      "json); default: ../shared/datasets with hemocount's validation split")
+        p.add_argument("--val", help="validation dataset (with --data)")
+        p.add_argument("--show-defects", type=int, default=15, help="how many annotation notes to print")
+
+    p = sub.add_parser("train", help="train a model (checkpoint every epoch)")
+    data_args(p)
+    p.add_argument("--out", default="runs/compact", help="run folder: checkpoints and train_log.jsonl")
+    p.add_argument("--arch", default="compact", choices=["compact", "resnet50"])
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--crop", type=int, default=384, help="training crop size in pixels (native resolution)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    p.add_argument("--threads", type=int, help="CPU threads for torch")
+    p.add_argument("--max-steps-per-epoch", type=int)
+    p.add_argument("--backbone-weights", help="local .pth with backbone (e.g. ImageNet ResNet-50) weights")
+    p.add_argument("--freeze-backbone", action="store_true", help="train only FPN and heads (paper's recipe)")
+
+    p = sub.add_parser("export", help="checkpoint -> ONNX with metadata (+ parity fixture)")
+    p.add_argument("checkpoint")
+    p.add_argument("--out", required=True)
+    p.add_argument("--name", default="hemocount-compact")
+    p.add_argument("--fixture", nargs="*", default=[], help="images for the parity fixture")
+
+    p = sub.add_parser("split", help="write the validation split as COCO JSON and print its summary")
+    data_args(p)
+    p.add_argument("--out", required=True, help="COCO JSON for the validation images")
+    p.add_argument("--train-out", help="COCO JSON for the training images")
+
+    p = sub.add_parser("check", help="read a dataset and list its annotation defects")
+    p.add_argument("data")
+
+    args = ap.parse_args(argv)
+    if args.cmd == "check":
+        from .data import Defects, mark_unlabelled, read_dataset
+        d = Defects()
+        try:
+            s = read_dataset(args.data, d)
+        except (ValueError, FileNotFoundError) as e:
+            sys.exit(str(e))
+        mark_unlabelled(s, d)
+        print(json.dumps({"images": len(s), "boxes": sum(len(x.boxes) for x in s), "defects": len(d.items)}))
+        if d.items:
+            print(d.summary(10 ** 6))
+        return
+    if args.cmd == "split":
+        from .coco import write_coco
+        train, val, info = load_samples(args)
+        write_coco(val, args.out)
+        if args.train_out:
+            write_coco(train, args.train_out)
+        print(json.dumps({"train": len(train), "val": len(val), **info}))
+        return
+    need_torch()
+    import torch
+    if args.cmd == "train":
+        device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+        train_s, val_s, info = load_samples(args)
+        from .train import train
+        train(train_s, val_s, args.out, arch=args.arch, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+              crop=args.crop, seed=args.seed, resume=args.resume, device=device, threads=args.threads,
+              max_steps_per_epoch=args.max_steps_per_epoch, backbone_weights=args.backbone_weights,
+              freeze_backbone=args.freeze_backbone, split_info=info,
+              log=lambda m: print(m, file=sys.stderr, flush=True))
+    elif args.cmd == "export":
+        from .export import export
+        meta = export(args.checkpoint, args.out, args.name, args.fixture)
+        print(json.dumps({"out": args.out, "parameters": meta["provenance"]["parameters"]}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,315 @@
+"""Annotation readers (Pascal VOC XML, YOLO txt, COCO JSON), defect reports and the
+group-aware train/validation split. Pure Python + Pillow: no torch here."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+
+from PIL import Image
+
+CLASSES = ("RBC", "WBC", "Platelets")
+_ALIASES = {
+    "rbc": "RBC", "redbloodcell": "RBC", "redcell": "RBC", "erythrocyte": "RBC",
+    "wbc": "WBC", "whitebloodcell": "WBC", "whitecell": "WBC", "leukocyte": "WBC",
+    "platelets": "Platelets", "platelet": "Platelets", "pc": "Platelets", "plt": "Platelets",
+    "thrombocyte": "Platelets",
+}
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp")
+
+
+def normalise_class(name: str) -> str | None:
+    """Map the spellings seen in public smear datasets to RBC / WBC / Platelets."""
+    return _ALIASES.get(re.sub(r"[^a-z]", "", name.lower()))
+
+
+@dataclass
+class Sample:
+    image: str                      # absolute path
+    width: int
+    height: int
+    boxes: list = field(default_factory=list)   # [x1, y1, x2, y2] in pixels, 0-based
+    labels: list = field(default_factory=list)  # indices into CLASSES
+    source: str = ""                # dataset tag, e.g. "cbc" or "txl-pbc"
+    # Classes whose absence in this image must not be read as "no such cell here":
+    # their anchors are ignored by the loss instead of being taught as background.
+    unlabelled: set = field(default_factory=set)
+
+
+class Defects:
+    """Collects annotation problems so that a reader reports them instead of crashing."""
+
+    def __init__(self):
+        self.items: list[tuple[str, str]] = []
+
+    def add(self, path: str, problem: str):
+        self.items.append((path, problem))
+
+    def summary(self, limit: int = 20) -> str:
+        lines = [f"{p}: {m}" for p, m in self.items[:limit]]
+        if len(self.items) > limit:
+            lines.append(f"... and {len(self.items) - limit} more")
+        return "\n".join(lines)
+
+
+def _clip_box(box, w, h, path, defects: Defects, min_size=2.0):
+    x1, y1, x2, y2 = box
+    if x2 < x1:
+        x1, x2 = x2, x1
+    if y2 < y1:
+        y1, y2 = y2, y1
+    cx1, cy1 = min(max(x1, 0.0), w), min(max(y1, 0.0), h)
+    cx2, cy2 = min(max(x2, 0.0), w), min(max(y2, 0.0), h)
+    # YOLO's normalised floats round-trip with ~1e-4 px noise: only real excursions count
+    if max(abs(cx1 - x1), abs(cy1 - y1), abs(cx2 - x2), abs(cy2 - y2)) > 0.5:
+        defects.add(path, f"box {box} lies partly outside the {w}x{h} image: clipped")
+    if cx2 - cx1 < min_size or cy2 - cy1 < min_size:
+        defects.add(path, f"box {box} has (almost) zero size: dropped")
+        return None
+    return [cx1, cy1, cx2, cy2]
+
+
+def _find_image(folder: str, stem: str):
+    for ext in IMAGE_EXTS:
+        for cand in (stem + ext, stem + ext.upper()):
+            p = os.path.join(folder, cand)
+            if os.path.isfile(p):
+                return p
+    return None
+
+
+def read_voc(ann_dir: str, image_dir: str | None = None, source="voc", defects=None) -> list[Sample]:
+    """LabelImg-style Pascal VOC: one XML per image; coordinates are 1-based inclusive."""
+    defects = defects if defects is not None else Defects()
+    image_dir = image_dir or ann_dir
+    samples = []
+    for name in sorted(os.listdir(ann_dir)):
+        if not name.lower().endswith(".xml"):
+            continue
+        path = os.path.join(ann_dir, name)
+        try:
+            root = ET.parse(path).getroot()
+        except ET.ParseError as e:
+            defects.add(path, f"not valid XML ({e}): skipped")
+            continue
+        fname = (root.findtext("filename") or "").strip()
+        stem = os.path.splitext(name)[0]
+        img = os.path.join(image_dir, fname) if fname and os.path.isfile(os.path.join(image_dir, fname)) else _find_image(image_dir, stem)
+        if img is None:
+            defects.add(path, f"image '{fname or stem}' listed but no file found in {image_dir}: skipped")
+            continue
+        try:
+            with Image.open(img) as im:
+                w, h = im.size
+        except Exception as e:  # noqa: BLE001 - any decoder error is a defect to report
+            defects.add(img, f"cannot be read as an image ({e}): skipped")
+            continue
+        s = Sample(img, w, h, source=source)
+        for obj in root.iter("object"):
+            cls = normalise_class(obj.findtext("name") or "")
+            if cls is None:
+                defects.add(path, f"unknown class '{obj.findtext('name')}': box ignored")
+                continue
+            bb = obj.find("bndbox")
+            try:
+                x1, y1, x2, y2 = (float(bb.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax"))
+            except (TypeError, ValueError, AttributeError):
+                defects.add(path, "object without a numeric <bndbox>: ignored")
+                continue
+            box = _clip_box([x1 - 1, y1 - 1, x2, y2], w, h, path, defects)
+            if box is not None:
+                s.boxes.append(box)
+                s.labels.append(CLASSES.index(cls))
+        samples.append(s)
+    return samples
+
+
+def read_class_names(path: str) -> list[str]:
+    """classes.txt (one per line) or a YOLO data.yaml with `names: [...]` / a names list."""
+    text = open(path, encoding="utf-8").read()
+    if path.endswith((".yaml", ".yml")):
+        m = re.search(r"names\s*:\s*\[(.*?)\]", text, re.S)
+        if m:
+            return [t.strip().strip("'\"") for t in m.group(1).split(",") if t.strip()]
+        m = re.search(r"names\s*:\s*\n((?:\s+.*\n?)+)", text)
+        if m:
+            return [re.sub(r"^\s*(-|\d+\s*:)\s*", "", ln).strip().strip("'\"")
+                    for ln in m.group(1).splitlines() if ln.strip()]
+        raise ValueError(f"{path}: no 'names' list found")
+    return [ln.strip() for ln in text.splitlines() if ln.strip()]
+
+
+def read_yolo(image_dir: str, label_dir: str, class_names: list[str], source="yolo", defects=None) -> list[Sample]:
+    defects = defects if defects is not None else Defects()
+    mapped = [normalise_class(n) for n in class_names]
+    samples = []
+    for name in sorted(os.listdir(label_dir)):
+        if not name.endswith(".txt") or name == "classes.txt":
+            continue
+        path = os.path.join(label_dir, name)
+        img = _find_image(image_dir, os.path.splitext(name)[0])
+        if img is None:
+            defects.add(path, f"no image for this label file in {image_dir}: skipped")
+            continue
+        try:
+            with Image.open(img) as im:
+                w, h = im.size
+        except Exception as e:  # noqa: BLE001
+            defects.add(img, f"cannot be read as an image ({e}): skipped")
+            continue
+        s = Sample(img, w, h, source=source)
+        seen = set()
+        for i, line in enumerate(open(path, encoding="utf-8").read().splitlines(), 1):
+            parts = line.split()
+            if not parts:
+                continue
+            try:
+                cid = int(parts[0])
+                cx, cy, bw, bh = (float(v) for v in parts[1:5])
+                assert len(parts) >= 5
+            except (ValueError, AssertionError):
+                defects.add(path, f"line {i} is not 'class cx cy w h': ignored")
+                continue
+            if cid < 0 or cid >= len(mapped) or mapped[cid] is None:
+                defects.add(path, f"line {i}: unknown class id {cid}: ignored")
+                continue
+            key = (cx, cy, bw, bh)
+            if (cid,) + key in seen:
+                defects.add(path, f"line {i} repeats an earlier box exactly: ignored")
+                continue
+            seen.add((cid,) + key)
+            box = _clip_box([(cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w, (cy + bh / 2) * h],
+                            w, h, path, defects)
+            if box is not None:
+                s.boxes.append(box)
+                s.labels.append(CLASSES.index(mapped[cid]))
+        samples.append(s)
+    return samples
+
+
+def read_coco(json_path: str, image_dir: str | None = None, source="coco", defects=None) -> list[Sample]:
+    defects = defects if defects is not None else Defects()
+    image_dir = image_dir or os.path.dirname(json_path)
+    doc = json.load(open(json_path, encoding="utf-8"))
+    cats = {c["id"]: normalise_class(c["name"]) for c in doc.get("categories", [])}
+    by_img: dict = {}
+    for im in doc.get("images", []):
+        p = os.path.join(image_dir, im["file_name"])
+        if not os.path.isfile(p):
+            defects.add(json_path, f"image '{im['file_name']}' listed but no file found: skipped")
+            continue
+        by_img[im["id"]] = Sample(p, int(im["width"]), int(im["height"]), source=source)
+    for a in doc.get("annotations", []):
+        s = by_img.get(a["image_id"])
+        cls = cats.get(a["category_id"])
+        if s is None:
+            continue
+        if cls is None:
+            defects.add(json_path, f"annotation {a.get('id')}: unknown category {a['category_id']}: ignored")
+            continue
+        x, y, bw, bh = a["bbox"]
+        box = _clip_box([x, y, x + bw, y + bh], s.width, s.height, json_path, defects)
+        if box is not None:
+            s.boxes.append(box)
+            s.labels.append(CLASSES.index(cls))
+    return list(by_img.values())
+
+
+def read_dataset(path: str, defects=None) -> list[Sample]:
+    """Auto-detect the annotation format of a folder (or a COCO .json file)."""
+    defects = defects if defects is not None else Defects()
+    if path.endswith(".json"):
+        return read_coco(path, defects=defects)
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"{path}: no such dataset folder")
+    sub = lambda *p: os.path.join(path, *p)  # noqa: E731
+    if os.path.isdir(sub("annotations")) and any(f.endswith(".xml") for f in os.listdir(sub("annotations"))):
+        return read_voc(sub("annotations"), sub("images") if os.path.isdir(sub("images")) else path,
+                        source=os.path.basename(path.rstrip("/")), defects=defects)
+    if any(f.endswith(".xml") for f in os.listdir(path)):
+        return read_voc(path, path, source=os.path.basename(path.rstrip("/")), defects=defects)
+    if os.path.isdir(sub("labels")):
+        names_file = next((sub(n) for n in ("data.yaml", "classes.txt") if os.path.isfile(sub(n))), None)
+        if names_file is None:
+            raise ValueError(f"{path}: YOLO labels need a data.yaml or classes.txt with the class names")
+        names = read_class_names(names_file)
+        out = []
+        splits = [d for d in sorted(os.listdir(sub("labels"))) if os.path.isdir(sub("labels", d))]
+        for d in splits or [""]:
+            out += read_yolo(sub("images", d), sub("labels", d), names,
+                             source=f"{os.path.basename(path.rstrip('/'))}/{d}".rstrip("/"), defects=defects)
+        return out
+    jsons = [f for f in os.listdir(path) if f.endswith(".json")]
+    if len(jsons) == 1:
+        return read_coco(sub(jsons[0]), path, defects=defects)
+    raise ValueError(f"{path}: found no VOC XML, YOLO labels/ or COCO JSON annotations")
+
+
+def mark_unlabelled(samples: list[Sample], defects=None) -> None:
+    """An image with no box of a class that the rest of its set labels is taken as not
+    exhaustively labelled for that class (CBC: 11 smears with visible but unboxed red
+    cells). Training ignores that class's loss there rather than teaching 'background'."""
+    defects = defects if defects is not None else Defects()
+    by_source: dict = {}
+    for s in samples:
+        by_source.setdefault(s.source, []).append(s)
+    for src, group in by_source.items():
+        for c, name in enumerate(CLASSES):
+            with_c = sum(1 for s in group if c in s.labels)
+            # Only classes that are dense (present in >= 90% of the set) are suspicious
+            # when missing; platelets are often genuinely absent from a field.
+            if with_c >= 0.9 * len(group):
+                for s in group:
+                    if c not in s.labels:
+                        s.unlabelled.add(c)
+                        defects.add(s.image, f"no {name} box although {with_c}/{len(group)} images of "
+                                             f"'{src}' have one: {name} loss ignored on this image")
+
+
+# --- group-aware split for the shared collection -------------------------------------
+# Known overlapping fields of view in BCCD (datasets README): such pairs share cells.
+BCCD_OVERLAPS = [("00223", "00263"), ("00229", "00258"), ("00233", "00254"), ("00037", "00038")]
+
+
+def file_digest(path: str) -> str:
+    return hashlib.sha1(open(path, "rb").read()).hexdigest()
+
+
+def shared_split(root: str, defects=None):
+    """Train/validation split of ../shared/datasets that keeps every copy of a
+    validation image out of training.
+
+    Validation: the 53 CBC images of cbc/validation.txt (and their overlapping-field
+    partners). TXL-PBC's 640x480 images are byte copies of BCCD and its 416x416 ones are
+    resized/augmented BCCD copies, which cannot be matched to their source reliably, so
+    all BCCD-derived TXL-PBC images are left out; CBC already holds those smears. The
+    TXL-PBC close-ups (575x575, 360x363, 366x369; PBC and Raabin-WBC sources) are
+    independent and are split 85/15 by a hash of the file name."""
+    defects = defects if defects is not None else Defects()
+    cbc = read_voc(os.path.join(root, "cbc", "annotations"), os.path.join(root, "cbc", "images"),
+                   source="cbc", defects=defects)
+    val_names = {ln.strip() for ln in open(os.path.join(root, "cbc", "validation.txt")) if ln.strip()}
+    val_ids = {re.sub(r"\D", "", n) for n in val_names}
+    for a, b in BCCD_OVERLAPS:
+        if a in val_ids or b in val_ids:
+            val_ids |= {a, b}
+    txl_root = os.path.join(root, "txl-pbc")
+    names = read_class_names(os.path.join(txl_root, "data.yaml"))
+    txl = []
+    for d in ("train", "val"):
+        txl += read_yolo(os.path.join(txl_root, "images", d), os.path.join(txl_root, "labels", d), names,
+                         source="txl-pbc", defects=defects)
+    train, val = [], []
+    for s in cbc:
+        (val if re.sub(r"\D", "", os.path.basename(s.image)) in val_ids else train).append(s)
+    for s in txl:
+        if (s.width, s.height) in ((640, 480), (416, 416)):
+            continue  # BCCD-derived: CBC holds the originals
+        h = int(hashlib.md5(os.path.basename(s.image).encode()).hexdigest(), 16) % 100
+        (val if h < 15 else train).append(s)
+    mark_unlabelled(train, defects)
+    mark_unlabelled(val, defects)
+    return train, val

@@ -1,0 +1,113 @@
+"""Checkpoint -> ONNX with the decoding metadata embedded, plus a parity fixture:
+torchvision's own post-processing on sample images, which the TypeScript decoder must
+reproduce."""
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+import subprocess
+
+import torch
+
+from . import model as M
+from .data import CLASSES
+from .train import load_rgb
+
+COLOURS = {"RBC": "#ff8c00", "WBC": "#66ccff", "Platelets": "#1f3fbf"}  # the paper's colours
+PAPER_THRESHOLDS = {"RBC": 0.25, "WBC": 0.65, "Platelets": 0.35}
+
+
+def git_commit():
+    try:
+        return subprocess.check_output(["git", "rev-parse", "HEAD"], stderr=subprocess.DEVNULL,
+                                       cwd=os.path.dirname(__file__)).decode().strip()
+    except Exception:  # noqa: BLE001 - not a git checkout
+        return None
+
+
+def metadata(model, ck, name):
+    ag = model.anchor_generator
+    return {
+        "format": "hemocount-retinanet/1",
+        "name": name,
+        "version": datetime.date.today().isoformat(),
+        "classes": [{"name": c, "colour": COLOURS[c]} for c in CLASSES],
+        "input": {"layout": "NCHW", "channels": "RGB", "scale": 1 / 255, "mean": list(M.MEAN), "std": list(M.STD),
+                  "pad_multiple": M.PAD_MULTIPLE, "pad_value": 0.0, "resize": "none (native resolution)"},
+        "outputs": {"scores": "[1, anchors, classes] sigmoid probabilities",
+                    "deltas": "[1, anchors, 4] box regression (dx, dy, dw, dh)",
+                    "order": "levels P3..P7, then y, x, anchor"},
+        "anchors": {"levels": [{"name": f"P{i + 3}", "stride": st, "sizes": list(sz),
+                                "aspect_ratios": list(ar)}
+                               for i, (st, sz, ar) in enumerate(zip(M.STRIDES, ag.sizes, ag.aspect_ratios))],
+                    "order": "aspect ratio outer, size inner (torchvision AnchorGenerator)",
+                    "rounding": "base anchors rounded to integers"},
+        "box_coder": {"weights": [1.0, 1.0, 1.0, 1.0], "clamp": float(model.box_coder.bbox_xform_clip)},
+        "postprocess": {"score_floor": 0.05, "topk_per_level": model.topk_candidates, "nms_iou": model.nms_thresh,
+                        "max_detections": model.detections_per_img, "class_wise_nms": True},
+        "thresholds": dict(PAPER_THRESHOLDS),
+        "review": {c: round(max(0.05, t - 0.15), 2) for c, t in PAPER_THRESHOLDS.items()},
+        "provenance": {"arch": ck.get("arch"), "epochs": ck.get("epoch"), "seed": ck.get("seed"),
+                       "batch_size": ck.get("batch_size"), "crop": ck.get("crop"), "lr": ck.get("lr"),
+                       "train_images": ck.get("train_images"), "split": ck.get("split"),
+                       "parameters": M.count_parameters(model),
+                       "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                       "git_commit": git_commit(), "validation": None},
+    }
+
+
+def legacy_exporter():
+    # PyTorch >= 2.5 defaults to the dynamo exporter; the TorchScript one handles the
+    # dynamic H/W of this graph on every version (Debian's 1.13 has no such flag).
+    import inspect
+    return {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
+
+
+def load_checkpoint(path):
+    ck = torch.load(path, map_location="cpu", weights_only=False)
+    model = M.build_model(ck["arch"])
+    model.load_state_dict(ck["model"])
+    model.eval()
+    return model, ck
+
+
+def export(ckpt, out, name="hemocount-compact", fixture_images=(), opset=17):
+    model, ck = load_checkpoint(ckpt)
+    wrapper = M.ExportWrapper(model).eval()
+    dummy = torch.rand(1, 3, 256, 384)
+    tmp = out + ".tmp"
+    torch.onnx.export(wrapper, (dummy,), tmp, input_names=["image"], output_names=["scores", "deltas"],
+                      dynamic_axes={"image": {2: "height", 3: "width"}, "scores": {1: "anchors"},
+                                    "deltas": {1: "anchors"}},
+                      opset_version=opset, do_constant_folding=True, **legacy_exporter())
+    import onnx
+    m = onnx.load(tmp)
+    meta = metadata(model, ck, name)
+    del m.metadata_props[:]
+    p = m.metadata_props.add()
+    p.key, p.value = "hemocount", json.dumps(meta)
+    onnx.save(m, tmp)
+    os.replace(tmp, out)
+    if fixture_images:
+        write_fixture(model, fixture_images, os.path.splitext(out)[0] + ".parity.json", out)
+    return meta
+
+
+@torch.no_grad()
+def write_fixture(model, images, path, onnx_path):
+    """torchvision's RetinaNet.postprocess_detections on whole images at native size."""
+    entries = []
+    for img_path in images:
+        img = load_rgb(img_path).float() / 255.0
+        det = model([img])[0]
+        entries.append({"image": os.path.basename(img_path), "width": img.shape[2], "height": img.shape[1],
+                        "boxes": [[round(v, 4) for v in b] for b in det["boxes"].tolist()],
+                        "scores": [round(v, 6) for v in det["scores"].tolist()],
+                        "labels": [CLASSES[i] for i in det["labels"].tolist()]})
+    doc = {"model_sha256": hashlib.sha256(open(onnx_path, "rb").read()).hexdigest(),
+           "score_floor": model.score_thresh, "nms_iou": model.nms_thresh, "images": entries}
+    with open(path + ".tmp", "w") as f:
+        json.dump(doc, f)
+    os.replace(path + ".tmp", path)

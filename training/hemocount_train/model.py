@@ -1,0 +1,205 @@
+"""RetinaNet built from torchvision's parts: a backbone with a feature pyramid (P3-P7),
+a classification and a box-regression subnet shared across levels, focal loss.
+
+Two configurations:
+  resnet50 - the paper's: ResNet-50 + FPN(256), 4 convs of 256 channels per subnet.
+  compact  - the CPU default: a narrow residual backbone, FPN(64), 2 convs per subnet.
+Both train from scratch with trainable BatchNorm (no ImageNet weights can be downloaded
+here); --backbone-weights/--freeze-backbone give the paper's transfer-learning recipe."""
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from functools import partial
+
+import torch
+from torch import nn
+from torchvision.models.detection import RetinaNet
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.retinanet import RetinaNetClassificationHead, RetinaNetHead, RetinaNetRegressionHead
+from torchvision.models.detection.transform import GeneralizedRCNNTransform
+from torchvision.ops import sigmoid_focal_loss
+from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelP6P7
+
+from .data import CLASSES
+
+# Cells are round: aspect ratios near 1 suffice. Measured on the shared data at
+# 640x480: platelets ~30-40 px, RBC ~80-120 px, WBC ~150-230 px (see anchor_stats).
+ANCHOR_SIZES = ((24,), (48,), (96,), (192,), (384,))
+ANCHOR_SCALES = (1.0, 2 ** (1 / 3), 2 ** (2 / 3))
+ASPECT_RATIOS = (0.7, 1.0, 1.4)
+STRIDES = (8, 16, 32, 64, 128)
+PAD_MULTIPLE = 128  # pad so every level's stride is exact (anchor parity with torchvision)
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+
+
+def anchor_generator():
+    sizes = tuple(tuple(s * k for k in ANCHOR_SCALES) for (s,) in ANCHOR_SIZES)
+    return AnchorGenerator(sizes, (ASPECT_RATIOS,) * len(sizes))
+
+
+class NativeTransform(GeneralizedRCNNTransform):
+    """torchvision's transform without the resize: the network is fully convolutional and
+    sees cells at their native pixel size, which is what the anchors are sized for."""
+
+    def resize(self, image, target=None):
+        return image, target
+
+
+def conv_bn(cin, cout, stride=1, k=3):
+    return nn.Sequential(nn.Conv2d(cin, cout, k, stride, k // 2, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+class Block(nn.Module):
+    """ResNet basic block."""
+
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.a = conv_bn(cin, cout, stride)
+        self.b = nn.Sequential(nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout))
+        self.skip = (nn.Identity() if stride == 1 and cin == cout else
+                     nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)))
+
+    def forward(self, x):
+        return torch.relu(self.b(self.a(x)) + self.skip(x))
+
+
+class CompactBackbone(nn.Module):
+    """Strides 2-4-8-16-32; returns C3, C4, C5 like a ResNet body."""
+
+    def __init__(self, widths=(16, 32, 48, 96, 160)):
+        super().__init__()
+        w = widths
+        self.stem = nn.Sequential(conv_bn(3, w[0], 2), conv_bn(w[0], w[1], 2))
+        self.layer2 = nn.Sequential(Block(w[1], w[2], 2), Block(w[2], w[2], 1))
+        self.layer3 = nn.Sequential(Block(w[2], w[3], 2), Block(w[3], w[3], 1))
+        self.layer4 = nn.Sequential(Block(w[3], w[4], 2), Block(w[4], w[4], 1))
+        self.channels = w[2:]
+
+    def forward(self, x):
+        c3 = self.layer2(self.stem(x))
+        c4 = self.layer3(c3)
+        return c3, c4, self.layer4(c4)
+
+
+class ResNet50Body(nn.Module):
+    def __init__(self):
+        super().__init__()
+        from torchvision.models import resnet50
+        r = resnet50(weights=None)  # trainable BatchNorm; never downloads
+        self.stem = nn.Sequential(r.conv1, r.bn1, r.relu, r.maxpool, r.layer1)
+        self.layer2, self.layer3, self.layer4 = r.layer2, r.layer3, r.layer4
+        self.channels = (512, 1024, 2048)
+
+    def forward(self, x):
+        c3 = self.layer2(self.stem(x))
+        c4 = self.layer3(c3)
+        return c3, c4, self.layer4(c4)
+
+
+class BackboneWithFPN(nn.Module):
+    def __init__(self, body, fpn_channels):
+        super().__init__()
+        self.body = body
+        self.fpn = FeaturePyramidNetwork(list(body.channels), fpn_channels,
+                                         extra_blocks=LastLevelP6P7(fpn_channels, fpn_channels))
+        self.out_channels = fpn_channels
+
+    def forward(self, x):
+        c3, c4, c5 = self.body(x)
+        return self.fpn(OrderedDict([("p3", c3), ("p4", c4), ("p5", c5)]))
+
+
+class MaskedClassificationHead(RetinaNetClassificationHead):
+    """torchvision's focal-loss head, plus: classes listed in a target's 'ignore_classes'
+    contribute no loss on that image (used for images whose class is not labelled)."""
+
+    def compute_loss(self, targets, head_outputs, matched_idxs):
+        losses = []
+        cls_logits = head_outputs["cls_logits"]
+        for tgt, logits, matched in zip(targets, cls_logits, matched_idxs):
+            fg = torch.where(matched >= 0)[0]
+            gt = torch.zeros_like(logits)
+            gt[fg, tgt["labels"][matched[fg]]] = 1.0
+            valid = matched != self.BETWEEN_THRESHOLDS
+            loss = sigmoid_focal_loss(logits[valid], gt[valid], reduction="none")
+            ign = tgt.get("ignore_classes")
+            if ign is not None and ign.any():
+                loss = loss * (~ign).to(loss.dtype)[None, :]
+            losses.append(loss.sum() / max(1, fg.numel()))
+        return sum(losses) / len(targets)
+
+
+def build_model(arch="compact", num_classes=len(CLASSES)):
+    if arch == "compact":
+        body, fpn_ch, head_convs = CompactBackbone(), 64, 2
+    elif arch == "resnet50":
+        body, fpn_ch, head_convs = ResNet50Body(), 256, 4
+    else:
+        raise ValueError(f"unknown architecture '{arch}' (compact or resnet50)")
+    backbone = BackboneWithFPN(body, fpn_ch)
+    anchors = anchor_generator()
+    A = anchors.num_anchors_per_location()[0]
+    norm = partial(nn.BatchNorm2d)
+    head = RetinaNetHead(fpn_ch, A, num_classes, norm_layer=norm)
+    head.classification_head = MaskedClassificationHead(fpn_ch, A, num_classes, norm_layer=norm)
+    if head_convs != 4:
+        for sub in (head.classification_head, head.regression_head):
+            sub.conv = sub.conv[:head_convs]
+    model = RetinaNet(backbone, num_classes, anchor_generator=anchors, head=head,
+                      score_thresh=0.05, nms_thresh=0.5, detections_per_img=1000, topk_candidates=1000,
+                      fg_iou_thresh=0.5, bg_iou_thresh=0.4)
+    model.transform = NativeTransform(1, 10 ** 5, list(MEAN), list(STD), size_divisible=PAD_MULTIPLE)
+    model.arch = arch
+    model.head_convs = head_convs
+    return model
+
+
+def load_backbone_weights(model, path, freeze=False):
+    """Load ImageNet (or any) weights for the backbone body from a local file: the
+    paper's transfer-learning recipe. Keys may carry torchvision's resnet names."""
+    state = torch.load(path, map_location="cpu")
+    state = state.get("state_dict", state) if isinstance(state, dict) else state
+    body = model.backbone.body
+    rename = {"conv1.": "stem.0.", "bn1.": "stem.1.", "layer1.": "stem.4."}
+    mapped = {}
+    for k, v in state.items():
+        for a, b in rename.items():
+            if k.startswith(a):
+                k = b + k[len(a):]
+        mapped[k] = v
+    missing, unexpected = body.load_state_dict(mapped, strict=False)
+    loaded = len(body.state_dict()) - len(missing)
+    if loaded == 0:
+        raise ValueError(f"{path}: none of its weights match the {model.arch} backbone")
+    if freeze:
+        for p in body.parameters():
+            p.requires_grad_(False)
+        body.eval()  # frozen BN statistics too
+    return loaded, len(unexpected)
+
+
+def count_parameters(model):
+    return sum(p.numel() for p in model.parameters())
+
+
+class ExportWrapper(nn.Module):
+    """What the ONNX file computes: normalised image -> per-anchor class probabilities and
+    raw box regressions, levels concatenated in torchvision's order (level, y, x, anchor).
+    Anchors, decoding, thresholds and NMS live in the TypeScript decoder."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.backbone = model.backbone
+        self.head = model.head
+
+    def forward(self, x):
+        feats = list(self.backbone(x).values())
+        out = self.head(feats)
+        return torch.sigmoid(out["cls_logits"]), out["bbox_regression"]
+
+
+def init_prior(model, prior=0.01):
+    # torchvision already sets the focal-loss prior bias; kept explicit for clarity.
+    nn.init.constant_(model.head.classification_head.cls_logits.bias, -math.log((1 - prior) / prior))

@@ -1,0 +1,212 @@
+"""Training loop: random native-resolution crops, smear-appropriate augmentation, AdamW
+with warm-up and cosine decay, a checkpoint every epoch and an exact --resume."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+
+import torch
+import torchvision.transforms.functional as TF
+from PIL import Image
+
+from .data import CLASSES, Sample
+from .model import build_model, count_parameters, load_backbone_weights
+
+
+def load_rgb(path: str) -> torch.Tensor:
+    with Image.open(path) as im:
+        return TF.pil_to_tensor(im.convert("RGB"))  # uint8 CHW
+
+
+class CropDataset:
+    """Deterministic augmentation: item (epoch, i) always yields the same crop, so a
+    resumed run replays exactly what an uninterrupted one would have seen."""
+
+    def __init__(self, samples: list[Sample], crop=320, seed=0, augment=True):
+        self.samples, self.crop, self.seed, self.augment = samples, crop, seed, augment
+        self.cache: dict = {}
+
+    def image(self, i):
+        if i not in self.cache:
+            self.cache[i] = load_rgb(self.samples[i].image)
+        return self.cache[i]
+
+    def get(self, i, epoch):
+        s = self.samples[i]
+        rng = random.Random((self.seed * 1_000_003 + epoch) * 100_003 + i)
+        img = self.image(i).float() / 255.0
+        boxes = torch.tensor(s.boxes, dtype=torch.float32).reshape(-1, 4)
+        labels = torch.tensor(s.labels, dtype=torch.int64)
+        if self.augment:
+            # scale jitter: magnifications differ between microscopes and datasets
+            f = rng.uniform(0.8, 1.25)
+            h, w = img.shape[1:]
+            nh, nw = max(32, round(h * f)), max(32, round(w * f))
+            img = torch.nn.functional.interpolate(img[None], (nh, nw), mode="bilinear", align_corners=False)[0]
+            boxes = boxes * torch.tensor([nw / w, nh / h, nw / w, nh / h])
+            img, boxes, labels = self._crop(img, boxes, labels, rng)
+            if rng.random() < 0.5:
+                img = img.flip(-1)
+                boxes = torch.stack([img.shape[2] - boxes[:, 2], boxes[:, 1], img.shape[2] - boxes[:, 0], boxes[:, 3]], 1)
+            if rng.random() < 0.5:
+                img = img.flip(-2)
+                boxes = torch.stack([boxes[:, 0], img.shape[1] - boxes[:, 3], boxes[:, 2], img.shape[1] - boxes[:, 1]], 1)
+            if rng.random() < 0.5:  # 90-degree rotation (transpose + flip = rot90)
+                img = img.transpose(1, 2)
+                boxes = boxes[:, [1, 0, 3, 2]]
+            # stain jitter: smears vary in stain intensity, hue and illumination
+            img = TF.adjust_brightness(img, rng.uniform(0.75, 1.25))
+            img = TF.adjust_contrast(img, rng.uniform(0.75, 1.25))
+            img = TF.adjust_saturation(img, rng.uniform(0.7, 1.3))
+            img = TF.adjust_hue(img, rng.uniform(-0.05, 0.05))
+            img = img.clamp(0, 1)
+        ign = torch.zeros(len(CLASSES), dtype=torch.bool)
+        for c in s.unlabelled:
+            ign[c] = True
+        return img, {"boxes": boxes.reshape(-1, 4), "labels": labels, "ignore_classes": ign}
+
+    def _crop(self, img, boxes, labels, rng):
+        h, w = img.shape[1:]
+        ch, cw = min(self.crop, h), min(self.crop, w)
+        y0, x0 = rng.randint(0, h - ch), rng.randint(0, w - cw)
+        img = img[:, y0:y0 + ch, x0:x0 + cw]
+        if len(boxes) == 0:
+            return img, boxes, labels
+        b = boxes - torch.tensor([x0, y0, x0, y0], dtype=torch.float32)
+        area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+        c = torch.stack([b[:, 0].clamp(0, cw), b[:, 1].clamp(0, ch), b[:, 2].clamp(0, cw), b[:, 3].clamp(0, ch)], 1)
+        carea = (c[:, 2] - c[:, 0]) * (c[:, 3] - c[:, 1])
+        # a cell cut by the crop edge stays a target while most of it is visible,
+        # the way annotators box cells cut by the image border
+        keep = (carea >= 0.45 * area) & (c[:, 2] - c[:, 0] >= 4) & (c[:, 3] - c[:, 1] >= 4)
+        return img, c[keep], labels[keep]
+
+
+def set_bn_eval(model):
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.eval()
+
+
+def lr_at(step, total, base, warmup):
+    if step < warmup:
+        return base * (step + 1) / warmup
+    p = (step - warmup) / max(1, total - warmup)
+    return base * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, p))))
+
+
+@torch.no_grad()
+def validation_loss(model, samples, crop_cache):
+    """Mean losses on the whole validation images (no augmentation), BN in eval mode."""
+    model.train()
+    set_bn_eval(model)
+    tot = {"classification": 0.0, "bbox_regression": 0.0}
+    for i, s in enumerate(samples):
+        if i not in crop_cache:
+            crop_cache[i] = load_rgb(s.image)
+        img = crop_cache[i].float() / 255.0
+        tgt = {"boxes": torch.tensor(s.boxes, dtype=torch.float32).reshape(-1, 4),
+               "labels": torch.tensor(s.labels, dtype=torch.int64),
+               "ignore_classes": torch.tensor([c in s.unlabelled for c in range(len(CLASSES))])}
+        losses = model([img], [tgt])
+        for k in tot:
+            tot[k] += float(losses[k])
+    n = max(1, len(samples))
+    return {"val_loss_cls": tot["classification"] / n, "val_loss_box": tot["bbox_regression"] / n,
+            "val_loss": (tot["classification"] + tot["bbox_regression"]) / n}
+
+
+def train(train_samples, val_samples, out_dir, arch="compact", epochs=30, batch_size=8, lr=2e-3,
+          crop=320, seed=0, resume=False, device="cpu", max_steps_per_epoch=None, backbone_weights=None,
+          freeze_backbone=False, log=print, threads=None, split_info=None):
+    os.makedirs(out_dir, exist_ok=True)
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    model = build_model(arch)
+    if backbone_weights:
+        n, _ = load_backbone_weights(model, backbone_weights, freeze_backbone)
+        log(f"loaded {n} backbone tensors from {backbone_weights}{' (frozen)' if freeze_backbone else ''}")
+    model.to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
+    ds = CropDataset(train_samples, crop=crop, seed=seed)
+    steps_per_epoch = math.ceil(len(train_samples) / batch_size)
+    if max_steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, max_steps_per_epoch)
+    total = steps_per_epoch * epochs
+    warmup = min(300, total // 10 + 1)
+    start_epoch = 0
+    ckpt_path = os.path.join(out_dir, "last.pt")
+    log_path = os.path.join(out_dir, "train_log.jsonl")
+    if resume:
+        if not os.path.isfile(ckpt_path):
+            raise FileNotFoundError(f"{ckpt_path}: no checkpoint to resume from")
+        ck = torch.load(ckpt_path, map_location=device, weights_only=False)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        start_epoch = ck["epoch"]
+        log(f"resuming {ckpt_path} after epoch {start_epoch}")
+        if start_epoch >= epochs:
+            log("training already complete")
+            return model
+    elif os.path.exists(log_path):
+        os.remove(log_path)  # a fresh run starts a fresh log; --resume appends
+    logf = open(log_path, "a", encoding="utf-8")
+    log(f"{arch}: {count_parameters(model):,} parameters; {len(train_samples)} train / {len(val_samples)} "
+        f"validation images; {steps_per_epoch} steps x {epochs} epochs, batch {batch_size}, crop {crop}")
+    val_cache: dict = {}
+    for epoch in range(start_epoch, epochs):
+        g = torch.Generator().manual_seed(seed * 7919 + epoch)
+        order = torch.randperm(len(train_samples), generator=g).tolist()
+        model.train()
+        if freeze_backbone:
+            model.backbone.body.eval()
+        sums = {"loss_cls": 0.0, "loss_box": 0.0, "loss": 0.0}
+        t_epoch = time.time()
+        for k in range(steps_per_epoch):
+            step = epoch * steps_per_epoch + k
+            t0 = time.time()
+            idx = order[k * batch_size:(k + 1) * batch_size] or order[:batch_size]
+            items = [ds.get(i, epoch) for i in idx]
+            imgs = [im.to(device) for im, _ in items]
+            tgts = [{kk: v.to(device) for kk, v in t.items()} for _, t in items]
+            cur_lr = lr_at(step, total, lr, warmup)
+            for gp in opt.param_groups:
+                gp["lr"] = cur_lr
+            losses = model(imgs, tgts)
+            loss = losses["classification"] + losses["bbox_regression"]
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 10.0)
+            opt.step()
+            dt = time.time() - t0
+            rec = {"type": "step", "epoch": epoch + 1, "step": step + 1,
+                   "loss_cls": round(float(losses["classification"]), 5),
+                   "loss_box": round(float(losses["bbox_regression"]), 5),
+                   "loss": round(float(loss), 5), "lr": cur_lr, "time": round(dt, 4),
+                   "images_per_s": round(len(imgs) / dt, 2)}
+            logf.write(json.dumps(rec) + "\n")
+            for kk in sums:
+                sums[kk] += rec[kk]
+        n = steps_per_epoch
+        rec = {"type": "epoch", "epoch": epoch + 1, **{k: round(v / n, 5) for k, v in sums.items()},
+               "lr": cur_lr, "time": round(time.time() - t_epoch, 1),
+               "images_per_s": round(n * batch_size / (time.time() - t_epoch), 2)}
+        if val_samples:
+            rec.update({k: round(v, 5) for k, v in validation_loss(model, val_samples, val_cache).items()})
+        logf.write(json.dumps(rec) + "\n")
+        logf.flush()
+        log(json.dumps(rec))
+        state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
+                 "arch": arch, "seed": seed, "epochs": epochs, "batch_size": batch_size, "lr": lr, "crop": crop,
+                 "split": split_info or {}, "train_images": len(train_samples)}
+        tmp = ckpt_path + ".tmp"
+        torch.save(state, tmp)
+        os.replace(tmp, ckpt_path)  # atomic: a kill mid-save never corrupts last.pt
+        torch.save(state, os.path.join(out_dir, f"epoch_{epoch + 1:03d}.pt"))
+    logf.close()
+    return model

@@ -1,0 +1,94 @@
+import json
+import os
+import subprocess
+
+import pytest
+import torch
+from conftest import ROOT, SAMPLES
+from hemocount_train.data import read_voc
+from hemocount_train.model import build_model, count_parameters
+from hemocount_train.train import CropDataset, train
+
+
+def two_images():
+    s = read_voc(os.path.join(SAMPLES, "truth"), SAMPLES)
+    return [x for x in s if os.path.basename(x.image) in ("BloodImage_00004.jpg", "BloodImage_00011.jpg")]
+
+
+def test_loss_goes_down_on_two_real_images():
+    torch.manual_seed(0)
+    model = build_model("compact")
+    model.train()
+    ds = CropDataset(two_images(), augment=False)
+    imgs, tgts = zip(*[ds.get(i, 0) for i in range(2)])
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    losses = []
+    for _ in range(12):
+        out = model(list(imgs), list(tgts))
+        loss = out["classification"] + out["bbox_regression"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+    assert losses[-1] < 0.7 * losses[0], losses
+
+
+def test_resume_continues_exactly(tmp_path):
+    s = two_images()
+    kw = dict(arch="compact", batch_size=2, crop=256, seed=3, max_steps_per_epoch=1, log=lambda m: None, threads=1)
+    torch.manual_seed(0)
+    straight = train(s, [], str(tmp_path / "a"), epochs=2, **kw)
+    train(s, [], str(tmp_path / "b"), epochs=1, **kw)
+    resumed = train(s, [], str(tmp_path / "b"), epochs=2, resume=True, **kw)
+    for (k, v), (_, w) in zip(straight.state_dict().items(), resumed.state_dict().items()):
+        assert torch.equal(v, w), k
+    log = [json.loads(ln) for ln in open(tmp_path / "b" / "train_log.jsonl")]
+    assert [r["epoch"] for r in log if r["type"] == "epoch"] == [1, 2]
+    step = next(r for r in log if r["type"] == "step")
+    assert {"loss_cls", "loss_box", "loss", "lr", "time", "images_per_s"} <= step.keys()
+    assert os.path.isfile(tmp_path / "b" / "epoch_002.pt")
+
+
+def test_resnet50_paper_configuration_builds_and_steps():
+    model = build_model("resnet50")
+    n = count_parameters(model)
+    assert 30e6 < n < 40e6, n  # the paper reports 36.4 M for its Keras RetinaNet-50
+    assert len(model.head.classification_head.conv) == 4
+    model.train()
+    ds = CropDataset(two_images()[:1], crop=256, augment=True)
+    img, tgt = ds.get(0, 0)
+    out = model([img], [tgt])
+    (out["classification"] + out["bbox_regression"]).backward()
+
+
+def test_export_onnx_with_metadata_that_node_reads(tmp_path):
+    s = two_images()
+    train(s, [], str(tmp_path / "run"), arch="compact", epochs=1, batch_size=2, crop=256, max_steps_per_epoch=1,
+          log=lambda m: None, threads=1)
+    from hemocount_train.export import export
+    out = str(tmp_path / "m.onnx")
+    meta = export(str(tmp_path / "run" / "last.pt"), out, fixture_images=[s[0].image])
+    import onnx
+    m = onnx.load(out)
+    onnx.checker.check_model(m)
+    embedded = json.loads({p.key: p.value for p in m.metadata_props}["hemocount"])
+    assert embedded["classes"][0]["name"] == "RBC" and len(embedded["anchors"]["levels"]) == 5
+    fixture = json.load(open(str(tmp_path / "m.parity.json")))
+    assert fixture["images"][0]["image"] == os.path.basename(s[0].image)
+    # onnxruntime-node loads the file and the TypeScript side parses its metadata
+    script = ("import {openOnnx} from './dist/src/adapters/onnx.js';"
+              f"const m = await openOnnx({json.dumps(out)});"
+              "const r = await m.run(new Float32Array(3*256*384), 256, 384);"
+              "console.log(JSON.stringify({name: m.metadata.name, scores: r.scores.length}));")
+    r = subprocess.run(["node", "--input-type=module", "-e", script], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    assert got["name"] == meta["name"]
+    anchors = sum((256 // st) * (384 // st) for st in (8, 16, 32, 64, 128)) * 9
+    assert got["scores"] == anchors * 3
+
+
+def test_module_cli_help():
+    r = subprocess.run([os.sys.executable, "-m", "hemocount_train", "--help"], cwd=os.path.join(ROOT, "training"),
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and "train" in r.stdout and "export" in r.stdout
