@@ -7,17 +7,13 @@ import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { applyThresholds } from './core/count.js';
-import { decodeDetections, paddedSize } from './core/decode.js';
 import type { ImageResult } from './core/formats.js';
-import { mergeTiles, ownedByTile, planTiles } from './core/tiling.js';
+import { detectPixels, detectTiled, WHOLE_IMAGE_PIXELS } from './core/pipeline.js';
 import { type Candidate, type ModelMetadata, type PerClass, perClass, type Thresholds } from './core/types.js';
-import { decodeRgb, type ImageInput, probe, readRegion, toTensor } from './adapters/image.js';
+import { decodeRgb, type ImageInput, probe, readRegion } from './adapters/image.js';
 import { type OnnxModel, openOnnx } from './adapters/onnx.js';
 
-export const WHOLE_IMAGE_PIXELS = 2048 * 2048;
-export const TILE_SIZE = 1024;
-/** Wider than the largest white cell (~250 px), so a cell on a seam is whole in its owner tile. */
-export const TILE_OVERLAP = 320;
+export { WHOLE_IMAGE_PIXELS, TILE_SIZE, TILE_OVERLAP } from './core/pipeline.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 /** The bundled default model (models/ at the package root, from src/ or dist/src/). */
@@ -88,26 +84,13 @@ export class Model {
       const candidates = await this.runWhole(img);
       return { width: img.width, height: img.height, candidates, tiles: 1, ms: performance.now() - t0 };
     }
-    const tiles = planTiles(width, height, TILE_SIZE, TILE_OVERLAP);
-    const perTile: Candidate[][] = [];
-    // read one strip of tile rows at a time: memory ~ width x TILE_SIZE, whatever the height
-    const rows = [...new Set(tiles.map((t) => t.y))];
-    for (const y of rows) {
-      const rowTiles = tiles.filter((t) => t.y === y);
-      const strip = await readRegion(input, 0, y, width, rowTiles[0].height);
-      for (const t of rowTiles) {
-        const tile = await readRegion(strip, t.x, 0, t.width, t.height);
-        perTile.push(ownedByTile(t, await this.runWhole(tile)));
-      }
-    }
-    const candidates = mergeTiles(perTile, this.metadata.postprocess.nms_iou);
-    return { width, height, candidates, tiles: tiles.length, ms: performance.now() - t0 };
+    const run = this.onnx.run.bind(this.onnx);
+    const t = await detectTiled(run, this.metadata, width, height, (l, tp, w, h) => readRegion(input, l, tp, w, h));
+    return { width, height, candidates: t.candidates, tiles: t.tiles, ms: performance.now() - t0 };
   }
 
-  private async runWhole(img: { data: Uint8Array; width: number; height: number; channels: 3 }): Promise<Candidate[]> {
-    const [ph, pw] = paddedSize(this.metadata, img.height, img.width);
-    const { scores, deltas } = await this.onnx.run(toTensor(img, this.metadata, ph, pw), ph, pw);
-    return decodeDetections(this.metadata, scores, deltas, img.height, img.width);
+  private runWhole(img: { data: Uint8Array; width: number; height: number; channels: 3 }): Promise<Candidate[]> {
+    return detectPixels(this.onnx.run.bind(this.onnx), this.metadata, img);
   }
 
   /** Detect, apply per-class thresholds and the review band, count. */

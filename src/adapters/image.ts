@@ -3,6 +3,7 @@
  * region reads for tiling, tensors for the network, and the annotated picture.
  */
 import sharp from 'sharp';
+import { crop } from '../core/pipeline.js';
 import { CLASSES, type Detection, type ModelMetadata, type PerClass } from '../core/types.js';
 
 export type ImageInput = string | Uint8Array | RawImage;
@@ -27,6 +28,18 @@ function describe(e: unknown): string {
   if (/ENOENT|no such file/i.test(m)) return 'no such file';
   if (/pixel limit/i.test(m)) return m;
   return m.trim().split('\n')[0];
+}
+
+/** The image format from its first bytes (names lie); null when it is no image hemocount reads. */
+export function sniffImageType(b: Uint8Array): string | null {
+  const at = (o: number, ...xs: number[]) => xs.every((x, i) => b[o + i] === x);
+  if (at(0, 0xff, 0xd8, 0xff)) return 'jpeg';
+  if (at(0, 0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a)) return 'png';
+  if (at(0, 0x49, 0x49, 0x2a, 0x00) || at(0, 0x4d, 0x4d, 0x00, 0x2a)) return 'tiff';
+  if (at(0, 0x52, 0x49, 0x46, 0x46) && at(8, 0x57, 0x45, 0x42, 0x50)) return 'webp';
+  if (at(0, 0x47, 0x49, 0x46, 0x38)) return 'gif';
+  if (at(4, 0x66, 0x74, 0x79, 0x70, 0x61, 0x76, 0x69, 0x66)) return 'avif';
+  return null;
 }
 
 /** Width and height after EXIF orientation, from the header only. */
@@ -64,14 +77,7 @@ export async function decodeRgb(input: ImageInput): Promise<RawImage> {
 
 /** One region of a (possibly huge) image; memory is that of the region, not the image. */
 export async function readRegion(input: ImageInput, left: number, top: number, width: number, height: number): Promise<RawImage> {
-  if (isRaw(input)) {
-    const out = new Uint8Array(width * height * 3);
-    for (let y = 0; y < height; y++) {
-      const src = ((top + y) * input.width + left) * 3;
-      out.set(input.data.subarray(src, src + width * 3), y * width * 3);
-    }
-    return { data: out, width, height, channels: 3 };
-  }
+  if (isRaw(input)) return crop(input, left, top, width, height) as RawImage;
   try {
     const { data, info } = await pipeline(input, true).extract({ left, top, width, height }).removeAlpha().raw()
       .toBuffer({ resolveWithObject: true });
@@ -79,26 +85,6 @@ export async function readRegion(input: ImageInput, left: number, top: number, w
   } catch (e) {
     throw new Error(`${nameOf(input)}: ${describe(e)}`);
   }
-}
-
-/** RGB bytes -> normalised, zero-padded NCHW float tensor as the model metadata says. */
-export function toTensor(img: RawImage, meta: ModelMetadata, paddedH: number, paddedW: number): Float32Array {
-  const { scale, mean, std } = meta.input;
-  const plane = paddedH * paddedW;
-  const out = new Float32Array(3 * plane).fill(meta.input.pad_value);
-  const a = [scale / std[0], scale / std[1], scale / std[2]];
-  const b = [-mean[0] / std[0], -mean[1] / std[1], -mean[2] / std[2]];
-  const { data, width, height } = img;
-  for (let y = 0; y < height; y++) {
-    let src = y * width * 3;
-    const row = y * paddedW;
-    for (let x = 0; x < width; x++, src += 3) {
-      out[row + x] = data[src] * a[0] + b[0];
-      out[plane + row + x] = data[src + 1] * a[1] + b[1];
-      out[2 * plane + row + x] = data[src + 2] * a[2] + b[2];
-    }
-  }
-  return out;
 }
 
 const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;');

@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { readMetadata } from '../adapters/onnx.js';
 import { findTorchPython } from '../adapters/python.js';
-import { defaultModelPath } from '../detector.js';
+import { defaultModelPath, Model } from '../detector.js';
 import { runCount, UsageError } from './count.js';
 import { runCalibrate, runEvaluate, runReport, runSelect, type StudyArgs } from './study.js';
 import { c, log } from './ui.js';
@@ -22,7 +22,7 @@ Commands:
   select --data DIR M1.onnx M2.onnx...  compare models (e.g. epochs), name the best
   report --data DIR --out R.html   HTML + Markdown report with plots
   train [args]                     train a model (PyTorch; see 'hemocount train --help')
-  serve                            (not yet available)
+  serve [--port 8080] [--host 127.0.0.1]  web app + HTTP API (--max-file-mb, --max-files, --max-megapixels, --max-queued)
   info [--model M]                 print a model's metadata
 
 count options:
@@ -110,8 +110,24 @@ async function main(argv: string[]): Promise<number> {
       process.stdout.write(JSON.stringify(readMetadata(new Uint8Array(await readFile(path)), path), null, 2) + '\n');
       return 0;
     }
-    case 'serve':
-      throw new UsageError('serve: the web application is not part of this release yet');
+    case 'serve': {
+      const { values: v } = parseArgs({ args: rest, options: { model: { type: 'string' }, port: { type: 'string', default: '8080' },
+        host: { type: 'string', default: '127.0.0.1' }, threads: { type: 'string' }, 'max-file-mb': { type: 'string' },
+        'max-files': { type: 'string' }, 'max-megapixels': { type: 'string' }, 'max-queued': { type: 'string' } } });
+      const port = Number(v.port);
+      if (!Number.isInteger(port) || port < 0 || port > 65535) throw new UsageError(`--port must be 0-65535, not '${v.port}'`);
+      const { buildServer } = await import('../server/app.js');
+      const model = await Model.load(v.model, { threads: threads(v.threads) });
+      const num = (x?: string, k = 1) => (x ? Number(x) * k : undefined);
+      const app = await buildServer({ model, maxFileBytes: num(v['max-file-mb'], 1024 * 1024), maxFiles: num(v['max-files']),
+        maxPixels: num(v['max-megapixels'], 1e6), maxQueued: num(v['max-queued']) });
+      const addr = await app.listen({ port, host: v.host });
+      log(`hemocount serving ${model.info.name} at ${addr}  (API: ${addr}/api/openapi.json)`);
+      const stop = () => app.close().then(() => process.exit(0));
+      process.on('SIGINT', stop);
+      process.on('SIGTERM', stop);
+      return new Promise<number>(() => {}); // runs until stopped
+    }
     default:
       throw new UsageError(`unknown command '${cmd}' (try 'hemocount --help')`);
   }

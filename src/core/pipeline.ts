@@ -1,0 +1,76 @@
+/**
+ * From pixels to candidates, independent of where pixels and the network live: Node
+ * (sharp + onnxruntime-node) and the browser (canvas + onnxruntime-web) both call this.
+ */
+import { decodeDetections, paddedSize } from './decode.js';
+import { mergeTiles, ownedByTile, planTiles } from './tiling.js';
+import type { Candidate, ModelMetadata } from './types.js';
+
+export const WHOLE_IMAGE_PIXELS = 2048 * 2048;
+export const TILE_SIZE = 1024;
+/** Wider than the largest white cell (~250 px), so a cell on a seam is whole in its owner tile. */
+export const TILE_OVERLAP = 320;
+
+export interface Pixels {
+  data: Uint8Array | Uint8ClampedArray;
+  width: number;
+  height: number;
+  /** 3 (RGB) or 4 (RGBA, alpha ignored). */
+  channels: number;
+}
+
+export type Runner = (input: Float32Array, height: number, width: number) => Promise<{ scores: Float32Array; deltas: Float32Array }>;
+
+/** Pixels -> normalised, zero-padded NCHW float tensor as the model metadata says. */
+export function toTensor(img: Pixels, meta: ModelMetadata, paddedH: number, paddedW: number): Float32Array {
+  const { scale, mean, std } = meta.input;
+  const plane = paddedH * paddedW;
+  const out = new Float32Array(3 * plane).fill(meta.input.pad_value);
+  const a = [scale / std[0], scale / std[1], scale / std[2]];
+  const b = [-mean[0] / std[0], -mean[1] / std[1], -mean[2] / std[2]];
+  const { data, width, height, channels: ch } = img;
+  for (let y = 0; y < height; y++) {
+    let src = y * width * ch;
+    const row = y * paddedW;
+    for (let x = 0; x < width; x++, src += ch) {
+      out[row + x] = data[src] * a[0] + b[0];
+      out[plane + row + x] = data[src + 1] * a[1] + b[1];
+      out[2 * plane + row + x] = data[src + 2] * a[2] + b[2];
+    }
+  }
+  return out;
+}
+
+/** One network pass over a whole (small enough) image. */
+export async function detectPixels(run: Runner, meta: ModelMetadata, img: Pixels): Promise<Candidate[]> {
+  const [ph, pw] = paddedSize(meta, img.height, img.width);
+  const { scores, deltas } = await run(toTensor(img, meta, ph, pw), ph, pw);
+  return decodeDetections(meta, scores, deltas, img.height, img.width);
+}
+
+export type RegionReader = (left: number, top: number, width: number, height: number) => Promise<Pixels>;
+
+/**
+ * Large images: overlapping native-resolution tiles, read one row of tiles at a time
+ * (memory ~ width x TILE_SIZE), merged so that each cell is counted once.
+ */
+export async function detectTiled(run: Runner, meta: ModelMetadata, width: number, height: number, readStrip: RegionReader): Promise<{ candidates: Candidate[]; tiles: number }> {
+  const tiles = planTiles(width, height, TILE_SIZE, TILE_OVERLAP);
+  const perTile: Candidate[][] = [];
+  for (const y of [...new Set(tiles.map((t) => t.y))]) {
+    const row = tiles.filter((t) => t.y === y);
+    const strip = await readStrip(0, y, width, row[0].height);
+    for (const t of row) perTile.push(ownedByTile(t, await detectPixels(run, meta, crop(strip, t.x, 0, t.width, t.height))));
+  }
+  return { candidates: mergeTiles(perTile, meta.postprocess.nms_iou), tiles: tiles.length };
+}
+
+export function crop(img: Pixels, left: number, top: number, width: number, height: number): Pixels {
+  const ch = img.channels;
+  const out = new Uint8Array(width * height * ch);
+  for (let y = 0; y < height; y++) {
+    const src = ((top + y) * img.width + left) * ch;
+    out.set(img.data.subarray(src, src + width * ch), y * width * ch);
+  }
+  return { data: out, width, height, channels: ch };
+}

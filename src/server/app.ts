@@ -1,0 +1,125 @@
+/**
+ * hemocount serve: the HTTP API and the web app over the same library.
+ * Limits answer with JSON errors; inference goes through a bounded queue.
+ */
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import multipart from '@fastify/multipart';
+import fastifyStatic from '@fastify/static';
+import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify';
+import { parseThresholds } from '../core/count.js';
+import { type CountDocument, type ImageResult, roundBox, totals } from '../core/formats.js';
+import { probe, sniffImageType } from '../adapters/image.js';
+import { Model } from '../detector.js';
+import { openapi } from './openapi.js';
+import { InferenceQueue, QueueFullError } from './queue.js';
+
+export interface ServerOptions {
+  model: Model;
+  maxFileBytes?: number;
+  maxFiles?: number;
+  maxPixels?: number;
+  concurrency?: number;
+  maxQueued?: number;
+  logger?: boolean;
+}
+
+export const DEFAULT_LIMITS = { maxFileBytes: 15 * 1024 * 1024, maxFiles: 20, maxPixels: 50_000_000, concurrency: 1, maxQueued: 8 };
+
+const here = dirname(fileURLToPath(import.meta.url));
+const root = [join(here, '..', '..'), join(here, '..', '..', '..')].find((p) => existsSync(join(p, 'package.json')))!;
+
+class HttpError extends Error {
+  constructor(readonly status: number, message: string, readonly file?: string) {
+    super(message);
+  }
+}
+
+export async function buildServer(o: ServerOptions): Promise<FastifyInstance> {
+  const lim = { ...DEFAULT_LIMITS, ...Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) } as typeof DEFAULT_LIMITS & ServerOptions;
+  const model = o.model;
+  const queue = new InferenceQueue(lim.concurrency, lim.maxQueued);
+  const app = Fastify({ logger: o.logger ?? false, bodyLimit: lim.maxFileBytes * lim.maxFiles + 1024 * 1024 });
+  await app.register(multipart, { limits: { fileSize: lim.maxFileBytes, files: lim.maxFiles, fields: 10, fieldSize: 10_000 }, throwFileSizeLimit: true });
+
+  // threaded WebAssembly (private mode) needs a cross-origin isolated page
+  app.addHook('onSend', async (_req, reply) => {
+    reply.header('Cross-Origin-Opener-Policy', 'same-origin');
+    reply.header('Cross-Origin-Embedder-Policy', 'require-corp');
+    reply.header('Cross-Origin-Resource-Policy', 'same-origin');
+  });
+
+  app.setErrorHandler((err: Error & { statusCode?: number; code?: string }, _req, reply) => {
+    if (err instanceof HttpError) return sendError(reply, err.status, err.message, err.file);
+    if (err instanceof QueueFullError) return reply.header('Retry-After', '2').code(503).send({ error: err.message, status: 503 });
+    if (err.code === 'FST_REQ_FILE_TOO_LARGE') return sendError(reply, 413, `a file is larger than the ${mb(lim.maxFileBytes)} limit`);
+    if (err.code === 'FST_FILES_LIMIT') return sendError(reply, 413, `too many files: at most ${lim.maxFiles} per request`);
+    if (err.code === 'FST_INVALID_MULTIPART_CONTENT_TYPE') return sendError(reply, 415, 'send images as multipart/form-data');
+    const status = err.statusCode && err.statusCode >= 400 && err.statusCode < 600 ? err.statusCode : 500;
+    return sendError(reply, status, status === 500 ? `internal error: ${err.message}` : err.message);
+  });
+
+  app.get('/healthz', async () => ({ ok: true, model: model.info, queue: queue.size, rssMB: Math.round(process.memoryUsage().rss / 1048576) }));
+  app.get('/api/model', async () => ({ ...model.info, metadata: model.metadata, limits: { maxFileBytes: lim.maxFileBytes, maxFiles: lim.maxFiles, maxPixels: lim.maxPixels } }));
+  app.get('/api/openapi.json', async () => openapi(lim));
+  // the same model file, for private mode in the browser
+  app.get('/api/model.onnx', async (_req, reply) => reply.type('application/octet-stream').header('Cache-Control', 'no-cache').send(Buffer.from(model.bytes)));
+
+  app.post('/api/count', async (req) => {
+    if (!req.isMultipart()) throw new HttpError(415, 'send images as multipart/form-data in a field named "images"');
+    const files: { name: string; bytes: Buffer }[] = [];
+    const fields: Record<string, string> = {};
+    for await (const part of req.parts()) {
+      if (part.type === 'file') files.push({ name: part.filename || `image${files.length + 1}`, bytes: await part.toBuffer() });
+      else fields[part.fieldname] = String(part.value);
+    }
+    if (!files.length) throw new HttpError(400, 'no image in the request (multipart field "images")');
+    let th;
+    try {
+      th = model.thresholds(
+        fields.thresholds ? parseThresholds(fields.thresholds, model.metadata.thresholds) : undefined,
+        fields.review ? parseThresholds(fields.review, model.metadata.review) : undefined,
+      );
+    } catch (e) {
+      throw new HttpError(400, (e as Error).message);
+    }
+    // check every file before any inference: type by bytes, size in pixels
+    for (const f of files) {
+      const type = sniffImageType(f.bytes);
+      if (!type) throw new HttpError(415, `${f.name}: not an image (JPEG, PNG, TIFF, WebP, GIF or AVIF by its content)`, f.name);
+      const { width, height } = await probe(f.bytes).catch((e) => { throw new HttpError(422, (e as Error).message.replace(/^image: /, `${f.name}: `), f.name); });
+      if (width * height > lim.maxPixels) throw new HttpError(413, `${f.name}: ${width}x${height} is ${(width * height / 1e6).toFixed(0)} megapixels; the limit is ${lim.maxPixels / 1e6}`, f.name);
+    }
+    const images: ImageResult[] = await queue.run(async () => {
+      const out: ImageResult[] = [];
+      for (const f of files) {
+        try {
+          const r = await model.count(f.bytes, { thresholds: th.count, review: th.review, candidates: true, name: f.name });
+          out.push({ ...r, detections: r.detections.map((d) => ({ ...d, box: roundBox(d.box) })) });
+        } catch (e) {
+          out.push({ file: f.name, width: 0, height: 0, counts: { RBC: 0, WBC: 0, Platelets: 0 }, uncertain: { RBC: 0, WBC: 0, Platelets: 0 },
+            meanScore: { RBC: null, WBC: null, Platelets: null }, detections: [], error: (e as Error).message.replace(/^image: /, '') });
+        }
+      }
+      return out;
+    });
+    const doc: CountDocument & { mode: string } = { model: model.info, thresholds: th.count, review: th.review, images, totals: totals(images), mode: 'server' };
+    return doc;
+  });
+
+  const web = join(root, 'web', 'dist');
+  if (existsSync(web)) {
+    await app.register(fastifyStatic, { root: web, prefix: '/', index: 'index.html' });
+    await app.register(fastifyStatic, { root: join(root, 'node_modules', 'onnxruntime-web', 'dist'), prefix: '/ort/', decorateReply: false });
+  } else {
+    app.get('/', async (_req, reply) => reply.type('text/plain').send('hemocount API is running; the web app is not built (npm run build).\n'));
+  }
+  return app;
+}
+
+const mb = (b: number) => `${(b / 1024 / 1024).toFixed(0)} MB`;
+
+function sendError(reply: FastifyReply, status: number, error: string, file?: string) {
+  return reply.code(status).send({ error, status, ...(file ? { file } : {}) });
+}

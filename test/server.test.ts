@@ -1,0 +1,127 @@
+/** The HTTP API on a real server on localhost: counts, limits, and a burst of requests. */
+import assert from 'node:assert/strict';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import { crc32, deflateSync } from 'node:zlib';
+import { loadModel } from '../src/index.js';
+import { CLI, MODEL, SAMPLES } from './helpers.js';
+
+let server: ChildProcess;
+let base = '';
+
+before(async () => {
+  server = spawn(process.execPath, [CLI, 'serve', '--port', '0', '--max-file-mb', '15', '--max-files', '5', '--max-queued', '4'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  base = await new Promise<string>((res, rej) => {
+    let err = '';
+    server.stderr!.on('data', (d) => {
+      err += d;
+      const m = /serving .* at (http:\/\/[\d.:]+)/.exec(err);
+      if (m) res(m[1]);
+    });
+    server.on('exit', (code) => rej(new Error(`server exited ${code}: ${err}`)));
+  });
+});
+after(() => server.kill());
+
+const sample = readFileSync(join(SAMPLES, 'BloodImage_00011.jpg'));
+function form(files: { name: string; bytes: Uint8Array; type?: string }[], fields: Record<string, string> = {}) {
+  const f = new FormData();
+  for (const [k, v] of Object.entries(fields)) f.append(k, v);
+  for (const x of files) f.append('images', new Blob([x.bytes as Uint8Array<ArrayBuffer>], { type: x.type ?? 'image/jpeg' }), x.name);
+  return f;
+}
+const post = (f: FormData) => fetch(`${base}/api/count`, { method: 'POST', body: f });
+async function stillAlive() {
+  const r = await fetch(`${base}/healthz`);
+  assert.equal(r.status, 200);
+  return r.json();
+}
+
+test('POST /api/count returns the CLI document plus candidates; same counts as the library', async () => {
+  const r = await post(form([{ name: 'a.jpg', bytes: sample }], { thresholds: 'RBC=0.3' }));
+  assert.equal(r.status, 200);
+  assert.equal(r.headers.get('cross-origin-embedder-policy'), 'require-corp');
+  const doc = await r.json();
+  const model = await loadModel(MODEL);
+  const lib = await model.count(join(SAMPLES, 'BloodImage_00011.jpg'), { thresholds: { RBC: 0.3 } });
+  assert.deepEqual(doc.images[0].counts, lib.counts);
+  assert.equal(doc.thresholds.RBC, 0.3);
+  assert.ok(doc.images[0].candidates.length >= doc.images[0].detections.length);
+  assert.equal(doc.model.sha256, model.info.sha256);
+});
+
+test('model, OpenAPI and health endpoints', async () => {
+  const m = await (await fetch(`${base}/api/model`)).json();
+  assert.deepEqual(Object.keys(m.metadata.thresholds), ['RBC', 'WBC', 'Platelets']);
+  const o = await (await fetch(`${base}/api/openapi.json`)).json();
+  assert.ok(o.paths['/api/count'].post.responses['503']);
+  const onnx = await fetch(`${base}/api/model.onnx`);
+  assert.equal(Buffer.from(await onnx.arrayBuffer()).length, readFileSync(MODEL).length);
+});
+
+test('a 20 MB upload is refused with 413 JSON', async () => {
+  const big = new Uint8Array(20 * 1024 * 1024);
+  big.set(sample);
+  const r = await post(form([{ name: 'huge.jpg', bytes: big }]));
+  assert.equal(r.status, 413);
+  assert.match((await r.json()).error, /larger than the 15 MB limit/);
+  await stillAlive();
+});
+
+test('a 30000x30000 PNG is refused by its pixel count before decoding', async () => {
+  // a valid PNG header announcing 30000 x 30000 pixels
+  const chunk = (type: string, data: Buffer) => {
+    const len = Buffer.alloc(4); len.writeUInt32BE(data.length);
+    const td = Buffer.concat([Buffer.from(type), data]);
+    const crc = Buffer.alloc(4); crc.writeUInt32BE(crc32(td) >>> 0);
+    return Buffer.concat([len, td, crc]);
+  };
+  const ihdr = Buffer.alloc(13); ihdr.writeUInt32BE(30000, 0); ihdr.writeUInt32BE(30000, 4); ihdr[8] = 8; ihdr[9] = 2;
+  const png = Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), chunk('IHDR', ihdr), chunk('IDAT', deflateSync(Buffer.alloc(100))), chunk('IEND', Buffer.alloc(0))]);
+  const r = await post(form([{ name: 'wide.png', bytes: png, type: 'image/png' }]));
+  assert.equal(r.status, 413);
+  const body = await r.json();
+  assert.match(body.error, /wide\.png: 30000x30000 is 900 megapixels/);
+  assert.equal(body.file, 'wide.png');
+  await stillAlive();
+});
+
+test('a text file named .jpg is refused by its bytes (415)', async () => {
+  const r = await post(form([{ name: 'notes.jpg', bytes: new TextEncoder().encode('just some text\n') }]));
+  assert.equal(r.status, 415);
+  assert.match((await r.json()).error, /notes\.jpg: not an image/);
+  await stillAlive();
+});
+
+test('other limits: too many files, bad thresholds, no image, not multipart', async () => {
+  const six = Array.from({ length: 6 }, (_, i) => ({ name: `${i}.jpg`, bytes: sample }));
+  assert.equal((await post(form(six))).status, 413);
+  const bad = await post(form([{ name: 'a.jpg', bytes: sample }], { thresholds: 'RBC=3' }));
+  assert.equal(bad.status, 400);
+  assert.match((await bad.json()).error, /between 0 and 1/);
+  assert.equal((await post(form([], { thresholds: '0.3' }))).status, 400);
+  const json = await fetch(`${base}/api/count`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
+  assert.equal(json.status, 415);
+  await stillAlive();
+});
+
+test('200 concurrent requests are all answered (200 or 503) and memory comes back down', { timeout: 300_000 }, async () => {
+  await post(form([{ name: 'warm.jpg', bytes: sample }]));
+  const start = (await stillAlive()).rssMB;
+  const t0 = Date.now();
+  const statuses = await Promise.all(Array.from({ length: 200 }, async () => {
+    const r = await post(form([{ name: 'a.jpg', bytes: sample }]));
+    if (r.status === 503) assert.ok(Number(r.headers.get('retry-after')) > 0);
+    await r.arrayBuffer();
+    return r.status;
+  }));
+  assert.ok(Date.now() - t0 < 240_000);
+  assert.ok(statuses.every((s) => s === 200 || s === 503), JSON.stringify(statuses));
+  assert.ok(statuses.filter((s) => s === 200).length >= 5);
+  assert.ok(statuses.some((s) => s === 503), 'the queue bound was exercised');
+  await new Promise((r) => setTimeout(r, 1500));
+  const end = (await stillAlive()).rssMB;
+  assert.ok(end < start + 200, `rss ${start} MB -> ${end} MB`);
+});

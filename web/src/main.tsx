@@ -1,0 +1,271 @@
+/** hemocount web app: count, look, adjust thresholds, review and correct, export. */
+import { render } from 'preact';
+import { useEffect, useMemo, useRef, useState } from 'preact/hooks';
+import { type CountDocument, type ImageResult, toCoco, toCsv, totals, toVoc } from '../../src/core/formats.js';
+import { noCorrections, ratios, review, type Reviewed } from '../../src/core/review.js';
+import { type Box, type CellClass, CLASSES, type ModelMetadata, perClass, type Thresholds } from '../../src/core/types.js';
+import { COLOURS, drawDetections } from './draw.js';
+import { detectInBrowser } from './private.js';
+import { type Item, restore, save } from './store.js';
+import { Viewer } from './viewer.js';
+
+interface ModelInfo { name: string; version: string; sha256: string; metadata: ModelMetadata }
+
+function download(name: string, data: Blob | string, type = 'application/octet-stream') {
+  const blob = typeof data === 'string' ? new Blob([data], { type }) : data;
+  const a = document.createElement('a');
+  a.href = URL.createObjectURL(blob);
+  a.download = name;
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(a.href), 10_000);
+}
+
+const stem = (n: string) => n.replace(/\.[^.]+$/, '');
+const fmt = (v: number | null, d = 1) => (v === null ? '-' : v.toFixed(d));
+
+function App() {
+  const [model, setModel] = useState<ModelInfo | null>(null);
+  const [items, setItems] = useState<Item[]>([]);
+  const [current, setCurrent] = useState<string | null>(null);
+  const [th, setTh] = useState<Thresholds | null>(null);
+  const [visible, setVisible] = useState<Record<CellClass, boolean>>({ RBC: true, WBC: true, Platelets: true });
+  const [reviewMode, setReviewMode] = useState(false);
+  const [addLabel, setAddLabel] = useState<CellClass>('RBC');
+  const [selected, setSelected] = useState<number | null>(null);
+  const [privateMode, setPrivateMode] = useState(false);
+  const [busy, setBusy] = useState<string | null>(null);
+  const [errors, setErrors] = useState<string[]>([]);
+  const [restored, setRestored] = useState(false);
+  const fileInput = useRef<HTMLInputElement>(null);
+
+  useEffect(() => {
+    (async () => {
+      const info: ModelInfo = await fetch('/api/model').then((r) => r.json());
+      setModel(info);
+      const saved = await restore();
+      if (saved && saved.model === info.sha256) {
+        setItems(saved.items);
+        setCurrent(saved.current);
+        setTh(saved.thresholds);
+      } else setTh({ count: { ...info.metadata.thresholds }, review: { ...info.metadata.review } });
+      setRestored(true);
+    })().catch((e) => setErrors([`cannot reach the hemocount server: ${e.message}`]));
+  }, []);
+
+  useEffect(() => {
+    if (restored && model) save({ items, thresholds: th, current, model: model.sha256 }).catch(() => {});
+  }, [items, th, current, restored]);
+
+  const reviewed = useMemo(() => {
+    const m = new Map<string, Reviewed>();
+    if (th) for (const it of items) if (!it.error) m.set(it.id, review(it.candidates, th, it.corrections));
+    return m;
+  }, [items, th]);
+
+  const item = items.find((i) => i.id === current) ?? null;
+  const rv = item ? reviewed.get(item.id) : undefined;
+  const sum = (f: (r: Reviewed) => Record<CellClass, number>) => perClass((c) => [...reviewed.values()].reduce((s, r) => s + f(r)[c], 0));
+  const batchDetected = sum((r) => r.detected);
+  const batchCorrected = sum((r) => r.corrected);
+
+  async function addFiles(files: File[]) {
+    if (!files.length) return;
+    setErrors([]);
+    const added: Item[] = [];
+    const errs: string[] = [];
+    if (privateMode) {
+      for (const [k, f] of files.entries()) {
+        setBusy(`counting in this browser ${k + 1}/${files.length}: ${f.name}`);
+        try {
+          const r = await detectInBrowser(f);
+          added.push({ id: crypto.randomUUID(), name: f.name, width: r.width, height: r.height, candidates: r.candidates, mode: 'private', corrections: noCorrections(), blob: f });
+        } catch (e) {
+          errs.push(`${f.name}: cannot be decoded here (${(e as Error).message})`);
+        }
+      }
+    } else {
+      setBusy(`counting ${files.length} image(s) on the server`);
+      const form = new FormData();
+      for (const f of files) form.append('images', f, f.name);
+      try {
+        const res = await fetch('/api/count', { method: 'POST', body: form });
+        const body = await res.json();
+        if (!res.ok) errs.push(body.error ?? `server answered ${res.status}`);
+        else {
+          (body as CountDocument).images.forEach((r: ImageResult, k: number) => {
+            if (r.error) errs.push(`${r.file}: ${r.error}`);
+            else added.push({ id: crypto.randomUUID(), name: r.file, width: r.width, height: r.height, candidates: r.candidates ?? [], mode: 'server', corrections: noCorrections(), blob: files[k] });
+          });
+        }
+      } catch (e) {
+        errs.push(`upload failed: ${(e as Error).message}`);
+      }
+    }
+    setBusy(null);
+    setErrors(errs);
+    if (added.length) {
+      setItems((xs) => [...xs, ...added]);
+      setCurrent(added[0].id);
+      setSelected(null);
+    }
+  }
+
+  const update = (f: (i: Item) => Item) => item && setItems((xs) => xs.map((x) => (x.id === item.id ? f(x) : x)));
+  const correct = (f: (c: Item['corrections']) => Item['corrections']) => update((x) => ({ ...x, corrections: f(x.corrections) }));
+  const sel = rv?.detections.find((d) => d.id === selected) ?? null;
+
+  function deleteSelected() {
+    if (!sel) return;
+    if (sel.id < 0) correct((c) => ({ ...c, added: c.added.filter((_, k) => k !== -1 - sel.id) }));
+    else correct((c) => ({ ...c, deleted: [...c.deleted, sel.id] }));
+    setSelected(null);
+  }
+  function relabel(label: CellClass) {
+    if (!sel) return;
+    if (sel.id < 0) correct((c) => ({ ...c, added: c.added.map((a, k) => (k === -1 - sel.id ? { ...a, label } : a)) }));
+    else correct((c) => ({ ...c, relabeled: { ...c.relabeled, [sel.id]: label } }));
+  }
+  useEffect(() => {
+    const onKey = (e: KeyboardEvent) => {
+      if (!reviewMode || (e.target as HTMLElement).tagName === 'INPUT') return;
+      if (e.key === 'Delete' || e.key === 'Backspace') deleteSelected();
+      if (e.key === 'a' && sel?.uncertain) correct((c) => ({ ...c, accepted: [...c.accepted, sel.id] }));
+      if (e.key === 'r' && sel?.uncertain) correct((c) => ({ ...c, rejected: [...c.rejected, sel.id] }));
+    };
+    window.addEventListener('keydown', onKey);
+    return () => window.removeEventListener('keydown', onKey);
+  });
+
+  function doc(list: Item[]): CountDocument {
+    const images: ImageResult[] = list.filter((i) => !i.error).map((i) => {
+      const r = reviewed.get(i.id)!;
+      const counted = r.detections.filter((d) => !d.uncertain);
+      return {
+        file: i.name, width: i.width, height: i.height, counts: r.corrected, uncertain: r.uncertain,
+        meanScore: perClass((c) => { const s = counted.filter((d) => d.label === c && !(d.edited && d.score === 1)); return s.length ? s.reduce((a, d) => a + d.score, 0) / s.length : null; }),
+        detections: r.detections.map(({ label, score, box, uncertain }) => ({ label, score, box, uncertain })),
+      };
+    });
+    return { model: { name: model!.name, version: model!.version, sha256: model!.sha256 }, thresholds: th!.count, review: th!.review, images, totals: totals(images) };
+  }
+
+  async function exportPng(i: Item) {
+    const bmp = await createImageBitmap(i.blob, { imageOrientation: 'from-image' });
+    const c = new OffscreenCanvas(bmp.width, bmp.height);
+    const ctx = c.getContext('2d')!;
+    ctx.drawImage(bmp, 0, 0);
+    drawDetections(ctx, reviewed.get(i.id)!.detections, { scale: 1, visible, imageWidth: i.width });
+    download(`${stem(i.name)}.annotated.png`, await c.convertToBlob({ type: 'image/png' }));
+  }
+  const boxesOf = (i: Item) => reviewed.get(i.id)!.detections.filter((d) => !d.uncertain);
+
+  if (!th || !model) return <div class="loading">{errors[0] ?? 'loading model...'}</div>;
+  const r = ratios(batchCorrected);
+
+  return (
+    <div class="app"
+      onDragOver={(e) => e.preventDefault()}
+      onDrop={(e) => { e.preventDefault(); addFiles([...(e.dataTransfer?.files ?? [])]); }}>
+      <header>
+        <h1>hemocount</h1>
+        <span class="model">{model.name} {model.version}</span>
+        <button onClick={() => fileInput.current!.click()}>Add images...</button>
+        <input ref={fileInput} type="file" multiple accept="image/*" data-testid="file" style={{ display: 'none' }}
+          onChange={(e) => { const f = [...((e.target as HTMLInputElement).files ?? [])]; (e.target as HTMLInputElement).value = ''; addFiles(f); }} />
+        <label class="toggle" title="Run the model in this browser: images never leave the machine">
+          <input type="checkbox" data-testid="private" checked={privateMode} onChange={(e) => setPrivateMode((e.target as HTMLInputElement).checked)} /> private mode
+        </label>
+        <span class="mode" data-testid="mode">{item ? (item.mode === 'private' ? 'counted in this browser (private)' : 'counted on the server') : (privateMode ? 'next images: in this browser' : 'next images: on the server')}</span>
+        {busy && <span class="busy" data-testid="busy">{busy}</span>}
+        <button class="danger" onClick={() => { if (confirm('Remove all images and corrections?')) { setItems([]); setCurrent(null); } }}>Clear</button>
+      </header>
+      {errors.length > 0 && <div class="errors" data-testid="errors">{errors.map((e) => <div>{e}</div>)}</div>}
+      <aside>
+        <section>
+          <h2>Thresholds</h2>
+          {CLASSES.map((c) => (
+            <div class="slider" key={c}>
+              <label><span class="swatch" style={{ background: COLOURS[c] }} />
+                <input type="checkbox" checked={visible[c]} data-testid={`show-${c}`} onChange={() => setVisible({ ...visible, [c]: !visible[c] })} /> {c}</label>
+              <div>count &ge; <input type="range" min="0.05" max="0.95" step="0.01" value={th.count[c]} data-testid={`th-${c}`}
+                onInput={(e) => { const v = Number((e.target as HTMLInputElement).value); setTh({ count: { ...th.count, [c]: v }, review: { ...th.review, [c]: Math.min(th.review[c], v) } }); }} /> <b>{th.count[c].toFixed(2)}</b></div>
+              <div>review &ge; <input type="range" min="0.05" max="0.95" step="0.01" value={th.review[c]} data-testid={`rv-${c}`}
+                onInput={(e) => { const v = Number((e.target as HTMLInputElement).value); setTh({ ...th, review: { ...th.review, [c]: Math.min(v, th.count[c]) } }); }} /> <b>{th.review[c].toFixed(2)}</b></div>
+            </div>
+          ))}
+          <button onClick={() => setTh({ count: { ...model.metadata.thresholds }, review: { ...model.metadata.review } })}>Model defaults</button>
+        </section>
+        {item && rv && (
+          <section>
+            <h2>This image</h2>
+            <table class="counts" data-testid="counts">
+              <tr><th></th><th>detected</th><th>corrected</th><th>to review</th><th>mean p</th></tr>
+              {CLASSES.map((c) => {
+                const ds = rv.detections.filter((d) => d.label === c && !d.uncertain && !(d.edited && d.score === 1));
+                return (
+                  <tr><td>{c}</td><td data-testid={`detected-${c}`}>{rv.detected[c]}</td><td data-testid={`corrected-${c}`}>{rv.corrected[c]}</td>
+                    <td data-testid={`uncertain-${c}`}>{rv.uncertain[c]}</td><td>{ds.length ? (ds.reduce((s, d) => s + d.score, 0) / ds.length).toFixed(3) : '-'}</td></tr>
+                );
+              })}
+            </table>
+          </section>
+        )}
+        <section>
+          <h2>Review</h2>
+          <label><input type="checkbox" data-testid="review-mode" checked={reviewMode} onChange={() => { setReviewMode(!reviewMode); setSelected(null); }} /> review mode</label>
+          <p class="hint">Click a box to select it; drag on empty space to add a cell; wheel zooms, Alt+drag pans, double-click fits.</p>
+          <div>add as: {CLASSES.map((c) => <label><input type="radio" name="add" checked={addLabel === c} onChange={() => setAddLabel(c)} />{c} </label>)}</div>
+          {sel && (
+            <div class="selected" data-testid="selected">
+              <div>{sel.label} {sel.edited && sel.score === 1 ? '(added)' : sel.score.toFixed(3)} {sel.uncertain ? '(to review)' : ''}</div>
+              <button data-testid="delete" onClick={deleteSelected}>Delete</button>
+              {CLASSES.filter((c) => c !== sel.label).map((c) => <button onClick={() => relabel(c)}>Make {c}</button>)}
+              {sel.uncertain && <><button data-testid="accept" onClick={() => correct((c) => ({ ...c, accepted: [...c.accepted, sel.id] }))}>Accept</button>
+                <button data-testid="reject" onClick={() => correct((c) => ({ ...c, rejected: [...c.rejected, sel.id] }))}>Reject</button></>}
+            </div>
+          )}
+          {item && <button onClick={() => correct(() => noCorrections())}>Undo all corrections</button>}
+        </section>
+        {items.length > 0 && (
+          <section>
+            <h2>Sample ({items.length} field{items.length > 1 ? 's' : ''})</h2>
+            <ul class="batch" data-testid="batch">
+              {items.map((i) => {
+                const x = reviewed.get(i.id);
+                return <li class={i.id === current ? 'current' : ''} onClick={() => { setCurrent(i.id); setSelected(null); }}>
+                  {i.name} <small>{x ? CLASSES.map((c) => x.corrected[c]).join(' / ') : i.error}</small></li>;
+              })}
+            </ul>
+            <table class="counts" data-testid="totals">
+              <tr><th></th><th>detected</th><th>corrected</th></tr>
+              {CLASSES.map((c) => <tr><td>{c}</td><td>{batchDetected[c]}</td><td data-testid={`total-${c}`}>{batchCorrected[c]}</td></tr>)}
+            </table>
+            <div data-testid="ratios">RBC : WBC : PLT = {fmt(r.rbcPerWbc)} : 1 : {fmt(r.pltPerWbc, 2)}{r.rbcPerPlt !== null ? ` (RBC/PLT ${fmt(r.rbcPerPlt)})` : ''}</div>
+          </section>
+        )}
+        {item && (
+          <section>
+            <h2>Export</h2>
+            <button data-testid="export-png" onClick={() => exportPng(item)}>Annotated PNG</button>
+            <button data-testid="export-json" onClick={() => download('hemocount.json', JSON.stringify(doc(items), null, 1), 'application/json')}>JSON</button>
+            <button data-testid="export-csv" onClick={() => download('hemocount.csv', toCsv(doc(items)), 'text/csv')}>CSV</button>
+            <button data-testid="export-voc" onClick={() => download(`${stem(item.name)}.xml`, toVoc(item.name, item.width, item.height, boxesOf(item)), 'application/xml')}>VOC XML</button>
+            <button data-testid="export-coco" onClick={() => download('hemocount.coco.json', toCoco(items.filter((i) => !i.error).map((i) => ({ file: i.name, width: i.width, height: i.height, boxes: boxesOf(i) }))), 'application/json')}>COCO JSON</button>
+          </section>
+        )}
+      </aside>
+      <main>
+        {item && rv ? (
+          <Viewer blob={item.blob} width={item.width} height={item.height} detections={rv.detections} visible={visible} reviewMode={reviewMode}
+            selected={selected} onSelect={setSelected} onAdd={(box: Box) => correct((c) => ({ ...c, added: [...c.added, { label: addLabel, box }] }))} />
+        ) : (
+          <div class="drop" onClick={() => fileInput.current!.click()}>Drop smear images here, or click to choose.<br /><small>JPEG, PNG, TIFF, WebP</small></div>
+        )}
+      </main>
+    </div>
+  );
+}
+
+render(<App />, document.getElementById('app')!);
