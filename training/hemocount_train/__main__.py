@@ -73,6 +73,11 @@ def main(argv=None):
     p.add_argument("--name", default="hemocount-compact")
     p.add_argument("--fixture", nargs="*", default=[], help="images for the parity fixture")
 
+    p = sub.add_parser("fixture", help="parity fixture: torchvision's detections for images, tied to an ONNX file")
+    p.add_argument("checkpoint")
+    p.add_argument("--onnx", required=True, help="the ONNX file exported from this checkpoint (hashed into the fixture)")
+    p.add_argument("images", nargs="+")
+
     p = sub.add_parser("split", help="write the validation split as COCO JSON and print its summary")
     data_args(p)
     p.add_argument("--out", required=True, help="COCO JSON for the validation images")
@@ -113,6 +118,13 @@ def main(argv=None):
               max_steps_per_epoch=args.max_steps_per_epoch, backbone_weights=args.backbone_weights,
               freeze_backbone=args.freeze_backbone, split_info=info,
               log=lambda m: print(m, file=sys.stderr, flush=True))
+    elif args.cmd == "fixture":
+        import os as _os
+        from .export import load_checkpoint, write_fixture
+        model, _ = load_checkpoint(args.checkpoint)
+        out = _os.path.splitext(args.onnx)[0] + ".parity.json"
+        write_fixture(model, args.images, out, args.onnx)
+        print(json.dumps({"out": out, "images": len(args.images)}))
     elif args.cmd == "export":
         from .export import export
         meta = export(args.checkpoint, args.out, args.name, args.fixture)

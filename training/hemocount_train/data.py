@@ -72,6 +72,15 @@ def _clip_box(box, w, h, path, defects: Defects, min_size=2.0):
     return [cx1, cy1, cx2, cy2]
 
 
+def _image_size(img: str, defects: Defects):
+    try:
+        with Image.open(img) as im:
+            return im.size
+    except Exception as e:  # noqa: BLE001 - any decoder error is a defect to report
+        defects.add(img, f"cannot be read as an image ({e}): skipped")
+        return None
+
+
 def _find_image(folder: str, stem: str):
     for ext in IMAGE_EXTS:
         for cand in (stem + ext, stem + ext.upper()):
@@ -101,12 +110,10 @@ def read_voc(ann_dir: str, image_dir: str | None = None, source="voc", defects=N
         if img is None:
             defects.add(path, f"image '{fname or stem}' listed but no file found in {image_dir}: skipped")
             continue
-        try:
-            with Image.open(img) as im:
-                w, h = im.size
-        except Exception as e:  # noqa: BLE001 - any decoder error is a defect to report
-            defects.add(img, f"cannot be read as an image ({e}): skipped")
+        size = _image_size(img, defects)
+        if size is None:
             continue
+        w, h = size
         s = Sample(img, w, h, source=source)
         for obj in root.iter("object"):
             cls = normalise_class(obj.findtext("name") or "")
@@ -154,12 +161,10 @@ def read_yolo(image_dir: str, label_dir: str, class_names: list[str], source="yo
         if img is None:
             defects.add(path, f"no image for this label file in {image_dir}: skipped")
             continue
-        try:
-            with Image.open(img) as im:
-                w, h = im.size
-        except Exception as e:  # noqa: BLE001
-            defects.add(img, f"cannot be read as an image ({e}): skipped")
+        size = _image_size(img, defects)
+        if size is None:
             continue
+        w, h = size
         s = Sample(img, w, h, source=source)
         seen = set()
         for i, line in enumerate(open(path, encoding="utf-8").read().splitlines(), 1):

@@ -1,0 +1,63 @@
+/**
+ * Speed benchmark: the network's forward pass at 640x480 in onnxruntime-node (p50/p90),
+ * the whole count of each sample (decode + network + decoding + NMS), and the cost of a
+ * threshold sweep against one evaluation pass.
+ * Usage: node dist/bench/speed.js [--model M] [--runs 50] [--data DIR]
+ */
+import { cpus, totalmem } from 'node:os';
+import { readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { paddedSize } from '../src/core/decode.js';
+import { evaluate } from '../src/core/metrics.js';
+import { toTensor } from '../src/core/pipeline.js';
+import { loadModel } from '../src/index.js';
+import { decodeRgb } from '../src/adapters/image.js';
+import { loadTruth } from '../src/adapters/files.js';
+import { openOnnx } from '../src/adapters/onnx.js';
+import { defaultModelPath } from '../src/detector.js';
+import { collect } from '../src/evaluation.js';
+import { SAMPLES } from '../test/helpers.js';
+
+const { values: a } = parseArgs({ options: { model: { type: 'string' }, runs: { type: 'string', default: '50' }, data: { type: 'string' }, threads: { type: 'string' } } });
+const runs = Number(a.runs);
+const q = (xs: number[], p: number) => [...xs].sort((x, y) => x - y)[Math.min(xs.length - 1, Math.floor(p * xs.length))];
+const path = a.model ?? defaultModelPath();
+
+const onnx = await openOnnx(path, a.threads ? Number(a.threads) : undefined);
+const img = await decodeRgb(join(SAMPLES, 'BloodImage_00004.jpg'));
+const [ph, pw] = paddedSize(onnx.metadata, img.height, img.width);
+const input = toTensor(img, onnx.metadata, ph, pw);
+for (let i = 0; i < 5; i++) await onnx.run(input, ph, pw);
+const fwd: number[] = [];
+for (let i = 0; i < runs; i++) {
+  const t = performance.now();
+  await onnx.run(input, ph, pw);
+  fwd.push(performance.now() - t);
+}
+
+const model = await loadModel(path, { threads: a.threads ? Number(a.threads) : undefined });
+const files = readdirSync(SAMPLES).filter((f) => f.endsWith('.jpg')).map((f) => join(SAMPLES, f));
+const whole: number[] = [];
+for (let r = 0; r < Math.max(1, Math.round(runs / 10)); r++) {
+  for (const f of files) {
+    const t = performance.now();
+    await model.count(f);
+    whole.push(performance.now() - t);
+  }
+}
+
+const truth = await loadTruth(a.data ?? SAMPLES);
+const got = await collect(model, truth);
+const t1 = performance.now();
+evaluate(got.images); // the paper's 14 thresholds
+const sweepMs = performance.now() - t1;
+
+const out = {
+  machine: `${cpus()[0].model}, ${cpus().length} cores, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}`,
+  model: { file: path, name: onnx.metadata.name, sha256: onnx.sha256.slice(0, 12) },
+  forward_640x480_ms: { input: `${pw}x${ph} (padded)`, runs, p50: +q(fwd, 0.5).toFixed(1), p90: +q(fwd, 0.9).toFixed(1), min: +Math.min(...fwd).toFixed(1) },
+  count_per_image_ms: { images: whole.length, p50: +q(whole, 0.5).toFixed(1), p90: +q(whole, 0.9).toFixed(1) },
+  sweep: { images: got.images.length, evaluation_pass_ms: Math.round(got.ms), sweep_ms: +sweepMs.toFixed(1), ratio_pass_plus_sweep_to_pass: +((got.ms + sweepMs) / got.ms).toFixed(3) },
+};
+console.log(JSON.stringify(out, null, 2));

@@ -1,0 +1,108 @@
+/** The web app in a real browser (Debian's Chromium driven by playwright-core) against a real server. */
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import { type Browser, chromium, type Page } from 'playwright-core';
+import { parseVoc } from '../src/core/formats.js';
+import { loadModel, type Model } from '../src/index.js';
+import { buildServer } from '../src/server/app.js';
+import { MODEL, SAMPLES, tmp } from './helpers.js';
+
+export const CHROMIUM_ARGS = ['--headless=new', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+  '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+
+let browser: Browser;
+let page: Page;
+let url = '';
+let model: Model;
+let close: () => Promise<void>;
+const SAMPLE = join(SAMPLES, 'BloodImage_00004.jpg');
+
+before(async () => {
+  model = await loadModel(MODEL);
+  const app = await buildServer({ model });
+  url = await app.listen({ port: 0, host: '127.0.0.1' });
+  close = () => app.close();
+  browser = await chromium.launch({ executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium', args: CHROMIUM_ARGS });
+  page = await (await browser.newContext({ viewport: { width: 1280, height: 800 }, acceptDownloads: true })).newPage();
+  await page.goto(url);
+});
+after(async () => {
+  await browser?.close();
+  await close?.();
+});
+
+const num = async (id: string) => Number(await page.getByTestId(id).innerText());
+const counts = async (kind: 'detected' | 'corrected') => ({ RBC: await num(`${kind}-RBC`), WBC: await num(`${kind}-WBC`), Platelets: await num(`${kind}-Platelets`) });
+
+test('upload a sample: the app shows the same counts as hemocount count', async () => {
+  await page.getByTestId('file').setInputFiles(SAMPLE);
+  await page.getByTestId('counts').waitFor();
+  const cli = await model.count(SAMPLE);
+  assert.deepEqual(await counts('detected'), cli.counts);
+  assert.deepEqual(await counts('corrected'), cli.counts);
+  assert.equal(await num('uncertain-RBC'), cli.uncertain.RBC);
+  assert.match(await page.getByTestId('mode').innerText(), /on the server/);
+});
+
+test('moving a threshold slider changes the count without a new request', async () => {
+  let requests = 0;
+  page.on('request', (r) => { if (r.url().includes('/api/count')) requests++; });
+  const before = await num('detected-RBC');
+  await page.getByTestId('th-RBC').evaluate((el: HTMLInputElement) => { el.value = '0.9'; el.dispatchEvent(new Event('input', { bubbles: true })); });
+  const afterHigh = await num('detected-RBC');
+  assert.ok(afterHigh < before, `${afterHigh} < ${before}`);
+  const cli = await model.count(SAMPLE, { thresholds: { RBC: 0.9 } });
+  assert.equal(afterHigh, cli.counts.RBC);
+  await page.getByTestId('th-RBC').evaluate((el: HTMLInputElement, v) => { el.value = String(v); el.dispatchEvent(new Event('input', { bubbles: true })); }, model.metadata.thresholds.RBC);
+  assert.equal(await num('detected-RBC'), before);
+  assert.equal(requests, 0);
+});
+
+test('review mode: deleting a box lowers the corrected count, not the detected one', async () => {
+  await page.getByTestId('review-mode').check();
+  const cli = await model.count(SAMPLE);
+  const wbc = cli.detections.filter((d) => !d.uncertain).sort((a, b) => b.score - a.score)[0];
+  const box = await page.getByTestId('canvas').boundingBox();
+  const v = await page.evaluate(() => (window as unknown as { __hemocountView: { scale: number; ox: number; oy: number } }).__hemocountView);
+  // the centre of the most confident detection
+  const ix = (wbc.box[0] + wbc.box[2]) / 2;
+  const iy = (wbc.box[1] + wbc.box[3]) / 2;
+  await page.mouse.click(box!.x + v.ox + ix * v.scale, box!.y + v.oy + iy * v.scale);
+  const sel = await page.getByTestId('selected').innerText();
+  const label = (['RBC', 'WBC', 'Platelets'] as const).find((c) => sel.startsWith(c))!;
+  const before = await counts('corrected');
+  await page.getByTestId('delete').click();
+  const after = await counts('corrected');
+  assert.equal(after[label], before[label] - 1);
+  assert.deepEqual(await counts('detected'), cli.counts);
+});
+
+test('VOC export holds the corrected boxes and re-reads', async () => {
+  const [dl] = await Promise.all([page.waitForEvent('download'), page.getByTestId('export-voc').click()]);
+  const file = join(tmp(), 'export.xml');
+  await dl.saveAs(file);
+  const voc = parseVoc(readFileSync(file, 'utf8'));
+  const c = await counts('corrected');
+  assert.equal(voc.boxes.length, c.RBC + c.WBC + c.Platelets);
+  assert.equal(voc.filename, 'BloodImage_00004.jpg');
+  assert.equal(voc.width, 640);
+});
+
+test('work survives a page reload', async () => {
+  const c = await counts('corrected');
+  await page.waitForTimeout(300); // the save is asynchronous
+  await page.reload();
+  await page.getByTestId('counts').waitFor();
+  assert.deepEqual(await counts('corrected'), c);
+});
+
+test('private mode counts in the browser and agrees with server mode', { timeout: 120_000 }, async () => {
+  await page.getByTestId('private').check();
+  await page.getByTestId('file').setInputFiles(join(SAMPLES, 'BloodImage_00017.jpg'));
+  await page.getByText('counted in this browser (private)').waitFor({ timeout: 90_000 });
+  const cli = await model.count(join(SAMPLES, 'BloodImage_00017.jpg'));
+  assert.deepEqual(await counts('detected'), cli.counts);
+  assert.ok(await page.evaluate(() => self.crossOriginIsolated), 'COOP/COEP make threaded WASM possible');
+});
