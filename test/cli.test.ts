@@ -99,6 +99,11 @@ test('evaluate prints the paper tables; calibrate writes a new model that loads'
   for (const k of ['RBC', 'WBC', 'Platelets'] as const) assert.ok(meta.review[k] <= meta.thresholds[k]);
   const again = run(['count', 'samples/BloodImage_00004.jpg', '--model', out, '--json', '-']);
   assert.equal(JSON.parse(again.stdout).thresholds.RBC, meta.thresholds.RBC);
+  const sel = run(['select', '--data', 'samples', 'models/hemocount-default.onnx', out]);
+  assert.equal(sel.status, 0, sel.stderr);
+  assert.match(sel.stdout, /Table 1\. RBC F1-Score \[%\]/);
+  assert.match(sel.stdout, /Table 3\. Platelets F1-Score \[%\]/);
+  assert.match(sel.stdout, /best model: /);
 });
 
 test('report writes HTML, Markdown and figures', () => {

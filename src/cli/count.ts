@@ -1,8 +1,8 @@
 /** hemocount count: files, folders and globs in; counts, pictures and annotations out. */
 import { basename, extname, join, resolve } from 'node:path';
 import { parseThresholds } from '../core/count.js';
-import { type CountDocument, type ImageResult, toCoco, toCsv, totals, toVoc, toYolo, roundBox } from '../core/formats.js';
-import { CLASSES, perClass } from '../core/types.js';
+import { type CountDocument, failedResult, type ImageResult, roundBox, toCoco, toCsv, totals, toVoc, toYolo } from '../core/formats.js';
+import { CLASSES } from '../core/types.js';
 import { drawAnnotated } from '../adapters/image.js';
 import { expandInputs, writeAtomic } from '../adapters/files.js';
 import { Model } from '../detector.js';
@@ -37,7 +37,7 @@ export async function runCount(a: CountArgs): Promise<number> {
   );
   const { files, missing } = await expandInputs(a.inputs, a.recursive);
   const protect = new Set(files.map((f) => resolve(f.path)));
-  const results: ImageResult[] = missing.map((m) => ({ ...emptyResult(m), error: 'no such file, folder or matching glob' }));
+  const results: ImageResult[] = missing.map((m) => failedResult(m, 'no such file, folder or matching glob'));
   const progress = new Progress(files.length, a.quiet);
   const usedNames = new Set<string>();
   for (const [i, f] of files.entries()) {
@@ -46,8 +46,7 @@ export async function runCount(a: CountArgs): Promise<number> {
     try {
       r = await model.count(f.path, { thresholds: th.count, review: th.review, candidates: a.candidates });
     } catch (e) {
-      r = { ...emptyResult(f.path), error: (e as Error).message.replace(`${f.path}: `, '') };
-      results.push(r);
+      results.push(failedResult(f.path, (e as Error).message.replace(`${f.path}: `, '')));
       continue;
     }
     results.push(r);
@@ -95,11 +94,6 @@ export async function runCount(a: CountArgs): Promise<number> {
     log(c.dim(`${t.images} image(s) counted, ${t.failed} failed; thresholds ${CLASSES.map((k) => `${k}=${th.count[k]}`).join(',')}; '?' = to review (score >= ${CLASSES.map((k) => th.review[k]).join('/')})`));
   }
   return failed.length ? 1 : 0;
-}
-
-function emptyResult(file: string): ImageResult {
-  const z = perClass(() => 0);
-  return { file, width: 0, height: 0, counts: z, uncertain: { ...z }, meanScore: perClass(() => null), detections: [] };
 }
 
 export class UsageError extends Error {}

@@ -29,6 +29,12 @@ export interface CountDocument {
   totals: { images: number; failed: number; counts: PerClass<number>; uncertain: PerClass<number> };
 }
 
+/** The result entry of an image that could not be counted. */
+export function failedResult(file: string, error: string): ImageResult {
+  const z = () => perClass(() => 0);
+  return { file, width: 0, height: 0, counts: z(), uncertain: z(), meanScore: perClass(() => null), detections: [], error };
+}
+
 export function totals(images: ImageResult[]): CountDocument['totals'] {
   const ok = images.filter((i) => !i.error);
   return {

@@ -40,6 +40,12 @@ export function lineChart(series: Series[], o: ChartOptions): string {
   const [x0, x1] = o.xRange ?? [Math.min(...all.map((p) => p[0])), Math.max(...all.map((p) => p[0]))];
   let [y0, y1] = o.yRange ?? [Math.min(0, ...ys), Math.max(...ys)];
   if (y1 === y0) y1 = y0 + 1;
+  if (!o.yRange) {
+    // a little air so that lines on the extremes stay visible
+    const pad = (y1 - y0) * 0.05;
+    y1 += pad;
+    if (y0 < 0) y0 -= pad;
+  }
   const sx = (x: number) => m.l + ((x - x0) / (x1 - x0 || 1)) * (W - m.l - m.r);
   const sy = (y: number) => H - m.b - ((y - y0) / (y1 - y0)) * (H - m.t - m.b);
   const parts: string[] = [`<rect width="${W}" height="${H}" fill="#fff"/>`,

@@ -9,7 +9,7 @@ import multipart from '@fastify/multipart';
 import fastifyStatic from '@fastify/static';
 import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify';
 import { parseThresholds } from '../core/count.js';
-import { type CountDocument, type ImageResult, roundBox, totals } from '../core/formats.js';
+import { type CountDocument, failedResult, type ImageResult, roundBox, totals } from '../core/formats.js';
 import { probe, sniffImageType } from '../adapters/image.js';
 import { Model } from '../detector.js';
 import { openapi } from './openapi.js';
@@ -98,8 +98,7 @@ export async function buildServer(o: ServerOptions): Promise<FastifyInstance> {
           const r = await model.count(f.bytes, { thresholds: th.count, review: th.review, candidates: true, name: f.name });
           out.push({ ...r, detections: r.detections.map((d) => ({ ...d, box: roundBox(d.box) })) });
         } catch (e) {
-          out.push({ file: f.name, width: 0, height: 0, counts: { RBC: 0, WBC: 0, Platelets: 0 }, uncertain: { RBC: 0, WBC: 0, Platelets: 0 },
-            meanScore: { RBC: null, WBC: null, Platelets: null }, detections: [], error: (e as Error).message.replace(/^image: /, '') });
+          out.push(failedResult(f.name, (e as Error).message.replace(/^image: /, '')));
         }
       }
       return out;

@@ -64,6 +64,7 @@ def main(argv=None):
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
     p.add_argument("--threads", type=int, help="CPU threads for torch")
     p.add_argument("--max-steps-per-epoch", type=int)
+    p.add_argument("--oversample", help="repeat images of a source, e.g. cbc=2")
     p.add_argument("--backbone-weights", help="local .pth with backbone (e.g. ImageNet ResNet-50) weights")
     p.add_argument("--freeze-backbone", action="store_true", help="train only FPN and heads (paper's recipe)")
 
@@ -112,6 +113,15 @@ def main(argv=None):
     if args.cmd == "train":
         device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
         train_s, val_s, info = load_samples(args)
+        if args.oversample:
+            # e.g. cbc=2: full-field smears are the minority next to TXL-PBC's close-ups
+            for spec in args.oversample.split(","):
+                src, k = spec.split("=")
+                extra = [s for s in train_s if s.source == src]
+                if not extra:
+                    sys.exit(f"--oversample: no training images from source '{src}'")
+                train_s = train_s + extra * (int(k) - 1)
+            info = {**info, "oversample": args.oversample}
         from .train import train
         train(train_s, val_s, args.out, arch=args.arch, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
               crop=args.crop, seed=args.seed, resume=args.resume, device=device, threads=args.threads,

@@ -4,8 +4,8 @@ a classification and a box-regression subnet shared across levels, focal loss.
 Two configurations:
   resnet50 - the paper's: ResNet-50 + FPN(256), 4 convs of 256 channels per subnet.
   compact  - the CPU default: a narrow residual backbone, FPN(64), 2 convs per subnet.
-Both train from scratch with trainable BatchNorm (no ImageNet weights can be downloaded
-here); --backbone-weights/--freeze-backbone give the paper's transfer-learning recipe."""
+Both train from scratch with trainable BatchNorm in the backbone and GroupNorm in the
+shared heads (no ImageNet weights can be downloaded here); --backbone-weights/--freeze-backbone give the paper's transfer-learning recipe."""
 from __future__ import annotations
 
 import math
@@ -141,7 +141,10 @@ def build_model(arch="compact", num_classes=len(CLASSES)):
     backbone = BackboneWithFPN(body, fpn_ch)
     anchors = anchor_generator()
     A = anchors.num_anchors_per_location()[0]
-    norm = partial(nn.BatchNorm2d)
+    # The subnets are shared by all pyramid levels, whose feature statistics differ:
+    # BatchNorm there would blend the levels' running statistics and break eval mode,
+    # so the heads use GroupNorm (as torchvision's RetinaNet v2 does).
+    norm = partial(nn.GroupNorm, 8)
     head = RetinaNetHead(fpn_ch, A, num_classes, norm_layer=norm)
     head.classification_head = MaskedClassificationHead(fpn_ch, A, num_classes, norm_layer=norm)
     if head_convs != 4:

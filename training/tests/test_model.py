@@ -33,6 +33,13 @@ def test_loss_goes_down_on_two_real_images():
     assert losses[-1] < 0.7 * losses[0], losses
 
 
+def test_eval_mode_matches_training_statistics():
+    # heads are shared across pyramid levels: a BatchNorm there mixes the levels' running
+    # statistics and collapses eval-mode scores; none may be present
+    model = build_model("compact")
+    assert not [m for m in model.head.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+
+
 def test_resume_continues_exactly(tmp_path):
     s = two_images()
     kw = dict(arch="compact", batch_size=2, crop=256, seed=3, max_steps_per_epoch=1, log=lambda m: None, threads=1)
