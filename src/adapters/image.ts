@@ -87,6 +87,13 @@ export async function readRegion(input: ImageInput, left: number, top: number, w
   }
 }
 
+/** Black or white text, whichever reads better on a #rrggbb background. */
+export function textOn(hex: string): string {
+  const v = parseInt(hex.slice(1), 16);
+  const lum = 0.299 * (v >> 16) + 0.587 * ((v >> 8) & 255) + 0.114 * (v & 255);
+  return lum > 140 ? '#000' : '#fff';
+}
+
 const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;');
 
 export interface DrawOptions {
@@ -114,7 +121,7 @@ export function overlaySvg(width: number, height: number, dets: Detection[], o: 
       const tw = text.length * fs * 0.6 + 4;
       const ty = y1 >= fs + 2 ? y1 - fs - 2 : y1;
       parts.push(`<rect x="${x1.toFixed(1)}" y="${ty.toFixed(1)}" width="${tw.toFixed(1)}" height="${fs + 2}" fill="${c}" fill-opacity="0.75"/>` +
-        `<text x="${(x1 + 2).toFixed(1)}" y="${(ty + fs - 1).toFixed(1)}" font-family="DejaVu Sans Mono, monospace" font-size="${fs}" fill="#000">${esc(text)}</text>`);
+        `<text x="${(x1 + 2).toFixed(1)}" y="${(ty + fs - 1).toFixed(1)}" font-family="DejaVu Sans Mono, monospace" font-size="${fs}" fill="${textOn(c)}">${esc(text)}</text>`);
     }
   }
   const lfs = Math.round(13 * s);

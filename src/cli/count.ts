@@ -31,10 +31,15 @@ export async function runCount(a: CountArgs): Promise<number> {
   if (!a.inputs.length) throw new UsageError('count: name at least one image, folder or glob');
   const model = await Model.load(a.model, { threads: a.threads });
   const meta = model.metadata;
-  const th = model.thresholds(
-    a.threshold ? parseThresholds(a.threshold, meta.thresholds) : undefined,
-    a.review ? parseThresholds(a.review, meta.review ?? meta.thresholds) : undefined,
-  );
+  let th;
+  try {
+    th = model.thresholds(
+      a.threshold ? parseThresholds(a.threshold, meta.thresholds) : undefined,
+      a.review ? parseThresholds(a.review, meta.review ?? meta.thresholds) : undefined,
+    );
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
   const { files, missing } = await expandInputs(a.inputs, a.recursive);
   const protect = new Set(files.map((f) => resolve(f.path)));
   const results: ImageResult[] = missing.map((m) => failedResult(m, 'no such file, folder or matching glob'));
@@ -84,7 +89,7 @@ export async function runCount(a: CountArgs): Promise<number> {
 
   const failed = results.filter((r) => r.error);
   for (const f of failed) log(`${c.red('error')} ${f.file}: ${f.error}`);
-  if (!a.quiet || a.json !== '-') {
+  if (!a.quiet) {
     const rows = results.filter((r) => !r.error).map((r) => [basename(r.file), ...classCols(r.counts, String), ...classCols(r.uncertain, String)]);
     const t = doc.totals;
     rows.push(['TOTAL', ...classCols(t.counts, String), ...classCols(t.uncertain, String)]);

@@ -125,8 +125,9 @@ export function parseVoc(xml: string): ParsedAnnotation {
     const nums = ['xmin', 'ymin', 'xmax', 'ymax'].map((k) => Number(tag(body, k)));
     if (!label) { problems.push(`unknown class '${name}'`); continue; }
     if (nums.some((v) => !Number.isFinite(v))) { problems.push(`object '${name}' without a numeric bndbox`); continue; }
+    // VOC is 1-based and inclusive: xmax <= xmin is a box of (almost) no size
+    if (nums[2] <= nums[0] || nums[3] <= nums[1]) { problems.push(`zero-size ${label} box at ${nums.join(',')}`); continue; }
     const box: Box = [nums[0] - 1, nums[1] - 1, nums[2], nums[3]];
-    if (box[2] - box[0] < 1 || box[3] - box[1] < 1) { problems.push(`zero-size ${label} box at ${nums.join(',')}`); continue; }
     boxes.push({ label, box });
   }
   const w = Number(tag(size, 'width'));

@@ -305,8 +305,8 @@ export function agreement(images: EvalImage[], thresholds: PerClass<number>) {
 
 /**
  * Review band below a counting threshold t: the lowest r (grid step 0.05, r >= floor)
- * such that at least `minPrecision` of the detections in [r, t) are real cells: those are
- * worth a human look; below it the band would be mostly noise.
+ * such that at least `minPrecision` of all the detections in [r, t) are real cells: a band
+ * worth a human look; lower, it would be mostly noise.
  */
 export function reviewThreshold(images: EvalImage[], cls: CellClass, t: number, floor: number, minPrecision = 0.25, iouThr = 0.5): number {
   const m = classMatches(images, cls, iouThr);
@@ -317,9 +317,8 @@ export function reviewThreshold(images: EvalImage[], cls: CellClass, t: number, 
     const row = rowAt(m, r);
     const n = row.counted - at.counted;
     if (row.counted === prev) continue; // no new detections: widening the band gains nothing
-    if ((row.tp - at.tp) / n < minPrecision) break;
-    best = r;
     prev = row.counted;
+    if ((row.tp - at.tp) / n >= minPrecision) best = r;
   }
   return best;
 }

@@ -65,6 +65,7 @@ def main(argv=None):
     p.add_argument("--threads", type=int, help="CPU threads for torch")
     p.add_argument("--max-steps-per-epoch", type=int)
     p.add_argument("--oversample", help="repeat images of a source, e.g. cbc=2")
+    p.add_argument("--head-norm", default="none", choices=["none", "group"], help="normalisation in the shared subnets")
     p.add_argument("--backbone-weights", help="local .pth with backbone (e.g. ImageNet ResNet-50) weights")
     p.add_argument("--freeze-backbone", action="store_true", help="train only FPN and heads (paper's recipe)")
 
@@ -126,7 +127,7 @@ def main(argv=None):
         train(train_s, val_s, args.out, arch=args.arch, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
               crop=args.crop, seed=args.seed, resume=args.resume, device=device, threads=args.threads,
               max_steps_per_epoch=args.max_steps_per_epoch, backbone_weights=args.backbone_weights,
-              freeze_backbone=args.freeze_backbone, split_info=info,
+              freeze_backbone=args.freeze_backbone, split_info=info, head_norm=args.head_norm,
               log=lambda m: print(m, file=sys.stderr, flush=True))
     elif args.cmd == "fixture":
         import os as _os

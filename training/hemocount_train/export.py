@@ -49,7 +49,7 @@ def metadata(model, ck, name):
                         "max_detections": model.detections_per_img, "class_wise_nms": True},
         "thresholds": dict(PAPER_THRESHOLDS),
         "review": {c: round(max(0.05, t - 0.15), 2) for c, t in PAPER_THRESHOLDS.items()},
-        "provenance": {"arch": ck.get("arch"), "epochs": ck.get("epoch"), "seed": ck.get("seed"),
+        "provenance": {"arch": ck.get("arch"), "head_norm": ck.get("head_norm", "group"), "epochs": ck.get("epoch"), "seed": ck.get("seed"),
                        "batch_size": ck.get("batch_size"), "crop": ck.get("crop"), "lr": ck.get("lr"),
                        "train_images": ck.get("train_images"), "split": ck.get("split"),
                        "parameters": M.count_parameters(model),
@@ -67,7 +67,7 @@ def legacy_exporter():
 
 def load_checkpoint(path):
     ck = torch.load(path, map_location="cpu", weights_only=False)
-    model = M.build_model(ck["arch"])
+    model = M.build_model(ck["arch"], head_norm=ck.get("head_norm", "group"))
     model.load_state_dict(ck["model"])
     model.eval()
     return model, ck

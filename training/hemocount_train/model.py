@@ -131,7 +131,7 @@ class MaskedClassificationHead(RetinaNetClassificationHead):
         return sum(losses) / len(targets)
 
 
-def build_model(arch="compact", num_classes=len(CLASSES)):
+def build_model(arch="compact", num_classes=len(CLASSES), head_norm="none"):
     if arch == "compact":
         body, fpn_ch, head_convs = CompactBackbone(), 64, 2
     elif arch == "resnet50":
@@ -142,9 +142,13 @@ def build_model(arch="compact", num_classes=len(CLASSES)):
     anchors = anchor_generator()
     A = anchors.num_anchors_per_location()[0]
     # The subnets are shared by all pyramid levels, whose feature statistics differ:
-    # BatchNorm there would blend the levels' running statistics and break eval mode,
-    # so the heads use GroupNorm (as torchvision's RetinaNet v2 does).
-    norm = partial(nn.GroupNorm, 8)
+    # BatchNorm there blends the levels' running statistics and breaks eval mode, and
+    # GroupNorm normalises over the whole feature map, so a cell's score would depend on
+    # the rest of the image (tiles and whole images would disagree). Default: no norm in
+    # the heads, as in the original RetinaNet; 'group' is torchvision's v2 choice.
+    norm = partial(nn.GroupNorm, 8) if head_norm == "group" else None
+    if head_norm not in ("none", "group"):
+        raise ValueError(f"unknown head norm '{head_norm}' (none or group)")
     head = RetinaNetHead(fpn_ch, A, num_classes, norm_layer=norm)
     head.classification_head = MaskedClassificationHead(fpn_ch, A, num_classes, norm_layer=norm)
     if head_convs != 4:
@@ -155,6 +159,7 @@ def build_model(arch="compact", num_classes=len(CLASSES)):
                       fg_iou_thresh=0.5, bg_iou_thresh=0.4)
     model.transform = NativeTransform(1, 10 ** 5, list(MEAN), list(STD), size_divisible=PAD_MULTIPLE)
     model.arch = arch
+    model.head_norm = head_norm
     model.head_convs = head_convs
     return model
 

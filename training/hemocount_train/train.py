@@ -121,12 +121,12 @@ def validation_loss(model, samples, crop_cache):
 
 def train(train_samples, val_samples, out_dir, arch="compact", epochs=30, batch_size=8, lr=2e-3,
           crop=320, seed=0, resume=False, device="cpu", max_steps_per_epoch=None, backbone_weights=None,
-          freeze_backbone=False, log=print, threads=None, split_info=None):
+          freeze_backbone=False, log=print, threads=None, split_info=None, head_norm="none"):
     os.makedirs(out_dir, exist_ok=True)
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(seed)
-    model = build_model(arch)
+    model = build_model(arch, head_norm=head_norm)
     if backbone_weights:
         n, _ = load_backbone_weights(model, backbone_weights, freeze_backbone)
         log(f"loaded {n} backbone tensors from {backbone_weights}{' (frozen)' if freeze_backbone else ''}")
@@ -202,7 +202,7 @@ def train(train_samples, val_samples, out_dir, arch="compact", epochs=30, batch_
         logf.flush()
         log(json.dumps(rec))
         state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
-                 "arch": arch, "seed": seed, "epochs": epochs, "batch_size": batch_size, "lr": lr, "crop": crop,
+                 "arch": arch, "head_norm": head_norm, "seed": seed, "epochs": epochs, "batch_size": batch_size, "lr": lr, "crop": crop,
                  "split": split_info or {}, "train_images": len(train_samples)}
         tmp = ckpt_path + ".tmp"
         torch.save(state, tmp)

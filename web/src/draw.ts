@@ -25,7 +25,7 @@ export function drawDetections(ctx: CanvasRenderingContext2D | OffscreenCanvasRe
       ctx.fillStyle = COLOURS[d.label];
       ctx.fillRect(x1, ty, tw, fs + 2);
       ctx.globalAlpha = 1;
-      ctx.fillStyle = '#000';
+      ctx.fillStyle = d.label === 'Platelets' ? '#fff' : '#000'; // legible on dark blue
       ctx.fillText(text, x1 + 2, ty + fs - 1);
     }
   }

@@ -181,7 +181,6 @@ function App() {
         {busy && <span class="busy" data-testid="busy">{busy}</span>}
         <button class="danger" onClick={() => { if (confirm('Remove all images and corrections?')) { setItems([]); setCurrent(null); } }}>Clear</button>
       </header>
-      {errors.length > 0 && <div class="errors" data-testid="errors">{errors.map((e) => <div>{e}</div>)}</div>}
       <aside>
         <section>
           <h2>Thresholds</h2>
@@ -201,7 +200,7 @@ function App() {
           <section>
             <h2>This image</h2>
             <table class="counts" data-testid="counts">
-              <tr><th></th><th>detected</th><th>corrected</th><th>to review</th><th>mean p</th></tr>
+              <tr><th></th><th title="counted by the model">detected</th><th title="after your corrections">corrected</th><th title="uncertain: between the review and counting thresholds">review</th><th title="mean probability of the counted cells">mean p</th></tr>
               {CLASSES.map((c) => {
                 const ds = rv.detections.filter((d) => d.label === c && !d.uncertain && !(d.edited && d.score === 1));
                 return (
@@ -257,6 +256,7 @@ function App() {
         )}
       </aside>
       <main>
+        {errors.length > 0 && <div class="errors" data-testid="errors">{errors.map((e) => <div>{e}</div>)}<button onClick={() => setErrors([])}>dismiss</button></div>}
         {item && rv ? (
           <Viewer blob={item.blob} width={item.width} height={item.height} detections={rv.detections} visible={visible} reviewMode={reviewMode}
             selected={selected} onSelect={setSelected} onAdd={(box: Box) => correct((c) => ({ ...c, added: [...c.added, { label: addLabel, box }] }))} />
