@@ -71,14 +71,29 @@ test('a truncated JPEG and a text file named .png are reported; the rest is coun
   assert.equal(readdirSync(data).length, 4);
 });
 
+test('re-counting a folder skips the annotated pictures hemocount wrote into it', () => {
+  const dir = tmp();
+  copyFileSync(join(SAMPLES, 'BloodImage_00004.jpg'), join(dir, 'a.jpg'));
+  assert.equal(run(['count', dir, '--out', dir, '--quiet']).status, 0);
+  assert.ok(existsSync(join(dir, 'a.annotated.png')));
+  const again = JSON.parse(run(['count', dir, '--json', '-']).stdout);
+  assert.equal(again.images.length, 1);
+});
+
 test('an output that would replace an input is refused', () => {
   const dir = tmp();
   copyFileSync(join(SAMPLES, 'BloodImage_00004.jpg'), join(dir, 'a.jpg'));
   const size = statSync(join(dir, 'a.jpg')).size;
   const r = run(['count', join(dir, 'a.jpg'), '--json', join(dir, 'a.jpg')]);
-  assert.notEqual(r.status, 0);
+  assert.equal(r.status, 2);
   assert.match(r.stderr, /refusing to overwrite an input/);
   assert.equal(statSync(join(dir, 'a.jpg')).size, size);
+  copyFileSync(join(ROOT, 'models', 'hemocount-default.onnx'), join(dir, 'm.onnx'));
+  const before = readFileSync(join(dir, 'm.onnx'));
+  const c = run(['calibrate', '--data', 'samples', '--model', join(dir, 'm.onnx'), '--out', join(dir, 'm.onnx')]);
+  assert.equal(c.status, 1);
+  assert.match(c.stderr, /refusing to overwrite an input/);
+  assert.deepEqual(readFileSync(join(dir, 'm.onnx')), before);
 });
 
 test('evaluate prints the paper tables; calibrate writes a new model that loads', () => {
@@ -121,6 +136,10 @@ test('usage errors exit 2 with a message', () => {
   assert.equal(r.status, 2);
   assert.match(r.stderr, /unknown command/);
   assert.equal(run(['evaluate']).status, 2);
+  assert.equal(run(['count', 'samples', '--threads', 'abc']).status, 2);
+  const info = run(['info', '--model', 'samples/BloodImage_00004.jpg']);
+  assert.equal(info.status, 1);
+  assert.match(info.stderr, /BloodImage_00004\.jpg: not an ONNX model/);
 });
 
 test('a 6000x4000 smear is counted in tiles with peak memory under 1 GB', () => {

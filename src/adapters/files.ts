@@ -23,7 +23,7 @@ async function walk(dir: string, recursive: boolean, out: string[]): Promise<voi
     const p = join(dir, e.name);
     if (e.isDirectory()) {
       if (recursive) await walk(p, recursive, out);
-    } else if (isImageName(e.name)) out.push(p);
+    } else if (isImageName(e.name) && !e.name.endsWith('.annotated.png')) out.push(p); // not hemocount's own pictures
   }
 }
 

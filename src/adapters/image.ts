@@ -23,7 +23,7 @@ const nameOf = (input: ImageInput) => (typeof input === 'string' ? input : 'imag
 
 function describe(e: unknown): string {
   const m = (e as Error).message ?? String(e);
-  if (/unsupported image format/i.test(m)) return 'not an image in a format hemocount reads (JPEG, PNG, TIFF, WebP, GIF, AVIF, BMP via TIFF/PNG)';
+  if (/unsupported image format/i.test(m)) return 'not an image in a format hemocount reads (JPEG, PNG, TIFF, WebP, GIF or AVIF)';
   if (/premature end|truncated|corrupt|unexpected end|Invalid|bad seek/i.test(m)) return `corrupt or truncated image (${m.trim().split('\n')[0]})`;
   if (/ENOENT|no such file/i.test(m)) return 'no such file';
   if (/pixel limit/i.test(m)) return m;
@@ -120,8 +120,9 @@ export function overlaySvg(width: number, height: number, dets: Detection[], o: 
       const text = `${short[d.label]} ${d.score.toFixed(2)}${d.uncertain ? '?' : ''}`;
       const tw = text.length * fs * 0.6 + 4;
       const ty = y1 >= fs + 2 ? y1 - fs - 2 : y1;
-      parts.push(`<rect x="${x1.toFixed(1)}" y="${ty.toFixed(1)}" width="${tw.toFixed(1)}" height="${fs + 2}" fill="${c}" fill-opacity="0.75"/>` +
-        `<text x="${(x1 + 2).toFixed(1)}" y="${(ty + fs - 1).toFixed(1)}" font-family="DejaVu Sans Mono, monospace" font-size="${fs}" fill="${textOn(c)}">${esc(text)}</text>`);
+      const tx = Math.max(0, Math.min(x1, width - tw)); // keep labels inside the picture
+      parts.push(`<rect x="${tx.toFixed(1)}" y="${ty.toFixed(1)}" width="${tw.toFixed(1)}" height="${fs + 2}" fill="${c}" fill-opacity="0.75"/>` +
+        `<text x="${(tx + 2).toFixed(1)}" y="${(ty + fs - 1).toFixed(1)}" font-family="DejaVu Sans Mono, monospace" font-size="${fs}" fill="${textOn(c)}">${esc(text)}</text>`);
     }
   }
   const lfs = Math.round(13 * s);

@@ -71,7 +71,7 @@ export function readMetadata(bytes: Uint8Array, file = 'model'): ModelMetadata {
   try {
     fields = topLevelFields(bytes);
   } catch (e) {
-    throw new Error(`${file}: ${(e as Error).message}`);
+    throw new Error(`${file}: not an ONNX model (${(e as Error).message})`);
   }
   for (const f of fields) {
     if (f.no !== METADATA_FIELD || !f.body) continue;

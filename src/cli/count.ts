@@ -1,7 +1,7 @@
 /** hemocount count: files, folders and globs in; counts, pictures and annotations out. */
 import { basename, extname, join, resolve } from 'node:path';
 import { parseThresholds } from '../core/count.js';
-import { type CountDocument, failedResult, type ImageResult, roundBox, toCoco, toCsv, totals, toVoc, toYolo } from '../core/formats.js';
+import { type CountDocument, failedResult, type ImageResult, roundResult, toCoco, toCsv, totals, toVoc, toYolo } from '../core/formats.js';
 import { CLASSES } from '../core/types.js';
 import { drawAnnotated } from '../adapters/image.js';
 import { expandInputs, writeAtomic } from '../adapters/files.js';
@@ -42,6 +42,10 @@ export async function runCount(a: CountArgs): Promise<number> {
   }
   const { files, missing } = await expandInputs(a.inputs, a.recursive);
   const protect = new Set(files.map((f) => resolve(f.path)));
+  for (const out of [a.json, a.csv, a.coco]) {
+    // refuse before spending minutes counting, not at the end
+    if (out && out !== '-' && protect.has(resolve(out))) throw new UsageError(`${out}: refusing to overwrite an input file`);
+  }
   const results: ImageResult[] = missing.map((m) => failedResult(m, 'no such file, folder or matching glob'));
   const progress = new Progress(files.length, a.quiet);
   const usedNames = new Set<string>();
@@ -73,7 +77,7 @@ export async function runCount(a: CountArgs): Promise<number> {
     model: model.info,
     thresholds: th.count,
     review: th.review,
-    images: results.map((r) => ({ ...r, detections: r.detections.map((d) => ({ ...d, box: roundBox(d.box) })) })),
+    images: results.map(roundResult),
     totals: totals(results),
   };
   if (a.yolo) await writeAtomic(join(a.yolo, 'classes.txt'), CLASSES.join('\n') + '\n', protect);

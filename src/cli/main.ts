@@ -70,7 +70,11 @@ async function main(argv: string[]): Promise<number> {
   } as const;
   const study = { ...common, data: { type: 'string' }, format: { type: 'string' }, iou: { type: 'string', default: '0.5' },
     criterion: { type: 'string', default: 'f1' }, out: { type: 'string' }, log: { type: 'string' } } as const;
-  const threads = (v?: string) => (v ? Number(v) : undefined);
+  const threads = (v?: string) => {
+    if (v === undefined) return undefined;
+    if (!/^\d+$/.test(v) || Number(v) < 1) throw new UsageError(`--threads must be a whole number >= 1, not '${v}'`);
+    return Number(v);
+  };
   const studyArgs = (v: Record<string, unknown>): StudyArgs => {
     const crit = v.criterion as string;
     if (crit !== 'f1' && crit !== 'accuracy') throw new UsageError(`--criterion must be f1 or accuracy, not '${crit}'`);
@@ -89,7 +93,7 @@ async function main(argv: string[]): Promise<number> {
       if (v.help) return usage(0);
       return runCount({ inputs: positionals, model: v.model, threshold: v.threshold, review: v.review, out: v.out, json: v.json,
         csv: v.csv, voc: v.voc, yolo: v.yolo, coco: v.coco, candidates: v.candidates, recursive: !v['no-recursive'],
-        quiet: v.quiet || (v.json === '-' && !process.stderr.isTTY), threads: threads(v.threads) });
+        quiet: v.quiet, threads: threads(v.threads) });
     }
     case 'evaluate': case 'calibrate': case 'report': {
       const { values: v } = parseArgs({ args: rest, options: study });
@@ -107,7 +111,8 @@ async function main(argv: string[]): Promise<number> {
     case 'info': {
       const { values: v } = parseArgs({ args: rest, options: { model: { type: 'string' } } });
       const path = v.model ?? defaultModelPath();
-      process.stdout.write(JSON.stringify(readMetadata(new Uint8Array(await readFile(path)), path), null, 2) + '\n');
+      const bytes = await readFile(path).catch((e) => { throw new Error(`${path}: cannot read the model file (${e.code ?? e.message})`); });
+      process.stdout.write(JSON.stringify(readMetadata(new Uint8Array(bytes), path), null, 2) + '\n');
       return 0;
     }
     case 'serve': {

@@ -1,6 +1,6 @@
 /** hemocount evaluate | calibrate | select | report: the paper's study, automated. */
 import { readFile } from 'node:fs/promises';
-import { basename } from 'node:path';
+import { basename, resolve } from 'node:path';
 import sharp from 'sharp';
 import { type ClassRow, type Criterion, type EvalImage, evaluate, PAPER_THRESHOLDS } from '../core/metrics.js';
 import { lineChart } from '../core/plots.js';
@@ -77,7 +77,7 @@ export async function runCalibrate(a: StudyArgs & { out?: string }): Promise<num
   const meta = calibrate(model.metadata, images, a.data!, a.criterion, a.iou);
   const bytes = withMetadata(model.bytes, meta);
   readMetadata(bytes); // proves the rewritten file parses before it replaces anything
-  await writeAtomic(a.out, bytes, new Set([model.path]));
+  await writeAtomic(a.out, bytes, new Set([resolve(model.path)]));
   say(a, table(['class', 'threshold', 'review from', 'precision', 'recall', 'F1', 'count acc.'], CLASSES.map((k) => {
     const r = (meta.calibration as { classes: PerClass<{ precision: number; recall: number; f1: number; accuracy: number }> }).classes[k];
     return [k, meta.thresholds[k].toFixed(2), meta.review[k].toFixed(2), pct(r.precision), pct(r.recall), pct(r.f1), pct(r.accuracy)];

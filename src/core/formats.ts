@@ -49,6 +49,17 @@ const r2 = (v: number) => Math.round(v * 100) / 100;
 const r4 = (v: number) => Math.round(v * 10000) / 10000;
 export const roundBox = (b: Box): Box => [r2(b[0]), r2(b[1]), r2(b[2]), r2(b[3])];
 
+/**
+ * For documents: boxes to 0.01 px, probabilities to 4 decimals. Candidates keep full
+ * precision, so re-thresholding them gives exactly the counts the library gives.
+ */
+export function roundResult(r: ImageResult): ImageResult {
+  return {
+    ...r, meanScore: perClass((c) => (r.meanScore[c] === null ? null : r4(r.meanScore[c]!))),
+    detections: r.detections.map((x) => ({ ...x, score: r4(x.score), box: roundBox(x.box) })),
+  };
+}
+
 function csvField(v: string | number | null): string {
   const s = v === null ? '' : String(v);
   return /[",\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;

@@ -9,7 +9,7 @@ import multipart from '@fastify/multipart';
 import fastifyStatic from '@fastify/static';
 import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify';
 import { parseThresholds } from '../core/count.js';
-import { type CountDocument, failedResult, type ImageResult, roundBox, totals } from '../core/formats.js';
+import { type CountDocument, failedResult, type ImageResult, roundResult, totals } from '../core/formats.js';
 import { probe, sniffImageType } from '../adapters/image.js';
 import { Model } from '../detector.js';
 import { openapi } from './openapi.js';
@@ -60,8 +60,9 @@ export async function buildServer(o: ServerOptions): Promise<FastifyInstance> {
     return sendError(reply, status, status === 500 ? `internal error: ${err.message}` : err.message);
   });
 
+  app.setNotFoundHandler((req, reply) => sendError(reply, 404, `no such endpoint: ${req.method} ${req.url.split('?')[0]}`));
   app.get('/healthz', async () => ({ ok: true, model: model.info, queue: queue.size, rssMB: Math.round(process.memoryUsage().rss / 1048576) }));
-  app.get('/api/model', async () => ({ ...model.info, metadata: model.metadata, limits: { maxFileBytes: lim.maxFileBytes, maxFiles: lim.maxFiles, maxPixels: lim.maxPixels } }));
+  app.get('/api/model', async () => ({ ...model.info, metadata: model.metadata, limits: { maxFileBytes: lim.maxFileBytes, maxFiles: lim.maxFiles, maxPixels: lim.maxPixels, concurrency: lim.concurrency, maxQueued: lim.maxQueued } }));
   app.get('/api/openapi.json', async () => openapi(lim));
   // the same model file, for private mode in the browser
   app.get('/api/model.onnx', async (_req, reply) => reply.type('application/octet-stream').header('Cache-Control', 'no-cache').send(Buffer.from(model.bytes)));
@@ -96,7 +97,7 @@ export async function buildServer(o: ServerOptions): Promise<FastifyInstance> {
       for (const f of files) {
         try {
           const r = await model.count(f.bytes, { thresholds: th.count, review: th.review, candidates: true, name: f.name });
-          out.push({ ...r, detections: r.detections.map((d) => ({ ...d, box: roundBox(d.box) })) });
+          out.push(roundResult(r));
         } catch (e) {
           out.push(failedResult(f.name, (e as Error).message.replace(/^image: /, '')));
         }
