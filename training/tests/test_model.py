@@ -21,16 +21,18 @@ def test_loss_goes_down_on_two_real_images():
     model.train()
     ds = CropDataset(two_images(), augment=False)
     imgs, tgts = zip(*[ds.get(i, 0) for i in range(2)])
-    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    opt = torch.optim.AdamW(model.parameters(), lr=5e-4)
     losses = []
-    for _ in range(12):
+    for _ in range(25):
         out = model(list(imgs), list(tgts))
         loss = out["classification"] + out["bbox_regression"]
         opt.zero_grad()
         loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)  # as the training loop does
         opt.step()
         losses.append(float(loss))
-    assert losses[-1] < 0.7 * losses[0], losses
+    # single steps are noisy on two images; the mean of the last five must be well down
+    assert sum(losses[-5:]) / 5 < 0.7 * losses[0], losses
 
 
 def test_eval_mode_matches_training_statistics():
