@@ -3,7 +3,7 @@
  * the threshold sweep, calibration and model selection. The metrics are core/metrics.ts.
  */
 import { type Criterion, type EvalImage, type Evaluation, agreement, bestRow, classAt, confusionMatrix, evaluate, reviewThreshold } from './core/metrics.js';
-import { CLASSES, type ModelMetadata, type PerClass, perClass } from './core/types.js';
+import { type ModelMetadata, type PerClass, perClass } from './core/types.js';
 import type { TruthSet } from './adapters/files.js';
 import type { Model } from './detector.js';
 
@@ -74,4 +74,3 @@ export function calibrate(meta: ModelMetadata, images: EvalImage[], data: string
   };
 }
 
-export { CLASSES };

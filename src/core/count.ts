@@ -1,5 +1,5 @@
 /** Per-class thresholds, the review band, counts and mean probabilities. */
-import { type Candidate, type CellClass, CLASSES, type Detection, type PerClass, perClass, type Thresholds } from './types.js';
+import { type Candidate, type CellClass, type Detection, type PerClass, perClass, type Thresholds } from './types.js';
 
 export interface CountSummary {
   counts: PerClass<number>;
@@ -65,9 +65,3 @@ export function classFromName(name: string): CellClass | null {
   };
   return aliases[n] ?? null;
 }
-
-export function addCounts(a: PerClass<number>, b: PerClass<number>): PerClass<number> {
-  return perClass((k) => a[k] + b[k]);
-}
-
-export { CLASSES };

@@ -8,7 +8,6 @@ Both train from scratch with trainable BatchNorm in the backbone and GroupNorm i
 shared heads (no ImageNet weights can be downloaded here); --backbone-weights/--freeze-backbone give the paper's transfer-learning recipe."""
 from __future__ import annotations
 
-import math
 from collections import OrderedDict
 from functools import partial
 
@@ -206,8 +205,3 @@ class ExportWrapper(nn.Module):
         feats = list(self.backbone(x).values())
         out = self.head(feats)
         return torch.sigmoid(out["cls_logits"]), out["bbox_regression"]
-
-
-def init_prior(model, prior=0.01):
-    # torchvision already sets the focal-loss prior bias; kept explicit for clarity.
-    nn.init.constant_(model.head.classification_head.cls_logits.bias, -math.log((1 - prior) / prior))
