@@ -8,9 +8,10 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { applyThresholds } from './core/count.js';
 import type { ImageResult } from './core/formats.js';
-import { detectPixels, detectTiled, WHOLE_IMAGE_PIXELS } from './core/pipeline.js';
+import { type DetectOptions, type Detected as CoreDetected, detect, type ScaleEstimate } from './core/detect.js';
+import { WHOLE_IMAGE_PIXELS } from './core/pipeline.js';
 import { type Candidate, type ModelMetadata, type PerClass, perClass, type Thresholds } from './core/types.js';
-import { decodeRgb, type ImageInput, probe, readRegion } from './adapters/image.js';
+import { decodeRgb, type ImageInput, probe, type RawImage, readRegion } from './adapters/image.js';
 import { type OnnxModel, openOnnx } from './adapters/onnx.js';
 
 export { WHOLE_IMAGE_PIXELS, TILE_SIZE, TILE_OVERLAP } from './core/pipeline.js';
@@ -24,7 +25,9 @@ export function defaultModelPath(): string {
   throw new Error('the bundled model models/hemocount-default.onnx is missing from this installation');
 }
 
-export interface CountOptions {
+export type { DetectOptions, ScaleEstimate };
+
+export interface CountOptions extends DetectOptions {
   /** Counting threshold per class (or one number for all); defaults to the model's calibrated ones. */
   thresholds?: Partial<PerClass<number>> | number;
   /** Lower edge of the review band per class; detections between it and the threshold are `uncertain`. */
@@ -35,11 +38,7 @@ export interface CountOptions {
   name?: string;
 }
 
-export interface Detected {
-  width: number;
-  height: number;
-  candidates: Candidate[];
-  tiles: number;
+export interface Detected extends CoreDetected {
   ms: number;
 }
 
@@ -76,26 +75,23 @@ export class Model {
   }
 
   /** All candidates above the model's floor, in original-image pixels. */
-  async detect(input: ImageInput): Promise<Detected> {
+  async detect(input: ImageInput, opts: DetectOptions = {}): Promise<Detected> {
     const t0 = performance.now();
     const { width, height } = await probe(input);
-    if (width * height <= WHOLE_IMAGE_PIXELS) {
-      const img = await decodeRgb(input);
-      const candidates = await this.runWhole(img);
-      return { width: img.width, height: img.height, candidates, tiles: 1, ms: performance.now() - t0 };
-    }
-    const run = this.onnx.run.bind(this.onnx);
-    const t = await detectTiled(run, this.metadata, width, height, (l, tp, w, h) => readRegion(input, l, tp, w, h));
-    return { width, height, candidates: t.candidates, tiles: t.tiles, ms: performance.now() - t0 };
-  }
-
-  private runWhole(img: { data: Uint8Array; width: number; height: number; channels: 3 }): Promise<Candidate[]> {
-    return detectPixels(this.onnx.run.bind(this.onnx), this.metadata, img);
+    // small images are decoded once; large ones are read region by region (bounded memory)
+    let whole: RawImage | null = null;
+    const read = async (l: number, t: number, w: number, h: number) => {
+      if (width * height > WHOLE_IMAGE_PIXELS) return readRegion(input, l, t, w, h);
+      whole ??= await decodeRgb(input);
+      return l === 0 && t === 0 && w === whole.width && h === whole.height ? whole : cropRaw(whole, l, t, w, h);
+    };
+    const det = await detect(this.onnx.run.bind(this.onnx), this.metadata, { width, height, read }, opts);
+    return { ...det, ms: performance.now() - t0 };
   }
 
   /** Detect, apply per-class thresholds and the review band, count. */
   async count(input: ImageInput, opts: CountOptions = {}): Promise<ImageResult> {
-    const det = await this.detect(input);
+    const det = await this.detect(input, { scale: opts.scale, tta: opts.tta });
     return this.summarise(det, opts, opts.name ?? (typeof input === 'string' ? input : 'image'));
   }
 
@@ -104,7 +100,7 @@ export class Model {
     const s = applyThresholds(det.candidates, this.thresholds(opts.thresholds, opts.review));
     return {
       file, width: det.width, height: det.height, counts: s.counts, uncertain: s.uncertain, meanScore: s.meanScore,
-      detections: s.detections, ...(opts.candidates ? { candidates: det.candidates } : {}), tiles: det.tiles, ms: Math.round(det.ms),
+      detections: s.detections, ...(opts.candidates ? { candidates: det.candidates } : {}), tiles: det.tiles, scale: det.scale, ms: Math.round(det.ms),
     };
   }
 
@@ -116,4 +112,13 @@ export class Model {
 /** Load a model: the bundled default, or an ONNX file exported by hemocount's training. */
 export function loadModel(path?: string, opts?: { threads?: number }): Promise<Model> {
   return Model.load(path, opts);
+}
+
+function cropRaw(img: RawImage, left: number, top: number, width: number, height: number): RawImage {
+  const out = new Uint8Array(width * height * 3);
+  for (let y = 0; y < height; y++) {
+    const src = ((top + y) * img.width + left) * 3;
+    out.set(img.data.subarray(src, src + width * 3), y * width * 3);
+  }
+  return { data: out, width, height, channels: 3 };
 }

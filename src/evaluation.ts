@@ -2,10 +2,10 @@
  * Running a model over an annotated set once, and what is built on those candidates:
  * the threshold sweep, calibration and model selection. The metrics are core/metrics.ts.
  */
-import { type Criterion, type EvalImage, type Evaluation, agreement, bestRow, classAt, confusionMatrix, evaluate, reviewThreshold } from './core/metrics.js';
+import { type Criterion, type EvalImage, type Evaluation, agreement, bestRow, classAt, confusionMatrix, errorBreakdown, evaluate, reviewThreshold } from './core/metrics.js';
 import { type ModelMetadata, type PerClass, perClass } from './core/types.js';
 import type { TruthSet } from './adapters/files.js';
-import type { Model } from './detector.js';
+import type { DetectOptions, Model } from './detector.js';
 
 export interface Collected {
   images: EvalImage[];
@@ -14,15 +14,15 @@ export interface Collected {
 }
 
 /** One network pass per image; every later threshold is read off these candidates. */
-export async function collect(model: Model, truth: TruthSet, onProgress?: (i: number, file: string) => void): Promise<Collected> {
+export async function collect(model: Model, truth: TruthSet, onProgress?: (i: number, file: string) => void, opts: DetectOptions = {}): Promise<Collected> {
   const t0 = performance.now();
   const images: EvalImage[] = [];
   const failed: Collected['failed'] = [];
   for (const [i, t] of truth.images.entries()) {
     onProgress?.(i, t.file);
     try {
-      const det = await model.detect(t.file);
-      images.push({ file: t.file, truth: t.truth, candidates: det.candidates });
+      const det = await model.detect(t.file, opts);
+      images.push({ file: t.file, width: det.width, height: det.height, truth: t.truth, candidates: det.candidates, ...(t.subset ? { subset: t.subset } : {}) });
     } catch (e) {
       failed.push({ file: t.file, error: (e as Error).message });
     }
@@ -38,6 +38,8 @@ export interface Report {
   thresholds: PerClass<number>;
   confusion: ReturnType<typeof confusionMatrix>;
   agreement: ReturnType<typeof agreement>;
+  /** Where the errors are, per class, at the model's thresholds. */
+  errors: PerClass<ReturnType<typeof errorBreakdown>>;
 }
 
 export function buildReport(model: Model, data: string, images: EvalImage[], iou = 0.5, criterion: Criterion = 'f1', thresholds?: PerClass<number>): Report {
@@ -49,6 +51,7 @@ export function buildReport(model: Model, data: string, images: EvalImage[], iou
     thresholds: th,
     confusion: confusionMatrix(images, th, iou),
     agreement: agreement(images, th),
+    errors: perClass((c) => errorBreakdown(images, c, th[c], iou)),
   };
 }
 

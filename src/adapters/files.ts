@@ -107,6 +107,8 @@ export interface TruthImage {
   truth: GroundTruthBox[];
   /** Classes not exhaustively labelled in this image (from the training split). */
   unlabelled: CellClass[];
+  /** From a COCO image's 'subset' field: evaluations report each subset separately. */
+  subset?: string;
 }
 
 export interface TruthSet {
@@ -137,7 +139,7 @@ export async function loadTruth(path: string, format?: 'voc' | 'yolo' | 'coco'):
     problems.push(...doc.problems.map((p) => `${path}: ${p}`));
     return {
       format: 'coco', problems,
-      images: doc.images.map((im) => ({ file: resolve(base, im.file), truth: im.boxes.map(({ label, box }) => ({ label, box })), unlabelled: doc.unlabelled.get(im.file) ?? [] })),
+      images: doc.images.map((im) => ({ file: resolve(base, im.file), truth: im.boxes.map(({ label, box }) => ({ label, box })), unlabelled: doc.unlabelled.get(im.file) ?? [], subset: doc.subset.get(im.file) })),
     };
   }
   if (!st.isDirectory()) throw new Error(`${path}: expected a folder of annotations or a COCO .json file`);

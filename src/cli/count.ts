@@ -23,6 +23,8 @@ export interface CountArgs {
   recursive: boolean;
   quiet: boolean;
   threads?: number;
+  scale?: 'auto' | number;
+  tta?: boolean;
 }
 
 const stemOf = (rel: string) => rel.slice(0, rel.length - extname(rel).length);
@@ -53,7 +55,7 @@ export async function runCount(a: CountArgs): Promise<number> {
     progress.tick(i, basename(f.path));
     let r: ImageResult;
     try {
-      r = await model.count(f.path, { thresholds: th.count, review: th.review, candidates: a.candidates });
+      r = await model.count(f.path, { thresholds: th.count, review: th.review, candidates: a.candidates, scale: a.scale, tta: a.tta });
     } catch (e) {
       results.push(failedResult(f.path, (e as Error).message.replace(`${f.path}: `, '')));
       continue;
@@ -94,10 +96,10 @@ export async function runCount(a: CountArgs): Promise<number> {
   const failed = results.filter((r) => r.error);
   for (const f of failed) log(`${c.red('error')} ${f.file}: ${f.error}`);
   if (!a.quiet) {
-    const rows = results.filter((r) => !r.error).map((r) => [basename(r.file), ...classCols(r.counts, String), ...classCols(r.uncertain, String)]);
+    const rows = results.filter((r) => !r.error).map((r) => [basename(r.file), ...classCols(r.counts, String), ...classCols(r.uncertain, String), `${r.scale ?? 1}x`]);
     const t = doc.totals;
-    rows.push(['TOTAL', ...classCols(t.counts, String), ...classCols(t.uncertain, String)]);
-    const text = table(['image', ...CLASSES, ...CLASSES.map((k) => `${k}?`)], rows);
+    rows.push(['TOTAL', ...classCols(t.counts, String), ...classCols(t.uncertain, String), '']);
+    const text = table(['image', ...CLASSES, ...CLASSES.map((k) => `${k}?`), 'scale'], rows);
     // the table goes to stdout unless stdout carries the JSON
     (a.json === '-' ? log : (s: string) => process.stdout.write(s + '\n'))(text);
     log(c.dim(`${t.images} image(s) counted, ${t.failed} failed; thresholds ${CLASSES.map((k) => `${k}=${th.count[k]}`).join(',')}; '?' = to review (score >= ${CLASSES.map((k) => th.review[k]).join('/')})`));

@@ -37,6 +37,9 @@ count options:
   --no-recursive        do not descend into sub-folders
   --quiet               no progress bar or table
   --threads N           onnxruntime threads
+  --scale auto|1|F      magnification: auto (default) measures the cells and rescales images
+                        whose cells are outside the training range; 1 = off; F = force factor F
+  --tta                 test-time augmentation: average over the image and its two flips (3x time)
 
 evaluate / calibrate / select / report options:
   --data DIR|FILE       annotated images: VOC XML, YOLO (labels/ + classes.txt) or COCO JSON
@@ -44,6 +47,9 @@ evaluate / calibrate / select / report options:
   --iou 0.5             IoU for matching a detection to a cell
   --criterion f1|accuracy  what 'best' means (default f1; ties go to the other)
   --json FILE|-         machine-readable output
+  --subset NAME         only the images of one subset (COCO 'subset' field, e.g. full-field);
+                        without it, every subset is also reported on its own
+  --scale, --tta        as for count
   --log FILE            (report) a train_log.jsonl for the learning curve
 
 Exit status: 0 success, 1 some input failed, 2 usage error.
@@ -67,9 +73,10 @@ async function main(argv: string[]): Promise<number> {
   const common = {
     model: { type: 'string' }, json: { type: 'string' }, quiet: { type: 'boolean', default: false },
     threads: { type: 'string' }, help: { type: 'boolean', short: 'h', default: false },
+    scale: { type: 'string', default: 'auto' }, tta: { type: 'boolean', default: false },
   } as const;
   const study = { ...common, data: { type: 'string' }, format: { type: 'string' }, iou: { type: 'string', default: '0.5' },
-    criterion: { type: 'string', default: 'f1' }, out: { type: 'string' }, log: { type: 'string' } } as const;
+    criterion: { type: 'string', default: 'f1' }, out: { type: 'string' }, log: { type: 'string' }, subset: { type: 'string' } } as const;
   const threads = (v?: string) => {
     if (v === undefined) return undefined;
     if (!/^\d+$/.test(v) || Number(v) < 1) throw new UsageError(`--threads must be a whole number >= 1, not '${v}'`);
@@ -82,7 +89,8 @@ async function main(argv: string[]): Promise<number> {
     if (!(iou > 0 && iou < 1)) throw new UsageError(`--iou must be between 0 and 1`);
     if (v.format && !['voc', 'yolo', 'coco'].includes(v.format as string)) throw new UsageError('--format must be voc, yolo or coco');
     return { data: v.data as string, format: v.format as StudyArgs['format'], model: v.model as string, iou, criterion: crit,
-      json: v.json as string, quiet: v.quiet as boolean, threads: threads(v.threads as string) };
+      json: v.json as string, quiet: v.quiet as boolean, threads: threads(v.threads as string), subset: v.subset as string | undefined,
+      scale: parseScale(v.scale as string), tta: v.tta as boolean };
   };
   switch (cmd) {
     case 'count': {
@@ -93,7 +101,7 @@ async function main(argv: string[]): Promise<number> {
       if (v.help) return usage(0);
       return runCount({ inputs: positionals, model: v.model, threshold: v.threshold, review: v.review, out: v.out, json: v.json,
         csv: v.csv, voc: v.voc, yolo: v.yolo, coco: v.coco, candidates: v.candidates, recursive: !v['no-recursive'],
-        quiet: v.quiet, threads: threads(v.threads) });
+        quiet: v.quiet, threads: threads(v.threads), scale: parseScale(v.scale), tta: v.tta });
     }
     case 'evaluate': case 'calibrate': case 'report': {
       const { values: v } = parseArgs({ args: rest, options: study });
@@ -136,6 +144,14 @@ async function main(argv: string[]): Promise<number> {
     default:
       throw new UsageError(`unknown command '${cmd}' (try 'hemocount --help')`);
   }
+}
+
+/** --scale auto | 1 | 1.6: 'auto' estimates the magnification, a number forces it. */
+export function parseScale(v: string): 'auto' | number {
+  if (v === 'auto') return 'auto';
+  const n = Number(v);
+  if (!/^\d*\.?\d+$/.test(v) || !(n >= 0.25 && n <= 4)) throw new UsageError(`--scale must be 'auto' or a number from 0.25 to 4 (1 = off), not '${v}'`);
+  return n;
 }
 
 function usage(code: number): number {

@@ -2,7 +2,7 @@
 import { readFile } from 'node:fs/promises';
 import { basename, resolve } from 'node:path';
 import sharp from 'sharp';
-import { type ClassRow, type Criterion, type EvalImage, evaluate, PAPER_THRESHOLDS } from '../core/metrics.js';
+import { type ClassRow, type Criterion, type EvalImage, evaluate, PAPER_THRESHOLDS, subsets } from '../core/metrics.js';
 import { lineChart } from '../core/plots.js';
 import { CLASSES, type CellClass, type PerClass } from '../core/types.js';
 import { loadTruth, writeAtomic } from '../adapters/files.js';
@@ -21,15 +21,24 @@ export interface StudyArgs {
   json?: string;
   quiet: boolean;
   threads?: number;
+  /** Use only the images of this subset (a COCO image's 'subset' field). */
+  subset?: string;
+  scale?: 'auto' | number;
+  tta?: boolean;
 }
 
 async function run(model: Model, a: StudyArgs): Promise<EvalImage[]> {
   if (!a.data) throw new UsageError('--data DIR (annotated images: VOC XML, YOLO or COCO JSON) is required');
   const truth = await loadTruth(a.data, a.format);
   if (truth.problems.length) log(c.dim(`${truth.problems.length} annotation note(s):\n  ${truth.problems.slice(0, 10).join('\n  ')}${truth.problems.length > 10 ? '\n  ...' : ''}`));
+  if (a.subset) {
+    const all = truth.images.length;
+    truth.images = truth.images.filter((t) => t.subset === a.subset);
+    if (!truth.images.length) throw new Error(`${a.data}: no image of subset '${a.subset}' (of ${all} images)`);
+  }
   if (!truth.images.length) throw new Error(`${a.data}: no annotated images found`);
   const p = new Progress(truth.images.length, a.quiet);
-  const got = await collect(model, truth, (i, f) => p.tick(i, basename(f)));
+  const got = await collect(model, truth, (i, f) => p.tick(i, basename(f)), { scale: a.scale, tta: a.tta });
   p.done();
   for (const f of got.failed) log(`${c.red('error')} ${f.file}: ${f.error}`);
   log(c.dim(`${got.images.length} image(s) (${truth.format}) in ${(got.ms / 1000).toFixed(1)} s`));
@@ -54,10 +63,21 @@ export async function runEvaluate(a: StudyArgs): Promise<number> {
   const model = await Model.load(a.model, { threads: a.threads });
   const images = await run(model, a);
   const rep = buildReport(model, a.data!, images, a.iou, a.criterion);
-  for (const k of CLASSES) say(a, classTable(k, rep.evaluation.classes[k].sweep, rep.evaluation.classes[k].best) + '\n');
-  say(a, summaryTable(rep));
-  await output(a, rep);
+  const parts = subsetReports(model, a, images);
+  for (const [name, r] of Object.entries(parts)) {
+    say(a, c.bold(`Subset '${name}'`));
+    for (const k of CLASSES) say(a, classTable(k, r.evaluation.classes[k].sweep, r.evaluation.classes[k].best) + '\n');
+  }
+  if (!Object.keys(parts).length) for (const k of CLASSES) say(a, classTable(k, rep.evaluation.classes[k].sweep, rep.evaluation.classes[k].best) + '\n');
+  for (const [name, r] of Object.entries(parts)) say(a, `${c.bold(`Subset '${name}'`)}: ` + summaryTable(r) + '\n');
+  say(a, (Object.keys(parts).length ? `${c.bold('All subsets together')}: ` : '') + summaryTable(rep));
+  await output(a, { ...rep, subsets: parts });
   return 0;
+}
+
+/** One report per subset of the evaluation set (full fields and close-ups are different tasks). */
+function subsetReports(model: Model, a: StudyArgs, images: EvalImage[]): Record<string, Report> {
+  return Object.fromEntries([...subsets(images)].map(([name, ims]) => [name, buildReport(model, `${a.data}#${name}`, ims, a.iou, a.criterion)]));
 }
 
 export function summaryTable(rep: Report): string {
@@ -67,7 +87,12 @@ export function summaryTable(rep: Report): string {
       const r = rep.atModel[k];
       const e = rep.evaluation.classes[k];
       return [k, rep.thresholds[k].toFixed(2), pct(r.precision), pct(r.recall), pct(r.f1), pct(r.accuracy), pct(e.ap50), pct(e.ap5095), r.counted, r.truth];
-    })) + `\nmAP@0.5 ${pct(rep.evaluation.mAP50)}   mAP@0.5:0.95 ${pct(rep.evaluation.mAP5095)}`;
+    })) + `\nmAP@0.5 ${pct(rep.evaluation.mAP50)}   mAP@0.5:0.95 ${pct(rep.evaluation.mAP5095)}\n` + table(
+    ['errors', 'missed', 'at border', 'false', 'duplicate', 'loose (IoU .3-.5)', 'other class', 'far'],
+    CLASSES.map((k) => {
+      const e = rep.errors[k];
+      return [k, e.missed, e.missedAtBorder, e.false, e.falseDuplicate, e.falseLoose, e.falseWrongClass, e.falseFar];
+    }));
 }
 
 export async function runCalibrate(a: StudyArgs & { out?: string }): Promise<number> {
@@ -89,11 +114,13 @@ export async function runCalibrate(a: StudyArgs & { out?: string }): Promise<num
 
 export async function runSelect(a: StudyArgs & { models: string[] }): Promise<number> {
   if (a.models.length < 1) throw new UsageError('select: name the model files (.onnx) to compare');
-  const results: { model: string; ev: ReturnType<typeof evaluate> }[] = [];
+  const results: { model: string; ev: ReturnType<typeof evaluate>; parts: Record<string, ReturnType<typeof evaluate>> }[] = [];
   for (const m of a.models) {
     const model = await Model.load(m, { threads: a.threads });
     log(`evaluating ${m}`);
-    results.push({ model: m, ev: evaluate(await run(model, a), { iou: a.iou, criterion: a.criterion }) });
+    const images = await run(model, a);
+    const parts = Object.fromEntries([...subsets(images)].map(([n, ims]) => [n, evaluate(ims, { iou: a.iou, criterion: a.criterion })]));
+    results.push({ model: m, ev: evaluate(images, { iou: a.iou, criterion: a.criterion }), parts });
     await model.release();
   }
   const names = results.map((r) => basename(r.model, '.onnx'));
@@ -101,12 +128,19 @@ export async function runSelect(a: StudyArgs & { models: string[] }): Promise<nu
     say(a, `Table ${i + 1}. ${k} F1-Score [%]\n` + table(['Threshold', ...names],
       PAPER_THRESHOLDS.map((t, j) => [t.toFixed(2), ...results.map((r) => pct(r.ev.classes[k].sweep[j].f1))])) + '\n');
   });
-  // best model: highest mean over classes of each class's best F1 (ties: higher mAP@0.5)
-  const score = (r: (typeof results)[number]) => CLASSES.reduce((s, k) => s + (r.ev.classes[k].best.f1 ?? 0), 0) / CLASSES.length;
+  // best model: highest mean over classes of each class's best F1 (ties: higher mAP@0.5);
+  // with subsets, the mean of that over the subsets, so close-ups cannot outvote full fields
+  const meanBestF1 = (ev: ReturnType<typeof evaluate>) => CLASSES.reduce((s, k) => s + (ev.classes[k].best.f1 ?? 0), 0) / CLASSES.length;
+  const score = (r: (typeof results)[number]) => {
+    const parts = Object.values(r.parts);
+    return parts.length ? parts.reduce((s, ev) => s + meanBestF1(ev), 0) / parts.length : meanBestF1(r.ev);
+  };
+  const partNames = Object.keys(results[0].parts);
   const best = results.reduce((b, r) => (score(r) > score(b) + 1e-12 || (Math.abs(score(r) - score(b)) <= 1e-12 && (r.ev.mAP50 ?? 0) > (b.ev.mAP50 ?? 0)) ? r : b));
-  say(a, table(['model', 'mean best F1', 'mAP@0.5', ...CLASSES.map((k) => `${k} best t`)], results.map((r) => [basename(r.model), pct(score(r)), pct(r.ev.mAP50), ...CLASSES.map((k) => r.ev.classes[k].best.threshold.toFixed(2))])));
+  say(a, table(['model', 'mean best F1', ...partNames.map((n) => `${n} mean best F1`), 'mAP@0.5', ...CLASSES.map((k) => `${k} best t`)],
+    results.map((r) => [basename(r.model), pct(score(r)), ...partNames.map((n) => pct(r.parts[n] ? meanBestF1(r.parts[n]) : null)), pct(r.ev.mAP50), ...CLASSES.map((k) => r.ev.classes[k].best.threshold.toFixed(2))])));
   say(a, `best model: ${best.model}`);
-  await output(a, { best: best.model, models: results.map((r) => ({ model: r.model, meanBestF1: score(r), evaluation: r.ev })) });
+  await output(a, { best: best.model, models: results.map((r) => ({ model: r.model, meanBestF1: score(r), evaluation: r.ev, subsets: r.parts })) });
   return 0;
 }
 
@@ -154,20 +188,25 @@ export async function runReport(a: StudyArgs & { out?: string; log?: string }): 
   const model = await Model.load(a.model, { threads: a.threads });
   const images = await run(model, a);
   const rep = buildReport(model, a.data!, images, a.iou, a.criterion);
+  const parts = subsetReports(model, a, images);
   const logText = a.log ? await readFile(a.log, 'utf8') : undefined;
   const figs = reportFigures(rep, images, logText);
   const out = a.out.replace(/\.html?$/, '');
   const md: string[] = [`# hemocount evaluation report`, '', `Model **${rep.model.name}** ${rep.model.version} (sha256 ${rep.model.sha256.slice(0, 12)}), data \`${rep.data}\`, ${rep.evaluation.images} images, IoU ${rep.evaluation.iou}.`, ''];
   const mdRow = (cells: (string | number)[]) => `| ${cells.join(' | ')} |`;
-  md.push('## At the model thresholds', '', mdRow(['class', 'threshold', 'precision', 'recall', 'F1', 'count accuracy', 'AP@0.5', 'AP@0.5:0.95', 'counted', 'ground truth', 'Pearson r', 'Bland-Altman bias [LoA]']), mdRow(Array(12).fill('---')));
-  for (const k of CLASSES) {
-    const r = rep.atModel[k];
-    const e = rep.evaluation.classes[k];
-    const ag = rep.agreement[k];
-    md.push(mdRow([k, rep.thresholds[k].toFixed(2), pct(r.precision), pct(r.recall), pct(r.f1), pct(r.accuracy), pct(e.ap50), pct(e.ap5095), r.counted, r.truth,
-      ag.pearson === null ? '-' : ag.pearson.toFixed(3), `${ag.blandAltman.bias.toFixed(2)} [${ag.blandAltman.lower.toFixed(2)}, ${ag.blandAltman.upper.toFixed(2)}]`]));
-  }
-  md.push('', `mAP@0.5 ${pct(rep.evaluation.mAP50)} %, mAP@0.5:0.95 ${pct(rep.evaluation.mAP5095)} %`, '');
+  const atModel = (title: string, r0: Report) => {
+    md.push(`## ${title}`, '', mdRow(['class', 'threshold', 'precision', 'recall', 'F1', 'count accuracy', 'AP@0.5', 'AP@0.5:0.95', 'counted', 'ground truth', 'Pearson r', 'Bland-Altman bias [LoA]']), mdRow(Array(12).fill('---')));
+    for (const k of CLASSES) {
+      const r = r0.atModel[k];
+      const e = r0.evaluation.classes[k];
+      const ag = r0.agreement[k];
+      md.push(mdRow([k, r0.thresholds[k].toFixed(2), pct(r.precision), pct(r.recall), pct(r.f1), pct(r.accuracy), pct(e.ap50), pct(e.ap5095), r.counted, r.truth,
+        ag.pearson === null ? '-' : ag.pearson.toFixed(3), `${ag.blandAltman.bias.toFixed(2)} [${ag.blandAltman.lower.toFixed(2)}, ${ag.blandAltman.upper.toFixed(2)}]`]));
+    }
+    md.push('', `${r0.evaluation.images} images; mAP@0.5 ${pct(r0.evaluation.mAP50)} %, mAP@0.5:0.95 ${pct(r0.evaluation.mAP5095)} %`, '');
+  };
+  for (const [name, r0] of Object.entries(parts)) atModel(`Subset '${name}' at the model thresholds`, r0);
+  atModel(Object.keys(parts).length ? 'All subsets together at the model thresholds' : 'At the model thresholds', rep);
   md.push('## Confusion matrix (rows: ground truth, columns: detections at the model thresholds)', '', mdRow(['', ...CLASSES, 'background']), mdRow(Array(5).fill('---')));
   for (const t of [...CLASSES, 'background'] as const) md.push(mdRow([t, ...[...CLASSES, 'background' as const].map((p) => rep.confusion[t][p])]));
   for (const k of CLASSES) {
@@ -186,8 +225,9 @@ export async function runReport(a: StudyArgs & { out?: string; log?: string }): 
     mdToHtml(md.join('\n')) + '<h2>Figures</h2>' + Object.entries(figs).map(([n, s]) => `<figure>${s}<figcaption>${n}</figcaption></figure>`).join('') + '</body></html>\n';
   await writeAtomic(`${out}.html`, html);
   log(`wrote ${out}.html, ${out}.md and ${Object.keys(figs).length} figures (SVG + PNG)`);
+  for (const [name, r] of Object.entries(parts)) say(a, `Subset '${name}': ` + summaryTable(r) + '\n');
   say(a, summaryTable(rep));
-  await output(a, rep);
+  await output(a, { ...rep, subsets: parts });
   return 0;
 }
 

@@ -17,6 +17,8 @@ export interface ImageResult {
   /** Every candidate above the model's floor, when asked for (to re-threshold later). */
   candidates?: Candidate[];
   tiles?: number;
+  /** Factor the image was resized by before detection (`scale: 'auto'` estimates it). */
+  scale?: number;
   ms?: number;
   error?: string;
 }
@@ -194,14 +196,16 @@ export function toCoco(images: CocoImage[]): string {
   return JSON.stringify(doc, null, 1) + '\n';
 }
 
-export function parseCoco(text: string): { images: CocoImage[]; problems: string[]; unlabelled: Map<string, CellClass[]> } {
+export function parseCoco(text: string): { images: CocoImage[]; problems: string[]; unlabelled: Map<string, CellClass[]>; subset: Map<string, string> } {
   const doc = JSON.parse(text);
   if (!Array.isArray(doc.images) || !Array.isArray(doc.annotations)) throw new Error('not a COCO document (needs "images" and "annotations")');
   const problems: string[] = [];
   const cats = new Map<number, CellClass | null>((doc.categories ?? []).map((c: { id: number; name: string }) => [c.id, classFromName(c.name)]));
   const byId = new Map<number, CocoImage>();
   const unlabelled = new Map<string, CellClass[]>();
+  const subset = new Map<string, string>();
   for (const im of doc.images) {
+    if (typeof im.subset === 'string' && im.subset) subset.set(im.file_name, im.subset);
     byId.set(im.id, { file: im.file_name, width: im.width, height: im.height, boxes: [] });
     if (Array.isArray(im.unlabelled)) unlabelled.set(im.file_name, im.unlabelled.map((n: string) => classFromName(n)).filter(Boolean));
   }
@@ -213,5 +217,5 @@ export function parseCoco(text: string): { images: CocoImage[]; problems: string
     const [x, y, w, h] = a.bbox;
     im.boxes.push({ label, box: [x, y, x + w, y + h], ...(a.score !== undefined ? { score: a.score } : {}) });
   }
-  return { images: [...byId.values()], problems, unlabelled };
+  return { images: [...byId.values()], problems, unlabelled, subset };
 }

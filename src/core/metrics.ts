@@ -14,6 +14,18 @@ export interface EvalImage {
   truth: GroundTruthBox[];
   /** All candidates above the model's floor; thresholds are applied here, not in the model. */
   candidates: Candidate[];
+  /** Image size, for telling cells cut by the border. */
+  width?: number;
+  height?: number;
+  /** Named part of an evaluation set (e.g. 'full-field', 'close-up'), reported on its own. */
+  subset?: string;
+}
+
+/** Images grouped by subset, in first-seen order; untagged images form no subset. */
+export function subsets<T extends { subset?: string }>(images: T[]): Map<string, T[]> {
+  const out = new Map<string, T[]>();
+  for (const im of images) if (im.subset) out.set(im.subset, [...(out.get(im.subset) ?? []), im]);
+  return out;
 }
 
 export function iou(a: Box, b: Box): number {
@@ -322,4 +334,62 @@ export function reviewThreshold(images: EvalImage[], cls: CellClass, t: number, 
     if ((row.tp - at.tp) / n >= minPrecision) best = r;
   }
   return best;
+}
+
+/**
+ * Where the errors of one class are, at one threshold (the accuracy issue's breakdown):
+ * missed cells split by whether they touch the image border; false detections split into
+ * duplicates (IoU >= 0.5 with a cell another detection already took), loose boxes (IoU
+ * 0.3-0.5 with a cell), cells of another class, and detections far from any cell.
+ */
+export interface ErrorBreakdown {
+  truth: number;
+  missed: number;
+  missedAtBorder: number;
+  false: number;
+  falseLoose: number;
+  falseDuplicate: number;
+  falseWrongClass: number;
+  falseFar: number;
+}
+
+export function errorBreakdown(images: EvalImage[], cls: CellClass, threshold: number, iouThr = 0.5, borderPx = 3): ErrorBreakdown {
+  const out: ErrorBreakdown = { truth: 0, missed: 0, missedAtBorder: 0, false: 0, falseLoose: 0, falseDuplicate: 0, falseWrongClass: 0, falseFar: 0 };
+  for (const im of images) {
+    const truth = im.truth.filter((t) => t.label === cls).map((t) => t.box);
+    const others = im.truth.filter((t) => t.label !== cls).map((t) => t.box);
+    const dets = im.candidates.filter((c) => c.label === cls && c.score >= threshold).sort((a, b) => b.score - a.score);
+    // the image extent: given, or the furthest box seen
+    const W = im.width ?? Math.max(0, ...im.truth.map((t) => t.box[2]), ...dets.map((d) => d.box[2]));
+    const H = im.height ?? Math.max(0, ...im.truth.map((t) => t.box[3]), ...dets.map((d) => d.box[3]));
+    const used = new Int32Array(truth.length).fill(-1);
+    const unmatched: Candidate[] = [];
+    dets.forEach((d, k) => {
+      let best = -1;
+      let bestIou = iouThr;
+      for (let g = 0; g < truth.length; g++) {
+        if (used[g] >= 0) continue;
+        const v = iou(d.box, truth[g]);
+        if (v >= bestIou) { bestIou = v; best = g; }
+      }
+      if (best >= 0) used[best] = k;
+      else unmatched.push(d);
+    });
+    out.truth += truth.length;
+    truth.forEach((b, g) => {
+      if (used[g] >= 0) return;
+      out.missed++;
+      if (b[0] <= borderPx || b[1] <= borderPx || b[2] >= W - borderPx || b[3] >= H - borderPx) out.missedAtBorder++;
+    });
+    for (const d of unmatched) {
+      out.false++;
+      const best = Math.max(0, ...truth.map((t) => iou(d.box, t)));
+      const bestMatched = Math.max(0, ...truth.filter((_, g) => used[g] >= 0).map((t) => iou(d.box, t)));
+      if (bestMatched >= 0.5) out.falseDuplicate++;
+      else if (best >= 0.3) out.falseLoose++;
+      else if (Math.max(0, ...others.map((t) => iou(d.box, t))) >= 0.5) out.falseWrongClass++;
+      else out.falseFar++;
+    }
+  }
+  return out;
 }

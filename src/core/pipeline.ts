@@ -54,13 +54,14 @@ export type RegionReader = (left: number, top: number, width: number, height: nu
  * Large images: overlapping native-resolution tiles, read one row of tiles at a time
  * (memory ~ width x TILE_SIZE), merged so that each cell is counted once.
  */
-export async function detectTiled(run: Runner, meta: ModelMetadata, width: number, height: number, readStrip: RegionReader): Promise<{ candidates: Candidate[]; tiles: number }> {
+export async function detectTiled(run: Runner, meta: ModelMetadata, width: number, height: number, readStrip: RegionReader,
+  detectTile: (img: Pixels) => Promise<Candidate[]> = (img) => detectPixels(run, meta, img)): Promise<{ candidates: Candidate[]; tiles: number }> {
   const tiles = planTiles(width, height, TILE_SIZE, TILE_OVERLAP);
   const perTile: Candidate[][] = [];
   for (const y of [...new Set(tiles.map((t) => t.y))]) {
     const row = tiles.filter((t) => t.y === y);
     const strip = await readStrip(0, y, width, row[0].height);
-    for (const t of row) perTile.push(ownedByTile(t, await detectPixels(run, meta, crop(strip, t.x, 0, t.width, t.height))));
+    for (const t of row) perTile.push(ownedByTile(t, await detectTile(crop(strip, t.x, 0, t.width, t.height))));
   }
   return { candidates: mergeTiles(perTile, meta.postprocess.nms_iou), tiles: tiles.length };
 }

@@ -39,6 +39,8 @@ export interface ModelMetadata {
   review: PerClass<number>;
   provenance: Record<string, unknown>;
   calibration?: Record<string, unknown>;
+  /** Cell size the model was trained for, used by `scale: 'auto'` (see core/detect.ts). */
+  scale?: { reference_px?: number; min_px?: number; max_px?: number; wbc_to_rbc?: number; min_score?: number; response?: number };
 }
 
 export interface Thresholds {

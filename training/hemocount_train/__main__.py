@@ -27,7 +27,8 @@ def load_samples(args):
         if not os.path.isdir(DEFAULT_DATA):
             sys.exit(f"no --data given and the shared datasets are not at {DEFAULT_DATA}")
         train, val = shared_split(DEFAULT_DATA, defects)
-        info = {"data": "shared/datasets (cbc + txl-pbc close-ups)", "rule": "shared_split"}
+        info = {"data": "shared/datasets (complete labels where TXL-PBC has them; bccd-groups.csv units)",
+                "rule": "shared_split"}
     else:
         train = read_dataset(args.data, defects)
         val = read_dataset(args.val, defects) if args.val else []
@@ -62,6 +63,11 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    p.add_argument("--workers", type=int, help="DataLoader worker processes preparing batches "
+                                               "(default: 0 on CPU, 8 on CUDA)")
+    p.add_argument("--amp", action="store_true", help="bfloat16 mixed precision (CUDA only)")
+    p.add_argument("--init", help="start from a trained model: a checkpoint .pt or an ONNX file exported by hemocount")
+    p.add_argument("--scale-range", default="0.6,1.6", help="scale jitter range (log-uniform), e.g. 0.6,1.6")
     p.add_argument("--threads", type=int, help="CPU threads for torch")
     p.add_argument("--max-steps-per-epoch", type=int)
     p.add_argument("--oversample", help="repeat images of a source, e.g. cbc=2")
@@ -127,7 +133,9 @@ def main(argv=None):
         train(train_s, val_s, args.out, arch=args.arch, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
               crop=args.crop, seed=args.seed, resume=args.resume, device=device, threads=args.threads,
               max_steps_per_epoch=args.max_steps_per_epoch, backbone_weights=args.backbone_weights,
-              freeze_backbone=args.freeze_backbone, split_info=info, head_norm=args.head_norm,
+              freeze_backbone=args.freeze_backbone, split_info=info, head_norm=args.head_norm, init=args.init,
+              workers=args.workers if args.workers is not None else (8 if device.startswith("cuda") else 0),
+              amp=args.amp, scale=tuple(float(v) for v in args.scale_range.split(",")),
               log=lambda m: print(m, file=sys.stderr, flush=True))
     elif args.cmd == "fixture":
         import os as _os

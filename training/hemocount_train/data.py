@@ -37,6 +37,9 @@ class Sample:
     # Classes whose absence in this image must not be read as "no such cell here":
     # their anchors are ignored by the loss instead of being taught as background.
     unlabelled: set = field(default_factory=set)
+    # Classes whose boxes are right but not exhaustive (CBC's red cells and platelets):
+    # boxes are positives, but no anchor is taught "background" for that class.
+    incomplete: set = field(default_factory=set)
 
 
 class Defects:
@@ -275,46 +278,99 @@ def mark_unlabelled(samples: list[Sample], defects=None) -> None:
 
 
 # --- group-aware split for the shared collection -------------------------------------
+def read_groups(csv_path: str) -> dict[str, str]:
+    """bccd-groups.csv -> {image path relative to the dataset root: unit id}. Groups that
+    show overlapping fields of view are merged into one unit (union-find), so a split by
+    unit never puts the same cells on both sides."""
+    import csv
+    rows = list(csv.DictReader(open(csv_path, encoding="utf-8")))
+    parent: dict[str, str] = {}
+
+    def find(g):
+        parent.setdefault(g, g)
+        while parent[g] != g:
+            parent[g] = parent[parent[g]]
+            g = parent[g]
+        return g
+
+    for r in rows:
+        find(r["group"])
+        for other in filter(None, (r.get("overlapping_field_groups") or "").split(";")):
+            parent[find(other.strip())] = find(r["group"])
+    return {r["image"]: "g" + find(r["group"]) for r in rows}
+
+
+def _name_hash(path: str) -> int:
+    return int(hashlib.md5(os.path.basename(path).encode()).hexdigest(), 16) % 100
+
+
 # Known overlapping fields of view in BCCD (datasets README): such pairs share cells.
 BCCD_OVERLAPS = [("00223", "00263"), ("00229", "00258"), ("00233", "00254"), ("00037", "00038")]
+FULL_FIELD = (640, 480)
+AUGMENTED_COPY = (416, 416)
 
 
-def file_digest(path: str) -> str:
-    return hashlib.sha1(open(path, "rb").read()).hexdigest()
+def shared_split(root: str, defects=None, val_closeup_pct=15):
+    """Train/validation split of ../shared/datasets with the most complete labels.
 
-
-def shared_split(root: str, defects=None):
-    """Train/validation split of ../shared/datasets that keeps every copy of a
-    validation image out of training.
-
-    Validation: the 53 CBC images of cbc/validation.txt (and their overlapping-field
-    partners). TXL-PBC's 640x480 images are byte copies of BCCD and its 416x416 ones are
-    resized/augmented BCCD copies, which cannot be matched to their source reliably, so
-    all BCCD-derived TXL-PBC images are left out; CBC already holds those smears. The
-    TXL-PBC close-ups (575x575, 360x363, 366x369; PBC and Raabin-WBC sources) are
-    independent and are split 85/15 by a hash of the file name."""
+    - Units: the smears of bccd-groups.csv (overlapping fields merged); any other image
+      is a unit of its own. A unit is entirely on one side.
+    - Full fields (640 x 480): where TXL-PBC holds a pixel-identical copy of a CBC smear,
+      the TXL-PBC copy and its complete labels are used and the CBC copy is dropped.
+      CBC smears without such a copy keep their boxes but their red-cell and platelet
+      labels are marked incomplete (`Sample.incomplete`): those boxes are positives, and
+      no anchor is taught "no red cell / no platelet" on them. They train only.
+    - Validation, full fields (source 'full'): the units with complete labels none of whose
+      CBC images is a training image upstream, i.e. every CBC image in them is listed in
+      cbc/validation.txt (or is a known overlapping partner of one), or they hold no CBC
+      image at all. Earlier releases trained on the other CBC images, so this keeps a
+      model fine-tuned from them (`--init`) honest on validation.
+    - Validation, close-ups (source 'closeup'): the units all of whose images fall in the
+      `val_closeup_pct` % bucket of a hash of the file name (the earlier releases' rule).
+    - TXL-PBC's 416 x 416 augmented copies train only; those of validation smears are
+      dropped."""
     defects = defects if defects is not None else Defects()
+    units = read_groups(os.path.join(root, "bccd-groups.csv"))
+    rel = lambda s: os.path.relpath(s.image, root).replace(os.sep, "/")  # noqa: E731
     cbc = read_voc(os.path.join(root, "cbc", "annotations"), os.path.join(root, "cbc", "images"),
-                   source="cbc", defects=defects)
-    val_names = {ln.strip() for ln in open(os.path.join(root, "cbc", "validation.txt")) if ln.strip()}
-    val_ids = {re.sub(r"\D", "", n) for n in val_names}
-    for a, b in BCCD_OVERLAPS:
-        if a in val_ids or b in val_ids:
-            val_ids |= {a, b}
+                   source="cbc-partial", defects=defects)
     txl_root = os.path.join(root, "txl-pbc")
     names = read_class_names(os.path.join(txl_root, "data.yaml"))
     txl = []
     for d in ("train", "val"):
         txl += read_yolo(os.path.join(txl_root, "images", d), os.path.join(txl_root, "labels", d), names,
                          source="txl-pbc", defects=defects)
-    train, val = [], []
-    for s in cbc:
-        (val if re.sub(r"\D", "", os.path.basename(s.image)) in val_ids else train).append(s)
+    unit_of = lambda s: units.get(rel(s), rel(s))  # noqa: E731
+    held = {ln.strip() for ln in open(os.path.join(root, "cbc", "validation.txt")) if ln.strip()}
+    held_ids = {re.sub(r"\D", "", n) for n in held}
+    for a, b in BCCD_OVERLAPS:
+        if a in held_ids or b in held_ids:
+            held_ids |= {a, b}
+    cbc_trained_units = {unit_of(s) for s in cbc if re.sub(r"\D", "", os.path.basename(s.image)) not in held_ids}
+    closeup_train_units = {unit_of(s) for s in txl if _name_hash(s.image) >= val_closeup_pct}
+    complete_units = {unit_of(s) for s in txl if (s.width, s.height) == FULL_FIELD}
+    samples = []
     for s in txl:
-        if (s.width, s.height) in ((640, 480), (416, 416)):
-            continue  # BCCD-derived: CBC holds the originals
-        h = int(hashlib.md5(os.path.basename(s.image).encode()).hexdigest(), 16) % 100
-        (val if h < 15 else train).append(s)
+        size = (s.width, s.height)
+        s.source = "full" if size == FULL_FIELD else "augmented" if size == AUGMENTED_COPY else "closeup"
+        samples.append(s)
+    for s in cbc:
+        if unit_of(s) in complete_units:
+            continue  # its TXL-PBC copy (same pixels, complete labels) stands in for it
+        s.incomplete |= {CLASSES.index("RBC"), CLASSES.index("Platelets")}
+        samples.append(s)
+    train, val = [], []
+    for s in samples:
+        u = unit_of(s)
+        if s.source == "full" or (s.source == "augmented" and u in complete_units):
+            to_val = u in complete_units and u not in cbc_trained_units
+        elif s.source == "closeup":
+            to_val = u not in closeup_train_units
+        else:
+            to_val = False
+        if to_val and s.source == "augmented":
+            continue  # an augmented copy of a validation smear is neither trained on nor scored
+        (val if to_val else train).append(s)
     mark_unlabelled(train, defects)
     mark_unlabelled(val, defects)
     return train, val

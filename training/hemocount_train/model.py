@@ -4,8 +4,9 @@ a classification and a box-regression subnet shared across levels, focal loss.
 Two configurations:
   resnet50 - the paper's: ResNet-50 + FPN(256), 4 convs of 256 channels per subnet.
   compact  - the CPU default: a narrow residual backbone, FPN(64), 2 convs per subnet.
-Both train from scratch with trainable BatchNorm in the backbone and GroupNorm in the
-shared heads (no ImageNet weights can be downloaded here); --backbone-weights/--freeze-backbone give the paper's transfer-learning recipe."""
+Both train from scratch with trainable BatchNorm in the backbone and no normalisation in
+the shared heads (no ImageNet weights can be downloaded here); --backbone-weights and
+--freeze-backbone give the paper's transfer-learning recipe, --init fine-tunes a model."""
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -23,7 +24,7 @@ from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastL
 from .data import CLASSES
 
 # Cells are round: aspect ratios near 1 suffice. Measured on the shared data at
-# 640x480: platelets ~30-40 px, RBC ~80-120 px, WBC ~150-230 px (see anchor_stats).
+# 640x480: platelets ~30-40 px, RBC ~80-120 px, WBC ~150-230 px (model card).
 ANCHOR_SIZES = ((24,), (48,), (96,), (192,), (384,))
 ANCHOR_SCALES = (1.0, 2 ** (1 / 3), 2 ** (2 / 3))
 ASPECT_RATIOS = (0.7, 1.0, 1.4)
@@ -111,8 +112,10 @@ class BackboneWithFPN(nn.Module):
 
 
 class MaskedClassificationHead(RetinaNetClassificationHead):
-    """torchvision's focal-loss head, plus: classes listed in a target's 'ignore_classes'
-    contribute no loss on that image (used for images whose class is not labelled)."""
+    """torchvision's focal-loss head, plus two masks per target:
+    'ignore_classes': the class contributes no loss on that image (not labelled at all);
+    'incomplete_classes': the class's boxes are positives, but anchors matched to none of
+    them are not taught "not this class" (the labels leave some such cells unboxed)."""
 
     def compute_loss(self, targets, head_outputs, matched_idxs):
         losses = []
@@ -126,6 +129,9 @@ class MaskedClassificationHead(RetinaNetClassificationHead):
             ign = tgt.get("ignore_classes")
             if ign is not None and ign.any():
                 loss = loss * (~ign).to(loss.dtype)[None, :]
+            inc = tgt.get("incomplete_classes")
+            if inc is not None and inc.any():
+                loss = loss * ~(inc[None, :] & (gt[valid] == 0))
             losses.append(loss.sum() / max(1, fg.numel()))
         return sum(losses) / len(targets)
 
@@ -205,3 +211,37 @@ class ExportWrapper(nn.Module):
         feats = list(self.backbone(x).values())
         out = self.head(feats)
         return torch.sigmoid(out["cls_logits"]), out["bbox_regression"]
+
+
+def load_init(model, path):
+    """Start from a trained model: a training checkpoint (.pt) or a shipped ONNX file.
+    The ONNX export folds each BatchNorm into its convolution, so the backbone's
+    convolutions (in definition order, which is the graph's order) get the folded
+    weights and their BatchNorms become identities. Returns True when BN was folded:
+    training must then keep BatchNorm statistics frozen (eval mode)."""
+    if not path.endswith(".onnx"):
+        ck = torch.load(path, map_location="cpu", weights_only=False)
+        model.load_state_dict(ck["model"] if "model" in ck else ck)
+        return bool(ck.get("frozen_bn", False)) if isinstance(ck, dict) else False
+    import onnx
+    from onnx import numpy_helper
+    inits = {i.name: torch.from_numpy(numpy_helper.to_array(i).copy()) for i in onnx.load(path).graph.initializer}
+    state = model.state_dict()
+    named = {k: v for k, v in inits.items() if k in state}
+    anonymous = [v for k, v in inits.items() if k not in state]
+    convs = [m for m in model.backbone.body.modules() if isinstance(m, nn.Conv2d)]
+    bns = [m for m in model.backbone.body.modules() if isinstance(m, nn.BatchNorm2d)]
+    if len(anonymous) != 2 * len(convs) or len(bns) != len(convs):
+        raise ValueError(f"{path}: its weights do not fit the {model.arch} architecture "
+                         f"({len(anonymous)} folded tensors for {len(convs)} convolutions)")
+    model.load_state_dict({**state, **named})
+    with torch.no_grad():
+        for conv, bn, (w, b) in zip(convs, bns, zip(anonymous[0::2], anonymous[1::2])):
+            if conv.weight.shape != w.shape:
+                raise ValueError(f"{path}: a {tuple(w.shape)} weight does not fit a {tuple(conv.weight.shape)} convolution")
+            conv.weight.copy_(w)
+            bn.weight.fill_(1.0)
+            bn.bias.copy_(b)
+            bn.running_mean.zero_()
+            bn.running_var.fill_(1.0 - bn.eps)
+    return True

@@ -2,6 +2,7 @@
 with warm-up and cosine decay, a checkpoint every epoch and an exact --resume."""
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -13,7 +14,7 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 
 from .data import CLASSES, Sample
-from .model import build_model, count_parameters, load_backbone_weights
+from .model import build_model, count_parameters, load_backbone_weights, load_init
 
 
 def load_rgb(path: str) -> torch.Tensor:
@@ -25,8 +26,8 @@ class CropDataset:
     """Deterministic augmentation: item (epoch, i) always yields the same crop, so a
     resumed run replays exactly what an uninterrupted one would have seen."""
 
-    def __init__(self, samples: list[Sample], crop=320, seed=0, augment=True):
-        self.samples, self.crop, self.seed, self.augment = samples, crop, seed, augment
+    def __init__(self, samples: list[Sample], crop=384, seed=0, augment=True, scale=(0.6, 1.6)):
+        self.samples, self.crop, self.seed, self.augment, self.scale = samples, crop, seed, augment, scale
         self.cache: dict = {}
 
     def image(self, i):
@@ -41,8 +42,10 @@ class CropDataset:
         boxes = torch.tensor(s.boxes, dtype=torch.float32).reshape(-1, 4)
         labels = torch.tensor(s.labels, dtype=torch.int64)
         if self.augment:
-            # scale jitter: magnifications differ between microscopes and datasets
-            f = rng.uniform(0.8, 1.25)
+            # scale jitter, log-uniform: magnifications differ between microscopes; with
+            # `count --scale auto` rescaling to the training scale, this keeps the first
+            # (size-estimating) pass reliable on cells 0.5-2x the training size
+            f = math.exp(rng.uniform(math.log(self.scale[0]), math.log(self.scale[1])))
             h, w = img.shape[1:]
             nh, nw = max(32, round(h * f)), max(32, round(w * f))
             img = torch.nn.functional.interpolate(img[None], (nh, nw), mode="bilinear", align_corners=False)[0]
@@ -62,11 +65,11 @@ class CropDataset:
             img = TF.adjust_contrast(img, rng.uniform(0.75, 1.25))
             img = TF.adjust_saturation(img, rng.uniform(0.7, 1.3))
             img = TF.adjust_hue(img, rng.uniform(-0.05, 0.05))
+            if rng.random() < 0.2:  # defocus: focus varies across a smear and between slides
+                k = rng.choice((3, 5))
+                img = TF.gaussian_blur(img, [k, k], [rng.uniform(0.5, 1.5)] * 2)
             img = img.clamp(0, 1)
-        ign = torch.zeros(len(CLASSES), dtype=torch.bool)
-        for c in s.unlabelled:
-            ign[c] = True
-        return img, {"boxes": boxes.reshape(-1, 4), "labels": labels, "ignore_classes": ign}
+        return img, {"boxes": boxes.reshape(-1, 4), "labels": labels, **class_masks(s)}
 
     def _crop(self, img, boxes, labels, rng):
         h, w = img.shape[1:]
@@ -81,8 +84,27 @@ class CropDataset:
         carea = (c[:, 2] - c[:, 0]) * (c[:, 3] - c[:, 1])
         # a cell cut by the crop edge stays a target while most of it is visible,
         # the way annotators box cells cut by the image border
-        keep = (carea >= 0.45 * area) & (c[:, 2] - c[:, 0] >= 4) & (c[:, 3] - c[:, 1] >= 4)
+        keep = (carea >= 0.35 * area) & (c[:, 2] - c[:, 0] >= 4) & (c[:, 3] - c[:, 1] >= 4)
         return img, c[keep], labels[keep]
+
+
+def class_masks(s: Sample) -> dict:
+    return {"ignore_classes": torch.tensor([c in s.unlabelled for c in range(len(CLASSES))]),
+            "incomplete_classes": torch.tensor([c in s.incomplete for c in range(len(CLASSES))])}
+
+
+class EpochItems(torch.utils.data.Dataset):
+    """(index -> augmented item) for one epoch, so DataLoader workers can prepare batches
+    while the device trains (the augmentation is CPU-bound)."""
+
+    def __init__(self, ds: CropDataset, order: list[int], epoch: int):
+        self.ds, self.order, self.epoch = ds, order, epoch
+
+    def __len__(self):
+        return len(self.order)
+
+    def __getitem__(self, k):
+        return self.ds.get(self.order[k], self.epoch)
 
 
 def set_bn_eval(model):
@@ -109,8 +131,7 @@ def validation_loss(model, samples, crop_cache):
             crop_cache[i] = load_rgb(s.image)
         img = crop_cache[i].float() / 255.0
         tgt = {"boxes": torch.tensor(s.boxes, dtype=torch.float32).reshape(-1, 4),
-               "labels": torch.tensor(s.labels, dtype=torch.int64),
-               "ignore_classes": torch.tensor([c in s.unlabelled for c in range(len(CLASSES))])}
+               "labels": torch.tensor(s.labels, dtype=torch.int64), **class_masks(s)}
         losses = model([img], [tgt])
         for k in tot:
             tot[k] += float(losses[k])
@@ -121,7 +142,8 @@ def validation_loss(model, samples, crop_cache):
 
 def train(train_samples, val_samples, out_dir, arch="compact", epochs=30, batch_size=8, lr=2e-3,
           crop=320, seed=0, resume=False, device="cpu", max_steps_per_epoch=None, backbone_weights=None,
-          freeze_backbone=False, log=print, threads=None, split_info=None, head_norm="none"):
+          freeze_backbone=False, log=print, threads=None, split_info=None, head_norm="none", init=None,
+          workers=0, amp=False, scale=(0.6, 1.6)):
     os.makedirs(out_dir, exist_ok=True)
     if threads:
         torch.set_num_threads(threads)
@@ -130,10 +152,15 @@ def train(train_samples, val_samples, out_dir, arch="compact", epochs=30, batch_
     if backbone_weights:
         n, _ = load_backbone_weights(model, backbone_weights, freeze_backbone)
         log(f"loaded {n} backbone tensors from {backbone_weights}{' (frozen)' if freeze_backbone else ''}")
+    frozen_bn = False
+    if init and not resume:
+        frozen_bn = load_init(model, init)
+        log(f"initialised from {init}{' (BatchNorm folded: statistics frozen)' if frozen_bn else ''}")
     model.to(device)
+    amp = amp and str(device).startswith("cuda")
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
-    ds = CropDataset(train_samples, crop=crop, seed=seed)
+    ds = CropDataset(train_samples, crop=crop, seed=seed, scale=scale)
     steps_per_epoch = math.ceil(len(train_samples) / batch_size)
     if max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, max_steps_per_epoch)
@@ -149,6 +176,7 @@ def train(train_samples, val_samples, out_dir, arch="compact", epochs=30, batch_
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         start_epoch = ck["epoch"]
+        frozen_bn = bool(ck.get("frozen_bn", False))
         log(f"resuming {ckpt_path} after epoch {start_epoch}")
         if start_epoch >= epochs:
             log("training already complete")
@@ -165,20 +193,27 @@ def train(train_samples, val_samples, out_dir, arch="compact", epochs=30, batch_
         model.train()
         if freeze_backbone:
             model.backbone.body.eval()
+        if frozen_bn:
+            set_bn_eval(model)
+        loader = torch.utils.data.DataLoader(EpochItems(ds, order[:steps_per_epoch * batch_size], epoch),
+                                             batch_size=batch_size, num_workers=workers, collate_fn=list,
+                                             pin_memory=str(device).startswith("cuda"),
+                                             **({"prefetch_factor": 4} if workers else {}))
+        batches = iter(loader)
         sums = {"loss_cls": 0.0, "loss_box": 0.0, "loss": 0.0}
         t_epoch = time.time()
         for k in range(steps_per_epoch):
             step = epoch * steps_per_epoch + k
             t0 = time.time()
-            idx = order[k * batch_size:(k + 1) * batch_size] or order[:batch_size]
-            items = [ds.get(i, epoch) for i in idx]
-            imgs = [im.to(device) for im, _ in items]
-            tgts = [{kk: v.to(device) for kk, v in t.items()} for _, t in items]
+            items = next(batches, None) or [ds.get(i, epoch) for i in order[:batch_size]]
+            imgs = [im.to(device, non_blocking=True) for im, _ in items]
+            tgts = [{kk: v.to(device, non_blocking=True) for kk, v in t.items()} for _, t in items]
             cur_lr = lr_at(step, total, lr, warmup)
             for gp in opt.param_groups:
                 gp["lr"] = cur_lr
-            losses = model(imgs, tgts)
-            loss = losses["classification"] + losses["bbox_regression"]
+            with torch.autocast("cuda", dtype=torch.bfloat16) if amp else contextlib.nullcontext():
+                losses = model(imgs, tgts)
+            loss = losses["classification"].float() + losses["bbox_regression"].float()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 10.0)
@@ -202,7 +237,7 @@ def train(train_samples, val_samples, out_dir, arch="compact", epochs=30, batch_
         logf.flush()
         log(json.dumps(rec))
         state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
-                 "arch": arch, "head_norm": head_norm, "seed": seed, "epochs": epochs, "batch_size": batch_size, "lr": lr, "crop": crop,
+                 "arch": arch, "head_norm": head_norm, "frozen_bn": frozen_bn, "init": init, "seed": seed, "epochs": epochs, "batch_size": batch_size, "lr": lr, "crop": crop,
                  "split": split_info or {}, "train_images": len(train_samples)}
         tmp = ckpt_path + ".tmp"
         torch.save(state, tmp)

@@ -66,17 +66,27 @@ def test_images_missing_a_dense_class_are_ignored_for_that_class():
 
 
 @pytest.mark.skipif(not os.path.isdir(SHARED), reason="shared datasets not present")
-def test_shared_split_is_group_aware():
+def test_shared_split_is_group_aware_and_complete():
+    from hemocount_train.data import read_groups
     train, val = shared_split(SHARED)
-    names = lambda ss: {os.path.basename(s.image) for s in ss}  # noqa: E731
-    assert not names(train) & names(val)
-    # no BCCD-derived TXL-PBC copy is trained on; CBC validation images are all held out
-    assert not [s for s in train if s.source == "txl-pbc" and (s.width, s.height) in ((640, 480), (416, 416))]
-    listed = {ln.strip() for ln in open(os.path.join(SHARED, "cbc", "validation.txt")) if ln.strip()}
-    assert listed <= names(val)
+    rel = lambda s: os.path.relpath(s.image, SHARED)  # noqa: E731
+    units = read_groups(os.path.join(SHARED, "bccd-groups.csv"))
+    unit = lambda s: units.get(rel(s), rel(s))  # noqa: E731
+    # no smear (group, or overlapping field) on both sides
+    assert not {unit(s) for s in train} & {unit(s) for s in val}
     for a, b in (("00223", "00263"), ("00229", "00258")):
-        sides = {f"BloodImage_{a}.jpg" in names(val), f"BloodImage_{b}.jpg" in names(val)}
-        assert len(sides) == 1, "overlapping fields stay on one side"
+        sides = {unit(s) in {unit(v) for v in val} for s in train + val
+                 if os.path.basename(s.image) in (f"BloodImage_{a}.jpg", f"BloodImage_{b}.jpg")}
+        assert len(sides) <= 1, "overlapping fields stay on one side"
+    # validation has complete labels only, and both subsets
+    assert {s.source for s in val} == {"full", "closeup"}
+    assert all(not s.incomplete for s in val)
+    # a CBC smear with a pixel-identical TXL-PBC copy is represented by that copy (complete labels)
+    cbc_train = {os.path.basename(s.image) for s in train if s.source == "cbc-partial"}
+    assert "BloodImage_00095.jpg" not in cbc_train  # its TXL-PBC copy is in the collection
+    assert all(s.incomplete == {0, 2} for s in train if s.source == "cbc-partial")
+    full_val = [s for s in val if s.source == "full"]
+    assert len(full_val) >= 20 and sum(len(s.boxes) for s in full_val) > 400
     # byte copies: no training file has the same content as a validation file
     import hashlib
     digest = lambda p: hashlib.sha1(open(p, "rb").read()).hexdigest()  # noqa: E731

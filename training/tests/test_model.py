@@ -101,3 +101,42 @@ def test_module_cli_help():
     r = subprocess.run([os.sys.executable, "-m", "hemocount_train", "--help"], cwd=os.path.join(ROOT, "training"),
                        capture_output=True, text=True)
     assert r.returncode == 0 and "train" in r.stdout and "export" in r.stdout
+
+
+def test_init_from_the_shipped_onnx_reproduces_its_detections():
+    """--init from an ONNX file (BatchNorm folded into the convolutions) gives back the
+    network that the shipped parity fixture was made with."""
+    from hemocount_train.model import load_init
+    from hemocount_train.train import load_rgb
+    onnx_path = os.path.join(ROOT, "models", "hemocount-default.onnx")
+    fixture = json.load(open(os.path.join(ROOT, "models", "hemocount-default.parity.json")))
+    model = build_model("compact")
+    assert load_init(model, onnx_path) is True
+    model.eval()
+    im = fixture["images"][0]
+    with torch.no_grad():
+        out = model([load_rgb(os.path.join(SAMPLES, im["image"])).float() / 255.0])[0]
+    n = 10
+    assert torch.allclose(out["scores"][:n], torch.tensor(im["scores"][:n]), atol=2e-3)
+    assert torch.allclose(out["boxes"][:n], torch.tensor(im["boxes"][:n]), atol=1.0)
+    with pytest.raises(ValueError, match="do not fit"):
+        load_init(build_model("resnet50"), onnx_path)
+
+
+def test_incomplete_class_teaches_no_background():
+    """A class marked incomplete keeps its boxes as positives but adds no loss on anchors
+    away from them (CBC's unboxed red cells are not taught as background)."""
+    torch.manual_seed(0)
+    model = build_model("compact")
+    model.train()
+    ds = CropDataset(two_images(), augment=False)
+    img, tgt = ds.get(0, 0)
+    keep = tgt["labels"] != 0  # drop the red cells, as incomplete labels would
+    partial = {**tgt, "boxes": tgt["boxes"][keep], "labels": tgt["labels"][keep]}
+    loss = lambda t: float(model([img], [t])["classification"])  # noqa: E731
+    as_background = loss(partial)
+    masked = loss({**partial, "incomplete_classes": torch.tensor([True, False, False])})
+    assert masked < as_background
+    # with every class incomplete only the positives' loss is left
+    all_masked = loss({**partial, "incomplete_classes": torch.tensor([True, True, True])})
+    assert all_masked < masked

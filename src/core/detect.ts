@@ -1,0 +1,257 @@
+/**
+ * The one detection path, for Node and the browser alike: a pixel source and a network
+ * runner in, candidates in original-image pixels out. It chooses whole image or tiles,
+ * estimates the magnification and rescales (`scale: 'auto'`), and optionally averages
+ * flipped passes (test-time augmentation).
+ */
+import { iou } from './metrics.js';
+import { classwiseNms } from './decode.js';
+import { detectPixels, detectTiled, type Pixels, type Runner, WHOLE_IMAGE_PIXELS } from './pipeline.js';
+import type { Box, Candidate, ModelMetadata } from './types.js';
+
+export interface PixelSource {
+  width: number;
+  height: number;
+  /** A region of the original image, in original pixels. */
+  read(left: number, top: number, width: number, height: number): Promise<Pixels>;
+}
+
+export interface DetectOptions {
+  /** 'auto' (default): estimate the cells' size and rescale to the training scale; 1: off; a number: forced. */
+  scale?: 'auto' | number;
+  /** Average the network over the image and its horizontal and vertical flips (3 passes). */
+  tta?: boolean;
+}
+
+export interface ScaleEstimate {
+  /** Median size (square root of box area, px) of the confidently detected reference cells, at 1x. */
+  cellPx: number | null;
+  cells: number;
+  basis: 'RBC' | 'WBC' | 'none';
+}
+
+export interface Detected {
+  width: number;
+  height: number;
+  candidates: Candidate[];
+  tiles: number;
+  /** The factor the image was resized by before the network (1 = native). */
+  scale: number;
+  estimate?: ScaleEstimate;
+}
+
+/**
+ * What the training data's cells measure (median square root of box area per image) when
+ * the model file does not say: red cells 96 px on the full fields (64-140 px across the
+ * training sets); white cells about twice a red cell. Boxes regress towards familiar
+ * sizes, so the measured size moves less than the true one: log(measured) changes by
+ * `response` x log(true) around the reference (0.65 measured on the shipped model's
+ * validation images at 0.5x-2x, bench/scale.ts), and the factor undoes that.
+ */
+export const DEFAULT_SCALE = { reference_px: 96, min_px: 78, max_px: 120, wbc_to_rbc: 2.0, min_score: 0.4, response: 0.65 };
+
+export function scaleModel(meta: ModelMetadata) {
+  return { ...DEFAULT_SCALE, ...(meta.scale ?? {}) };
+}
+
+/** The factor to apply to an image whose candidates are `cands` (1 = keep); `at` = the factor those were found at. */
+export function estimateScale(meta: ModelMetadata, cands: Candidate[], at = 1): { factor: number; estimate: ScaleEstimate } {
+  const s = scaleModel(meta);
+  const size = (b: Box) => at * Math.sqrt(Math.max(0, b[2] - b[0]) * Math.max(0, b[3] - b[1]));
+  const median = (v: number[]) => {
+    const a = [...v].sort((x, y) => x - y);
+    return a.length % 2 ? a[(a.length - 1) / 2] : (a[a.length / 2 - 1] + a[a.length / 2]) / 2;
+  };
+  const rbc = cands.filter((c) => c.label === 'RBC' && c.score >= s.min_score).map((c) => size(c.box));
+  const wbc = cands.filter((c) => c.label === 'WBC' && c.score >= s.min_score).map((c) => size(c.box));
+  let estimate: ScaleEstimate = { cellPx: null, cells: 0, basis: 'none' };
+  if (rbc.length >= 5) estimate = { cellPx: median(rbc), cells: rbc.length, basis: 'RBC' };
+  else if (wbc.length >= 1) estimate = { cellPx: median(wbc) / s.wbc_to_rbc, cells: wbc.length, basis: 'WBC' };
+  const px = estimate.cellPx;
+  // inside the range the model was trained on, native resolution is best
+  if (px === null || (px >= s.min_px && px <= s.max_px)) return { factor: 1, estimate };
+  return { factor: (s.reference_px / px) ** (1 / s.response), estimate };
+}
+
+/** Antialiased bilinear resampling (a triangle filter widened when shrinking), RGB(A) -> RGB. */
+export function resizePixels(img: Pixels, width: number, height: number): Pixels {
+  const ch = img.channels;
+  const weights = (nIn: number, nOut: number) => {
+    const f = nOut / nIn;
+    const support = Math.max(1, 1 / f);
+    return Array.from({ length: nOut }, (_, o) => {
+      const centre = (o + 0.5) / f - 0.5;
+      const lo = Math.max(0, Math.ceil(centre - support));
+      const hi = Math.min(nIn - 1, Math.floor(centre + support));
+      const idx: number[] = [];
+      const w: number[] = [];
+      for (let i = lo; i <= hi; i++) {
+        const v = 1 - Math.abs(centre - i) / support;
+        if (v > 0) { idx.push(i); w.push(v); }
+      }
+      if (!idx.length) { idx.push(Math.min(nIn - 1, Math.max(0, Math.round(centre)))); w.push(1); }
+      const sum = w.reduce((a, b) => a + b, 0);
+      return { idx, w: w.map((v) => v / sum) };
+    });
+  };
+  const wx = weights(img.width, width);
+  const wy = weights(img.height, height);
+  const tmp = new Float32Array(width * img.height * 3);
+  for (let y = 0; y < img.height; y++) {
+    const row = y * img.width * ch;
+    for (let x = 0; x < width; x++) {
+      const { idx, w } = wx[x];
+      let r = 0, g = 0, b = 0;
+      for (let k = 0; k < idx.length; k++) {
+        const p = row + idx[k] * ch;
+        r += img.data[p] * w[k]; g += img.data[p + 1] * w[k]; b += img.data[p + 2] * w[k];
+      }
+      const o = (y * width + x) * 3;
+      tmp[o] = r; tmp[o + 1] = g; tmp[o + 2] = b;
+    }
+  }
+  const out = new Uint8Array(width * height * 3);
+  for (let y = 0; y < height; y++) {
+    const { idx, w } = wy[y];
+    for (let x = 0; x < width; x++) {
+      let r = 0, g = 0, b = 0;
+      for (let k = 0; k < idx.length; k++) {
+        const p = (idx[k] * width + x) * 3;
+        r += tmp[p] * w[k]; g += tmp[p + 1] * w[k]; b += tmp[p + 2] * w[k];
+      }
+      const o = (y * width + x) * 3;
+      out[o] = Math.round(r); out[o + 1] = Math.round(g); out[o + 2] = Math.round(b);
+    }
+  }
+  return { data: out, width, height, channels: 3 };
+}
+
+export function flipPixels(img: Pixels, horizontal: boolean): Pixels {
+  const { width, height, channels: ch } = img;
+  const out = new Uint8Array(width * height * ch);
+  for (let y = 0; y < height; y++) {
+    const sy = horizontal ? y : height - 1 - y;
+    for (let x = 0; x < width; x++) {
+      const sx = horizontal ? width - 1 - x : x;
+      const s = (sy * width + sx) * ch;
+      const d = (y * width + x) * ch;
+      for (let c = 0; c < ch; c++) out[d + c] = img.data[s + c];
+    }
+  }
+  return { data: out, width, height, channels: ch };
+}
+
+/**
+ * Test-time augmentation merge: the union of all passes, de-duplicated by NMS; each kept
+ * cell's score is the mean over the passes of its best match (0 where a pass missed it)
+ * and its box the score-weighted mean of the matches, so a cell seen in one pass only is
+ * damped and agreement is rewarded.
+ */
+export function mergePasses(passes: Candidate[][], nmsIou: number, matchIou = 0.55, floor = 0): Candidate[] {
+  const kept = classwiseNms(passes.flat(), nmsIou);
+  const out: Candidate[] = [];
+  for (const k of kept) {
+    let total = 0;
+    const acc = [0, 0, 0, 0];
+    for (const pass of passes) {
+      let best: Candidate | null = null;
+      let bestIou = matchIou;
+      for (const c of pass) {
+        if (c.label !== k.label) continue;
+        const v = iou(c.box, k.box);
+        if (v >= bestIou) { bestIou = v; best = c; }
+      }
+      if (!best) continue;
+      total += best.score;
+      for (let i = 0; i < 4; i++) acc[i] += best.box[i] * best.score;
+    }
+    const score = total / passes.length;
+    if (score > floor && total > 0) out.push({ label: k.label, score, box: acc.map((v) => v / total) as Box });
+  }
+  return classwiseNms(out, nmsIou);
+}
+
+/** Pixels -> candidates, with or without the flipped passes. */
+async function detectImage(run: Runner, meta: ModelMetadata, img: Pixels, tta: boolean): Promise<Candidate[]> {
+  const plain = await detectPixels(run, meta, img);
+  if (!tta) return plain;
+  const { width: w, height: h } = img;
+  const hf = (await detectPixels(run, meta, flipPixels(img, true))).map((c) => ({ ...c, box: [w - c.box[2], c.box[1], w - c.box[0], c.box[3]] as Box }));
+  const vf = (await detectPixels(run, meta, flipPixels(img, false))).map((c) => ({ ...c, box: [c.box[0], h - c.box[3], c.box[2], h - c.box[1]] as Box }));
+  return mergePasses([plain, hf, vf], meta.postprocess.nms_iou, 0.55, meta.postprocess.score_floor);
+}
+
+/** One pass over the whole image at `factor` (whole or tiled), boxes in original pixels. */
+async function passAt(run: Runner, meta: ModelMetadata, src: PixelSource, factor: number, tta: boolean): Promise<{ candidates: Candidate[]; tiles: number }> {
+  const sw = Math.max(1, Math.round(src.width * factor));
+  const sh = Math.max(1, Math.round(src.height * factor));
+  const fx = sw / src.width;
+  const fy = sh / src.height;
+  const back = (c: Candidate): Candidate => ({ ...c, box: [c.box[0] / fx, c.box[1] / fy, c.box[2] / fx, c.box[3] / fy] });
+  // a region of the scaled image, read from the original and resampled
+  const readScaled = async (l: number, t: number, w: number, h: number): Promise<Pixels> => {
+    if (factor === 1) return src.read(l, t, w, h);
+    const ol = Math.floor(l / fx);
+    const ot = Math.floor(t / fy);
+    const ow = Math.min(src.width - ol, Math.ceil((l + w) / fx) - ol);
+    const oh = Math.min(src.height - ot, Math.ceil((t + h) / fy) - ot);
+    const scaled = resizePixels(await src.read(ol, ot, ow, oh), Math.max(1, Math.round(ow * fx)), Math.max(1, Math.round(oh * fy)));
+    // align the resampled block to the requested region (sub-pixel offsets are negligible)
+    const dx = Math.min(Math.max(0, Math.round(l - ol * fx)), scaled.width - 1);
+    const dy = Math.min(Math.max(0, Math.round(t - ot * fy)), scaled.height - 1);
+    const cw = Math.min(w, scaled.width - dx);
+    const chh = Math.min(h, scaled.height - dy);
+    const out = new Uint8Array(w * h * 3);
+    for (let y = 0; y < h; y++) {
+      const yy = Math.min(y, chh - 1);
+      for (let x = 0; x < w; x++) {
+        const xx = Math.min(x, cw - 1);
+        const s = ((dy + yy) * scaled.width + dx + xx) * 3;
+        const d = (y * w + x) * 3;
+        out[d] = scaled.data[s]; out[d + 1] = scaled.data[s + 1]; out[d + 2] = scaled.data[s + 2];
+      }
+    }
+    return { data: out, width: w, height: h, channels: 3 };
+  };
+  if (sw * sh <= WHOLE_IMAGE_PIXELS) {
+    const img = await readScaled(0, 0, sw, sh);
+    return { candidates: (await detectImage(run, meta, img, tta)).map(back), tiles: 1 };
+  }
+  const t = await detectTiled((input, h, w) => run(input, h, w), meta, sw, sh, readScaled, tta ? (img) => detectImage(run, meta, img, true) : undefined);
+  return { candidates: t.candidates.map(back), tiles: t.tiles };
+}
+
+/** Find all candidates above the model's floor, in original-image pixels. */
+export async function detect(run: Runner, meta: ModelMetadata, src: PixelSource, opts: DetectOptions = {}): Promise<Detected> {
+  const scale = opts.scale ?? 'auto';
+  const tta = opts.tta ?? false;
+  const { width, height } = src;
+  if (scale !== 'auto') {
+    if (!(typeof scale === 'number' && scale > 0 && Number.isFinite(scale))) throw new RangeError(`scale must be 'auto' or a positive number, not ${String(scale)}`);
+    return { width, height, ...(await passAt(run, meta, src, scale, tta)), scale };
+  }
+  const whole = width * height <= WHOLE_IMAGE_PIXELS;
+  // a central region is enough to measure the cells of a large smear
+  const pw = Math.min(width, PROBE_PX);
+  const ph = Math.min(height, PROBE_PX);
+  const probeSrc: PixelSource = whole ? src : {
+    width: pw, height: ph,
+    read: (l, t, w, h) => src.read(l + Math.floor((width - pw) / 2), t + Math.floor((height - ph) / 2), w, h),
+  };
+  let f = 1;
+  let last = await passAt(run, meta, probeSrc, 1, false);
+  const first = estimateScale(meta, last.candidates, 1);
+  let step = first.factor;
+  // once off the native scale, refine until the measured cells are near the reference
+  for (let i = 0; i < 2 && Math.abs(Math.log(step)) > Math.log(1.15); i++) {
+    f = Math.round(Math.min(4, Math.max(0.25, f * step)) * 1000) / 1000;
+    last = await passAt(run, meta, probeSrc, f, false);
+    const e = estimateScale(meta, last.candidates, f).estimate.cellPx;
+    step = e === null ? 1 : (scaleModel(meta).reference_px / e) ** (1 / scaleModel(meta).response);
+  }
+  if (whole && !tta) return { width, height, ...last, scale: f, estimate: first.estimate };
+  return { width, height, ...(await passAt(run, meta, src, f, tta)), scale: f, estimate: first.estimate };
+}
+
+/** Side of the central region measured in large images (original pixels). */
+const PROBE_PX = 1536;
