@@ -7,19 +7,38 @@ rep = json.load(open("docs/validation/evaluate.json"))
 sp = json.load(open("docs/speed.json"))
 large = json.load(open("docs/large.json"))
 pct = lambda v: "-" if v is None else f"{100 * v:.1f}"  # noqa: E731
-rows = ["| class | threshold | precision | recall | F1 | count accuracy | AP@0.5 | counted / expert |",
-        "|---|---|---|---|---|---|---|---|"]
+acc_doc = json.load(open("docs/accuracy.json"))
+prev = json.load(open("docs/validation/previous-release.json"))
+
+
+def table(r):
+    rows = ["| class | threshold | precision | recall | F1 | count accuracy | AP@0.5 | counted / expert | Pearson r |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    for k in ("RBC", "WBC", "Platelets"):
+        a, e, g = r["atModel"][k], r["evaluation"]["classes"][k], r["agreement"][k]
+        rows.append(f"| {k} | {r['thresholds'][k]:.2f} | {pct(a['precision'])} | {pct(a['recall'])} | {pct(a['f1'])} | "
+                    f"{pct(a['accuracy'])} | {pct(e['ap50'])} | {a['counted']} / {a['truth']} | "
+                    f"{'-' if g['pearson'] is None else format(g['pearson'], '.3f')} |")
+    return "\n".join(rows) + f"\n\n{r['evaluation']['images']} images, mAP@0.5 {pct(r['evaluation']['mAP50'])} %."
+
+
+subs = rep.get("subsets", {})
+pf = prev.get("subsets", {}).get("full-field")
+sweep = acc_doc["scaleSweep"]
+scales = list(sweep)
+sweep_rows = ["| class | " + " | ".join(f"{s}x" for s in scales) + " |", "|---|" + "---|" * len(scales)]
 for k in ("RBC", "WBC", "Platelets"):
-    r, e = rep["atModel"][k], rep["evaluation"]["classes"][k]
-    rows.append(f"| {k} | {rep['thresholds'][k]:.2f} | {pct(r['precision'])} | {pct(r['recall'])} | {pct(r['f1'])} | "
-                f"{pct(r['accuracy'])} | {pct(e['ap50'])} | {r['counted']} / {r['truth']} |")
-acc = "\n".join(rows) + (
-    f"\n\nmAP@0.5 {pct(rep['evaluation']['mAP50'])} %, mAP@0.5:0.95 {pct(rep['evaluation']['mAP5095'])} % on "
-    f"{rep['evaluation']['images']} validation images (53 CBC full fields, 154 TXL-PBC close-ups). Thresholds were "
-    "calibrated on this split (F1 criterion); the paper's thresholds for its own model were RBC 0.25, WBC 0.65, "
-    "platelets 0.35. Not all of the project's targets are met yet (mAP@0.5 >= 95 %; F1 >= 92 % for RBC and "
-    "platelets, 98 % for WBC; count accuracy >= 97 % per class): the model card lists each target against "
-    "its measurement, says what limits the model and what would close the gap.")
+    cells = [f"{sweep[s]['auto']['full-field'][k]:.1f} ({sweep[s]['off']['full-field'][k]:.1f})" for s in scales]
+    sweep_rows.append(f"| {k} | " + " | ".join(cells) + " |")
+acc = (f"**Full-field smears** (whole fields of view, the images labs take):\n\n{table(subs['full-field'])}\n\n"
+       + (f"The previous release on the same fields: " + ", ".join(
+           f"{k} F1 {pct(pf['atModel'][k]['f1'])} %" for k in ("RBC", "WBC", "Platelets")) + ".\n\n" if pf else "")
+       + f"**Close-ups** (TXL-PBC, one white cell and its neighbours):\n\n{table(subs['close-up'])}\n\n"
+       + "**Magnification**: F1 [%] on the full-field smears resized to each scale, with `--scale auto` "
+       "(in brackets: `--scale 1`, no rescaling):\n\n" + "\n".join(sweep_rows) + "\n\n"
+       + f"Test-time augmentation (`--tta`) costs {acc_doc['tta']['costRatio']}x the time; its effect on full-field F1: "
+       + ", ".join(f"{k} {acc_doc['tta']['plain']['full-field'][k]} -> {acc_doc['tta']['tta']['full-field'][k]}" for k in ("RBC", "WBC", "Platelets"))
+       + ". Targets, what is not met yet and why: [the model card](models/MODEL_CARD.md).")
 f, c, s = sp["forward_640x480_ms"], sp["count_per_image_ms"], sp["sweep"]
 speed = f"""Measured on this project's CI-class machine ({sp['machine']}), default model:
 

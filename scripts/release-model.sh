@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Turns a training run into the shipped default model, reproducibly:
 #   export -> calibrate thresholds on the validation split -> parity fixture ->
-#   evaluation report, learning curve and model selection over epochs.
+#   evaluation report (full fields and close-ups apart), learning curve ->
+#   accuracy benchmark (magnification sweep, TTA) -> speed benchmark -> model card, README.
 # Usage: scripts/release-model.sh [RUN_DIR] [EPOCH]   (default: training/runs/compact, last)
+#        CALIBRATE_SUBSET=full-field scripts/release-model.sh ...   to calibrate on one subset
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN=${1:-training/runs/compact}
@@ -13,10 +15,17 @@ VAL=training/splits/val.json
 TMP=$(mktemp -d)
 FIX=(samples/BloodImage_00004.jpg samples/BloodImage_00011.jpg samples/0aa766fb-87f4-5dba-86e7-299250bc2e25.jpg)
 export PYTHONPATH=training
+npm run build --silent
+$PY -m hemocount_train split --out "$VAL"
 $PY -m hemocount_train export "$CKPT" --out "$TMP/raw.onnx" --name hemocount-compact
-node bin/hemocount.js calibrate --data "$VAL" --model "$TMP/raw.onnx" --out models/hemocount-default.onnx --quiet
+node bin/hemocount.js calibrate --data "$VAL" ${CALIBRATE_SUBSET:+--subset "$CALIBRATE_SUBSET"} --model "$TMP/raw.onnx" --out models/hemocount-default.onnx --quiet
 $PY -m hemocount_train fixture "$CKPT" --onnx models/hemocount-default.onnx "${FIX[@]}"
 cp "$RUN/train_log.jsonl" models/train_log.jsonl
 node bin/hemocount.js report --data "$VAL" --out docs/validation/report.html --log models/train_log.jsonl --quiet
 node bin/hemocount.js evaluate --data "$VAL" --json docs/validation/evaluate.json --quiet > docs/validation/evaluate.txt
+node dist/bench/accuracy.js --data "$VAL" --out docs/accuracy.json > /dev/null
+node dist/bench/speed.js > docs/speed.json
+node dist/bench/large.js 6000 4000 > docs/large.json
+node dist/scripts/model-card.js
+$PY scripts/readme-numbers.py
 ls -la models/

@@ -151,3 +151,133 @@ test('a 6000x4000 smear is counted in tiles with peak memory under 1 GB', () => 
   assert.ok(m.maxRssMB < 1024, `peak RSS ${m.maxRssMB} MB`);
   assert.ok(m.counts.WBC >= 70, `about one WBC per 640x480 field: ${m.counts.WBC}`);
 });
+
+test('evaluate reports each subset of a COCO set on its own, and --subset restricts to one', () => {
+  const dir = tmp();
+  const names = ['BloodImage_00004', 'BloodImage_00011', 'BloodImage_00017'];
+  const doc = { categories: [{ id: 1, name: 'RBC' }, { id: 2, name: 'WBC' }, { id: 3, name: 'Platelets' }], images: [] as object[], annotations: [] as object[] };
+  names.forEach((n, i) => {
+    const voc = parseVoc(readFileSync(join(SAMPLES, 'truth', `${n}.xml`), 'utf8'));
+    doc.images.push({ id: i + 1, file_name: join(SAMPLES, `${n}.jpg`), width: 640, height: 480, subset: i === 0 ? 'full-field' : 'other' });
+    for (const b of voc.boxes) doc.annotations.push({ id: doc.annotations.length + 1, image_id: i + 1, category_id: ['RBC', 'WBC', 'Platelets'].indexOf(b.label) + 1, bbox: [b.box[0], b.box[1], b.box[2] - b.box[0], b.box[3] - b.box[1]] });
+  });
+  writeFileSync(join(dir, 'set.json'), JSON.stringify(doc));
+  const r = run(['evaluate', '--data', join(dir, 'set.json'), '--json', '-', '--quiet']);
+  assert.equal(r.status, 0, r.stderr);
+  const rep = JSON.parse(r.stdout);
+  assert.deepEqual(Object.keys(rep.subsets), ['full-field', 'other']);
+  assert.equal(rep.subsets['full-field'].evaluation.images, 1);
+  assert.equal(rep.subsets.other.evaluation.images, 2);
+  assert.equal(rep.evaluation.images, 3);
+  assert.ok(rep.errors.RBC.missed >= rep.errors.RBC.missedAtBorder);
+  const text = run(['evaluate', '--data', join(dir, 'set.json'), '--quiet']);
+  assert.match(text.stdout, /Subset 'full-field'/);
+  assert.match(text.stdout, /errors\s+missed\s+at border/);
+  const one = run(['evaluate', '--data', join(dir, 'set.json'), '--subset', 'other', '--json', '-', '--quiet']);
+  assert.equal(JSON.parse(one.stdout).evaluation.images, 2);
+  const none = run(['evaluate', '--data', join(dir, 'set.json'), '--subset', 'close-up', '--quiet']);
+  assert.equal(none.status, 1);
+  assert.match(none.stderr, /no image of subset 'close-up'/);
+});
+
+test('--scale: the factor used is reported per image; a bad value is a usage error', () => {
+  const r = run(['count', 'samples/BloodImage_00004.jpg', '--scale', '1.5', '--json', '-']);
+  assert.equal(r.status, 0, r.stderr);
+  assert.equal(JSON.parse(r.stdout).images[0].scale, 1.5);
+  const t = run(['count', 'samples/BloodImage_00004.jpg']);
+  assert.match(t.stdout, /scale/);
+  assert.match(t.stdout, /BloodImage_00004\.jpg.*\s1x/);
+  const bad = run(['count', 'samples', '--scale', '0,5']);
+  assert.equal(bad.status, 2);
+  assert.match(bad.stderr, /--scale must be 'auto' or a number/);
+});
+
+test('evaluate and calibrate fail when annotated images cannot be read, naming them; --skip-missing scores the rest', () => {
+  const dir = tmp();
+  for (const n of ['BloodImage_00004', 'BloodImage_00011']) copyFileSync(join(SAMPLES, 'truth', `${n}.xml`), join(dir, `${n}.xml`));
+  copyFileSync(join(SAMPLES, 'BloodImage_00004.jpg'), join(dir, 'BloodImage_00004.jpg'));
+  const r = run(['evaluate', '--data', dir, '--quiet']);
+  assert.equal(r.status, 1);
+  assert.match(r.stderr, /BloodImage_00011\.xml: image 'BloodImage_00011\.jpg' not found/);
+  assert.match(r.stderr, /1 of 2 annotated image\(s\) could not be read/);
+  const skip = run(['evaluate', '--data', dir, '--quiet', '--skip-missing', '--json', '-']);
+  assert.equal(skip.status, 0, skip.stderr);
+  assert.equal(JSON.parse(skip.stdout).evaluation.images, 1);
+  // a COCO file whose only image is missing writes no model
+  writeFileSync(join(dir, 'gone.json'), JSON.stringify({ categories: [{ id: 1, name: 'RBC' }], images: [{ id: 1, file_name: 'nope.jpg', width: 640, height: 480 }], annotations: [] }));
+  const out = join(dir, 'cal.onnx');
+  const c = run(['calibrate', '--data', join(dir, 'gone.json'), '--out', out, '--quiet']);
+  assert.equal(c.status, 1);
+  assert.match(c.stderr, /nope\.jpg: no such file/);
+  assert.ok(!existsSync(out));
+  // too few cells to calibrate on
+  const few = run(['calibrate', '--data', dir, '--skip-missing', '--out', out, '--quiet']);
+  assert.equal(few.status, 1);
+  assert.match(few.stderr, /only \d+ (WBC|Platelets) cell\(s\) annotated; calibration needs at least 10/);
+  assert.ok(!existsSync(out));
+});
+
+test('a VOC <filename> cannot lead evaluate out of the dataset folder', () => {
+  const dir = tmp();
+  const xml = readFileSync(join(SAMPLES, 'truth', 'BloodImage_00004.xml'), 'utf8').replace(/<filename>[^<]*<\/filename>/, '<filename>../../../../etc/passwd</filename>');
+  writeFileSync(join(dir, 'BloodImage_00004.xml'), xml);
+  copyFileSync(join(SAMPLES, 'BloodImage_00004.jpg'), join(dir, 'BloodImage_00004.jpg'));
+  const r = run(['evaluate', '--data', dir, '--json', '-', '--quiet']);
+  assert.equal(r.status, 0, r.stderr);
+  assert.equal(JSON.parse(r.stdout).evaluation.images, 1);
+  assert.doesNotMatch(r.stderr, /passwd/);
+});
+
+test('outputs never replace a file hemocount did not write, nor one changed since; --overwrite does', () => {
+  const dir = tmp();
+  const voc = join(dir, 'voc');
+  mkdirSync(voc);
+  const expert = readFileSync(join(SAMPLES, 'truth', 'BloodImage_00004.xml'), 'utf8');
+  writeFileSync(join(voc, 'BloodImage_00004.xml'), expert);
+  const r = run(['count', 'samples/BloodImage_00004.jpg', 'samples/BloodImage_00011.jpg', '--voc', voc, '--quiet']);
+  assert.equal(r.status, 2);
+  assert.match(r.stderr, /BloodImage_00004\.xml: exists and was not written by hemocount/);
+  assert.equal(readFileSync(join(voc, 'BloodImage_00004.xml'), 'utf8'), expert);
+  assert.ok(!existsSync(join(voc, 'BloodImage_00011.xml')), 'refused before counting anything');
+  // hemocount may re-write its own, unchanged outputs
+  const out = join(dir, 'out');
+  assert.equal(run(['count', 'samples/BloodImage_00011.jpg', '--voc', out, '--json', join(out, 'r.json'), '--quiet']).status, 0);
+  assert.equal(run(['count', 'samples/BloodImage_00011.jpg', '--voc', out, '--json', join(out, 'r.json'), '--quiet']).status, 0);
+  // ... but not once a person corrected them
+  writeFileSync(join(out, 'BloodImage_00011.xml'), readFileSync(join(out, 'BloodImage_00011.xml'), 'utf8').replace('<name>RBC</name>', '<name>WBC</name>'));
+  const again = run(['count', 'samples/BloodImage_00011.jpg', '--voc', out, '--quiet']);
+  assert.equal(again.status, 2);
+  assert.match(again.stderr, /was not written by hemocount \(or was changed since\)/);
+  assert.equal(run(['count', 'samples/BloodImage_00011.jpg', '--voc', out, '--quiet', '--overwrite']).status, 0);
+});
+
+test('a FIFO, a spliced JPEG and an SVG among the inputs: noted or reported, the rest counted', () => {
+  const dir = tmp();
+  copyFileSync(join(SAMPLES, 'BloodImage_00004.jpg'), join(dir, 'good.jpg'));
+  assert.equal(spawnSync('mkfifo', [join(dir, 'pipe.jpg')]).status, 0);
+  const a = readFileSync(join(SAMPLES, 'BloodImage_00004.jpg'));
+  const b = readFileSync(join(SAMPLES, 'BloodImage_00017.jpg'));
+  writeFileSync(join(dir, 'spliced.jpg'), Buffer.concat([a.subarray(0, a.length >> 1), b.subarray(b.length >> 1)]));
+  writeFileSync(join(dir, 'drawing.png'), '<svg xmlns="http://www.w3.org/2000/svg" width="640" height="480"><circle cx="320" cy="240" r="100" fill="purple"/></svg>');
+  const r = run(['count', dir, '--json', '-', '--quiet'], {});
+  assert.equal(r.status, 1, r.stderr);
+  assert.match(r.stderr, /pipe\.jpg: a FIFO, not an image file: skipped/);
+  const doc = JSON.parse(r.stdout);
+  const by = (n: string) => doc.images.find((i: { file: string }) => i.file.endsWith(n));
+  assert.ok(!by('good.jpg').error && by('good.jpg').counts.WBC === 1);
+  assert.match(by('spliced.jpg').error, /corrupt/);
+  assert.match(by('drawing.png').error, /not an image in a format hemocount reads/);
+  assert.equal(doc.images.length, 3);
+});
+
+test('count --coco from relative inputs is read back by evaluate', () => {
+  const dir = tmp();
+  const r = run(['count', 'samples/BloodImage_00004.jpg', '--coco', join(dir, 'sub', 'dets.json'), '--quiet']);
+  assert.equal(r.status, 0, r.stderr);
+  const e = run(['evaluate', '--data', join(dir, 'sub', 'dets.json'), '--json', '-', '--quiet']);
+  assert.equal(e.status, 0, e.stderr);
+  const rep = JSON.parse(e.stdout);
+  assert.equal(rep.evaluation.images, 1);
+  // the detections scored against themselves: every counted cell matches
+  assert.equal(rep.atModel.WBC.f1, 1);
+});

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { applyThresholds, parseThresholds } from '../src/core/count.js';
 import { baseAnchors, classwiseNms, levelGrids, nms } from '../src/core/decode.js';
+import { estimateScale, flipPixels, mergePasses, parseScale, resizePixels } from '../src/core/detect.js';
 import { mergeTiles, ownedByTile, planTiles } from '../src/core/tiling.js';
 import type { Candidate, ModelMetadata } from '../src/core/types.js';
 
@@ -83,4 +84,59 @@ test('a cell seen by two tiles is kept once, by the tile owning its centre', () 
   const merged = mergeTiles([ownedByTile(a, local(a)), ownedByTile(b, local(b))], 0.5);
   assert.equal(merged.length, 1);
   assert.deepEqual(merged[0].box, cell);
+});
+
+test('resizing keeps the picture: a flat colour stays flat, a gradient keeps its mean', () => {
+  const w = 40, h = 30;
+  const data = new Uint8Array(w * h * 3);
+  for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) data.set([200, 100, (x * 255) / (w - 1)], (y * w + x) * 3);
+  for (const [nw, nh] of [[20, 15], [80, 60], [13, 7]]) {
+    const r = resizePixels({ data, width: w, height: h, channels: 3 }, nw, nh);
+    assert.equal(r.data.length, nw * nh * 3);
+    let mean = 0;
+    for (let i = 0; i < nw * nh; i++) {
+      assert.equal(r.data[i * 3], 200);
+      assert.equal(r.data[i * 3 + 1], 100);
+      mean += r.data[i * 3 + 2] / (nw * nh);
+    }
+    assert.ok(Math.abs(mean - 127.5) < 4, `${nw}x${nh}: mean ${mean}`);
+  }
+});
+
+test('flipping twice is the identity; a flip mirrors the pixels', () => {
+  const img = { data: Uint8Array.from({ length: 4 * 3 * 3 }, (_, i) => i), width: 4, height: 3, channels: 3 };
+  for (const hz of [true, false]) assert.deepEqual(flipPixels(flipPixels(img, hz), hz).data, img.data);
+  assert.deepEqual([...flipPixels(img, true).data.slice(0, 3)], [9, 10, 11]);
+  assert.deepEqual([...flipPixels(img, false).data.slice(0, 3)], [24, 25, 26]);
+});
+
+test('test-time augmentation rewards agreement and damps a cell seen once', () => {
+  const cell = (score: number, dx = 0): Candidate => ({ label: 'RBC', score, box: [10 + dx, 10, 50 + dx, 50] });
+  const lone: Candidate = { label: 'Platelets', score: 0.9, box: [100, 100, 120, 120] };
+  const out = mergePasses([[cell(0.9), lone], [cell(0.6, 2)], [cell(0.6, -2)]], 0.5);
+  const rbc = out.find((c) => c.label === 'RBC')!;
+  assert.ok(Math.abs(rbc.score - 0.7) < 1e-9);
+  assert.ok(Math.abs(rbc.box[0] - 10 - (0.9 * 0 + 0.6 * 2 + 0.6 * -2) / 2.1) < 1e-9);
+  assert.ok(Math.abs(out.find((c) => c.label === 'Platelets')!.score - 0.3) < 1e-9);
+  assert.equal(out.length, 2);
+});
+
+test('scale estimate: cells in the training range keep native resolution, small or large ones are rescaled', () => {
+  const meta = {} as ModelMetadata;
+  const rbcs = (px: number, n = 8): Candidate[] => Array.from({ length: n }, (_, i) => ({ label: 'RBC', score: 0.8, box: [i * 200, 0, i * 200 + px, px] }));
+  assert.equal(estimateScale(meta, rbcs(96)).factor, 1);
+  assert.equal(estimateScale(meta, rbcs(110)).factor, 1);
+  const small = estimateScale(meta, rbcs(60));
+  assert.ok(small.factor > 1.8 && small.factor < 2.3, String(small.factor));
+  assert.equal(small.estimate.basis, 'RBC');
+  assert.ok(estimateScale(meta, rbcs(150)).factor < 0.6);
+  // measured at 2x, the same cells read as native
+  assert.equal(estimateScale(meta, rbcs(48), 2).factor, 1);
+  // too few red cells: a white cell (about twice a red cell) decides; nothing: keep
+  const wbc: Candidate[] = [{ label: 'WBC', score: 0.9, box: [0, 0, 100, 100] }];
+  assert.ok(estimateScale(meta, [...rbcs(96, 3), ...wbc]).factor > 1.5);
+  assert.equal(estimateScale(meta, []).factor, 1);
+  assert.equal(parseScale('auto'), 'auto');
+  assert.equal(parseScale('1.6'), 1.6);
+  for (const bad of ['0', '5', '1,6', 'x', '-1']) assert.throws(() => parseScale(bad), /scale must be/);
 });

@@ -21,7 +21,7 @@ test('decoder reproduces torchvision post-processing on the parity fixture', asy
   assert.equal(fx.model_sha256, model.info.sha256, 'fixture was exported from this model');
   assert.equal(fx.images.length, 3);
   for (const e of fx.images) {
-    const d = await model.detect(join(SAMPLES, e.image));
+    const d = await model.detect(join(SAMPLES, e.image), { scale: 1 });
     assert.equal(d.width, e.width);
     // the fixture's floor candidates may differ only where a score sits on the floor
     const near = (s: number) => Math.abs(s - fx.score_floor) < 1e-3;
@@ -36,7 +36,7 @@ test('decoder reproduces torchvision post-processing on the parity fixture', asy
   }
 });
 
-test('finds the expert-labelled cells of a held-out smear', async () => {
+test('finds the expert-labelled cells of a CBC smear', async () => {
   const r = await model.count(join(SAMPLES, 'BloodImage_00004.jpg'));
   const xml = readFileSync(join(SAMPLES, 'truth', 'BloodImage_00004.xml'), 'utf8');
   const nRbc = (xml.match(/<name>RBC<\/name>/g) ?? []).length;
@@ -76,4 +76,35 @@ test('a large smear is tiled and a cell across a tile seam is counted once', asy
   for (const k of ['RBC', 'Platelets'] as const) {
     assert.ok(Math.abs(tiled.counts[k] - whole.counts[k]) <= 2, `${k}: tiled ${tiled.counts[k]} vs one pass ${whole.counts[k]}`);
   }
+});
+
+test('scale auto: a smear photographed at half or twice the magnification is rescaled and counted like the original', async () => {
+  const file = join(SAMPLES, 'BloodImage_00004.jpg');
+  const ref = await model.count(file, { scale: 1 });
+  assert.equal(ref.scale, 1);
+  assert.equal((await model.count(file)).scale, 1, 'a smear at the training scale is left alone');
+  for (const [s, lo, hi] of [[0.5, 1.6, 2.5], [2, 0.4, 0.62]] as const) {
+    const { data, info } = await sharp(file).resize(Math.round(640 * s), Math.round(480 * s)).raw().toBuffer({ resolveWithObject: true });
+    const img = { data: new Uint8Array(data), width: info.width, height: info.height, channels: 3 as const };
+    const auto = await model.count(img, { scale: 'auto' });
+    const off = await model.count(img, { scale: 1 });
+    assert.ok(auto.scale! >= lo && auto.scale! <= hi, `${s}x: scale ${auto.scale}`);
+    assert.equal(auto.counts.WBC, ref.counts.WBC, `${s}x: WBC`);
+    assert.ok(Math.abs(auto.counts.RBC - ref.counts.RBC) <= Math.abs(off.counts.RBC - ref.counts.RBC), `${s}x: RBC ${auto.counts.RBC} (off ${off.counts.RBC}, 1x ${ref.counts.RBC})`);
+    // boxes stay in the pixels of the image given
+    for (const d of auto.detections) assert.ok(d.box[2] <= info.width + 1e-6 && d.box[3] <= info.height + 1e-6);
+    const wbc = auto.detections.find((d) => d.label === 'WBC' && !d.uncertain)!;
+    const wbcRef = ref.detections.find((d) => d.label === 'WBC' && !d.uncertain)!;
+    assert.ok(iou(wbc.box, wbcRef.box.map((v) => v * s) as typeof wbc.box) > 0.7, `${s}x: WBC box`);
+  }
+});
+
+test('test-time augmentation (flips) finds the same cells, in the same place', async () => {
+  const file = join(SAMPLES, 'BloodImage_00011.jpg');
+  const plain = await model.count(file, { scale: 1 });
+  const tta = await model.count(file, { scale: 1, tta: true });
+  assert.equal(tta.counts.WBC, plain.counts.WBC);
+  assert.ok(Math.abs(tta.counts.RBC - plain.counts.RBC) <= 3, `${tta.counts.RBC} vs ${plain.counts.RBC}`);
+  const w = (r: typeof plain) => r.detections.find((d) => d.label === 'WBC')!.box;
+  assert.ok(iou(w(tta), w(plain)) > 0.9);
 });

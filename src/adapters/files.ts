@@ -1,4 +1,5 @@
 /** Files: expanding inputs, atomic writes that never touch an input, ground-truth folders. */
+import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { readdir, readFile, rename, stat, writeFile, mkdir, unlink } from 'node:fs/promises';
 import { basename, dirname, extname, join, relative, resolve, sep } from 'node:path';
@@ -16,14 +17,37 @@ export interface InputFile {
   rel: string;
 }
 
-async function walk(dir: string, recursive: boolean, out: string[]): Promise<void> {
-  const entries = (await readdir(dir, { withFileTypes: true })).sort((a, b) => a.name.localeCompare(b.name));
+/** What a folder walk could not use: unreadable folders (errors) and special files (notes). */
+export interface Skipped {
+  path: string;
+  reason: string;
+  /** true: something the user asked for could not be read; false: skipped by design. */
+  error: boolean;
+}
+
+const kindOf = (st: { isFIFO(): boolean; isSocket(): boolean; isBlockDevice(): boolean; isCharacterDevice(): boolean }) =>
+  st.isFIFO() ? 'a FIFO' : st.isSocket() ? 'a socket' : st.isBlockDevice() || st.isCharacterDevice() ? 'a device' : 'not a regular file';
+
+async function walk(dir: string, recursive: boolean, out: string[], skipped: Skipped[]): Promise<void> {
+  let entries;
+  try {
+    entries = (await readdir(dir, { withFileTypes: true })).sort((a, b) => a.name.localeCompare(b.name));
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    skipped.push({ path: dir, reason: `cannot read this folder (${code === 'EACCES' ? 'permission denied' : (e as Error).message})`, error: true });
+    return;
+  }
   for (const e of entries) {
     if (e.name.startsWith('.')) continue;
     const p = join(dir, e.name);
-    if (e.isDirectory()) {
-      if (recursive) await walk(p, recursive, out);
-    } else if (isImageName(e.name) && !e.name.endsWith('.annotated.png')) out.push(p); // not hemocount's own pictures
+    const st = e.isSymbolicLink() ? await stat(p).catch(() => null) : e;
+    if (!st) { skipped.push({ path: p, reason: 'broken symbolic link', error: true }); continue; }
+    if (st.isDirectory()) {
+      if (recursive) await walk(p, recursive, out, skipped);
+    } else if (!isImageName(e.name) || e.name.endsWith('.annotated.png')) {
+      continue; // not an image name, or hemocount's own picture
+    } else if (st.isFile()) out.push(p);
+    else skipped.push({ path: p, reason: `${kindOf(st)}, not an image file: skipped`, error: false }); // reading it would block
   }
 }
 
@@ -47,9 +71,10 @@ function globToRegExp(glob: string): RegExp {
  * Files, folders (images inside, recursively unless told not to) and globs (*, **, ?).
  * A named path that does not exist is returned in `missing` rather than thrown.
  */
-export async function expandInputs(args: string[], recursive = true): Promise<{ files: InputFile[]; missing: string[] }> {
+export async function expandInputs(args: string[], recursive = true): Promise<{ files: InputFile[]; missing: string[]; skipped: Skipped[] }> {
   const files: InputFile[] = [];
   const missing: string[] = [];
+  const skipped: Skipped[] = [];
   const seen = new Set<string>();
   const add = (p: string, root: string) => {
     const abs = resolve(p);
@@ -65,7 +90,7 @@ export async function expandInputs(args: string[], recursive = true): Promise<{ 
       const root = fixed.join('/') || '.';
       const re = globToRegExp(a.startsWith('./') ? a.slice(2) : a);
       const all: string[] = [];
-      if (existsSync(root)) await walk(root, true, all);
+      if (existsSync(root)) await walk(root, true, all, skipped);
       const hits = all.filter((p) => re.test(p.startsWith('./') ? p.slice(2) : p));
       if (!hits.length) missing.push(a);
       hits.forEach((p) => add(p, root));
@@ -80,11 +105,12 @@ export async function expandInputs(args: string[], recursive = true): Promise<{ 
     }
     if (st.isDirectory()) {
       const found: string[] = [];
-      await walk(a, recursive, found);
+      await walk(a, recursive, found, skipped);
       found.forEach((p) => add(p, a));
-    } else add(a, dirname(a));
+    } else if (st.isFile()) add(a, dirname(a));
+    else skipped.push({ path: a, reason: `${kindOf(st)}, not an image file`, error: true });
   }
-  return { files, missing };
+  return { files, missing, skipped };
 }
 
 /** Write via a temporary file and rename, so a reader never sees half a file; refuses to replace an input. */
@@ -102,6 +128,53 @@ export async function writeAtomic(path: string, data: string | Uint8Array, prote
   }
 }
 
+/**
+ * Outputs never replace a file hemocount did not write. Each output folder keeps a ledger,
+ * `.hemocount-outputs.json` (file name -> sha256 of the bytes hemocount wrote); an existing
+ * file may be replaced only while its bytes are still exactly those, so an expert's
+ * annotation, or one corrected in LabelImg since, is never lost. `overwrite` lifts the rule.
+ */
+export class OutputGuard {
+  private ledgers = new Map<string, Record<string, string>>();
+
+  constructor(private readonly protect: Set<string> = new Set(), private readonly overwrite = false) {}
+
+  private async ledger(dir: string): Promise<Record<string, string>> {
+    let l = this.ledgers.get(dir);
+    if (!l) {
+      l = await readFile(join(dir, LEDGER), 'utf8').then((t) => JSON.parse(t) as Record<string, string>).catch(() => ({}));
+      this.ledgers.set(dir, l);
+    }
+    return l;
+  }
+
+  /** Why `path` may not be written, or null when it may. */
+  async conflict(path: string): Promise<string | null> {
+    const abs = resolve(path);
+    if (this.protect.has(abs)) return `${path}: refusing to overwrite an input file`;
+    if (this.overwrite) return null;
+    const st = await stat(abs).catch(() => null);
+    if (!st) return null;
+    if (!st.isFile()) return `${path}: exists and is not a regular file`;
+    const own = (await this.ledger(dirname(abs)))[basename(abs)];
+    if (own && own === sha256(await readFile(abs))) return null;
+    return `${path}: exists and was not written by hemocount${own ? ' (or was changed since)' : ''}`;
+  }
+
+  async write(path: string, data: string | Uint8Array): Promise<void> {
+    const why = await this.conflict(path);
+    if (why) throw new Error(`${why}; refusing to replace it (--overwrite to allow)`);
+    await writeAtomic(path, data, this.protect);
+    const abs = resolve(path);
+    const l = await this.ledger(dirname(abs));
+    l[basename(abs)] = sha256(typeof data === 'string' ? Buffer.from(data) : data);
+    await writeAtomic(join(dirname(abs), LEDGER), JSON.stringify(l) + '\n');
+  }
+}
+
+const LEDGER = '.hemocount-outputs.json';
+const sha256 = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
+
 export interface TruthImage {
   file: string;
   truth: GroundTruthBox[];
@@ -114,6 +187,8 @@ export interface TruthImage {
 export interface TruthSet {
   images: TruthImage[];
   problems: string[];
+  /** Images the annotations name that are missing or unreadable (path: reason). */
+  unreadable: string[];
   format: 'voc' | 'yolo' | 'coco';
 }
 
@@ -137,9 +212,10 @@ export async function loadTruth(path: string, format?: 'voc' | 'yolo' | 'coco'):
     const doc = parseCoco(await readFile(path, 'utf8'));
     const base = dirname(path);
     problems.push(...doc.problems.map((p) => `${path}: ${p}`));
+    const unreadable = doc.images.filter((im) => !existsSync(resolve(base, im.file))).map((im) => `${resolve(base, im.file)}: no such file (listed in ${path})`);
     return {
-      format: 'coco', problems,
-      images: doc.images.map((im) => ({ file: resolve(base, im.file), truth: im.boxes.map(({ label, box }) => ({ label, box })), unlabelled: doc.unlabelled.get(im.file) ?? [], subset: doc.subset.get(im.file) })),
+      format: 'coco', problems, unreadable,
+      images: doc.images.filter((im) => existsSync(resolve(base, im.file))).map((im) => ({ file: resolve(base, im.file), truth: im.boxes.map(({ label, box }) => ({ label, box })), unlabelled: doc.unlabelled.get(im.file) ?? [], subset: doc.subset.get(im.file) })),
     };
   }
   if (!st.isDirectory()) throw new Error(`${path}: expected a folder of annotations or a COCO .json file`);
@@ -155,6 +231,7 @@ export async function loadTruth(path: string, format?: 'voc' | 'yolo' | 'coco'):
     if (!yoloNames) throw new Error(`${path}: YOLO labels need classes.txt or data.yaml for the class names`);
     const classes = parseClassNames(await readFile(sub(yoloNames), 'utf8'), yoloNames);
     const images: TruthImage[] = [];
+    const unreadable: string[] = [];
     const labelDirs: [string, string][] = [];
     const lab = sub('labels');
     const splits = (await readdir(lab, { withFileTypes: true })).filter((d) => d.isDirectory()).map((d) => d.name);
@@ -163,21 +240,23 @@ export async function loadTruth(path: string, format?: 'voc' | 'yolo' | 'coco'):
     for (const [ld, id] of labelDirs) {
       for (const n of (await readdir(ld)).filter((x) => x.endsWith('.txt') && x !== 'classes.txt').sort()) {
         const img = await findImage(id, n.slice(0, -4));
-        if (!img) { problems.push(`${join(ld, n)}: no image for this label file`); continue; }
-        const { width, height } = await probe(img).catch(() => ({ width: 0, height: 0 }));
-        if (!width) { problems.push(`${img}: cannot be read as an image`); continue; }
+        if (!img) { unreadable.push(`${join(ld, n)}: no image for this label file`); continue; }
+        const size = await probe(img).catch((e: Error) => e);
+        if (size instanceof Error) { unreadable.push(size.message); continue; }
+        const { width, height } = size;
         const ann = parseYolo(await readFile(join(ld, n), 'utf8'), width, height, classes);
         problems.push(...ann.problems.map((p) => `${join(ld, n)}: ${p}`));
         images.push({ file: img, truth: ann.boxes, unlabelled: [] });
       }
     }
-    return { images, problems, format: 'yolo' };
+    return { images, problems, unreadable, format: 'yolo' };
   }
   const xmlDir = ['annotations', 'Annotations', 'truth'].map(sub).find((d) => existsSync(d)) ?? path;
   const xmls = (await readdir(xmlDir)).filter((n) => n.endsWith('.xml')).sort();
   if (!xmls.length) throw new Error(`${path}: found no VOC XML, YOLO labels/ or COCO JSON annotations`);
   const imageDirs = [sub('images'), sub('JPEGImages'), path, xmlDir, dirname(xmlDir)].filter((d) => existsSync(d));
   const images: TruthImage[] = [];
+  const unreadable: string[] = [];
   for (const n of xmls) {
     const file = join(xmlDir, n);
     let ann;
@@ -189,15 +268,17 @@ export async function loadTruth(path: string, format?: 'voc' | 'yolo' | 'coco'):
     }
     problems.push(...ann.problems.map((p) => `${file}: ${p}`));
     let img: string | null = null;
+    // <filename> names a file beside the annotations, never a path: '../../etc/passwd' stays in the dataset
+    const fname = ann.filename ? basename(ann.filename.replace(/\\/g, '/')) : undefined;
     for (const d of imageDirs) {
-      if (ann.filename && existsSync(join(d, ann.filename))) { img = join(d, ann.filename); break; }
+      if (fname && existsSync(join(d, fname))) { img = join(d, fname); break; }
       img = await findImage(d, n.slice(0, -4));
       if (img) break;
     }
-    if (!img) { problems.push(`${file}: image '${ann.filename ?? n}' not found`); continue; }
+    if (!img) { unreadable.push(`${file}: image '${ann.filename ?? n}' not found`); continue; }
     images.push({ file: img, truth: ann.boxes, unlabelled: [] });
   }
-  return { images, problems, format: 'voc' };
+  return { images, problems, unreadable, format: 'voc' };
 }
 
 export function parseClassNames(text: string, name: string): string[] {

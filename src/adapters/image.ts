@@ -2,6 +2,8 @@
  * Images through sharp: decoding (EXIF orientation, grey / 16-bit / alpha -> 8-bit sRGB),
  * region reads for tiling, tensors for the network, and the annotated picture.
  */
+import { constants } from 'node:fs';
+import { access, stat } from 'node:fs/promises';
 import sharp from 'sharp';
 import { crop } from '../core/pipeline.js';
 import { CLASSES, type Detection, type ModelMetadata, type PerClass } from '../core/types.js';
@@ -42,11 +44,32 @@ export function sniffImageType(b: Uint8Array): string | null {
   return null;
 }
 
+/** The formats hemocount reads (sharp also rasterises SVG and PDF: drawings are not smears). */
+const FORMATS = new Set(['jpeg', 'png', 'tiff', 'webp', 'gif', 'heif']);
+
+/** A path that is no regular readable file gets its real reason (a FIFO would block the decoder). */
+async function checkFile(path: string): Promise<void> {
+  let st;
+  try {
+    st = await stat(path);
+  } catch (e) {
+    throw new Error(`${path}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message}`);
+  }
+  if (!st.isFile()) throw new Error(`${path}: not a regular file`);
+  try {
+    await access(path, constants.R_OK);
+  } catch {
+    throw new Error(`${path}: permission denied (cannot read the file)`);
+  }
+}
+
 /** Width and height after EXIF orientation, from the header only. */
 export async function probe(input: ImageInput): Promise<{ width: number; height: number; format: string }> {
   if (isRaw(input)) return { width: input.width, height: input.height, format: 'raw' };
+  if (typeof input === 'string') await checkFile(input);
   try {
     const m = await sharp(input, { limitInputPixels: false }).metadata();
+    if (!m.format || !FORMATS.has(m.format)) throw new Error('unsupported image format');
     if (!m.width || !m.height) throw new Error('image has no size');
     const swap = (m.orientation ?? 1) >= 5;
     return { width: swap ? m.height : m.width, height: swap ? m.width : m.height, format: m.format ?? 'unknown' };
@@ -56,8 +79,8 @@ export async function probe(input: ImageInput): Promise<{ width: number; height:
 }
 
 function pipeline(input: string | Uint8Array, huge: boolean) {
-  // failOn 'error': a truncated JPEG is an error, not a half-grey picture counted as cells
-  return sharp(input, { failOn: 'error', limitInputPixels: huge ? HUGE_PIXEL_LIMIT : undefined })
+  // failOn 'warning': a truncated or spliced JPEG is an error, not a damaged picture counted as cells
+  return sharp(input, { failOn: 'warning', limitInputPixels: huge ? HUGE_PIXEL_LIMIT : undefined })
     .rotate()
     .flatten({ background: '#ffffff' })
     .toColourspace('srgb');

@@ -1,10 +1,10 @@
 /** hemocount count: files, folders and globs in; counts, pictures and annotations out. */
-import { basename, extname, join, resolve } from 'node:path';
+import { basename, dirname, extname, join, relative, resolve } from 'node:path';
 import { parseThresholds } from '../core/count.js';
 import { type CountDocument, failedResult, type ImageResult, roundResult, toCoco, toCsv, totals, toVoc, toYolo } from '../core/formats.js';
 import { CLASSES } from '../core/types.js';
 import { drawAnnotated } from '../adapters/image.js';
-import { expandInputs, writeAtomic } from '../adapters/files.js';
+import { expandInputs, OutputGuard } from '../adapters/files.js';
 import { Model } from '../detector.js';
 import { c, classCols, log, Progress, table } from './ui.js';
 
@@ -21,6 +21,8 @@ export interface CountArgs {
   coco?: string;
   candidates?: boolean;
   recursive: boolean;
+  /** Replace existing outputs that hemocount did not write (or that were changed since). */
+  overwrite?: boolean;
   quiet: boolean;
   threads?: number;
   scale?: 'auto' | number;
@@ -42,15 +44,33 @@ export async function runCount(a: CountArgs): Promise<number> {
   } catch (e) {
     throw new UsageError((e as Error).message);
   }
-  const { files, missing } = await expandInputs(a.inputs, a.recursive);
-  const protect = new Set(files.map((f) => resolve(f.path)));
-  for (const out of [a.json, a.csv, a.coco]) {
-    // refuse before spending minutes counting, not at the end
-    if (out && out !== '-' && protect.has(resolve(out))) throw new UsageError(`${out}: refusing to overwrite an input file`);
-  }
-  const results: ImageResult[] = missing.map((m) => failedResult(m, 'no such file, folder or matching glob'));
-  const progress = new Progress(files.length, a.quiet);
+  const { files, missing, skipped } = await expandInputs(a.inputs, a.recursive);
+  for (const s of skipped.filter((x) => !x.error)) log(c.dim(`note: ${s.path}: ${s.reason}`));
+  const guard = new OutputGuard(new Set(files.map((f) => resolve(f.path))), a.overwrite);
+  // unique output stem per input, mirroring sub-folders of a counted folder
   const usedNames = new Set<string>();
+  const stems = files.map((f) => {
+    let stem = stemOf(f.rel);
+    for (let k = 2; usedNames.has(stem); k++) stem = `${stemOf(f.rel)}-${k}`;
+    usedNames.add(stem);
+    return stem;
+  });
+  const planned = [a.json, a.csv, a.coco].filter((o): o is string => !!o && o !== '-');
+  if (a.yolo) planned.push(join(a.yolo, 'classes.txt'));
+  for (const stem of stems) {
+    if (a.out) planned.push(join(a.out, `${stem}.annotated.png`));
+    if (a.voc) planned.push(join(a.voc, `${stem}.xml`));
+    if (a.yolo) planned.push(join(a.yolo, `${stem}.txt`));
+  }
+  // refuse before spending minutes counting, not at the end
+  const conflicts = (await Promise.all(planned.map((p) => guard.conflict(p)))).filter((c): c is string => !!c);
+  if (conflicts.length) {
+    throw new UsageError(`${conflicts.length} output(s) would replace files hemocount did not write:\n  ${conflicts.slice(0, 5).join('\n  ')}${conflicts.length > 5 ? '\n  ...' : ''}\nchoose another output, or pass --overwrite`);
+  }
+  const results: ImageResult[] = [...missing.map((m) => failedResult(m, 'no such file, folder or matching glob')),
+    ...skipped.filter((x) => x.error).map((s) => failedResult(s.path, s.reason))];
+  if (!files.length && !results.length) throw new UsageError(`no image found in ${a.inputs.join(', ')} (hemocount reads JPEG, PNG, TIFF, WebP, GIF and AVIF)`);
+  const progress = new Progress(files.length, a.quiet);
   for (const [i, f] of files.entries()) {
     progress.tick(i, basename(f.path));
     let r: ImageResult;
@@ -61,15 +81,12 @@ export async function runCount(a: CountArgs): Promise<number> {
       continue;
     }
     results.push(r);
-    // unique output stem per input, mirroring sub-folders of a counted folder
-    let stem = stemOf(f.rel);
-    for (let k = 2; usedNames.has(stem); k++) stem = `${stemOf(f.rel)}-${k}`;
-    usedNames.add(stem);
+    const stem = stems[i];
     try {
-      if (a.out) await writeAtomic(join(a.out, `${stem}.annotated.png`), await drawAnnotated(f.path, r.detections, { meta, counts: r.counts, uncertain: r.uncertain }), protect);
+      if (a.out) await guard.write(join(a.out, `${stem}.annotated.png`), await drawAnnotated(f.path, r.detections, { meta, counts: r.counts, uncertain: r.uncertain }));
       const counted = r.detections.filter((d) => !d.uncertain);
-      if (a.voc) await writeAtomic(join(a.voc, `${stem}.xml`), toVoc(basename(f.path), r.width, r.height, counted), protect);
-      if (a.yolo) await writeAtomic(join(a.yolo, `${stem}.txt`), toYolo(r.width, r.height, counted), protect);
+      if (a.voc) await guard.write(join(a.voc, `${stem}.xml`), toVoc(basename(f.path), r.width, r.height, counted));
+      if (a.yolo) await guard.write(join(a.yolo, `${stem}.txt`), toYolo(r.width, r.height, counted));
     } catch (e) {
       r.error = `writing outputs failed: ${(e as Error).message}`;
     }
@@ -82,16 +99,17 @@ export async function runCount(a: CountArgs): Promise<number> {
     images: results.map(roundResult),
     totals: totals(results),
   };
-  if (a.yolo) await writeAtomic(join(a.yolo, 'classes.txt'), CLASSES.join('\n') + '\n', protect);
+  if (a.yolo) await guard.write(join(a.yolo, 'classes.txt'), CLASSES.join('\n') + '\n');
   if (a.coco) {
-    await writeAtomic(a.coco, toCoco(results.filter((r) => !r.error).map((r) => ({
-      file: r.file, width: r.width, height: r.height, boxes: r.detections.filter((d) => !d.uncertain),
-    }))), protect);
+    // file names relative to the COCO file, as COCO readers (hemocount evaluate too) resolve them
+    await guard.write(a.coco, toCoco(results.filter((r) => !r.error).map((r) => ({
+      file: relative(dirname(resolve(a.coco!)), resolve(r.file)), width: r.width, height: r.height, boxes: r.detections.filter((d) => !d.uncertain),
+    }))));
   }
-  if (a.csv) await writeAtomic(a.csv, toCsv(doc), protect);
+  if (a.csv) await guard.write(a.csv, toCsv(doc));
   const json = JSON.stringify(doc, null, 1) + '\n';
   if (a.json === '-') process.stdout.write(json);
-  else if (a.json) await writeAtomic(a.json, json, protect);
+  else if (a.json) await guard.write(a.json, json);
 
   const failed = results.filter((r) => r.error);
   for (const f of failed) log(`${c.red('error')} ${f.file}: ${f.error}`);

@@ -4,6 +4,7 @@ import { readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { parseScale as parseScaleSpec } from '../core/detect.js';
 import { readMetadata } from '../adapters/onnx.js';
 import { findTorchPython } from '../adapters/python.js';
 import { defaultModelPath, Model } from '../detector.js';
@@ -35,6 +36,8 @@ count options:
   --voc DIR  --yolo DIR  --coco FILE   detections as Pascal VOC XML / YOLO txt / COCO JSON
   --candidates          include every candidate above the model's floor in the JSON
   --no-recursive        do not descend into sub-folders
+  --overwrite           replace existing outputs even if hemocount did not write them (by
+                        default only files hemocount wrote, still unchanged, are replaced)
   --quiet               no progress bar or table
   --threads N           onnxruntime threads
   --scale auto|1|F      magnification: auto (default) measures the cells and rescales images
@@ -47,6 +50,8 @@ evaluate / calibrate / select / report options:
   --iou 0.5             IoU for matching a detection to a cell
   --criterion f1|accuracy  what 'best' means (default f1; ties go to the other)
   --json FILE|-         machine-readable output
+  --skip-missing        score the readable images when some annotated images are missing or
+                        unreadable (default: exit 1, naming them)
   --subset NAME         only the images of one subset (COCO 'subset' field, e.g. full-field);
                         without it, every subset is also reported on its own
   --scale, --tta        as for count
@@ -76,7 +81,8 @@ async function main(argv: string[]): Promise<number> {
     scale: { type: 'string', default: 'auto' }, tta: { type: 'boolean', default: false },
   } as const;
   const study = { ...common, data: { type: 'string' }, format: { type: 'string' }, iou: { type: 'string', default: '0.5' },
-    criterion: { type: 'string', default: 'f1' }, out: { type: 'string' }, log: { type: 'string' }, subset: { type: 'string' } } as const;
+    criterion: { type: 'string', default: 'f1' }, out: { type: 'string' }, log: { type: 'string' }, subset: { type: 'string' },
+    'skip-missing': { type: 'boolean', default: false } } as const;
   const threads = (v?: string) => {
     if (v === undefined) return undefined;
     if (!/^\d+$/.test(v) || Number(v) < 1) throw new UsageError(`--threads must be a whole number >= 1, not '${v}'`);
@@ -90,17 +96,17 @@ async function main(argv: string[]): Promise<number> {
     if (v.format && !['voc', 'yolo', 'coco'].includes(v.format as string)) throw new UsageError('--format must be voc, yolo or coco');
     return { data: v.data as string, format: v.format as StudyArgs['format'], model: v.model as string, iou, criterion: crit,
       json: v.json as string, quiet: v.quiet as boolean, threads: threads(v.threads as string), subset: v.subset as string | undefined,
-      scale: parseScale(v.scale as string), tta: v.tta as boolean };
+      scale: parseScale(v.scale as string), tta: v.tta as boolean, skipMissing: v['skip-missing'] as boolean };
   };
   switch (cmd) {
     case 'count': {
       const { values: v, positionals } = parseArgs({ args: rest, allowPositionals: true, options: {
         ...common, threshold: { type: 'string' }, review: { type: 'string' }, out: { type: 'string' }, csv: { type: 'string' },
         voc: { type: 'string' }, yolo: { type: 'string' }, coco: { type: 'string' }, candidates: { type: 'boolean', default: false },
-        'no-recursive': { type: 'boolean', default: false } } });
+        'no-recursive': { type: 'boolean', default: false }, overwrite: { type: 'boolean', default: false } } });
       if (v.help) return usage(0);
       return runCount({ inputs: positionals, model: v.model, threshold: v.threshold, review: v.review, out: v.out, json: v.json,
-        csv: v.csv, voc: v.voc, yolo: v.yolo, coco: v.coco, candidates: v.candidates, recursive: !v['no-recursive'],
+        csv: v.csv, voc: v.voc, yolo: v.yolo, coco: v.coco, candidates: v.candidates, recursive: !v['no-recursive'], overwrite: v.overwrite,
         quiet: v.quiet, threads: threads(v.threads), scale: parseScale(v.scale), tta: v.tta });
     }
     case 'evaluate': case 'calibrate': case 'report': {
@@ -146,12 +152,12 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
-/** --scale auto | 1 | 1.6: 'auto' estimates the magnification, a number forces it. */
-export function parseScale(v: string): 'auto' | number {
-  if (v === 'auto') return 'auto';
-  const n = Number(v);
-  if (!/^\d*\.?\d+$/.test(v) || !(n >= 0.25 && n <= 4)) throw new UsageError(`--scale must be 'auto' or a number from 0.25 to 4 (1 = off), not '${v}'`);
-  return n;
+function parseScale(v: string): 'auto' | number {
+  try {
+    return parseScaleSpec(v);
+  } catch (e) {
+    throw new UsageError(`--${(e as Error).message}`);
+  }
 }
 
 function usage(code: number): number {

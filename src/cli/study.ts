@@ -23,6 +23,8 @@ export interface StudyArgs {
   threads?: number;
   /** Use only the images of this subset (a COCO image's 'subset' field). */
   subset?: string;
+  /** Go on when some annotated images are missing or unreadable (they are listed, not scored). */
+  skipMissing?: boolean;
   scale?: 'auto' | number;
   tta?: boolean;
 }
@@ -36,11 +38,20 @@ async function run(model: Model, a: StudyArgs): Promise<EvalImage[]> {
     truth.images = truth.images.filter((t) => t.subset === a.subset);
     if (!truth.images.length) throw new Error(`${a.data}: no image of subset '${a.subset}' (of ${all} images)`);
   }
-  if (!truth.images.length) throw new Error(`${a.data}: no annotated images found`);
+  if (!truth.images.length) {
+    for (const b of truth.unreadable) log(`${c.red('error')} ${b}`);
+    throw new Error(truth.unreadable.length ? `${a.data}: none of the ${truth.unreadable.length} annotated image(s) could be read` : `${a.data}: no annotated images found`);
+  }
   const p = new Progress(truth.images.length, a.quiet);
   const got = await collect(model, truth, (i, f) => p.tick(i, basename(f)), { scale: a.scale, tta: a.tta });
   p.done();
-  for (const f of got.failed) log(`${c.red('error')} ${f.file}: ${f.error}`);
+  const bad = [...truth.unreadable, ...got.failed.map((f) => `${f.file}: ${f.error}`)];
+  for (const b of bad) log(`${c.red('error')} ${b}`);
+  if (!got.images.length) throw new Error(`${a.data}: none of the ${bad.length} annotated image(s) could be read`);
+  if (bad.length && !a.skipMissing) {
+    throw new Error(`${a.data}: ${bad.length} of ${bad.length + got.images.length} annotated image(s) could not be read (listed above); ` +
+      'a score without them would not be the score of this set. Fix the paths, or pass --skip-missing to score the rest');
+  }
   log(c.dim(`${got.images.length} image(s) (${truth.format}) in ${(got.ms / 1000).toFixed(1)} s`));
   return got.images;
 }
@@ -95,10 +106,18 @@ export function summaryTable(rep: Report): string {
     }));
 }
 
+const MIN_CALIBRATION_CELLS = 10;
+
 export async function runCalibrate(a: StudyArgs & { out?: string }): Promise<number> {
   if (!a.out) throw new UsageError('calibrate: --out FILE.onnx is required (the input model is never modified)');
   const model = await Model.load(a.model, { threads: a.threads });
   const images = await run(model, a);
+  // thresholds from a handful of cells are noise: refuse, and warn below a comfortable amount
+  for (const k of CLASSES) {
+    const n = images.reduce((s, im) => s + im.truth.filter((t) => t.label === k).length, 0);
+    if (n < MIN_CALIBRATION_CELLS) throw new Error(`${a.data}: only ${n} ${k} cell(s) annotated; calibration needs at least ${MIN_CALIBRATION_CELLS} per class`);
+    if (n < 50) log(c.yellow(`warning: only ${n} ${k} cells annotated; thresholds from fewer than 50 cells are uncertain`));
+  }
   const meta = calibrate(model.metadata, images, a.data!, a.criterion, a.iou);
   const bytes = withMetadata(model.bytes, meta);
   readMetadata(bytes); // proves the rewritten file parses before it replaces anything

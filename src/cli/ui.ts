@@ -5,6 +5,7 @@ import { CLASSES } from '../core/types.js';
 const useColour = () => !process.env.NO_COLOR && process.stderr.isTTY;
 export const c = {
   red: (s: string) => (useColour() ? `\x1b[31m${s}\x1b[0m` : s),
+  yellow: (s: string) => (useColour() ? `\x1b[33m${s}\x1b[0m` : s),
   dim: (s: string) => (useColour() ? `\x1b[2m${s}\x1b[0m` : s),
   bold: (s: string) => (useColour() ? `\x1b[1m${s}\x1b[0m` : s),
 };

@@ -253,5 +253,13 @@ export async function detect(run: Runner, meta: ModelMetadata, src: PixelSource,
   return { width, height, ...(await passAt(run, meta, src, f, tta)), scale: f, estimate: first.estimate };
 }
 
+/** 'auto' | '1' | '1.6' (CLI flag, form field): 'auto' estimates the magnification, a number forces it. */
+export function parseScale(v: string): 'auto' | number {
+  if (v === 'auto') return 'auto';
+  const n = Number(v);
+  if (!/^\d*\.?\d+$/.test(v) || !(n >= 0.25 && n <= 4)) throw new RangeError(`scale must be 'auto' or a number from 0.25 to 4 (1 = off), not '${v}'`);
+  return n;
+}
+
 /** Side of the central region measured in large images (original pixels). */
 const PROBE_PX = 1536;

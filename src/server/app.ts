@@ -2,6 +2,7 @@
  * hemocount serve: the HTTP API and the web app over the same library.
  * Limits answer with JSON errors; inference goes through a bounded queue.
  */
+import { parseScale } from '../core/detect.js';
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -85,6 +86,13 @@ export async function buildServer(o: ServerOptions): Promise<FastifyInstance> {
     } catch (e) {
       throw new HttpError(400, (e as Error).message);
     }
+    let scale: 'auto' | number;
+    try {
+      scale = parseScale(fields.scale ?? 'auto');
+    } catch (e) {
+      throw new HttpError(400, (e as Error).message);
+    }
+    const tta = fields.tta === 'true' || fields.tta === '1';
     // check every file before any inference: type by bytes, size in pixels
     for (const f of files) {
       const type = sniffImageType(f.bytes);
@@ -96,7 +104,7 @@ export async function buildServer(o: ServerOptions): Promise<FastifyInstance> {
       const out: ImageResult[] = [];
       for (const f of files) {
         try {
-          const r = await model.count(f.bytes, { thresholds: th.count, review: th.review, candidates: true, name: f.name });
+          const r = await model.count(f.bytes, { thresholds: th.count, review: th.review, candidates: true, name: f.name, scale, tta });
           out.push(roundResult(r));
         } catch (e) {
           out.push(failedResult(f.name, (e as Error).message.replace(/^image: /, '')));

@@ -12,6 +12,8 @@ export function openapi(lim: { maxFileBytes: number; maxFiles: number; maxPixels
           requestBody: { required: true, content: { 'multipart/form-data': { schema: { type: 'object', properties: {
             images: { type: 'array', items: { type: 'string', format: 'binary' }, description: `up to ${lim.maxFiles} files, ${lim.maxFileBytes} bytes and ${lim.maxPixels} pixels each` },
             thresholds: { type: 'string', example: 'RBC=0.25,WBC=0.65,Platelets=0.35' },
+            scale: { type: 'string', example: 'auto', description: "'auto' (default: measure the cells, rescale when off the training scale), 1 (off) or a factor 0.25-4" },
+            tta: { type: 'string', example: 'false', description: 'true: average over the image and its flips (3x time)' },
             review: { type: 'string', example: 'RBC=0.1,WBC=0.5,Platelets=0.2' },
           }, required: ['images'] } } } },
           responses: {

@@ -17,6 +17,11 @@ from .train import load_rgb
 
 COLOURS = {"RBC": "#ff8c00", "WBC": "#66ccff", "Platelets": "#1f3fbf"}  # the paper's colours
 PAPER_THRESHOLDS = {"RBC": 0.25, "WBC": 0.65, "Platelets": 0.35}
+# For `count --scale auto` (src/core/detect.ts): the median red-cell size (square root of box
+# area) of the full-field training smears is 96 px; images whose measured red cells fall
+# outside 78-120 px are rescaled to it. `response`: measured size moves as true^0.65
+# (boxes regress towards familiar sizes), measured with bench/accuracy.ts.
+SCALE = {"reference_px": 96, "min_px": 78, "max_px": 120, "wbc_to_rbc": 2.0, "min_score": 0.4, "response": 0.65}
 
 
 def git_commit():
@@ -47,11 +52,13 @@ def metadata(model, ck, name):
         "box_coder": {"weights": [1.0, 1.0, 1.0, 1.0], "clamp": float(model.box_coder.bbox_xform_clip)},
         "postprocess": {"score_floor": 0.05, "topk_per_level": model.topk_candidates, "nms_iou": model.nms_thresh,
                         "max_detections": model.detections_per_img, "class_wise_nms": True},
+        "scale": dict(SCALE),
         "thresholds": dict(PAPER_THRESHOLDS),
         "review": {c: round(max(0.05, t - 0.15), 2) for c, t in PAPER_THRESHOLDS.items()},
         "provenance": {"arch": ck.get("arch"), "head_norm": ck.get("head_norm", "group"), "epochs": ck.get("epoch"), "seed": ck.get("seed"),
                        "batch_size": ck.get("batch_size"), "crop": ck.get("crop"), "lr": ck.get("lr"),
                        "train_images": ck.get("train_images"), "split": ck.get("split"),
+                       "init": ck.get("init"), "frozen_bn": ck.get("frozen_bn", False),
                        "parameters": M.count_parameters(model),
                        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                        "git_commit": git_commit(), "validation": None},

@@ -4,8 +4,9 @@
  * the machine.
  */
 import type * as Ort from 'onnxruntime-web';
-import { crop, detectPixels, detectTiled, type Pixels, WHOLE_IMAGE_PIXELS } from '../../src/core/pipeline.js';
-import type { Candidate, ModelMetadata } from '../../src/core/types.js';
+import { type DetectOptions, type Detected, detect } from '../../src/core/detect.js';
+import { crop, type Pixels } from '../../src/core/pipeline.js';
+import type { ModelMetadata } from '../../src/core/types.js';
 
 let ready: Promise<{ session: Ort.InferenceSession; ort: typeof Ort; meta: ModelMetadata }> | null = null;
 
@@ -37,16 +38,13 @@ async function pixelsOf(blob: Blob): Promise<Pixels> {
   return { data, width: canvas.width, height: canvas.height, channels: 4 };
 }
 
-export async function detectInBrowser(blob: Blob): Promise<{ width: number; height: number; candidates: Candidate[]; tiles: number }> {
+export async function detectInBrowser(blob: Blob, opts: DetectOptions = {}): Promise<Detected> {
   const { session, ort, meta } = await load();
   const run = async (input: Float32Array, h: number, w: number) => {
     const out = await session.run({ image: new ort.Tensor('float32', input, [1, 3, h, w]) });
     return { scores: out.scores.data as Float32Array, deltas: out.deltas.data as Float32Array };
   };
   const px = await pixelsOf(blob);
-  if (px.width * px.height <= WHOLE_IMAGE_PIXELS) {
-    return { width: px.width, height: px.height, candidates: await detectPixels(run, meta, px), tiles: 1 };
-  }
-  const t = await detectTiled(run, meta, px.width, px.height, async (l, top, w, h) => crop(px, l, top, w, h));
-  return { width: px.width, height: px.height, ...t };
+  const read = async (l: number, t: number, w: number, h: number) => (l === 0 && t === 0 && w === px.width && h === px.height ? px : crop(px, l, t, w, h));
+  return detect(run, meta, { width: px.width, height: px.height, read }, opts);
 }
