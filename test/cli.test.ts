@@ -281,3 +281,17 @@ test('count --coco from relative inputs is read back by evaluate', () => {
   // the detections scored against themselves: every counted cell matches
   assert.equal(rep.atModel.WBC.f1, 1);
 });
+
+test('a model file with broken metadata fails with its name and the problem, exit 1', async () => {
+  const { withMetadata } = await import('../src/adapters/onnx.js');
+  const dir = tmp();
+  const bytes = new Uint8Array(readFileSync(join(ROOT, 'models', 'hemocount-default.onnx')));
+  const meta = readMetadata(bytes);
+  const broken = { ...meta, thresholds: { WBC: 0.5 } } as unknown as typeof meta;
+  writeFileSync(join(dir, 'bad.onnx'), withMetadata(bytes, broken));
+  const r = run(['count', 'samples/BloodImage_00004.jpg', '--model', join(dir, 'bad.onnx')]);
+  assert.equal(r.status, 1);
+  assert.match(r.stderr, /bad\.onnx: unusable hemocount metadata: thresholds\.RBC must be a number from 0 to 1/);
+  writeFileSync(join(dir, 'future.onnx'), withMetadata(bytes, { ...meta, format: 'hemocount-retinanet/9' }));
+  assert.match(run(['info', '--model', join(dir, 'future.onnx')]).stderr, /format 'hemocount-retinanet\/9' is not hemocount-retinanet\/1/);
+});

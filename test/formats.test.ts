@@ -1,5 +1,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { SAMPLES } from './helpers.js';
 import { parseCoco, parseCsv, parseVoc, parseYolo, toCoco, toCsv, totals, toVoc, toYolo, type CountDocument, type ImageResult } from '../src/core/formats.js';
 import type { Box, CellClass } from '../src/core/types.js';
 
@@ -61,4 +64,30 @@ test('CSV: a row per image and a totals row, errors kept', () => {
   assert.equal(rows[3][0], 'TOTAL');
   assert.equal(rows[3][rows[0].indexOf('RBC_uncertain')], '1');
   assert.equal(doc.totals.failed, 1);
+});
+
+test('ground truth rules: truncated XML, boxes outside, inverted, zero-size and non-numeric boxes are reported, never taken silently', () => {
+  const full = readFileSync(join(SAMPLES, 'truth', 'BloodImage_00004.xml'), 'utf8');
+  assert.throws(() => parseVoc(full.slice(0, Math.floor(full.length * 0.6))), /truncated or malformed Pascal VOC XML/);
+  const obj = (x1: number, y1: number, x2: number, y2: number) => `<object><name>RBC</name><bndbox><xmin>${x1}</xmin><ymin>${y1}</ymin><xmax>${x2}</xmax><ymax>${y2}</ymax></bndbox></object>`;
+  const voc = parseVoc(`<annotation><filename>a.jpg</filename><size><width>100</width><height>80</height></size>${obj(1, 1, 50, 40)}${obj(60, 10, 140, 50)}${obj(50, 50, 20, 60)}${obj(10, 10, 10, 30)}${obj(200, 200, 260, 260)}</annotation>`);
+  assert.equal(voc.boxes.length, 2);
+  assert.deepEqual(voc.boxes[1].box, [59, 9, 100, 50]);
+  assert.match(voc.problems.join('\n'), /object 2 \(RBC\): box \[59, 9, 140, 50\] reaches outside the 100x80 image: clipped/);
+  assert.match(voc.problems.join('\n'), /object 3 \(RBC\): .*inverted corners: dropped/);
+  assert.match(voc.problems.join('\n'), /object 4 \(RBC\): .*zero size: dropped/);
+  assert.match(voc.problems.join('\n'), /object 5 \(RBC\): .*lies outside the 100x80 image: dropped/);
+  const yolo = parseYolo('1 1.5 0.5 0.2 0.2\n0 0.5 0.5 -0.1 0.2\n0 0.5 0.5 0.2 0.2\n', 100, 100, ['RBC', 'WBC', 'Platelets']);
+  assert.equal(yolo.boxes.length, 1);
+  assert.match(yolo.problems.join('\n'), /line 1 \(WBC\): .*lies outside the 100x100 image: dropped/);
+  assert.match(yolo.problems.join('\n'), /line 2 \(RBC\): .*inverted corners: dropped/);
+  const coco = parseCoco(JSON.stringify({ categories: [{ id: 1, name: 'RBC' }], images: [{ id: 1, file_name: 'a.jpg', width: 100, height: 100 }],
+    annotations: [{ id: 1, image_id: 1, category_id: 1, bbox: '10 10 5 5' }, { id: 2, image_id: 1, category_id: 1, bbox: null }, null, { id: 4, image_id: 1, category_id: 1, bbox: [10, 10, 20, 20] }] }));
+  assert.equal(coco.images[0].boxes.length, 1);
+  assert.match(coco.problems.join('\n'), /annotation 1: bbox "10 10 5 5" is not \[x, y, width, height\] numbers: dropped/);
+  assert.match(coco.problems.join('\n'), /annotation 2: bbox null/);
+  assert.match(coco.problems.join('\n'), /annotations\[2\] is not an object/);
+  assert.throws(() => parseCoco('{"images": [{"id": 1}], "annotations": []}'), /images\[0\] needs "id" and a "file_name" string/);
+  assert.throws(() => parseCoco('{"images": 3}'), /not a COCO document/);
+  assert.throws(() => parseCoco('{nope'), /not valid JSON/);
 });

@@ -5,7 +5,7 @@
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import * as ort from 'onnxruntime-node';
-import type { ModelMetadata } from '../core/types.js';
+import { CLASSES, type ModelMetadata } from '../core/types.js';
 
 const METADATA_FIELD = 14; // ModelProto.metadata_props
 const METADATA_KEY = 'hemocount';
@@ -76,9 +76,35 @@ export function readMetadata(bytes: Uint8Array, file = 'model'): ModelMetadata {
   for (const f of fields) {
     if (f.no !== METADATA_FIELD || !f.body) continue;
     const [k, v] = entry(bytes, f.body);
-    if (k === METADATA_KEY) return JSON.parse(v) as ModelMetadata;
+    if (k !== METADATA_KEY) continue;
+    let meta: ModelMetadata;
+    try {
+      meta = JSON.parse(v) as ModelMetadata;
+    } catch (e) {
+      throw new Error(`${file}: its hemocount metadata is not valid JSON (${(e as Error).message})`);
+    }
+    const bad = metadataProblem(meta);
+    if (bad) throw new Error(`${file}: unusable hemocount metadata: ${bad}`);
+    return meta;
   }
   throw new Error(`${file}: no hemocount metadata in this ONNX file (export it with 'python3 -m hemocount_train export')`);
+}
+
+/** What makes a metadata document unusable, or null. Checked on load, so a bad file fails with its name. */
+export function metadataProblem(m: ModelMetadata): string | null {
+  const num = (v: unknown) => typeof v === 'number' && Number.isFinite(v);
+  if (!m || typeof m !== 'object') return 'not an object';
+  if (typeof m.format !== 'string' || !/^hemocount-retinanet\/1$/.test(m.format)) return `format '${String(m.format)}' is not hemocount-retinanet/1 (made by another version of hemocount?)`;
+  for (const k of CLASSES) {
+    if (!num(m.thresholds?.[k]) || m.thresholds[k] < 0 || m.thresholds[k] > 1) return `thresholds.${k} must be a number from 0 to 1`;
+    if (m.review !== undefined && m.review[k] !== undefined && !num(m.review[k])) return `review.${k} must be a number`;
+  }
+  if (!Array.isArray(m.anchors?.levels) || !m.anchors.levels.length) return 'anchors.levels is missing';
+  for (const l of m.anchors.levels) if (!num(l.stride) || !Array.isArray(l.sizes) || !Array.isArray(l.aspect_ratios)) return 'an anchor level lacks stride, sizes or aspect_ratios';
+  if (!num(m.input?.pad_multiple) || !Array.isArray(m.input?.mean) || !Array.isArray(m.input?.std)) return 'input (pad_multiple, mean, std) is missing';
+  if (!num(m.postprocess?.score_floor) || !num(m.postprocess?.nms_iou)) return 'postprocess (score_floor, nms_iou) is missing';
+  if (!Array.isArray(m.box_coder?.weights)) return 'box_coder.weights is missing';
+  return null;
 }
 
 /** A copy of the ONNX bytes whose hemocount metadata is replaced by `meta`. */

@@ -123,29 +123,52 @@ export interface ParsedAnnotation {
   problems: string[];
 }
 
+/**
+ * The ground-truth box rules every reader applies (the Python readers in
+ * training/hemocount_train/data.py apply the same): a box must be finite with positive size;
+ * one reaching more than half a pixel outside the image is clipped with a note, one wholly
+ * outside or smaller than 1 px after clipping is dropped with a note.
+ */
+export function checkBox(box: number[], width: number | null, height: number | null): { box?: Box; problem?: string } {
+  const where = `[${box.map((v) => (Number.isFinite(v) ? r2(v) : String(v))).join(', ')}]`;
+  if (box.length !== 4 || box.some((v) => !Number.isFinite(v))) return { problem: `box ${where} is not four numbers: dropped` };
+  const [x1, y1, x2, y2] = box;
+  if (x2 <= x1 || y2 <= y1) return { problem: `box ${where} has ${x2 < x1 || y2 < y1 ? 'inverted corners' : 'zero size'}: dropped` };
+  if (!width || !height) return { box: [x1, y1, x2, y2] };
+  const c: Box = [Math.max(0, x1), Math.max(0, y1), Math.min(width, x2), Math.min(height, y2)];
+  if (c[2] - c[0] < 1 || c[3] - c[1] < 1) return { problem: `box ${where} lies outside the ${width}x${height} image: dropped` };
+  const moved = Math.max(c[0] - x1, c[1] - y1, x2 - c[2], y2 - c[3]);
+  return moved > 0.5 ? { box: c, problem: `box ${where} reaches outside the ${width}x${height} image: clipped` } : { box: c };
+}
+
 const tag = (xml: string, name: string) => new RegExp(`<${name}>\\s*([^<]*?)\\s*</${name}>`).exec(xml)?.[1] ?? null;
 
 /** Pascal VOC XML -> 0-based pixel boxes; unknown classes and bad boxes are reported, not fatal. */
 export function parseVoc(xml: string): ParsedAnnotation {
   if (!/<annotation[\s>]/.test(xml)) throw new Error('not a Pascal VOC annotation (no <annotation> element)');
+  // a file cut short would silently lose its last cells
+  if (!/<\/annotation>\s*$/.test(xml)) throw new Error('truncated or malformed Pascal VOC XML (no closing </annotation>)');
+  const opened = (xml.match(/<object>/g) ?? []).length;
   const problems: string[] = [];
   const boxes: GroundTruthBox[] = [];
   const size = /<size>([\s\S]*?)<\/size>/.exec(xml)?.[1] ?? '';
-  for (const m of xml.matchAll(/<object>([\s\S]*?)<\/object>/g)) {
+  const w = Number(tag(size, 'width')) || null;
+  const h = Number(tag(size, 'height')) || null;
+  const objects = [...xml.matchAll(/<object>([\s\S]*?)<\/object>/g)];
+  if (objects.length !== opened) throw new Error(`malformed Pascal VOC XML (${opened} <object> opened, ${objects.length} closed)`);
+  objects.forEach((m, i) => {
     const body = m[1];
     const name = tag(body, 'name') ?? '';
     const label = classFromName(name);
-    const nums = ['xmin', 'ymin', 'xmax', 'ymax'].map((k) => Number(tag(body, k)));
-    if (!label) { problems.push(`unknown class '${name}'`); continue; }
-    if (nums.some((v) => !Number.isFinite(v))) { problems.push(`object '${name}' without a numeric bndbox`); continue; }
-    // VOC is 1-based and inclusive: xmax <= xmin is a box of (almost) no size
-    if (nums[2] <= nums[0] || nums[3] <= nums[1]) { problems.push(`zero-size ${label} box at ${nums.join(',')}`); continue; }
-    const box: Box = [nums[0] - 1, nums[1] - 1, nums[2], nums[3]];
-    boxes.push({ label, box });
-  }
-  const w = Number(tag(size, 'width'));
-  const h = Number(tag(size, 'height'));
-  return { filename: tag(xml, 'filename'), width: w || null, height: h || null, boxes, problems };
+    const nums = ['xmin', 'ymin', 'xmax', 'ymax'].map((k) => Number(tag(body, k) ?? NaN));
+    if (!label) { problems.push(`object ${i + 1}: unknown class '${name}'`); return; }
+    // VOC is 1-based and inclusive, and LabelImg writes xmax == xmin for a click without a drag
+    const flat = nums[2] <= nums[0] || nums[3] <= nums[1];
+    const c = checkBox(flat ? nums : [nums[0] - 1, nums[1] - 1, nums[2], nums[3]], w, h);
+    if (c.problem) problems.push(`object ${i + 1} (${label}): ${c.problem}`);
+    if (c.box) boxes.push({ label, box: c.box });
+  });
+  return { filename: tag(xml, 'filename'), width: w, height: h, boxes, problems };
 }
 
 /** YOLO txt with hemocount's class order (RBC=0, WBC=1, Platelets=2) unless `names` says otherwise. */
@@ -168,8 +191,9 @@ export function parseYolo(text: string, width: number, height: number, names: re
     const label = names[Number(p[0])] !== undefined ? classFromName(names[Number(p[0])]) : null;
     if (p.length < 5 || v.some((x) => !Number.isFinite(x))) { problems.push(`line ${i + 1} is not 'class cx cy w h'`); return; }
     if (!label) { problems.push(`line ${i + 1}: unknown class id ${p[0]}`); return; }
-    const box: Box = [(v[0] - v[2] / 2) * width, (v[1] - v[3] / 2) * height, (v[0] + v[2] / 2) * width, (v[1] + v[3] / 2) * height];
-    boxes.push({ label, box: [Math.max(0, box[0]), Math.max(0, box[1]), Math.min(width, box[2]), Math.min(height, box[3])] });
+    const c = checkBox([(v[0] - v[2] / 2) * width, (v[1] - v[3] / 2) * height, (v[0] + v[2] / 2) * width, (v[1] + v[3] / 2) * height], width, height);
+    if (c.problem) problems.push(`line ${i + 1} (${label}): ${c.problem}`);
+    if (c.box) boxes.push({ label, box: c.box });
   });
   return { filename: null, width, height, boxes, problems };
 }
@@ -197,8 +221,18 @@ export function toCoco(images: CocoImage[]): string {
 }
 
 export function parseCoco(text: string): { images: CocoImage[]; problems: string[]; unlabelled: Map<string, CellClass[]>; subset: Map<string, string> } {
-  const doc = JSON.parse(text);
-  if (!Array.isArray(doc.images) || !Array.isArray(doc.annotations)) throw new Error('not a COCO document (needs "images" and "annotations")');
+  let doc;
+  try {
+    doc = JSON.parse(text);
+  } catch (e) {
+    throw new Error(`not valid JSON (${(e as Error).message})`);
+  }
+  if (!doc || !Array.isArray(doc.images) || !Array.isArray(doc.annotations)) throw new Error('not a COCO document (needs "images" and "annotations" arrays)');
+  if (doc.categories !== undefined && !Array.isArray(doc.categories)) throw new Error('not a COCO document ("categories" must be an array)');
+  doc.images.forEach((im: unknown, i: number) => {
+    const o = im as Record<string, unknown>;
+    if (!o || typeof o.file_name !== 'string' || o.id === undefined) throw new Error(`images[${i}] needs "id" and a "file_name" string`);
+  });
   const problems: string[] = [];
   const cats = new Map<number, CellClass | null>((doc.categories ?? []).map((c: { id: number; name: string }) => [c.id, classFromName(c.name)]));
   const byId = new Map<number, CocoImage>();
@@ -209,13 +243,20 @@ export function parseCoco(text: string): { images: CocoImage[]; problems: string
     byId.set(im.id, { file: im.file_name, width: im.width, height: im.height, boxes: [] });
     if (Array.isArray(im.unlabelled)) unlabelled.set(im.file_name, im.unlabelled.map((n: string) => classFromName(n)).filter(Boolean));
   }
-  for (const a of doc.annotations) {
+  for (const [i, a] of (doc.annotations as Record<string, any>[]).entries()) {
+    if (!a || typeof a !== 'object') { problems.push(`annotations[${i}] is not an object: dropped`); continue; }
     const im = byId.get(a.image_id);
     const label = cats.get(a.category_id);
     if (!im) { problems.push(`annotation ${a.id}: unknown image_id ${a.image_id}`); continue; }
     if (!label) { problems.push(`annotation ${a.id}: unknown category ${a.category_id}`); continue; }
+    if (!Array.isArray(a.bbox) || a.bbox.length !== 4 || a.bbox.some((v: unknown) => typeof v !== 'number')) {
+      problems.push(`annotation ${a.id}: bbox ${JSON.stringify(a.bbox)} is not [x, y, width, height] numbers: dropped`);
+      continue;
+    }
     const [x, y, w, h] = a.bbox;
-    im.boxes.push({ label, box: [x, y, x + w, y + h], ...(a.score !== undefined ? { score: a.score } : {}) });
+    const c = checkBox([x, y, x + w, y + h], im.width || null, im.height || null);
+    if (c.problem) problems.push(`annotation ${a.id} (${label}): ${c.problem}`);
+    if (c.box) im.boxes.push({ label, box: c.box, ...(a.score !== undefined ? { score: a.score } : {}) });
   }
   return { images: [...byId.values()], problems, unlabelled, subset };
 }
