@@ -10,7 +10,7 @@ import { applyThresholds } from './core/count.js';
 import type { ImageResult } from './core/formats.js';
 import { type DetectOptions, type Detected as CoreDetected, detect, type ScaleEstimate } from './core/detect.js';
 import { WHOLE_IMAGE_PIXELS } from './core/pipeline.js';
-import { type Candidate, type ModelMetadata, type PerClass, perClass, type Thresholds } from './core/types.js';
+import { CLASSES, type ModelMetadata, type PerClass, perClass, type Thresholds } from './core/types.js';
 import { decodeRgb, type ImageInput, probe, type RawImage, readRegion } from './adapters/image.js';
 import { type OnnxModel, openOnnx } from './adapters/onnx.js';
 
@@ -46,6 +46,8 @@ export class Model {
   private constructor(private readonly onnx: OnnxModel) {}
 
   static async load(path?: string, opts: { threads?: number } = {}): Promise<Model> {
+    if (path !== undefined && typeof path !== 'string') throw new TypeError(`model path must be a string, not ${typeof path}`);
+    if (opts.threads !== undefined && !(Number.isInteger(opts.threads) && opts.threads >= 1)) throw new RangeError(`threads must be a whole number >= 1, not ${String(opts.threads)}`);
     return new Model(await openOnnx(path ?? defaultModelPath(), opts.threads));
   }
 
@@ -65,18 +67,24 @@ export class Model {
 
   /** Resolve user thresholds against the model's recommended ones. */
   thresholds(count?: CountOptions['thresholds'], review?: CountOptions['review']): Thresholds {
-    const pick = (v: CountOptions['thresholds'], base: PerClass<number>) =>
-      perClass((c) => (typeof v === 'number' ? v : (v?.[c] ?? base[c])));
-    const t = pick(count, this.metadata.thresholds);
+    const pick = (v: CountOptions['thresholds'], base: PerClass<number>, name: string) => {
+      checkThresholdArg(v, name);
+      return perClass((c) => (typeof v === 'number' ? v : (v?.[c] ?? base[c])));
+    };
+    const t = pick(count, this.metadata.thresholds, 'thresholds');
     const baseReview = perClass((c) => Math.min(this.metadata.review?.[c] ?? t[c], t[c]));
     // a counting threshold moved below the model's review edge leaves no review band
-    const r = pick(review, baseReview);
+    const r = pick(review, baseReview, 'review');
     return { count: t, review: perClass((c) => Math.min(r[c], t[c])) };
   }
 
   /** All candidates above the model's floor, in original-image pixels. */
   async detect(input: ImageInput, opts: DetectOptions = {}): Promise<Detected> {
     const t0 = performance.now();
+    checkInput(input);
+    if (opts.scale !== undefined && opts.scale !== 'auto' && !(typeof opts.scale === 'number' && opts.scale >= 0.25 && opts.scale <= 4)) {
+      throw new RangeError(`scale must be 'auto' or a number from 0.25 to 4, not ${String(opts.scale)}`);
+    }
     const { width, height } = await probe(input);
     // small images are decoded once; large ones are read region by region (bounded memory)
     let whole: RawImage | null = null;
@@ -121,4 +129,28 @@ function cropRaw(img: RawImage, left: number, top: number, width: number, height
     out.set(img.data.subarray(src, src + width * 3), y * width * 3);
   }
   return { data: out, width, height, channels: 3 };
+}
+
+/** sharp-style argument checks: a TypeError or RangeError naming the argument and the value. */
+function checkThresholdArg(v: unknown, name: string): void {
+  if (v === undefined) return;
+  const prob = (x: unknown, what: string) => {
+    if (typeof x !== 'number' || !Number.isFinite(x) || x < 0 || x > 1) throw new RangeError(`${what} must be a number from 0 to 1, not ${String(x)}`);
+  };
+  if (typeof v === 'number') return prob(v, name);
+  if (typeof v !== 'object' || v === null) throw new TypeError(`${name} must be a number or { RBC, WBC, Platelets }, not ${String(v)}`);
+  for (const [k, x] of Object.entries(v)) {
+    if (!(CLASSES as readonly string[]).includes(k)) throw new TypeError(`${name}: unknown class '${k}' (RBC, WBC or Platelets)`);
+    prob(x, `${name}.${k}`);
+  }
+}
+
+function checkInput(input: unknown): void {
+  if (typeof input === 'string' || input instanceof Uint8Array) return;
+  const raw = input as { data?: unknown; width?: unknown; height?: unknown; channels?: unknown } | null;
+  if (!raw || typeof raw !== 'object' || !(raw.data instanceof Uint8Array)) throw new TypeError('image must be a path, encoded bytes (Uint8Array) or { data: Uint8Array, width, height, channels: 3 }');
+  const { width: w, height: h, channels: ch } = raw;
+  if (!Number.isInteger(w) || !Number.isInteger(h) || (w as number) < 1 || (h as number) < 1) throw new RangeError(`raw image width and height must be whole numbers >= 1, not ${String(w)} x ${String(h)}`);
+  if (ch !== 3) throw new RangeError(`raw image channels must be 3 (RGB), not ${String(ch)}`);
+  if (raw.data.length !== (w as number) * (h as number) * 3) throw new RangeError(`raw image data has ${raw.data.length} bytes; ${w} x ${h} x 3 needs ${(w as number) * (h as number) * 3}`);
 }

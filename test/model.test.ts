@@ -108,3 +108,15 @@ test('test-time augmentation (flips) finds the same cells, in the same place', a
   const w = (r: typeof plain) => r.detections.find((d) => d.label === 'WBC')!.box;
   assert.ok(iou(w(tta), w(plain)) > 0.9);
 });
+
+test('library arguments are checked sharp-style: the argument and the bad value are named', async () => {
+  const file = join(SAMPLES, 'BloodImage_00004.jpg');
+  await assert.rejects(model.count(file, { thresholds: 7 }), (e: Error) => e instanceof RangeError && /thresholds must be a number from 0 to 1, not 7/.test(e.message));
+  await assert.rejects(model.count(file, { thresholds: NaN }), RangeError);
+  await assert.rejects(model.count(file, { thresholds: { Foo: 0.3 } as never }), (e: Error) => e instanceof TypeError && /unknown class 'Foo'/.test(e.message));
+  await assert.rejects(model.count(file, { review: { RBC: -1 } }), /review\.RBC must be a number from 0 to 1/);
+  await assert.rejects(model.count({ data: new Uint8Array(10), width: 4, height: 4, channels: 3 }), /raw image data has 10 bytes; 4 x 4 x 3 needs 48/);
+  await assert.rejects(model.count(42 as never), TypeError);
+  await assert.rejects(model.count(file, { scale: 9 }), /scale must be 'auto' or a number from 0.25 to 4/);
+  await assert.rejects(loadModel(MODEL, { threads: -2 }), /threads must be a whole number >= 1, not -2/);
+});

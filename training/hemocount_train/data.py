@@ -58,20 +58,23 @@ class Defects:
         return "\n".join(lines)
 
 
-def _clip_box(box, w, h, path, defects: Defects, min_size=2.0):
+def _clip_box(box, w, h, path, defects: Defects, min_size=1.0):
+    """The ground-truth box rules, as in src/core/formats.ts (checkBox): a box must have
+    positive size; one reaching more than half a pixel outside the image is clipped with a
+    note; one with inverted corners, or smaller than 1 px after clipping, is dropped."""
     x1, y1, x2, y2 = box
-    if x2 < x1:
-        x1, x2 = x2, x1
-    if y2 < y1:
-        y1, y2 = y2, y1
+    if x2 < x1 or y2 < y1:
+        defects.add(path, f"box {box} has inverted corners: dropped")
+        return None
     cx1, cy1 = min(max(x1, 0.0), w), min(max(y1, 0.0), h)
     cx2, cy2 = min(max(x2, 0.0), w), min(max(y2, 0.0), h)
+    if cx2 - cx1 < min_size or cy2 - cy1 < min_size:
+        where = "lies outside the image" if (x2 - x1 >= min_size and y2 - y1 >= min_size) else "has (almost) zero size"
+        defects.add(path, f"box {box} {where}: dropped")
+        return None
     # YOLO's normalised floats round-trip with ~1e-4 px noise: only real excursions count
     if max(abs(cx1 - x1), abs(cy1 - y1), abs(cx2 - x2), abs(cy2 - y2)) > 0.5:
         defects.add(path, f"box {box} lies partly outside the {w}x{h} image: clipped")
-    if cx2 - cx1 < min_size or cy2 - cy1 < min_size:
-        defects.add(path, f"box {box} has (almost) zero size: dropped")
-        return None
     return [cx1, cy1, cx2, cy2]
 
 
@@ -129,7 +132,9 @@ def read_voc(ann_dir: str, image_dir: str | None = None, source="voc", defects=N
             except (TypeError, ValueError, AttributeError):
                 defects.add(path, "object without a numeric <bndbox>: ignored")
                 continue
-            box = _clip_box([x1 - 1, y1 - 1, x2, y2], w, h, path, defects)
+            # 1-based inclusive; LabelImg writes xmax == xmin for a click without a drag
+            box = (_clip_box([x1, y1, x2, y2], w, h, path, defects) if x2 <= x1 or y2 <= y1
+                   else _clip_box([x1 - 1, y1 - 1, x2, y2], w, h, path, defects))
             if box is not None:
                 s.boxes.append(box)
                 s.labels.append(CLASSES.index(cls))

@@ -33,6 +33,8 @@ def test_yolo_reader_reports_defects(tmp_path):
         "2 0.99 0.5 0.1 0.1\n"     # platelet running off the right edge: clipped
         "0 0.5 0.5 0.0 0.1\n"      # zero width: dropped
         "5 0.5 0.5 0.1 0.1\n"      # unknown class id
+        "1 1.5 0.5 0.1 0.1\n"      # wholly outside (cx = 1.5): dropped
+        "1 0.5 0.5 -0.1 0.1\n"     # inverted: dropped
         "garbage\n")
     (lab_dir / "missing.txt").write_text("1 0.5 0.5 0.1 0.1\n")
     d = Defects()
@@ -41,7 +43,8 @@ def test_yolo_reader_reports_defects(tmp_path):
     assert [CLASSES[i] for i in s[0].labels] == ["RBC", "Platelets"]
     assert s[0].boxes[1][2] == 640
     text = d.summary(100)
-    for needle in ("repeats", "outside", "zero size", "unknown class id 5", "not 'class", "no image"):
+    for needle in ("repeats", "partly outside", "lies outside the image: dropped", "inverted corners: dropped",
+                   "zero size", "unknown class id 5", "not 'class", "no image"):
         assert needle in text, needle
 
 
