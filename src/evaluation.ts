@@ -2,7 +2,7 @@
  * Running a model over an annotated set once, and what is built on those candidates:
  * the threshold sweep, calibration and model selection. The metrics are core/metrics.ts.
  */
-import { type Criterion, type EvalImage, type Evaluation, agreement, bestRow, classAt, confusionMatrix, errorBreakdown, evaluate, reviewThreshold } from './core/metrics.js';
+import { type Criterion, type EvalImage, type Evaluation, agreement, bestRow, classAt, confusionMatrix, errorBreakdown, evaluate, reviewThreshold, subsets } from './core/metrics.js';
 import { type ModelMetadata, type PerClass, perClass } from './core/types.js';
 import type { TruthSet } from './adapters/files.js';
 import type { DetectOptions, Model } from './detector.js';
@@ -68,12 +68,17 @@ export function calibrate(meta: ModelMetadata, images: EvalImage[], data: string
     return { threshold: thresholds[c], precision: r.precision, recall: r.recall, f1: r.f1, accuracy: r.accuracy,
       ap50: ev.classes[c].ap50, ap5095: ev.classes[c].ap5095, truth: r.truth, counted: r.counted };
   });
+  // the same thresholds, seen on each subset (full fields and close-ups differ)
+  const bySubset = Object.fromEntries([...subsets(images)].map(([name, ims]) => [name, { images: ims.length, classes: perClass((c) => {
+    const r = classAt(ims, c, thresholds[c], iou);
+    return { precision: r.precision, recall: r.recall, f1: r.f1, accuracy: r.accuracy, truth: r.truth, counted: r.counted };
+  }) }]));
   return {
     ...meta,
     thresholds,
     review,
     calibration: { data, images: images.length, criterion, iou, date: new Date().toISOString(), grid: '0.10-0.90 step 0.01',
-      review_rule: 'lowest threshold whose band holds >= 25 % real cells', mAP50: ev.mAP50, mAP5095: ev.mAP5095, classes: atChosen },
+      review_rule: 'lowest threshold whose band holds >= 25 % real cells', mAP50: ev.mAP50, mAP5095: ev.mAP5095, classes: atChosen, subsets: bySubset },
   };
 }
 

@@ -295,3 +295,37 @@ test('a model file with broken metadata fails with its name and the problem, exi
   writeFileSync(join(dir, 'future.onnx'), withMetadata(bytes, { ...meta, format: 'hemocount-retinanet/9' }));
   assert.match(run(['info', '--model', join(dir, 'future.onnx')]).stderr, /format 'hemocount-retinanet\/9' is not hemocount-retinanet\/1/);
 });
+
+test('a batch killed mid-way keeps its work in --jsonl, and --resume counts only the rest', async () => {
+  const dir = tmp();
+  const inp = join(dir, 'in');
+  mkdirSync(inp);
+  for (let i = 0; i < 16; i++) copyFileSync(join(SAMPLES, i % 2 ? 'BloodImage_00011.jpg' : 'BloodImage_00004.jpg'), join(inp, `f${String(i).padStart(2, '0')}.jpg`));
+  const jl = join(dir, 'r.jsonl');
+  const { spawn } = await import('node:child_process');
+  const p = spawn(process.execPath, [CLI, 'count', inp, '--jsonl', jl, '--quiet'], { cwd: ROOT });
+  const lines = () => (existsSync(jl) ? readFileSync(jl, 'utf8').split('\n').filter(Boolean).length : 0);
+  for (let t = 0; t < 600 && lines() < 3; t++) await new Promise((r) => setTimeout(r, 25));
+  p.kill('SIGKILL');
+  await new Promise((r) => p.on('exit', r));
+  const kept = lines();
+  assert.ok(kept >= 3 && kept < 16, `killed after ${kept} images`);
+  // mark a kept result: if it came back unchanged, it was not counted again
+  const text = readFileSync(jl, 'utf8').split('\n').filter(Boolean);
+  const first = JSON.parse(text[0]);
+  first.counts.RBC = 999;
+  writeFileSync(jl, [JSON.stringify(first), ...text.slice(1)].join('\n') + '\n{"file": "half a li');
+  // without --resume the interrupted file is not replaced
+  assert.equal(run(['count', inp, '--jsonl', jl, '--quiet']).status, 2);
+  const r = run(['count', inp, '--jsonl', jl, '--resume', '--json', join(dir, 'r.json'), '--quiet']);
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stderr, /line \d+ is incomplete/);
+  const doc = JSON.parse(readFileSync(join(dir, 'r.json'), 'utf8'));
+  assert.equal(doc.images.length, 16);
+  assert.equal(new Set(doc.images.map((i: { file: string }) => i.file)).size, 16);
+  assert.equal(doc.images.find((i: { file: string }) => i.file === first.file).counts.RBC, 999);
+  assert.equal(doc.images.filter((i: { counts: { RBC: number } }) => i.counts.RBC === 999).length, 1);
+  // the JSON Lines file now holds every image once, on lines of their own
+  const parsed = readFileSync(jl, 'utf8').split('\n').filter(Boolean).flatMap((l) => { try { return [JSON.parse(l)]; } catch { return []; } });
+  assert.equal(parsed.length, 16);
+});

@@ -161,6 +161,14 @@ export class OutputGuard {
     return `${path}: exists and was not written by hemocount${own ? ' (or was changed since)' : ''}`;
   }
 
+  /** Record `path` as hemocount's own as it is now (a file hemocount appended to). */
+  async adopt(path: string): Promise<void> {
+    const abs = resolve(path);
+    const l = await this.ledger(dirname(abs));
+    l[basename(abs)] = sha256(await readFile(abs));
+    await writeAtomic(join(dirname(abs), LEDGER), JSON.stringify(l) + '\n');
+  }
+
   async write(path: string, data: string | Uint8Array): Promise<void> {
     const why = await this.conflict(path);
     if (why) throw new Error(`${why}; refusing to replace it (--overwrite to allow)`);

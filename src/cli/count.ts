@@ -1,4 +1,6 @@
 /** hemocount count: files, folders and globs in; counts, pictures and annotations out. */
+import { existsSync } from 'node:fs';
+import { appendFile, readFile } from 'node:fs/promises';
 import { basename, dirname, extname, join, relative, resolve } from 'node:path';
 import { parseThresholds } from '../core/count.js';
 import { type CountDocument, failedResult, type ImageResult, roundResult, toCoco, toCsv, totals, toVoc, toYolo } from '../core/formats.js';
@@ -23,6 +25,10 @@ export interface CountArgs {
   recursive: boolean;
   /** Replace existing outputs that hemocount did not write (or that were changed since). */
   overwrite?: boolean;
+  /** JSON Lines: one result per image, appended as each image finishes (a killed batch keeps its work). */
+  jsonl?: string;
+  /** With jsonl: skip the images already in it, and count the rest. */
+  resume?: boolean;
   quiet: boolean;
   threads?: number;
   scale?: 'auto' | number;
@@ -55,7 +61,23 @@ export async function runCount(a: CountArgs): Promise<number> {
     usedNames.add(stem);
     return stem;
   });
-  const planned = [a.json, a.csv, a.coco].filter((o): o is string => !!o && o !== '-');
+  if (a.resume && !a.jsonl) throw new UsageError('--resume needs --jsonl FILE (the results of the interrupted run)');
+  // results of an interrupted run, by input path; they are not counted again
+  const done = new Map<string, ImageResult>();
+  if (a.resume && existsSync(a.jsonl!)) {
+    const text = await readFile(a.jsonl!, 'utf8');
+    if (text && !text.endsWith('\n')) await appendFile(a.jsonl!, '\n'); // end the line the kill cut short
+    for (const [n, line] of text.split('\n').entries()) {
+      if (!line.trim()) continue;
+      try {
+        const r = JSON.parse(line) as ImageResult;
+        if (!r.error) done.set(resolve(r.file), r);
+      } catch {
+        log(c.dim(`note: ${a.jsonl}: line ${n + 1} is incomplete (the run was killed while writing it): that image is counted again`));
+      }
+    }
+  }
+  const planned = [a.json, a.csv, a.coco, a.resume ? undefined : a.jsonl].filter((o): o is string => !!o && o !== '-');
   if (a.yolo) planned.push(join(a.yolo, 'classes.txt'));
   for (const stem of stems) {
     if (a.out) planned.push(join(a.out, `${stem}.annotated.png`));
@@ -70,9 +92,15 @@ export async function runCount(a: CountArgs): Promise<number> {
   const results: ImageResult[] = [...missing.map((m) => failedResult(m, 'no such file, folder or matching glob')),
     ...skipped.filter((x) => x.error).map((s) => failedResult(s.path, s.reason))];
   if (!files.length && !results.length) throw new UsageError(`no image found in ${a.inputs.join(', ')} (hemocount reads JPEG, PNG, TIFF, WebP, GIF and AVIF)`);
+  if (a.jsonl && !a.resume) await guard.write(a.jsonl, '');
   const progress = new Progress(files.length, a.quiet);
   for (const [i, f] of files.entries()) {
     progress.tick(i, basename(f.path));
+    const before = done.get(resolve(f.path));
+    if (before) {
+      results.push(before);
+      continue;
+    }
     let r: ImageResult;
     try {
       r = await model.count(f.path, { thresholds: th.count, review: th.review, candidates: a.candidates, scale: a.scale, tta: a.tta });
@@ -90,8 +118,10 @@ export async function runCount(a: CountArgs): Promise<number> {
     } catch (e) {
       r.error = `writing outputs failed: ${(e as Error).message}`;
     }
+    if (a.jsonl) await appendFile(a.jsonl, JSON.stringify(roundResult(r)) + '\n');
   }
   progress.done();
+  if (a.jsonl) await guard.adopt(a.jsonl);
   const doc: CountDocument = {
     model: model.info,
     thresholds: th.count,

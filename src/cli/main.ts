@@ -33,6 +33,8 @@ count options:
   --out DIR             annotated images (<name>.annotated.png)
   --json FILE|-         results as JSON ('-' for stdout)
   --csv FILE            one row per image plus a totals row
+  --jsonl FILE          JSON Lines, one image per line, written as each image finishes
+  --resume              with --jsonl: keep the images already there, count the rest
   --voc DIR  --yolo DIR  --coco FILE   detections as Pascal VOC XML / YOLO txt / COCO JSON
   --candidates          include every candidate above the model's floor in the JSON
   --no-recursive        do not descend into sub-folders
@@ -103,10 +105,11 @@ async function main(argv: string[]): Promise<number> {
       const { values: v, positionals } = parseArgs({ args: rest, allowPositionals: true, options: {
         ...common, threshold: { type: 'string' }, review: { type: 'string' }, out: { type: 'string' }, csv: { type: 'string' },
         voc: { type: 'string' }, yolo: { type: 'string' }, coco: { type: 'string' }, candidates: { type: 'boolean', default: false },
-        'no-recursive': { type: 'boolean', default: false }, overwrite: { type: 'boolean', default: false } } });
+        'no-recursive': { type: 'boolean', default: false }, overwrite: { type: 'boolean', default: false },
+        jsonl: { type: 'string' }, resume: { type: 'boolean', default: false } } });
       if (v.help) return usage(0);
       return runCount({ inputs: positionals, model: v.model, threshold: v.threshold, review: v.review, out: v.out, json: v.json,
-        csv: v.csv, voc: v.voc, yolo: v.yolo, coco: v.coco, candidates: v.candidates, recursive: !v['no-recursive'], overwrite: v.overwrite,
+        csv: v.csv, voc: v.voc, yolo: v.yolo, coco: v.coco, candidates: v.candidates, recursive: !v['no-recursive'], overwrite: v.overwrite, jsonl: v.jsonl, resume: v.resume,
         quiet: v.quiet, threads: threads(v.threads), scale: parseScale(v.scale), tta: v.tta });
     }
     case 'evaluate': case 'calibrate': case 'report': {

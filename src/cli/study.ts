@@ -126,6 +126,11 @@ export async function runCalibrate(a: StudyArgs & { out?: string }): Promise<num
     const r = (meta.calibration as { classes: PerClass<{ precision: number; recall: number; f1: number; accuracy: number }> }).classes[k];
     return [k, meta.thresholds[k].toFixed(2), meta.review[k].toFixed(2), pct(r.precision), pct(r.recall), pct(r.f1), pct(r.accuracy)];
   })));
+  const parts = (meta.calibration as { subsets: Record<string, { images: number; classes: PerClass<{ precision: number; recall: number; f1: number; accuracy: number }> }> }).subsets;
+  for (const [name, p] of Object.entries(parts)) {
+    say(a, `\nSubset '${name}' (${p.images} images) at these thresholds:\n` + table(['class', 'precision', 'recall', 'F1', 'count acc.'],
+      CLASSES.map((k) => [k, pct(p.classes[k].precision), pct(p.classes[k].recall), pct(p.classes[k].f1), pct(p.classes[k].accuracy)])));
+  }
   log(`wrote ${a.out} (criterion ${a.criterion}, ${images.length} images of ${a.data})`);
   await output(a, meta);
   return 0;
