@@ -25,6 +25,8 @@ const log = readFileSync(join(ROOT, 'models', 'train_log.jsonl'), 'utf8').trim()
 const epochs = log.filter((r) => r.type === 'epoch');
 const steps = log.filter((r) => r.type === 'step');
 const trainSeconds = epochs.reduce((s, r) => s + r.time, 0);
+const rates = steps.map((r) => r.images_per_s as number).sort((x, y) => x - y);
+const medianRate = rates[Math.floor(rates.length / 2)] ?? 0;
 const p = meta.provenance as Record<string, unknown>;
 const pct = (v: number | null | undefined) => (v == null ? '-' : (100 * v).toFixed(1));
 const row = (cells: (string | number)[]) => `| ${cells.join(' | ')} |`;
@@ -121,7 +123,8 @@ The default model shipped with hemocount: \`models/hemocount-default.onnx\`
   The previous release was trained from scratch for 28 epochs on CBC's incomplete labels.
 - **Hardware and time:** ${speed.machine.replace(/, Node.*/, '')}, CPU only, 2 threads:
   ${(trainSeconds / 60).toFixed(0)} minutes for ${epochs.length} epochs (sum of the epoch times in
-  \`models/train_log.jsonl\`; the machine was shared with other work).
+  \`models/train_log.jsonl\`; the machine was shared with other work), a median of
+  ${medianRate.toFixed(1)} training images/s (batch ${p.batch_size}, ${p.crop} x ${p.crop} crops, augmentation in the same process).
 - **Learning curve:** [report-learning-curve.svg](../docs/validation/report-learning-curve.svg).
 
 ## Validation: full-field smears and close-ups, complete labels

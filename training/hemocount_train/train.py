@@ -107,6 +107,24 @@ class EpochItems(torch.utils.data.Dataset):
         return self.ds.get(self.order[k], self.epoch)
 
 
+def _truncate_log(path, epoch):
+    """Drop the records of the epoch a kill interrupted (and any half-written line): the
+    resumed run writes that epoch again."""
+    if not os.path.isfile(path):
+        return
+    keep = []
+    for line in open(path, encoding="utf-8"):
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if rec.get("epoch", 0) <= epoch:
+            keep.append(json.dumps(rec))
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        f.write("".join(k + "\n" for k in keep))
+    os.replace(path + ".tmp", path)
+
+
 def set_bn_eval(model):
     for m in model.modules():
         if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
@@ -178,6 +196,7 @@ def train(train_samples, val_samples, out_dir, arch="compact", epochs=30, batch_
         start_epoch = ck["epoch"]
         frozen_bn = bool(ck.get("frozen_bn", False))
         log(f"resuming {ckpt_path} after epoch {start_epoch}")
+        _truncate_log(log_path, start_epoch)
         if start_epoch >= epochs:
             log("training already complete")
             return model
@@ -225,6 +244,7 @@ def train(train_samples, val_samples, out_dir, arch="compact", epochs=30, batch_
                    "loss": round(float(loss), 5), "lr": cur_lr, "time": round(dt, 4),
                    "images_per_s": round(len(imgs) / dt, 2)}
             logf.write(json.dumps(rec) + "\n")
+            logf.flush()  # a kill loses no step; --resume drops the interrupted epoch's records
             for kk in sums:
                 sums[kk] += rec[kk]
         n = steps_per_epoch
