@@ -125,3 +125,58 @@ test('200 concurrent requests are all answered (200 or 503) and memory comes bac
   const end = (await stillAlive()).rssMB;
   assert.ok(end < start + 200, `rss ${start} MB -> ${end} MB`);
 });
+
+test('security: headers, Host allow-list, no cross-site posts, 4xx for malformed bodies, non-multipart refused unread', async () => {
+  const r = await fetch(`${base}/api/model`);
+  assert.match(r.headers.get('content-security-policy') ?? '', /frame-ancestors 'none'/);
+  assert.equal(r.headers.get('x-content-type-options'), 'nosniff');
+  assert.equal(r.headers.get('access-control-allow-origin'), null, 'no CORS');
+  const { request } = await import('node:http');
+  const raw = (headers: Record<string, string>, body = '', method = 'GET', path = '/api/model') => new Promise<{ status: number; body: string }>((res, rej) => {
+    const u = new URL(base);
+    const q = request({ host: u.hostname, port: u.port, path, method, headers }, (s) => {
+      let b = '';
+      s.on('data', (d) => (b += d));
+      s.on('end', () => res({ status: s.statusCode!, body: b }));
+    });
+    q.on('error', rej);
+    q.end(body);
+  });
+  const rebound = await raw({ host: 'evil.example:8080' });
+  assert.equal(rebound.status, 421);
+  assert.match(rebound.body, /host 'evil\.example' is not served here/);
+  assert.equal((await raw({ host: 'localhost' })).status, 200);
+  const cross = await fetch(`${base}/api/count`, { method: 'POST', body: form([{ name: 'a.jpg', bytes: sample }]), headers: { origin: 'http://evil.example' } });
+  assert.equal(cross.status, 403);
+  const broken = await raw({ host: 'localhost', 'content-type': 'multipart/form-data; boundary=XYZ' }, '--XYZ\r\nContent-Disposition: form-data; name="images"; filename="a.jpg"\r\n\r\nabc', 'POST', '/api/count');
+  assert.ok(broken.status >= 400 && broken.status < 500, `malformed multipart: ${broken.status} ${broken.body}`);
+  // a big non-multipart body is refused without being parsed: memory stays put
+  const before = (await stillAlive()).rssMB;
+  const big = await fetch(`${base}/api/count`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: `{"a": "${'x'.repeat(40 << 20)}"}` }).catch(() => null);
+  if (big) assert.equal(big.status, 415);
+  const afterMb = (await stillAlive()).rssMB;
+  assert.ok(afterMb - before < 100, `RSS ${before} -> ${afterMb} MB`);
+});
+
+test('beyond loopback the server needs a token', async () => {
+  const refused = spawn(process.execPath, [CLI, 'serve', '--host', '0.0.0.0', '--port', '0'], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, HEMOCOUNT_TOKEN: '' } });
+  let err = '';
+  refused.stderr!.on('data', (d) => (err += d));
+  const code = await new Promise((r) => refused.on('exit', r));
+  assert.equal(code, 2);
+  assert.match(err, /give --token SECRET/);
+  const { buildServer } = await import('../src/server/app.js');
+  const app = await buildServer({ model: await loadModel(MODEL), token: 's3cret' });
+  const addr = await app.listen({ port: 0, host: '127.0.0.1' });
+  try {
+    assert.equal((await fetch(`${addr}/api/model`)).status, 401);
+    assert.equal((await fetch(`${addr}/api/model`, { headers: { authorization: 'Bearer s3cret' } })).status, 200);
+    const link = await fetch(`${addr}/?token=s3cret`, { redirect: 'manual' });
+    assert.equal(link.status, 302);
+    const cookie = link.headers.get('set-cookie')!.split(';')[0];
+    assert.equal((await fetch(`${addr}/api/model`, { headers: { cookie } })).status, 200);
+    assert.equal((await fetch(`${addr}/healthz`)).status, 200);
+  } finally {
+    await app.close();
+  }
+});

@@ -23,7 +23,8 @@ Commands:
   select --data DIR M1.onnx M2.onnx...  compare models (e.g. epochs), name the best
   report --data DIR --out R.html   HTML + Markdown report with plots
   train [args]                     train a model (PyTorch; see 'hemocount train --help')
-  serve [--port 8080] [--host 127.0.0.1]  web app + HTTP API (--max-file-mb, --max-files, --max-megapixels, --max-queued)
+  serve [--port 8080] [--host 127.0.0.1]  web app + HTTP API (--max-file-mb, --max-files, --max-megapixels, --max-queued,
+                                   --token SECRET (required beyond loopback; or HEMOCOUNT_TOKEN), --allow-host NAME)
   info [--model M]                 print a model's metadata
 
 count options:
@@ -135,14 +136,19 @@ async function main(argv: string[]): Promise<number> {
     case 'serve': {
       const { values: v } = parseArgs({ args: rest, options: { model: { type: 'string' }, port: { type: 'string', default: '8080' },
         host: { type: 'string', default: '127.0.0.1' }, threads: { type: 'string' }, 'max-file-mb': { type: 'string' },
-        'max-files': { type: 'string' }, 'max-megapixels': { type: 'string' }, 'max-queued': { type: 'string' } } });
+        'max-files': { type: 'string' }, 'max-megapixels': { type: 'string' }, 'max-queued': { type: 'string' },
+        token: { type: 'string' }, 'allow-host': { type: 'string', multiple: true } } });
       const port = Number(v.port);
       if (!Number.isInteger(port) || port < 0 || port > 65535) throw new UsageError(`--port must be 0-65535, not '${v.port}'`);
-      const { buildServer } = await import('../server/app.js');
+      const { buildServer, isLoopback } = await import('../server/app.js');
+      const token = v.token ?? process.env.HEMOCOUNT_TOKEN;
+      if (!isLoopback(v.host!.replace(/^\[|\]$/g, '')) && v.host !== '::1' && !token) {
+        throw new UsageError(`binding to ${v.host} lets other machines use this server: give --token SECRET (or set HEMOCOUNT_TOKEN)`);
+      }
       const model = await Model.load(v.model, { threads: threads(v.threads) });
       const num = (x?: string, k = 1) => (x ? Number(x) * k : undefined);
       const app = await buildServer({ model, maxFileBytes: num(v['max-file-mb'], 1024 * 1024), maxFiles: num(v['max-files']),
-        maxPixels: num(v['max-megapixels'], 1e6), maxQueued: num(v['max-queued']) });
+        maxPixels: num(v['max-megapixels'], 1e6), maxQueued: num(v['max-queued']), token, allowHosts: [...(v['allow-host'] ?? []), ...(isLoopback(v.host!) ? [] : [v.host!])] });
       const addr = await app.listen({ port, host: v.host });
       log(`hemocount serving ${model.info.name} at ${addr}  (API: ${addr}/api/openapi.json)`);
       const stop = () => app.close().then(() => process.exit(0));

@@ -23,10 +23,23 @@ export interface ServerOptions {
   maxPixels?: number;
   concurrency?: number;
   maxQueued?: number;
+  /** Pixels all images of one request may hold together (one request cannot hold the slot for long). */
+  maxRequestPixels?: number;
   logger?: boolean;
+  /** Host names (Host header, without port) served besides loopback ones: a DNS-rebinding guard. */
+  allowHosts?: string[];
+  /** Required as `Authorization: Bearer TOKEN` (or the cookie set by `/?token=TOKEN`) when given. */
+  token?: string;
 }
 
-export const DEFAULT_LIMITS = { maxFileBytes: 15 * 1024 * 1024, maxFiles: 20, maxPixels: 50_000_000, concurrency: 1, maxQueued: 8 };
+/** Loopback names and addresses: the only Host headers a default server answers. */
+export const LOOPBACK = ['localhost', '127.0.0.1', '::1', '[::1]'];
+export const isLoopback = (host: string) => LOOPBACK.includes(host) || /^127\./.test(host);
+
+export const DEFAULT_LIMITS = { maxFileBytes: 15 * 1024 * 1024, maxFiles: 20, maxPixels: 50_000_000, maxRequestPixels: 100_000_000, concurrency: 1, maxQueued: 8 };
+
+const CSP = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; worker-src 'self' blob:; style-src 'self' 'unsafe-inline'; " +
+  "img-src 'self' blob: data:; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = [join(here, '..', '..'), join(here, '..', '..', '..')].find((p) => existsSync(join(p, 'package.json')))!;
@@ -41,14 +54,43 @@ export async function buildServer(o: ServerOptions): Promise<FastifyInstance> {
   const lim = { ...DEFAULT_LIMITS, ...Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) } as typeof DEFAULT_LIMITS & ServerOptions;
   const model = o.model;
   const queue = new InferenceQueue(lim.concurrency, lim.maxQueued);
-  const app = Fastify({ logger: o.logger ?? false, bodyLimit: lim.maxFileBytes * lim.maxFiles + 1024 * 1024 });
+  // slow bodies and idle connections are cut off rather than held open
+  const app = Fastify({ logger: o.logger ?? false, bodyLimit: lim.maxFileBytes * lim.maxFiles + 1024 * 1024, connectionTimeout: 120_000, requestTimeout: 120_000 });
+  // only multipart bodies are read at all: anything else is refused (415) before its bytes are
+  app.removeAllContentTypeParsers();
   await app.register(multipart, { limits: { fileSize: lim.maxFileBytes, files: lim.maxFiles, fields: 10, fieldSize: 10_000 }, throwFileSizeLimit: true });
+  const allowed = new Set([...LOOPBACK, ...(o.allowHosts ?? [])].map((h) => h.toLowerCase()));
 
-  // threaded WebAssembly (private mode) needs a cross-origin isolated page
+  app.addHook('onRequest', async (req, reply) => {
+    // DNS rebinding: a page on evil.example resolving to this machine sends Host: evil.example
+    const host = (req.headers.host ?? '').toLowerCase().replace(/:\d+$/, '');
+    if (!allowed.has(host) && !isLoopback(host)) return sendError(reply, 421, `host '${host}' is not served here (allowed: ${[...allowed].join(', ')}; see --allow-host)`);
+    // cross-site requests (another page posting to this server) are refused
+    const site = req.headers['sec-fetch-site'];
+    const origin = req.headers.origin;
+    if (req.method !== 'GET' && req.method !== 'HEAD' && (site === 'cross-site' || (origin && new URL(origin).host.toLowerCase() !== (req.headers.host ?? '').toLowerCase()))) {
+      return sendError(reply, 403, 'cross-origin requests are not accepted');
+    }
+    if (o.token) {
+      const url = new URL(req.url, 'http://x');
+      if (req.method === 'GET' && url.pathname === '/' && url.searchParams.get('token') === o.token) {
+        // the web app's link: keep the token in a same-site cookie, then drop it from the address bar
+        return reply.header('Set-Cookie', `hemocount_token=${encodeURIComponent(o.token)}; HttpOnly; SameSite=Strict; Path=/`).redirect('/');
+      }
+      const cookie = /(?:^|;\s*)hemocount_token=([^;]+)/.exec(req.headers.cookie ?? '')?.[1];
+      const given = req.headers.authorization?.replace(/^Bearer\s+/i, '') ?? (cookie ? decodeURIComponent(cookie) : undefined);
+      if (given !== o.token && url.pathname !== '/healthz') return sendError(reply, 401, 'a token is required: Authorization: Bearer TOKEN, or open /?token=TOKEN');
+    }
+  });
+
   app.addHook('onSend', async (_req, reply) => {
+    // threaded WebAssembly (private mode) needs a cross-origin isolated page
     reply.header('Cross-Origin-Opener-Policy', 'same-origin');
     reply.header('Cross-Origin-Embedder-Policy', 'require-corp');
     reply.header('Cross-Origin-Resource-Policy', 'same-origin');
+    reply.header('Content-Security-Policy', CSP);
+    reply.header('X-Content-Type-Options', 'nosniff');
+    reply.header('Referrer-Policy', 'no-referrer');
   });
 
   app.setErrorHandler((err: Error & { statusCode?: number; code?: string }, _req, reply) => {
@@ -56,7 +98,8 @@ export async function buildServer(o: ServerOptions): Promise<FastifyInstance> {
     if (err instanceof QueueFullError) return reply.header('Retry-After', '2').code(503).send({ error: err.message, status: 503 });
     if (err.code === 'FST_REQ_FILE_TOO_LARGE') return sendError(reply, 413, `a file is larger than the ${mb(lim.maxFileBytes)} limit`);
     if (err.code === 'FST_FILES_LIMIT') return sendError(reply, 413, `too many files: at most ${lim.maxFiles} per request`);
-    if (err.code === 'FST_INVALID_MULTIPART_CONTENT_TYPE') return sendError(reply, 415, 'send images as multipart/form-data');
+    if (err.code === 'FST_INVALID_MULTIPART_CONTENT_TYPE' || err.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') return sendError(reply, 415, 'send images as multipart/form-data in a field named "images"');
+    if (/multipart|boundary|Unexpected end of form|Malformed part header/i.test(err.message)) return sendError(reply, 400, `malformed multipart body (${err.message})`);
     const status = err.statusCode && err.statusCode >= 400 && err.statusCode < 600 ? err.statusCode : 500;
     return sendError(reply, status, status === 500 ? `internal error: ${err.message}` : err.message);
   });
@@ -70,6 +113,8 @@ export async function buildServer(o: ServerOptions): Promise<FastifyInstance> {
 
   app.post('/api/count', async (req) => {
     if (!req.isMultipart()) throw new HttpError(415, 'send images as multipart/form-data in a field named "images"');
+    // a full queue answers before the upload is read, not after
+    if (queue.size.running >= queue.concurrency && queue.size.waiting >= queue.maxWaiting) throw new QueueFullError('the server is busy: too many counts queued');
     const files: { name: string; bytes: Buffer }[] = [];
     const fields: Record<string, string> = {};
     for await (const part of req.parts()) {
@@ -94,11 +139,14 @@ export async function buildServer(o: ServerOptions): Promise<FastifyInstance> {
     }
     const tta = fields.tta === 'true' || fields.tta === '1';
     // check every file before any inference: type by bytes, size in pixels
+    let pixels = 0;
     for (const f of files) {
       const type = sniffImageType(f.bytes);
       if (!type) throw new HttpError(415, `${f.name}: not an image (JPEG, PNG, TIFF, WebP, GIF or AVIF by its content)`, f.name);
       const { width, height } = await probe(f.bytes).catch((e) => { throw new HttpError(422, (e as Error).message.replace(/^image: /, `${f.name}: `), f.name); });
       if (width * height > lim.maxPixels) throw new HttpError(413, `${f.name}: ${width}x${height} is ${(width * height / 1e6).toFixed(0)} megapixels; the limit is ${lim.maxPixels / 1e6}`, f.name);
+      pixels += width * height;
+      if (pixels > lim.maxRequestPixels) throw new HttpError(413, `the images of this request hold more than ${lim.maxRequestPixels / 1e6} megapixels together; send them in several requests`, f.name);
     }
     const images: ImageResult[] = await queue.run(async () => {
       const out: ImageResult[] = [];
