@@ -180,3 +180,32 @@ test('beyond loopback the server needs a token', async () => {
     await app.close();
   }
 });
+
+test('concurrent maximum-size uploads are budgeted while streaming: memory stays bounded', { timeout: 120_000 }, async () => {
+  const srv = spawn(process.execPath, [CLI, 'serve', '--port', '0', '--max-files', '5', '--max-file-mb', '12', '--max-inflight-mb', '64'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  try {
+    const addr = await new Promise<string>((res, rej) => {
+      let err = '';
+      srv.stderr!.on('data', (d) => { err += d; const m = /serving .* at (http:\/\/[\d.:]+)/.exec(err); if (m) res(m[1]); });
+      srv.on('exit', (code) => rej(new Error(`server exited ${code}: ${err}`)));
+    });
+    const rss = async () => (await (await fetch(`${addr}/healthz`)).json()).rssMB as number;
+    const before = await rss();
+    const blob = new Uint8Array(11 << 20).fill(7); // 11 MB that is no image
+    const reqs = Array.from({ length: 8 }, () => {
+      const f = new FormData();
+      for (let i = 0; i < 5; i++) f.append('images', new Blob([blob]), `${i}.jpg`);
+      return fetch(`${addr}/api/count`, { method: 'POST', body: f }).then((r) => r.status).catch(() => 0);
+    });
+    let peak = before;
+    const sampler = setInterval(() => { rss().then((v) => { peak = Math.max(peak, v); }).catch(() => {}); }, 50);
+    const statuses = await Promise.all(reqs);
+    clearInterval(sampler);
+    // 8 x 55 MB arrive; at most 64 MB of them are held at once
+    assert.ok(statuses.every((s) => s === 415 || s === 503 || s === 0), statuses.join(','));
+    assert.ok(statuses.includes(503), statuses.join(','));
+    assert.ok(peak - before < 350, `RSS ${before} -> peak ${peak} MB`);
+  } finally {
+    srv.kill();
+  }
+});

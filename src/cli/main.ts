@@ -24,7 +24,7 @@ Commands:
   report --data DIR --out R.html   HTML + Markdown report with plots
   train [args]                     train a model (PyTorch; see 'hemocount train --help')
   serve [--port 8080] [--host 127.0.0.1]  web app + HTTP API (--max-file-mb, --max-files, --max-megapixels, --max-queued,
-                                   --token SECRET (required beyond loopback; or HEMOCOUNT_TOKEN), --allow-host NAME)
+                                   --max-inflight-mb, --token SECRET (required beyond loopback; or HEMOCOUNT_TOKEN), --allow-host NAME)
   info [--model M]                 print a model's metadata
 
 count options:
@@ -137,7 +137,7 @@ async function main(argv: string[]): Promise<number> {
       const { values: v } = parseArgs({ args: rest, options: { model: { type: 'string' }, port: { type: 'string', default: '8080' },
         host: { type: 'string', default: '127.0.0.1' }, threads: { type: 'string' }, 'max-file-mb': { type: 'string' },
         'max-files': { type: 'string' }, 'max-megapixels': { type: 'string' }, 'max-queued': { type: 'string' },
-        token: { type: 'string' }, 'allow-host': { type: 'string', multiple: true } } });
+        token: { type: 'string' }, 'allow-host': { type: 'string', multiple: true }, 'max-inflight-mb': { type: 'string' } } });
       const port = Number(v.port);
       if (!Number.isInteger(port) || port < 0 || port > 65535) throw new UsageError(`--port must be 0-65535, not '${v.port}'`);
       const { buildServer, isLoopback } = await import('../server/app.js');
@@ -148,7 +148,7 @@ async function main(argv: string[]): Promise<number> {
       const model = await Model.load(v.model, { threads: threads(v.threads) });
       const num = (x?: string, k = 1) => (x ? Number(x) * k : undefined);
       const app = await buildServer({ model, maxFileBytes: num(v['max-file-mb'], 1024 * 1024), maxFiles: num(v['max-files']),
-        maxPixels: num(v['max-megapixels'], 1e6), maxQueued: num(v['max-queued']), token, allowHosts: [...(v['allow-host'] ?? []), ...(isLoopback(v.host!) ? [] : [v.host!])] });
+        maxPixels: num(v['max-megapixels'], 1e6), maxQueued: num(v['max-queued']), maxInFlightBytes: num(v['max-inflight-mb'], 1024 * 1024), token, allowHosts: [...(v['allow-host'] ?? []), ...(isLoopback(v.host!) ? [] : [v.host!])] });
       const addr = await app.listen({ port, host: v.host });
       log(`hemocount serving ${model.info.name} at ${addr}  (API: ${addr}/api/openapi.json)`);
       const stop = () => app.close().then(() => process.exit(0));

@@ -23,6 +23,8 @@ export interface ServerOptions {
   maxPixels?: number;
   concurrency?: number;
   maxQueued?: number;
+  /** Upload bytes all requests may hold in memory at once. */
+  maxInFlightBytes?: number;
   /** Pixels all images of one request may hold together (one request cannot hold the slot for long). */
   maxRequestPixels?: number;
   logger?: boolean;
@@ -36,7 +38,8 @@ export interface ServerOptions {
 export const LOOPBACK = ['localhost', '127.0.0.1', '::1', '[::1]'];
 export const isLoopback = (host: string) => LOOPBACK.includes(host) || /^127\./.test(host);
 
-export const DEFAULT_LIMITS = { maxFileBytes: 15 * 1024 * 1024, maxFiles: 20, maxPixels: 50_000_000, maxRequestPixels: 100_000_000, concurrency: 1, maxQueued: 8 };
+export const DEFAULT_LIMITS = { maxFileBytes: 15 * 1024 * 1024, maxFiles: 20, maxPixels: 50_000_000, maxRequestPixels: 100_000_000,
+  concurrency: 1, maxQueued: 8, maxInFlightBytes: 384 * 1024 * 1024 };
 
 const CSP = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; worker-src 'self' blob:; style-src 'self' 'unsafe-inline'; " +
   "img-src 'self' blob: data:; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
@@ -54,6 +57,7 @@ export async function buildServer(o: ServerOptions): Promise<FastifyInstance> {
   const lim = { ...DEFAULT_LIMITS, ...Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) } as typeof DEFAULT_LIMITS & ServerOptions;
   const model = o.model;
   const queue = new InferenceQueue(lim.concurrency, lim.maxQueued);
+  const inFlight = { bytes: 0 };
   // slow bodies and idle connections are cut off rather than held open
   const app = Fastify({ logger: o.logger ?? false, bodyLimit: lim.maxFileBytes * lim.maxFiles + 1024 * 1024, connectionTimeout: 120_000, requestTimeout: 120_000 });
   // only multipart bodies are read at all: anything else is refused (415) before its bytes are
@@ -111,16 +115,33 @@ export async function buildServer(o: ServerOptions): Promise<FastifyInstance> {
   // the same model file, for private mode in the browser
   app.get('/api/model.onnx', async (_req, reply) => reply.type('application/octet-stream').header('Cache-Control', 'no-cache').send(Buffer.from(model.bytes)));
 
-  app.post('/api/count', async (req) => {
+  app.post('/api/count', async (req, reply) => {
     if (!req.isMultipart()) throw new HttpError(415, 'send images as multipart/form-data in a field named "images"');
     // a full queue answers before the upload is read, not after
     if (queue.size.running >= queue.concurrency && queue.size.waiting >= queue.maxWaiting) throw new QueueFullError('the server is busy: too many counts queued');
     const files: { name: string; bytes: Buffer }[] = [];
     const fields: Record<string, string> = {};
-    for await (const part of req.parts()) {
-      if (part.type === 'file') files.push({ name: part.filename || `image${files.length + 1}`, bytes: await part.toBuffer() });
-      else fields[part.fieldname] = String(part.value);
+    // uploads are buffered, so the bytes all requests hold at once are budgeted while streaming
+    let held = 0;
+    try {
+      for await (const part of req.parts()) {
+        if (part.type !== 'file') { fields[part.fieldname] = String(part.value); continue; }
+        const chunks: Buffer[] = [];
+        for await (const chunk of part.file as AsyncIterable<Buffer>) {
+          if (inFlight.bytes + chunk.length > lim.maxInFlightBytes) throw new QueueFullError(`the server is busy: uploads in progress hold ${mb(lim.maxInFlightBytes)}`);
+          inFlight.bytes += chunk.length;
+          held += chunk.length;
+          chunks.push(chunk);
+        }
+        if (part.file.truncated) throw Object.assign(new Error('file too large'), { code: 'FST_REQ_FILE_TOO_LARGE' });
+        files.push({ name: part.filename || `image${files.length + 1}`, bytes: Buffer.concat(chunks) });
+      }
+    } catch (e) {
+      inFlight.bytes -= held;
+      throw e;
     }
+    // the count below holds the decoded images, not these buffers' budget: release it after
+    reply.raw.once('close', () => { inFlight.bytes -= held; });
     if (!files.length) throw new HttpError(400, 'no image in the request (multipart field "images")');
     let th;
     try {
