@@ -27,7 +27,12 @@ export function defaultModelPath(): string {
 
 export type { DetectOptions, ScaleEstimate };
 
-export interface CountOptions extends DetectOptions {
+export interface ModelDetectOptions extends DetectOptions {
+  /** Refuse images above this many pixels (checked from the header, before decoding). */
+  maxPixels?: number;
+}
+
+export interface CountOptions extends ModelDetectOptions {
   /** Counting threshold per class (or one number for all); defaults to the model's calibrated ones. */
   thresholds?: Partial<PerClass<number>> | number;
   /** Lower edge of the review band per class; detections between it and the threshold are `uncertain`. */
@@ -79,13 +84,16 @@ export class Model {
   }
 
   /** All candidates above the model's floor, in original-image pixels. */
-  async detect(input: ImageInput, opts: DetectOptions = {}): Promise<Detected> {
+  async detect(input: ImageInput, opts: ModelDetectOptions = {}): Promise<Detected> {
     const t0 = performance.now();
     checkInput(input);
     if (opts.scale !== undefined && opts.scale !== 'auto' && !(typeof opts.scale === 'number' && opts.scale >= 0.25 && opts.scale <= 4)) {
       throw new RangeError(`scale must be 'auto' or a number from 0.25 to 4, not ${String(opts.scale)}`);
     }
     const { width, height } = await probe(input);
+    if (opts.maxPixels && width * height > opts.maxPixels) {
+      throw new Error(`${typeof input === 'string' ? input : 'image'}: ${width} x ${height} is ${(width * height / 1e6).toFixed(0)} megapixels, above the limit of ${opts.maxPixels / 1e6} (--max-megapixels)`);
+    }
     // small images are decoded once; large ones are read region by region (bounded memory)
     let whole: RawImage | null = null;
     const read = async (l: number, t: number, w: number, h: number) => {
@@ -99,7 +107,7 @@ export class Model {
 
   /** Detect, apply per-class thresholds and the review band, count. */
   async count(input: ImageInput, opts: CountOptions = {}): Promise<ImageResult> {
-    const det = await this.detect(input, { scale: opts.scale, tta: opts.tta });
+    const det = await this.detect(input, { scale: opts.scale, tta: opts.tta, maxPixels: opts.maxPixels });
     return this.summarise(det, opts, opts.name ?? (typeof input === 'string' ? input : 'image'));
   }
 

@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import sharp from 'sharp';
 import { parseCoco, parseCsv, parseVoc, parseYolo } from '../src/core/formats.js';
 import { readMetadata } from '../src/adapters/onnx.js';
-import { CLI, ROOT, SAMPLES, tmp } from './helpers.js';
+import { CLI, pngHeaderOnly, ROOT, SAMPLES, tmp } from './helpers.js';
 
 const run = (args: string[], env: NodeJS.ProcessEnv = {}) =>
   spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', cwd: ROOT, env: { ...process.env, ...env }, maxBuffer: 64 << 20 });
@@ -328,4 +328,16 @@ test('a batch killed mid-way keeps its work in --jsonl, and --resume counts only
   // the JSON Lines file now holds every image once, on lines of their own
   const parsed = readFileSync(jl, 'utf8').split('\n').filter(Boolean).flatMap((l) => { try { return [JSON.parse(l)]; } catch { return []; } });
   assert.equal(parsed.length, 16);
+});
+
+test('the CLI refuses an image above its pixel cap from the header, at once', () => {
+  const dir = tmp();
+  writeFileSync(join(dir, 'huge.png'), pngHeaderOnly(30000, 30000));
+  const t = Date.now();
+  const r = run(['count', join(dir, 'huge.png'), 'samples/BloodImage_00004.jpg', '--json', '-', '--quiet']);
+  assert.equal(r.status, 1);
+  assert.ok(Date.now() - t < 30_000);
+  const doc = JSON.parse(r.stdout);
+  assert.match(doc.images.find((i: { file: string }) => i.file.endsWith('huge.png')).error, /30000 x 30000 is 900 megapixels, above the limit of 250 \(--max-megapixels\)/);
+  assert.equal(doc.totals.images, 1);
 });

@@ -4,9 +4,8 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { crc32, deflateSync } from 'node:zlib';
 import { loadModel } from '../src/index.js';
-import { CLI, MODEL, SAMPLES } from './helpers.js';
+import { CLI, MODEL, pngHeaderOnly, SAMPLES } from './helpers.js';
 
 let server: ChildProcess;
 let base = '';
@@ -71,15 +70,7 @@ test('a 20 MB upload is refused with 413 JSON', async () => {
 });
 
 test('a 30000x30000 PNG is refused by its pixel count before decoding', async () => {
-  // a valid PNG header announcing 30000 x 30000 pixels
-  const chunk = (type: string, data: Buffer) => {
-    const len = Buffer.alloc(4); len.writeUInt32BE(data.length);
-    const td = Buffer.concat([Buffer.from(type), data]);
-    const crc = Buffer.alloc(4); crc.writeUInt32BE(crc32(td) >>> 0);
-    return Buffer.concat([len, td, crc]);
-  };
-  const ihdr = Buffer.alloc(13); ihdr.writeUInt32BE(30000, 0); ihdr.writeUInt32BE(30000, 4); ihdr[8] = 8; ihdr[9] = 2;
-  const png = Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), chunk('IHDR', ihdr), chunk('IDAT', deflateSync(Buffer.alloc(100))), chunk('IEND', Buffer.alloc(0))]);
+  const png = pngHeaderOnly(30000, 30000);
   const r = await post(form([{ name: 'wide.png', bytes: png, type: 'image/png' }]));
   assert.equal(r.status, 413);
   const body = await r.json();

@@ -25,6 +25,8 @@ export interface CountArgs {
   recursive: boolean;
   /** Replace existing outputs that hemocount did not write (or that were changed since). */
   overwrite?: boolean;
+  /** Refuse images above this many pixels. */
+  maxPixels?: number;
   /** JSON Lines: one result per image, appended as each image finishes (a killed batch keeps its work). */
   jsonl?: string;
   /** With jsonl: skip the images already in it, and count the rest. */
@@ -103,7 +105,7 @@ export async function runCount(a: CountArgs): Promise<number> {
     }
     let r: ImageResult;
     try {
-      r = await model.count(f.path, { thresholds: th.count, review: th.review, candidates: a.candidates, scale: a.scale, tta: a.tta });
+      r = await model.count(f.path, { thresholds: th.count, review: th.review, candidates: a.candidates, scale: a.scale, tta: a.tta, maxPixels: a.maxPixels });
     } catch (e) {
       results.push(failedResult(f.path, (e as Error).message.replace(`${f.path}: `, '')));
       continue;

@@ -34,6 +34,7 @@ count options:
   --out DIR             annotated images (<name>.annotated.png)
   --json FILE|-         results as JSON ('-' for stdout)
   --csv FILE            one row per image plus a totals row
+  --max-megapixels N    refuse larger images (default 250; a 12000 x 9000 smear is 108)
   --jsonl FILE          JSON Lines, one image per line, written as each image finishes
   --resume              with --jsonl: keep the images already there, count the rest
   --voc DIR  --yolo DIR  --coco FILE   detections as Pascal VOC XML / YOLO txt / COCO JSON
@@ -107,10 +108,12 @@ async function main(argv: string[]): Promise<number> {
         ...common, threshold: { type: 'string' }, review: { type: 'string' }, out: { type: 'string' }, csv: { type: 'string' },
         voc: { type: 'string' }, yolo: { type: 'string' }, coco: { type: 'string' }, candidates: { type: 'boolean', default: false },
         'no-recursive': { type: 'boolean', default: false }, overwrite: { type: 'boolean', default: false },
-        jsonl: { type: 'string' }, resume: { type: 'boolean', default: false } } });
+        jsonl: { type: 'string' }, resume: { type: 'boolean', default: false }, 'max-megapixels': { type: 'string', default: '250' } } });
+      const maxMp = Number(v['max-megapixels']);
+      if (!(maxMp > 0)) throw new UsageError(`--max-megapixels must be a positive number, not '${v['max-megapixels']}'`);
       if (v.help) return usage(0);
       return runCount({ inputs: positionals, model: v.model, threshold: v.threshold, review: v.review, out: v.out, json: v.json,
-        csv: v.csv, voc: v.voc, yolo: v.yolo, coco: v.coco, candidates: v.candidates, recursive: !v['no-recursive'], overwrite: v.overwrite, jsonl: v.jsonl, resume: v.resume,
+        csv: v.csv, voc: v.voc, yolo: v.yolo, coco: v.coco, candidates: v.candidates, recursive: !v['no-recursive'], overwrite: v.overwrite, jsonl: v.jsonl, resume: v.resume, maxPixels: maxMp * 1e6,
         quiet: v.quiet, threads: threads(v.threads), scale: parseScale(v.scale), tta: v.tta });
     }
     case 'evaluate': case 'calibrate': case 'report': {
