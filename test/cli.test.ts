@@ -1,7 +1,7 @@
 /** The CLI end to end, as a user runs it, on the committed samples and model. */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import sharp from 'sharp';
@@ -339,5 +339,21 @@ test('the CLI refuses an image above its pixel cap from the header, at once', ()
   assert.ok(Date.now() - t < 30_000);
   const doc = JSON.parse(r.stdout);
   assert.match(doc.images.find((i: { file: string }) => i.file.endsWith('huge.png')).error, /30000 x 30000 is 900 megapixels, above the limit of 250 \(--max-megapixels\)/);
+  assert.equal(doc.totals.images, 1);
+});
+
+test('an output folder that cannot be made is a usage error before counting; a broken link is reported, the rest counted', () => {
+  const t = Date.now();
+  const r = run(['count', 'samples/BloodImage_00004.jpg', '--json', '/proc/nope/r.json', '--quiet']);
+  assert.equal(r.status, 2);
+  assert.match(r.stderr, /\/proc\/nope: cannot create this folder/);
+  assert.ok(Date.now() - t < 20_000);
+  const dir = tmp();
+  copyFileSync(join(SAMPLES, 'BloodImage_00004.jpg'), join(dir, 'a.jpg'));
+  symlinkSync(join(dir, 'gone.jpg'), join(dir, 'link.jpg'));
+  const c = run(['count', dir, '--json', '-', '--quiet']);
+  assert.equal(c.status, 1);
+  const doc = JSON.parse(c.stdout);
+  assert.match(doc.images.find((i: { file: string }) => i.file.endsWith('link.jpg')).error, /broken symbolic link/);
   assert.equal(doc.totals.images, 1);
 });

@@ -113,11 +113,38 @@ export async function expandInputs(args: string[], recursive = true): Promise<{ 
   return { files, missing, skipped };
 }
 
+/**
+ * mkdir -p without Node's recursive mkdir, which spins forever where a parent refuses new
+ * folders with ENOENT (e.g. under /proc).
+ */
+export async function ensureDir(dir: string, depth = 0): Promise<void> {
+  try {
+    await mkdir(dir);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'EEXIST') {
+      if (!(await stat(dir)).isDirectory()) throw new Error(`${dir}: exists and is not a folder`);
+      return;
+    }
+    if (code === 'ENOENT' && depth < 64 && dirname(dir) !== dir) {
+      await ensureDir(dirname(dir), depth + 1);
+      try {
+        await mkdir(dir);
+        return;
+      } catch (e2) {
+        if ((e2 as NodeJS.ErrnoException).code === 'EEXIST') return;
+        throw new Error(`${dir}: cannot create this folder (${(e2 as NodeJS.ErrnoException).code ?? (e2 as Error).message})`);
+      }
+    }
+    throw new Error(`${dir}: cannot create this folder (${code ?? (e as Error).message})`);
+  }
+}
+
 /** Write via a temporary file and rename, so a reader never sees half a file; refuses to replace an input. */
 export async function writeAtomic(path: string, data: string | Uint8Array, protect: Set<string> = new Set()): Promise<void> {
   const abs = resolve(path);
   if (protect.has(abs)) throw new Error(`${path}: refusing to overwrite an input file`);
-  await mkdir(dirname(abs), { recursive: true });
+  await ensureDir(dirname(abs));
   const tmp = `${abs}.${process.pid}.tmp`;
   try {
     await writeFile(tmp, data);

@@ -6,7 +6,7 @@ import { parseThresholds } from '../core/count.js';
 import { type CountDocument, failedResult, type ImageResult, roundResult, toCoco, toCsv, totals, toVoc, toYolo } from '../core/formats.js';
 import { CLASSES } from '../core/types.js';
 import { drawAnnotated } from '../adapters/image.js';
-import { expandInputs, OutputGuard } from '../adapters/files.js';
+import { ensureDir, expandInputs, OutputGuard } from '../adapters/files.js';
 import { Model } from '../detector.js';
 import { c, classCols, log, Progress, table } from './ui.js';
 
@@ -87,6 +87,13 @@ export async function runCount(a: CountArgs): Promise<number> {
     if (a.yolo) planned.push(join(a.yolo, `${stem}.txt`));
   }
   // refuse before spending minutes counting, not at the end
+  for (const d of new Set(planned.map((p) => dirname(resolve(p))))) {
+    try {
+      await ensureDir(d);
+    } catch (e) {
+      throw new UsageError(`cannot write the outputs: ${(e as Error).message}`);
+    }
+  }
   const conflicts = (await Promise.all(planned.map((p) => guard.conflict(p)))).filter((c): c is string => !!c);
   if (conflicts.length) {
     throw new UsageError(`${conflicts.length} output(s) would replace files hemocount did not write:\n  ${conflicts.slice(0, 5).join('\n  ')}${conflicts.length > 5 ? '\n  ...' : ''}\nchoose another output, or pass --overwrite`);
