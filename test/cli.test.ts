@@ -357,3 +357,28 @@ test('an output folder that cannot be made is a usage error before counting; a b
   assert.match(doc.images.find((i: { file: string }) => i.file.endsWith('link.jpg')).error, /broken symbolic link/);
   assert.equal(doc.totals.images, 1);
 });
+
+test('habits: every command answers --help with its own options; - is stdout for every output; info is readable', () => {
+  for (const cmd of ['count', 'evaluate', 'calibrate', 'select', 'report', 'serve', 'info']) {
+    const r = run([cmd, '--help']);
+    assert.equal(r.status, 0, cmd);
+    assert.match(r.stdout, new RegExp(`Usage: hemocount ${cmd}`), cmd);
+  }
+  assert.match(run(['serve', '--help']).stdout, /--token SECRET/);
+  assert.doesNotMatch(run(['serve', '--help']).stdout, /--threshold SPEC/);
+  const csv = run(['count', 'samples/BloodImage_00004.jpg', '--csv', '-']);
+  assert.equal(csv.status, 0, csv.stderr);
+  assert.equal(parseCsv(csv.stdout)[0][0], 'file');
+  assert.match(csv.stderr, /TOTAL/, 'the table moves to stderr');
+  assert.ok(!existsSync(join(ROOT, '-')), 'no file named -');
+  const coco = run(['count', 'samples/BloodImage_00004.jpg', '--coco', '-', '--quiet']);
+  assert.equal(parseCoco(coco.stdout).images.length, 1);
+  const jl = run(['count', 'samples/BloodImage_00004.jpg', 'samples/BloodImage_00011.jpg', '--jsonl', '-', '--quiet']);
+  assert.equal(jl.stdout.trim().split('\n').map((l) => JSON.parse(l)).length, 2);
+  assert.equal(run(['count', 'samples', '--json', '-', '--csv', '-']).status, 2);
+  const info = run(['info']);
+  assert.equal(info.status, 0);
+  assert.match(info.stdout, /RBC threshold 0\.\d\d/);
+  assert.match(info.stdout, /parameters/);
+  assert.equal(JSON.parse(run(['info', '--json']).stdout).format, 'hemocount-retinanet/1');
+});

@@ -63,7 +63,8 @@ export async function runCount(a: CountArgs): Promise<number> {
     usedNames.add(stem);
     return stem;
   });
-  if (a.resume && !a.jsonl) throw new UsageError('--resume needs --jsonl FILE (the results of the interrupted run)');
+  if ([a.json, a.csv, a.coco, a.jsonl].filter((o) => o === '-').length > 1) throw new UsageError("only one output can go to stdout ('-')");
+  if (a.resume && (!a.jsonl || a.jsonl === '-')) throw new UsageError('--resume needs --jsonl FILE (the results of the interrupted run)');
   // results of an interrupted run, by input path; they are not counted again
   const done = new Map<string, ImageResult>();
   if (a.resume && existsSync(a.jsonl!)) {
@@ -101,7 +102,7 @@ export async function runCount(a: CountArgs): Promise<number> {
   const results: ImageResult[] = [...missing.map((m) => failedResult(m, 'no such file, folder or matching glob')),
     ...skipped.filter((x) => x.error).map((s) => failedResult(s.path, s.reason))];
   if (!files.length && !results.length) throw new UsageError(`no image found in ${a.inputs.join(', ')} (hemocount reads JPEG, PNG, TIFF, WebP, GIF and AVIF)`);
-  if (a.jsonl && !a.resume) await guard.write(a.jsonl, '');
+  if (a.jsonl && a.jsonl !== '-' && !a.resume) await guard.write(a.jsonl, '');
   const progress = new Progress(files.length, a.quiet);
   for (const [i, f] of files.entries()) {
     progress.tick(i, basename(f.path));
@@ -127,10 +128,11 @@ export async function runCount(a: CountArgs): Promise<number> {
     } catch (e) {
       r.error = `writing outputs failed: ${(e as Error).message}`;
     }
-    if (a.jsonl) await appendFile(a.jsonl, JSON.stringify(roundResult(r)) + '\n');
+    if (a.jsonl === '-') process.stdout.write(JSON.stringify(roundResult(r)) + '\n');
+    else if (a.jsonl) await appendFile(a.jsonl, JSON.stringify(roundResult(r)) + '\n');
   }
   progress.done();
-  if (a.jsonl) await guard.adopt(a.jsonl);
+  if (a.jsonl && a.jsonl !== '-') await guard.adopt(a.jsonl);
   const doc: CountDocument = {
     model: model.info,
     thresholds: th.count,
@@ -141,11 +143,13 @@ export async function runCount(a: CountArgs): Promise<number> {
   if (a.yolo) await guard.write(join(a.yolo, 'classes.txt'), CLASSES.join('\n') + '\n');
   if (a.coco) {
     // file names relative to the COCO file, as COCO readers (hemocount evaluate too) resolve them
-    await guard.write(a.coco, toCoco(results.filter((r) => !r.error).map((r) => ({
+    const write = (text: string) => (a.coco === '-' ? process.stdout.write(text) : guard.write(a.coco!, text));
+    await write(toCoco(results.filter((r) => !r.error).map((r) => ({
       file: relative(dirname(resolve(a.coco!)), resolve(r.file)), width: r.width, height: r.height, boxes: r.detections.filter((d) => !d.uncertain),
     }))));
   }
-  if (a.csv) await guard.write(a.csv, toCsv(doc));
+  if (a.csv === '-') process.stdout.write(toCsv(doc));
+  else if (a.csv) await guard.write(a.csv, toCsv(doc));
   const json = JSON.stringify(doc, null, 1) + '\n';
   if (a.json === '-') process.stdout.write(json);
   else if (a.json) await guard.write(a.json, json);
@@ -158,7 +162,7 @@ export async function runCount(a: CountArgs): Promise<number> {
     rows.push(['TOTAL', ...classCols(t.counts, String), ...classCols(t.uncertain, String), '']);
     const text = table(['image', ...CLASSES, ...CLASSES.map((k) => `${k}?`), 'scale'], rows);
     // the table goes to stdout unless stdout carries the JSON
-    (a.json === '-' ? log : (s: string) => process.stdout.write(s + '\n'))(text);
+    ([a.json, a.csv, a.coco, a.jsonl].includes('-') ? log : (s: string) => process.stdout.write(s + '\n'))(text);
     log(c.dim(`${t.images} image(s) counted, ${t.failed} failed; thresholds ${CLASSES.map((k) => `${k}=${th.count[k]}`).join(',')}; '?' = to review (score >= ${CLASSES.map((k) => th.review[k]).join('/')})`));
   }
   return failed.length ? 1 : 0;

@@ -6,13 +6,14 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { parseScale as parseScaleSpec } from '../core/detect.js';
 import { readMetadata } from '../adapters/onnx.js';
+import { CLASSES, type ModelMetadata, type PerClass } from '../core/types.js';
 import { findTorchPython } from '../adapters/python.js';
 import { defaultModelPath, Model } from '../detector.js';
 import { runCount, UsageError } from './count.js';
 import { runCalibrate, runEvaluate, runReport, runSelect, type StudyArgs } from './study.js';
 import { c, log } from './ui.js';
 
-const HELP = `hemocount - find, label and count RBC, WBC and platelets in blood smear images
+const OVERVIEW = `hemocount - find, label and count RBC, WBC and platelets in blood smear images
 
 Usage: hemocount <command> [options]
 
@@ -23,11 +24,15 @@ Commands:
   select --data DIR M1.onnx M2.onnx...  compare models (e.g. epochs), name the best
   report --data DIR --out R.html   HTML + Markdown report with plots
   train [args]                     train a model (PyTorch; see 'hemocount train --help')
+  export CKPT --out M.onnx         a training checkpoint -> ONNX with hemocount's metadata
   serve [--port 8080] [--host 127.0.0.1]  web app + HTTP API (--max-file-mb, --max-files, --max-megapixels, --max-queued,
                                    --max-inflight-mb, --token SECRET (required beyond loopback; or HEMOCOUNT_TOKEN), --allow-host NAME)
-  info [--model M]                 print a model's metadata
+  info [--model M] [--json]        describe a model (its thresholds, calibration, training)
 
-count options:
+`;
+
+const SECTIONS: Record<string, string> = {
+  count: `count options:
   --model FILE          ONNX model (default: the bundled model)
   --threshold SPEC      0.4, or RBC=0.25,WBC=0.65,Platelets=0.35 (default: the model's calibrated ones)
   --review SPEC         lower edge of the review band, same syntax (between it and the threshold: uncertain)
@@ -48,7 +53,8 @@ count options:
                         whose cells are outside the training range; 1 = off; F = force factor F
   --tta                 test-time augmentation: average over the image and its two flips (3x time)
 
-evaluate / calibrate / select / report options:
+`,
+  study: `evaluate / calibrate / select / report options:
   --data DIR|FILE       annotated images: VOC XML, YOLO (labels/ + classes.txt) or COCO JSON
   --format voc|yolo|coco  override auto-detection
   --iou 0.5             IoU for matching a detection to a cell
@@ -61,8 +67,27 @@ evaluate / calibrate / select / report options:
   --scale, --tta        as for count
   --log FILE            (report) a train_log.jsonl for the learning curve
 
-Exit status: 0 success, 1 some input failed, 2 usage error.
+`,
+  serve: `serve options:
+  --port 8080           port (0: any free port)
+  --host 127.0.0.1      address to bind; beyond loopback a token is required
+  --token SECRET        required from clients (Authorization: Bearer SECRET, or open /?token=SECRET); or HEMOCOUNT_TOKEN
+  --allow-host NAME     a Host name to answer besides loopback ones (repeatable)
+  --model FILE          ONNX model (default: the bundled model)
+  --max-file-mb 15  --max-files 20  --max-megapixels 50  --max-queued 8  --max-inflight-mb 384
+  --threads N           onnxruntime threads
+
+`,
+  info: `info options:
+  --model FILE          the model to describe (default: the bundled model)
+  --json                the whole embedded metadata as JSON
+
+`,
+};
+const EXIT = `Exit status: 0 success, 1 some input failed, 2 usage error.
 `;
+const HELP = OVERVIEW + Object.values(SECTIONS).join('') + EXIT;
+
 
 const here = dirname(fileURLToPath(import.meta.url));
 const trainingDir = () => join(here, '..', '..', '..', 'training');
@@ -79,6 +104,7 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
   if (cmd === 'train') return train(rest);
+  if (cmd === 'export') return train(['export', ...rest]);
   const common = {
     model: { type: 'string' }, json: { type: 'string' }, quiet: { type: 'boolean', default: false },
     threads: { type: 'string' }, help: { type: 'boolean', short: 'h', default: false },
@@ -111,14 +137,14 @@ async function main(argv: string[]): Promise<number> {
         jsonl: { type: 'string' }, resume: { type: 'boolean', default: false }, 'max-megapixels': { type: 'string', default: '250' } } });
       const maxMp = Number(v['max-megapixels']);
       if (!(maxMp > 0)) throw new UsageError(`--max-megapixels must be a positive number, not '${v['max-megapixels']}'`);
-      if (v.help) return usage(0);
+      if (v.help) return usage(0, 'count');
       return runCount({ inputs: positionals, model: v.model, threshold: v.threshold, review: v.review, out: v.out, json: v.json,
         csv: v.csv, voc: v.voc, yolo: v.yolo, coco: v.coco, candidates: v.candidates, recursive: !v['no-recursive'], overwrite: v.overwrite, jsonl: v.jsonl, resume: v.resume, maxPixels: maxMp * 1e6,
         quiet: v.quiet, threads: threads(v.threads), scale: parseScale(v.scale), tta: v.tta });
     }
     case 'evaluate': case 'calibrate': case 'report': {
       const { values: v } = parseArgs({ args: rest, options: study });
-      if (v.help) return usage(0);
+      if (v.help) return usage(0, cmd);
       const a = studyArgs(v);
       if (cmd === 'evaluate') return runEvaluate(a);
       if (cmd === 'calibrate') return runCalibrate({ ...a, out: v.out });
@@ -126,21 +152,25 @@ async function main(argv: string[]): Promise<number> {
     }
     case 'select': {
       const { values: v, positionals } = parseArgs({ args: rest, allowPositionals: true, options: study });
-      if (v.help) return usage(0);
+      if (v.help) return usage(0, 'select');
       return runSelect({ ...studyArgs(v), models: positionals });
     }
     case 'info': {
-      const { values: v } = parseArgs({ args: rest, options: { model: { type: 'string' } } });
+      const { values: v } = parseArgs({ args: rest, options: { model: { type: 'string' }, json: { type: 'boolean', default: false }, help: { type: 'boolean', short: 'h', default: false } } });
+      if (v.help) return usage(0, 'info');
       const path = v.model ?? defaultModelPath();
       const bytes = await readFile(path).catch((e) => { throw new Error(`${path}: cannot read the model file (${e.code ?? e.message})`); });
-      process.stdout.write(JSON.stringify(readMetadata(new Uint8Array(bytes), path), null, 2) + '\n');
+      const meta = readMetadata(new Uint8Array(bytes), path);
+      process.stdout.write(v.json ? JSON.stringify(meta, null, 2) + '\n' : describeModel(path, meta, bytes.length));
       return 0;
     }
     case 'serve': {
       const { values: v } = parseArgs({ args: rest, options: { model: { type: 'string' }, port: { type: 'string', default: '8080' },
         host: { type: 'string', default: '127.0.0.1' }, threads: { type: 'string' }, 'max-file-mb': { type: 'string' },
         'max-files': { type: 'string' }, 'max-megapixels': { type: 'string' }, 'max-queued': { type: 'string' },
-        token: { type: 'string' }, 'allow-host': { type: 'string', multiple: true }, 'max-inflight-mb': { type: 'string' } } });
+        token: { type: 'string' }, 'allow-host': { type: 'string', multiple: true }, 'max-inflight-mb': { type: 'string' },
+        help: { type: 'boolean', short: 'h', default: false } } });
+      if (v.help) return usage(0, 'serve');
       const port = Number(v.port);
       if (!Number.isInteger(port) || port < 0 || port > 65535) throw new UsageError(`--port must be 0-65535, not '${v.port}'`);
       const { buildServer, isLoopback } = await import('../server/app.js');
@@ -172,8 +202,26 @@ function parseScale(v: string): 'auto' | number {
   }
 }
 
-function usage(code: number): number {
-  process.stdout.write(HELP);
+/** `hemocount info`: what a person wants to know about a model file. */
+function describeModel(path: string, m: ModelMetadata, size: number): string {
+  const p = m.provenance as Record<string, unknown>;
+  const cal = m.calibration as { data?: string; images?: number; criterion?: string; classes?: PerClass<{ f1: number | null }> } | undefined;
+  const lines = [
+    `${m.name} ${m.version}  (${path}, ${(size / 1e6).toFixed(1)} MB, format ${m.format})`,
+    `architecture: ${p.arch ?? '?'}, ${Number(p.parameters ?? 0).toLocaleString('en')} parameters; trained ${p.epochs ?? '?'} epochs${p.init ? ` from ${String(p.init)}` : ''}`,
+    `classes:      ${CLASSES.map((k) => `${k} threshold ${m.thresholds[k].toFixed(2)} (review from ${(m.review?.[k] ?? m.thresholds[k]).toFixed(2)})`).join('; ')}`,
+    cal ? `calibrated:   on ${cal.images} images of ${cal.data} (criterion ${cal.criterion}); F1 there ${CLASSES.map((k) => `${k} ${cal.classes?.[k]?.f1 == null ? '-' : (100 * cal.classes[k].f1!).toFixed(1)} %`).join(', ')}` : 'calibrated:   no (the paper\'s thresholds)',
+    `magnification: --scale auto keeps red cells of ${m.scale?.min_px ?? 78}-${m.scale?.max_px ?? 120} px, rescales others to ${m.scale?.reference_px ?? 96} px`,
+    `input:        RGB, native resolution, padded to a multiple of ${m.input.pad_multiple}; NMS IoU ${m.postprocess.nms_iou}`,
+    '(--json for the whole metadata)',
+  ];
+  return lines.join('\n') + '\n';
+}
+
+/** `hemocount CMD --help`: that command's options only. */
+function usage(code: number, cmd?: string): number {
+  const key = cmd && ['evaluate', 'calibrate', 'select', 'report'].includes(cmd) ? 'study' : cmd;
+  process.stdout.write(key && SECTIONS[key] ? `Usage: hemocount ${cmd} ...\n\n${SECTIONS[key]}${EXIT}` : HELP);
   return code;
 }
 
