@@ -30,8 +30,11 @@ def load_samples(args):
         info = {"data": "shared/datasets (complete labels where TXL-PBC has them; bccd-groups.csv units)",
                 "rule": "shared_split"}
     else:
-        train = read_dataset(args.data, defects)
-        val = read_dataset(args.val, defects) if args.val else []
+        try:
+            train = read_dataset(args.data, defects)
+            val = read_dataset(args.val, defects) if args.val else []
+        except (ValueError, FileNotFoundError, OSError) as e:
+            sys.exit(f"hemocount train: {e}")
         mark_unlabelled(train, defects)
         info = {"data": args.data, "val": args.val}
     if defects.items:
@@ -55,25 +58,28 @@ def main(argv=None):
     p = sub.add_parser("train", help="train a model (checkpoint every epoch)")
     data_args(p)
     p.add_argument("--out", default="runs/compact", help="run folder: checkpoints and train_log.jsonl")
-    p.add_argument("--arch", default="compact", choices=["compact", "resnet50"])
-    p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--crop", type=int, default=384, help="training crop size in pixels (native resolution)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    # run settings default to None here: TrainConfig holds the defaults, and --resume must
+    # tell a setting the user gave from one left alone
+    p.add_argument("--arch", choices=["compact", "resnet50"], help="default compact")
+    p.add_argument("--epochs", type=int, help="default 30; with --resume, a larger number trains on")
+    p.add_argument("--batch-size", type=int, help="default 8")
+    p.add_argument("--lr", type=float, help="default 0.002")
+    p.add_argument("--crop", type=int, help="training crop size in pixels (native resolution), default 384")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--resume", action="store_true", help="continue OUT/last.pt with the settings saved in it "
+                                                         "(settings that contradict them are refused)")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
     p.add_argument("--workers", type=int, help="DataLoader worker processes preparing batches "
                                                "(default: 0 on CPU, 8 on CUDA)")
     p.add_argument("--amp", action="store_true", help="bfloat16 mixed precision (CUDA only)")
     p.add_argument("--init", help="start from a trained model: a checkpoint .pt or an ONNX file exported by hemocount")
-    p.add_argument("--scale-range", default="0.6,1.6", help="scale jitter range (log-uniform), e.g. 0.6,1.6")
+    p.add_argument("--scale-range", help="scale jitter range (log-uniform), default 0.6,1.6")
     p.add_argument("--threads", type=int, help="CPU threads for torch")
     p.add_argument("--max-steps-per-epoch", type=int)
-    p.add_argument("--oversample", help="repeat images of a source, e.g. cbc=2")
-    p.add_argument("--head-norm", default="none", choices=["none", "group"], help="normalisation in the shared subnets")
+    p.add_argument("--oversample", help="repeat images of a source, e.g. full=3")
+    p.add_argument("--head-norm", choices=["none", "group"], help="normalisation in the shared subnets (default none)")
     p.add_argument("--backbone-weights", help="local .pth with backbone (e.g. ImageNet ResNet-50) weights")
-    p.add_argument("--freeze-backbone", action="store_true", help="train only FPN and heads (paper's recipe)")
+    p.add_argument("--freeze-backbone", action="store_true", default=None, help="train only FPN and heads (paper's recipe)")
 
     p = sub.add_parser("export", help="checkpoint -> ONNX with metadata (+ parity fixture)")
     p.add_argument("checkpoint")
@@ -118,25 +124,45 @@ def main(argv=None):
     need_torch()
     import torch
     if args.cmd == "train":
+        from .train import TrainConfig, train
         device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+        try:
+            scale = tuple(float(v) for v in args.scale_range.split(",")) if args.scale_range else None
+            assert scale is None or (len(scale) == 2 and 0 < scale[0] <= scale[1])
+        except (ValueError, AssertionError):
+            sys.exit(f"--scale-range must be two numbers LOW,HIGH, not '{args.scale_range}'")
+        given = {"data": args.data and os.path.abspath(args.data), "val": args.val and os.path.abspath(args.val),
+                 "oversample": args.oversample, "arch": args.arch, "head_norm": args.head_norm, "epochs": args.epochs,
+                 "batch_size": args.batch_size, "lr": args.lr, "crop": args.crop, "scale": scale, "seed": args.seed,
+                 "init": args.init, "backbone_weights": args.backbone_weights, "freeze_backbone": args.freeze_backbone,
+                 "max_steps_per_epoch": args.max_steps_per_epoch}
+        if args.resume:
+            ckpt = os.path.join(args.out, "last.pt")
+            if not os.path.isfile(ckpt):
+                sys.exit(f"--resume: {ckpt} does not exist (no run to continue in {args.out})")
+            cfg = TrainConfig.from_checkpoint(torch.load(ckpt, map_location="cpu", weights_only=False))
+            bad = cfg.conflicts(given)
+            if bad:
+                sys.exit(f"--resume: {args.out} was trained with other settings:\n  " + "\n  ".join(bad) +
+                         "\nresume with the run's own settings (leave them out), or start a new --out")
+            if args.epochs:
+                cfg.epochs = args.epochs
+        else:
+            cfg = TrainConfig(**{k: v for k, v in given.items() if v is not None})
+        args.data, args.val = cfg.data, cfg.val
         train_s, val_s, info = load_samples(args)
-        if args.oversample:
-            # e.g. cbc=2: full-field smears are the minority next to TXL-PBC's close-ups
-            for spec in args.oversample.split(","):
+        if cfg.oversample:
+            # e.g. full=3: full-field smears are the minority next to TXL-PBC's close-ups
+            for spec in cfg.oversample.split(","):
                 src, k = spec.split("=")
                 extra = [s for s in train_s if s.source == src]
                 if not extra:
                     sys.exit(f"--oversample: no training images from source '{src}'")
                 train_s = train_s + extra * (int(k) - 1)
-            info = {**info, "oversample": args.oversample}
-        from .train import train
-        train(train_s, val_s, args.out, arch=args.arch, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-              crop=args.crop, seed=args.seed, resume=args.resume, device=device, threads=args.threads,
-              max_steps_per_epoch=args.max_steps_per_epoch, backbone_weights=args.backbone_weights,
-              freeze_backbone=args.freeze_backbone, split_info=info, head_norm=args.head_norm, init=args.init,
+            info = {**info, "oversample": cfg.oversample}
+        train(cfg, train_s, val_s, args.out, resume=args.resume, device=device, threads=args.threads, split_info=info,
               workers=args.workers if args.workers is not None else (8 if device.startswith("cuda") else 0),
-              amp=args.amp, scale=tuple(float(v) for v in args.scale_range.split(",")),
-              log=lambda m: print(m, file=sys.stderr, flush=True))
+              amp=args.amp, log=lambda m: print(m, file=sys.stderr, flush=True))
     elif args.cmd == "fixture":
         import os as _os
         from .export import load_checkpoint, write_fixture

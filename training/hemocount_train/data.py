@@ -239,9 +239,11 @@ def read_dataset(path: str, defects=None) -> list[Sample]:
     if not os.path.isdir(path):
         raise FileNotFoundError(f"{path}: no such dataset folder")
     sub = lambda *p: os.path.join(path, *p)  # noqa: E731
-    if os.path.isdir(sub("annotations")) and any(f.endswith(".xml") for f in os.listdir(sub("annotations"))):
-        return read_voc(sub("annotations"), sub("images") if os.path.isdir(sub("images")) else path,
-                        source=os.path.basename(path.rstrip("/")), defects=defects)
+    # the layouts `hemocount evaluate` reads: annotations/ (+ images/), Annotations/, truth/ beside the images
+    for ann in ("annotations", "Annotations", "truth"):
+        if os.path.isdir(sub(ann)) and any(f.endswith(".xml") for f in os.listdir(sub(ann))):
+            images = next((sub(d) for d in ("images", "JPEGImages") if os.path.isdir(sub(d))), path)
+            return read_voc(sub(ann), images, source=os.path.basename(path.rstrip("/")), defects=defects)
     if any(f.endswith(".xml") for f in os.listdir(path)):
         return read_voc(path, path, source=os.path.basename(path.rstrip("/")), defects=defects)
     if os.path.isdir(sub("labels")):

@@ -3,6 +3,7 @@ with warm-up and cosine decay, a checkpoint every epoch and an exact --resume.""
 from __future__ import annotations
 
 import contextlib
+from dataclasses import asdict, dataclass
 import json
 import math
 import os
@@ -158,10 +159,53 @@ def validation_loss(model, samples, crop_cache):
             "val_loss": (tot["classification"] + tot["bbox_regression"]) / n}
 
 
-def train(train_samples, val_samples, out_dir, arch="compact", epochs=30, batch_size=8, lr=2e-3,
-          crop=320, seed=0, resume=False, device="cpu", max_steps_per_epoch=None, backbone_weights=None,
-          freeze_backbone=False, log=print, threads=None, split_info=None, head_norm="none", init=None,
-          workers=0, amp=False, scale=(0.6, 1.6)):
+@dataclass
+class TrainConfig:
+    """Everything that defines a run: saved whole in every checkpoint, restored by --resume."""
+    data: str | None = None          # None: ../shared/datasets with hemocount's split
+    val: str | None = None
+    oversample: str | None = None    # e.g. "full=3"
+    arch: str = "compact"
+    head_norm: str = "none"
+    epochs: int = 30
+    batch_size: int = 8
+    lr: float = 2e-3
+    crop: int = 384
+    scale: tuple = (0.6, 1.6)        # log-uniform scale jitter
+    seed: int = 0
+    init: str | None = None
+    backbone_weights: str | None = None
+    freeze_backbone: bool = False
+    max_steps_per_epoch: int | None = None
+
+    # may differ on --resume: training longer is what resuming is for
+    RESUMABLE = ("epochs",)
+
+    @classmethod
+    def from_checkpoint(cls, ck: dict) -> "TrainConfig":
+        saved = ck.get("config")
+        if saved is None:  # checkpoints of earlier releases kept loose keys
+            saved = {k: ck[k] for k in ("arch", "head_norm", "epochs", "batch_size", "lr", "crop", "seed", "init") if k in ck}
+        saved = {k: (tuple(v) if k == "scale" else v) for k, v in saved.items() if k in cls.__dataclass_fields__}
+        return cls(**saved)
+
+    def conflicts(self, given: dict) -> list[str]:
+        """The explicitly given settings that contradict this (saved) configuration."""
+        out = []
+        for k, v in given.items():
+            if k in self.RESUMABLE or v is None or k not in self.__dataclass_fields__:
+                continue
+            mine = getattr(self, k)
+            if (tuple(v) if k == "scale" else v) != mine:
+                out.append(f"{k}: the run has {mine!r}, this command asks {v!r}")
+        return out
+
+
+def train(cfg: TrainConfig, train_samples, val_samples, out_dir, resume=False, device="cpu", log=print, threads=None,
+          split_info=None, workers=0, amp=False):
+    arch, epochs, batch_size, lr, crop, seed = cfg.arch, cfg.epochs, cfg.batch_size, cfg.lr, cfg.crop, cfg.seed
+    head_norm, init, scale, max_steps_per_epoch = cfg.head_norm, cfg.init, cfg.scale, cfg.max_steps_per_epoch
+    backbone_weights, freeze_backbone = cfg.backbone_weights, cfg.freeze_backbone
     os.makedirs(out_dir, exist_ok=True)
     if threads:
         torch.set_num_threads(threads)
@@ -257,7 +301,7 @@ def train(train_samples, val_samples, out_dir, arch="compact", epochs=30, batch_
         logf.flush()
         log(json.dumps(rec))
         state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
-                 "arch": arch, "head_norm": head_norm, "frozen_bn": frozen_bn, "init": init, "seed": seed, "epochs": epochs, "batch_size": batch_size, "lr": lr, "crop": crop,
+                 "config": asdict(cfg), "arch": arch, "head_norm": head_norm, "frozen_bn": frozen_bn, "init": init, "seed": seed, "epochs": epochs, "batch_size": batch_size, "lr": lr, "crop": crop,
                  "split": split_info or {}, "train_images": len(train_samples)}
         tmp = ckpt_path + ".tmp"
         torch.save(state, tmp)

@@ -1,13 +1,14 @@
 import json
 import os
 import subprocess
+import sys
 
 import pytest
 import torch
 from conftest import ROOT, SAMPLES
 from hemocount_train.data import read_voc
 from hemocount_train.model import build_model, count_parameters
-from hemocount_train.train import CropDataset, train
+from hemocount_train.train import CropDataset, TrainConfig, train
 
 
 def two_images():
@@ -44,11 +45,12 @@ def test_eval_mode_matches_training_statistics():
 
 def test_resume_continues_exactly(tmp_path):
     s = two_images()
-    kw = dict(arch="compact", batch_size=2, crop=256, seed=3, max_steps_per_epoch=1, log=lambda m: None, threads=1)
+    cfg = lambda epochs: TrainConfig(arch="compact", batch_size=2, crop=256, seed=3, max_steps_per_epoch=1, epochs=epochs)  # noqa: E731
+    kw = dict(log=lambda m: None, threads=1)
     torch.manual_seed(0)
-    straight = train(s, [], str(tmp_path / "a"), epochs=2, **kw)
-    train(s, [], str(tmp_path / "b"), epochs=1, **kw)
-    resumed = train(s, [], str(tmp_path / "b"), epochs=2, resume=True, **kw)
+    straight = train(cfg(2), s, [], str(tmp_path / "a"), **kw)
+    train(cfg(1), s, [], str(tmp_path / "b"), **kw)
+    resumed = train(cfg(2), s, [], str(tmp_path / "b"), resume=True, **kw)
     for (k, v), (_, w) in zip(straight.state_dict().items(), resumed.state_dict().items()):
         assert torch.equal(v, w), k
     log = [json.loads(ln) for ln in open(tmp_path / "b" / "train_log.jsonl")]
@@ -72,7 +74,7 @@ def test_resnet50_paper_configuration_builds_and_steps():
 
 def test_export_onnx_with_metadata_that_node_reads(tmp_path):
     s = two_images()
-    train(s, [], str(tmp_path / "run"), arch="compact", epochs=1, batch_size=2, crop=256, max_steps_per_epoch=1,
+    train(TrainConfig(epochs=1, batch_size=2, crop=256, max_steps_per_epoch=1), s, [], str(tmp_path / "run"),
           log=lambda m: None, threads=1)
     from hemocount_train.export import export
     out = str(tmp_path / "m.onnx")
@@ -140,3 +142,24 @@ def test_incomplete_class_teaches_no_background():
     # with every class incomplete only the positives' loss is left
     all_masked = loss({**partial, "incomplete_classes": torch.tensor([True, True, True])})
     assert all_masked < masked
+
+
+def test_resume_restores_the_run_and_refuses_contradicting_flags(tmp_path):
+    """--resume takes the settings saved in the checkpoint; a flag that contradicts them
+    (a different data set, crop, ...) is refused instead of silently changing the run."""
+    data = os.path.join(SAMPLES)
+    out = str(tmp_path / "run")
+    env = {**os.environ, "PYTHONPATH": os.path.join(ROOT, "training")}
+    base = [sys.executable, "-m", "hemocount_train", "train", "--out", out, "--threads", "1"]
+    first = subprocess.run(base + ["--data", data, "--epochs", "1", "--batch-size", "2", "--crop", "256",
+                                   "--max-steps-per-epoch", "1"], capture_output=True, text=True, env=env)
+    assert first.returncode == 0, first.stderr
+    ck = torch.load(os.path.join(out, "last.pt"), map_location="cpu", weights_only=False)
+    assert ck["config"]["crop"] == 256 and ck["config"]["data"] == os.path.abspath(data)
+    bad = subprocess.run(base + ["--resume", "--crop", "320", "--epochs", "2"], capture_output=True, text=True, env=env)
+    assert bad.returncode != 0
+    assert "crop: the run has 256, this command asks 320" in bad.stderr
+    ok = subprocess.run(base + ["--resume", "--epochs", "2"], capture_output=True, text=True, env=env)
+    assert ok.returncode == 0, ok.stderr
+    assert "resuming" in ok.stderr and "5 train" not in ok.stderr.split("resuming")[0]
+    assert torch.load(os.path.join(out, "last.pt"), map_location="cpu", weights_only=False)["epoch"] == 2
