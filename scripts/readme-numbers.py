@@ -25,7 +25,7 @@ def table(r):
 subs = rep.get("subsets", {})
 pf = prev.get("subsets", {}).get("full-field")
 sweep = acc_doc["scaleSweep"]
-scales = list(sweep)
+scales = sorted(sweep, key=float)
 sweep_rows = ["| class | " + " | ".join(f"{s}x" for s in scales) + " |", "|---|" + "---|" * len(scales)]
 for k in ("RBC", "WBC", "Platelets"):
     cells = [f"{sweep[s]['auto']['full-field'][k]:.1f} ({sweep[s]['off']['full-field'][k]:.1f})" for s in scales]
@@ -48,9 +48,11 @@ speed = f"""Measured on this project's CI-class machine ({sp['machine']}), defau
 | whole count of a sample image (decode, network, decoding, NMS) | {c['p50']} ms | {c['p90']} ms |
 
 A {large['width']} x {large['height']} smear ({large['tiles']} tiles) is counted in {large['seconds']} s with a peak of
-{large['maxRssMB']} MB (`node dist/bench/large.js 6000 4000`). Evaluating the {s['images']} validation images takes
+{large['maxRssMB']} MB (`node dist/bench/large.js 6000 4000`). Evaluating {s['images']} annotated sample images takes
 {s['evaluation_pass_ms'] / 1000:.1f} s; the whole 14-threshold sweep on top of it costs {s['sweep_ms']:.0f} ms
-(x{s['ratio_pass_plus_sweep_to_pass']} of one evaluation pass), because thresholds are applied to stored candidates."""
+(x{s['ratio_pass_plus_sweep_to_pass']} of one evaluation pass), because thresholds are applied to stored candidates.
+Absolute timings on this shared 2-core machine vary between sessions (the same network measured
+33 ms in an earlier session and 48-57 ms in this one): compare ratios taken in one run."""
 import subprocess
 out = subprocess.run(["node", "bin/hemocount.js", "count", "samples/BloodImage_00011.jpg", "--json", "-", "--quiet"],
                      capture_output=True, text=True, check=True).stdout

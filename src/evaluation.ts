@@ -55,13 +55,17 @@ export function buildReport(model: Model, data: string, images: EvalImage[], iou
   };
 }
 
+export const CALIBRATION_TOLERANCE = 0.005;
+
 /** Fine grid for calibration: 0.10 ... 0.90 in steps of 0.01. */
 export const CALIBRATION_GRID = Array.from({ length: 81 }, (_, i) => Math.round((0.1 + i * 0.01) * 100) / 100);
 
 /** Pick per-class thresholds and review bands on `images`; returns new metadata. */
 export function calibrate(meta: ModelMetadata, images: EvalImage[], data: string, criterion: Criterion = 'f1', iou = 0.5): ModelMetadata {
   const ev = evaluate(images, { iou, thresholds: CALIBRATION_GRID, criterion });
-  const thresholds = perClass((c) => bestRow(ev.classes[c].sweep, criterion).threshold);
+  // F1 within half a point of the best counts as a tie (noise on a validation set of this
+  // size); among ties the better count accuracy wins
+  const thresholds = perClass((c) => bestRow(ev.classes[c].sweep, criterion, CALIBRATION_TOLERANCE).threshold);
   const review = perClass((c) => reviewThreshold(images, c, thresholds[c], meta.postprocess.score_floor, 0.25, iou));
   const atChosen = perClass((c) => {
     const r = classAt(images, c, thresholds[c], iou);
@@ -78,7 +82,7 @@ export function calibrate(meta: ModelMetadata, images: EvalImage[], data: string
     thresholds,
     review,
     calibration: { data, images: images.length, criterion, iou, date: new Date().toISOString(), grid: '0.10-0.90 step 0.01',
-      review_rule: 'lowest threshold whose band holds >= 25 % real cells', mAP50: ev.mAP50, mAP5095: ev.mAP5095, classes: atChosen, subsets: bySubset },
+      review_rule: 'lowest threshold whose band holds >= 25 % real cells', tie_rule: 'criterion within 0.005 of the best is a tie; the other metric decides', mAP50: ev.mAP50, mAP5095: ev.mAP5095, classes: atChosen, subsets: bySubset },
   };
 }
 

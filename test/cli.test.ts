@@ -90,7 +90,7 @@ test('an output that would replace an input is refused', () => {
   assert.equal(statSync(join(dir, 'a.jpg')).size, size);
   copyFileSync(join(ROOT, 'models', 'hemocount-default.onnx'), join(dir, 'm.onnx'));
   const before = readFileSync(join(dir, 'm.onnx'));
-  const c = run(['calibrate', '--data', 'samples', '--model', join(dir, 'm.onnx'), '--out', join(dir, 'm.onnx')]);
+  const c = run(['calibrate', '--data', 'samples', '--min-cells', '1', '--model', join(dir, 'm.onnx'), '--out', join(dir, 'm.onnx')]);
   assert.equal(c.status, 1);
   assert.match(c.stderr, /refusing to overwrite an input/);
   assert.deepEqual(readFileSync(join(dir, 'm.onnx')), before);
@@ -107,7 +107,8 @@ test('evaluate prints the paper tables; calibrate writes a new model that loads'
   assert.match(t.stdout, /Threshold\s+Accuracy \[%\]\s+Precision \[%\]\s+Recall \[%\]\s+F1-Score \[%\]/);
   assert.match(t.stdout, /^\*\s+0\.\d\d/m);
   const out = join(tmp(), 'calibrated.onnx');
-  const c = run(['calibrate', '--data', 'samples', '--out', out, '--criterion', 'accuracy']);
+  const c = run(['calibrate', '--data', 'samples', '--min-cells', '1', '--out', out, '--criterion', 'accuracy']);
+  assert.match(c.stderr, /warning: only \d+ WBC cells annotated/);
   assert.equal(c.status, 0, c.stderr);
   const meta = readMetadata(new Uint8Array(readFileSync(out)));
   assert.equal((meta.calibration as { criterion: string }).criterion, 'accuracy');

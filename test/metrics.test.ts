@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { agreement, averagePrecision, blandAltman, classAt, confusionMatrix, countAccuracy, evaluate, f1, iou, matchClass, pearson, PAPER_THRESHOLDS, reviewThreshold, type EvalImage } from '../src/core/metrics.js';
+import { agreement, averagePrecision, bestRow, blandAltman, classAt, confusionMatrix, countAccuracy, evaluate, f1, iou, matchClass, pearson, PAPER_THRESHOLDS, reviewThreshold, type EvalImage } from '../src/core/metrics.js';
 
 const close = (a: number | null, b: number, eps = 1e-9) => assert.ok(a !== null && Math.abs(a - b) < eps, `${a} != ${b}`);
 
@@ -116,4 +116,12 @@ test('review band reaches down while the band still holds real cells', () => {
   // band [0.40, 0.5) holds one real cell; going to 0.10 adds three false ones: 1/4 = 25 % still passes
   assert.equal(reviewThreshold(imgs, 'RBC', 0.5, 0.05), 0.1);
   assert.equal(reviewThreshold(imgs, 'RBC', 0.5, 0.05, 0.5), 0.4);
+});
+
+test('bestRow with a tolerance: near-equal F1 is a tie that count accuracy decides', () => {
+  const row = (threshold: number, f1: number, accuracy: number) => ({ threshold, f1, accuracy, precision: f1, recall: f1, counted: 0, truth: 0, tp: 0, fp: 0, fn: 0, imageAccuracy: accuracy, mae: 0 });
+  const rows = [row(0.5, 0.907, 0.99), row(0.6, 0.909, 0.91), row(0.7, 0.85, 0.999)];
+  assert.equal(bestRow(rows, 'f1').threshold, 0.6);
+  assert.equal(bestRow(rows, 'f1', 0.005).threshold, 0.5);
+  assert.equal(bestRow(rows, 'f1', 0.0001).threshold, 0.6);
 });

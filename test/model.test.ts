@@ -9,6 +9,7 @@ import { loadModel } from '../src/index.js';
 import { TILE_OVERLAP, TILE_SIZE, WHOLE_IMAGE_PIXELS } from '../src/detector.js';
 import { planTiles } from '../src/core/tiling.js';
 import { applyThresholds } from '../src/core/count.js';
+import { parseVoc } from '../src/core/formats.js';
 import { detectPixels } from '../src/core/pipeline.js';
 import { decodeRgb } from '../src/adapters/image.js';
 import { openOnnx } from '../src/adapters/onnx.js';
@@ -36,13 +37,15 @@ test('decoder reproduces torchvision post-processing on the parity fixture', asy
   }
 });
 
-test('finds the expert-labelled cells of a CBC smear', async () => {
+test('finds the expert-labelled cells of a CBC smear (whose labels leave red cells out)', async () => {
   const r = await model.count(join(SAMPLES, 'BloodImage_00004.jpg'));
-  const xml = readFileSync(join(SAMPLES, 'truth', 'BloodImage_00004.xml'), 'utf8');
-  const nRbc = (xml.match(/<name>RBC<\/name>/g) ?? []).length;
-  const nWbc = (xml.match(/<name>WBC<\/name>/g) ?? []).length;
-  assert.equal(r.counts.WBC, nWbc);
-  assert.ok(Math.abs(r.counts.RBC - nRbc) <= Math.max(3, 0.25 * nRbc), `RBC ${r.counts.RBC} vs expert ${nRbc}`);
+  const truth = parseVoc(readFileSync(join(SAMPLES, 'truth', 'BloodImage_00004.xml'), 'utf8')).boxes;
+  const rbc = truth.filter((t) => t.label === 'RBC');
+  assert.equal(r.counts.WBC, truth.filter((t) => t.label === 'WBC').length);
+  // CBC boxes about half of the red cells: every boxed one should be found, and more counted
+  const found = rbc.filter((t) => r.detections.some((d) => !d.uncertain && d.label === 'RBC' && iou(d.box, t.box) >= 0.5)).length;
+  assert.ok(found >= 0.8 * rbc.length, `${found} of ${rbc.length} expert-boxed red cells found`);
+  assert.ok(r.counts.RBC >= rbc.length, `RBC ${r.counts.RBC} vs ${rbc.length} boxed`);
   assert.ok(r.meanScore.WBC! > 0.5);
 });
 

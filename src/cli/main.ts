@@ -60,6 +60,7 @@ const SECTIONS: Record<string, string> = {
   --iou 0.5             IoU for matching a detection to a cell
   --criterion f1|accuracy  what 'best' means (default f1; ties go to the other)
   --json FILE|-         machine-readable output
+  --min-cells N         (calibrate) annotated cells needed per class (default 10; below 50 it warns)
   --skip-missing        score the readable images when some annotated images are missing or
                         unreadable (default: exit 1, naming them)
   --subset NAME         only the images of one subset (COCO 'subset' field, e.g. full-field);
@@ -112,7 +113,7 @@ async function main(argv: string[]): Promise<number> {
   } as const;
   const study = { ...common, data: { type: 'string' }, format: { type: 'string' }, iou: { type: 'string', default: '0.5' },
     criterion: { type: 'string', default: 'f1' }, out: { type: 'string' }, log: { type: 'string' }, subset: { type: 'string' },
-    'skip-missing': { type: 'boolean', default: false } } as const;
+    'skip-missing': { type: 'boolean', default: false }, 'min-cells': { type: 'string' } } as const;
   const threads = (v?: string) => {
     if (v === undefined) return undefined;
     if (!/^\d+$/.test(v) || Number(v) < 1) throw new UsageError(`--threads must be a whole number >= 1, not '${v}'`);
@@ -147,7 +148,11 @@ async function main(argv: string[]): Promise<number> {
       if (v.help) return usage(0, cmd);
       const a = studyArgs(v);
       if (cmd === 'evaluate') return runEvaluate(a);
-      if (cmd === 'calibrate') return runCalibrate({ ...a, out: v.out });
+      if (cmd === 'calibrate') {
+        const minCells = v['min-cells'] === undefined ? undefined : Number(v['min-cells']);
+        if (minCells !== undefined && !(Number.isInteger(minCells) && minCells >= 1)) throw new UsageError(`--min-cells must be a whole number >= 1, not '${v['min-cells']}'`);
+        return runCalibrate({ ...a, out: v.out, minCells });
+      }
       return runReport({ ...a, out: v.out, log: v.log });
     }
     case 'select': {

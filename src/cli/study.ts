@@ -108,17 +108,18 @@ export function summaryTable(rep: Report): string {
 
 const MIN_CALIBRATION_CELLS = 10;
 
-export async function runCalibrate(a: StudyArgs & { out?: string }): Promise<number> {
+export async function runCalibrate(a: StudyArgs & { out?: string; minCells?: number }): Promise<number> {
   if (!a.out) throw new UsageError('calibrate: --out FILE.onnx is required (the input model is never modified)');
   const model = await Model.load(a.model, { threads: a.threads });
   const images = await run(model, a);
   // thresholds from a handful of cells are noise: refuse, and warn below a comfortable amount
   for (const k of CLASSES) {
     const n = images.reduce((s, im) => s + im.truth.filter((t) => t.label === k).length, 0);
-    if (n < MIN_CALIBRATION_CELLS) throw new Error(`${a.data}: only ${n} ${k} cell(s) annotated; calibration needs at least ${MIN_CALIBRATION_CELLS} per class`);
+    const min = a.minCells ?? MIN_CALIBRATION_CELLS;
+    if (n < min) throw new Error(`${a.data}: only ${n} ${k} cell(s) annotated; calibration needs at least ${min} per class (--min-cells)`);
     if (n < 50) log(c.yellow(`warning: only ${n} ${k} cells annotated; thresholds from fewer than 50 cells are uncertain`));
   }
-  const meta = calibrate(model.metadata, images, a.data!, a.criterion, a.iou);
+  const meta = calibrate(model.metadata, images, a.subset ? `${a.data}#${a.subset}` : a.data!, a.criterion, a.iou);
   const bytes = withMetadata(model.bytes, meta);
   readMetadata(bytes); // proves the rewritten file parses before it replaces anything
   await writeAtomic(a.out, bytes, new Set([resolve(model.path)]));

@@ -168,10 +168,19 @@ export const PAPER_THRESHOLDS = Array.from({ length: 14 }, (_, i) => Math.round(
 
 export type Criterion = 'f1' | 'accuracy';
 
-/** The best row: highest criterion, ties broken by the other metric, then the lower threshold. */
-export function bestRow(rows: ClassRow[], criterion: Criterion = 'f1'): ClassRow {
+/**
+ * The best row: highest criterion, ties broken by the other metric, then the lower threshold.
+ * With a tolerance, rows within it of the top are ties: differences smaller than a validation
+ * set can resolve should not decide, the other metric then does.
+ */
+export function bestRow(rows: ClassRow[], criterion: Criterion = 'f1', tolerance = 0): ClassRow {
   const key = (r: ClassRow): [number, number] =>
     criterion === 'f1' ? [r.f1 ?? -1, r.accuracy] : [r.accuracy, r.f1 ?? -1];
+  if (tolerance > 0) {
+    const top = Math.max(...rows.map((r) => key(r)[0]));
+    const near = rows.filter((r) => key(r)[0] >= top - tolerance);
+    return near.reduce((best, r) => (key(r)[1] > key(best)[1] + 1e-12 ? r : best));
+  }
   return rows.reduce((best, r) => {
     const [a1, a2] = key(r);
     const [b1, b2] = key(best);
