@@ -91,3 +91,13 @@ test('ground truth rules: truncated XML, boxes outside, inverted, zero-size and 
   assert.throws(() => parseCoco('{"images": 3}'), /not a COCO document/);
   assert.throws(() => parseCoco('{nope'), /not valid JSON/);
 });
+
+test('cells to review go to VOC marked difficult; readers leave them out until a reviewer accepts them', () => {
+  const xml = toVoc('a.jpg', 640, 480, [{ ...boxes[0], uncertain: false }, { ...boxes[1], uncertain: true }]);
+  assert.equal((xml.match(/<difficult>1<\/difficult>/g) ?? []).length, 1);
+  const back = parseVoc(xml);
+  assert.deepEqual(back.boxes.map((b) => b.label), ['RBC']);
+  assert.match(back.problems.join('\n'), /object 2 \(WBC\): marked difficult \(not yet reviewed\): left out/);
+  // the reviewer unticks "difficult" in LabelImg: now it is truth
+  assert.equal(parseVoc(xml.replace('<difficult>1</difficult>', '<difficult>0</difficult>')).boxes.length, 2);
+});

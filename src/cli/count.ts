@@ -123,7 +123,8 @@ export async function runCount(a: CountArgs): Promise<number> {
     try {
       if (a.out) await guard.write(join(a.out, `${stem}.annotated.png`), await drawAnnotated(f.path, r.detections, { meta, counts: r.counts, uncertain: r.uncertain }));
       const counted = r.detections.filter((d) => !d.uncertain);
-      if (a.voc) await guard.write(join(a.voc, `${stem}.xml`), toVoc(basename(f.path), r.width, r.height, counted));
+      // cells to review go to VOC too, marked difficult, so a reviewer sees them in LabelImg
+      if (a.voc) await guard.write(join(a.voc, `${stem}.xml`), toVoc(basename(f.path), r.width, r.height, r.detections));
       if (a.yolo) await guard.write(join(a.yolo, `${stem}.txt`), toYolo(r.width, r.height, counted));
     } catch (e) {
       r.error = `writing outputs failed: ${(e as Error).message}`;

@@ -98,14 +98,18 @@ export function parseCsv(text: string): string[][] {
 
 const xmlEscape = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
 
-/** Pascal VOC as LabelImg writes it (1-based inclusive integer pixel coordinates). */
-export function toVoc(file: string, width: number, height: number, boxes: { label: CellClass; box: Box }[]): string {
-  const objs = boxes.map(({ label, box }) => {
+/**
+ * Pascal VOC as LabelImg writes it (1-based inclusive integer pixel coordinates). Cells in
+ * the review band are written with <difficult>1</difficult>: LabelImg shows them, and a
+ * reviewer unticks "difficult" to accept one; until then readers leave them out.
+ */
+export function toVoc(file: string, width: number, height: number, boxes: { label: CellClass; box: Box; uncertain?: boolean }[]): string {
+  const objs = boxes.map(({ label, box, uncertain }) => {
     const x1 = Math.max(1, Math.round(box[0]) + 1);
     const y1 = Math.max(1, Math.round(box[1]) + 1);
     const x2 = Math.min(width, Math.max(x1, Math.round(box[2])));
     const y2 = Math.min(height, Math.max(y1, Math.round(box[3])));
-    return `\t<object>\n\t\t<name>${label}</name>\n\t\t<pose>Unspecified</pose>\n\t\t<truncated>0</truncated>\n\t\t<difficult>0</difficult>\n` +
+    return `\t<object>\n\t\t<name>${label}</name>\n\t\t<pose>Unspecified</pose>\n\t\t<truncated>0</truncated>\n\t\t<difficult>${uncertain ? 1 : 0}</difficult>\n` +
       `\t\t<bndbox>\n\t\t\t<xmin>${x1}</xmin>\n\t\t\t<ymin>${y1}</ymin>\n\t\t\t<xmax>${x2}</xmax>\n\t\t\t<ymax>${y2}</ymax>\n\t\t</bndbox>\n\t</object>\n`;
   });
   const name = file.split(/[\\/]/).pop()!;
@@ -162,6 +166,7 @@ export function parseVoc(xml: string): ParsedAnnotation {
     const label = classFromName(name);
     const nums = ['xmin', 'ymin', 'xmax', 'ymax'].map((k) => Number(tag(body, k) ?? NaN));
     if (!label) { problems.push(`object ${i + 1}: unknown class '${name}'`); return; }
+    if (tag(body, 'difficult') === '1') { problems.push(`object ${i + 1} (${label}): marked difficult (not yet reviewed): left out`); return; }
     // VOC is 1-based and inclusive, and LabelImg writes xmax == xmin for a click without a drag
     const flat = nums[2] <= nums[0] || nums[3] <= nums[1];
     const c = checkBox(flat ? nums : [nums[0] - 1, nums[1] - 1, nums[2], nums[3]], w, h);

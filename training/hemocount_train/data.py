@@ -123,6 +123,10 @@ def read_voc(ann_dir: str, image_dir: str | None = None, source="voc", defects=N
         s = Sample(img, w, h, source=source)
         for obj in root.iter("object"):
             cls = normalise_class(obj.findtext("name") or "")
+            if (obj.findtext("difficult") or "0").strip() == "1":
+                # hemocount writes cells to review as difficult: not truth until a reviewer unticks it
+                defects.add(path, f"object '{obj.findtext('name')}' is marked difficult (not yet reviewed): left out")
+                continue
             if cls is None:
                 defects.add(path, f"unknown class '{obj.findtext('name')}': box ignored")
                 continue

@@ -94,3 +94,14 @@ def test_shared_split_is_group_aware_and_complete():
     import hashlib
     digest = lambda p: hashlib.sha1(open(p, "rb").read()).hexdigest()  # noqa: E731
     assert not {digest(s.image) for s in val} & {digest(s.image) for s in train}
+
+
+def test_voc_difficult_objects_are_not_truth(tmp_path):
+    """hemocount exports cells to review with <difficult>1</difficult>: not labels until reviewed."""
+    shutil.copy(os.path.join(SAMPLES, "BloodImage_00004.jpg"), tmp_path / "a.jpg")
+    obj = "<object><name>{}</name><difficult>{}</difficult><bndbox><xmin>10</xmin><ymin>10</ymin><xmax>60</xmax><ymax>60</ymax></bndbox></object>"
+    (tmp_path / "a.xml").write_text("<annotation><filename>a.jpg</filename>" + obj.format("RBC", 0) + obj.format("WBC", 1) + "</annotation>")
+    d = Defects()
+    s = read_voc(str(tmp_path), str(tmp_path), defects=d)
+    assert [CLASSES[i] for i in s[0].labels] == ["RBC"]
+    assert "marked difficult" in d.summary()
