@@ -4,7 +4,8 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import sharp from 'sharp';
-import { decodeRgb, drawAnnotated, probe, sniffImageType } from '../src/adapters/image.js';
+import { decodeRgb, drawAnnotated, overlaySvg, probe, sniffImageType } from '../src/adapters/image.js';
+import type { Detection, ModelMetadata } from '../src/core/types.js';
 import { loadModel } from '../src/index.js';
 import { MODEL, SAMPLES, tmp } from './helpers.js';
 
@@ -75,4 +76,17 @@ test('the annotated picture has the boxes in the paper colours', async () => {
   const px = (xx: number) => [...data.subarray((y * info.width + xx) * info.channels, (y * info.width + xx) * info.channels + 3)];
   const near = [x - 1, x, x + 1].map(px).some(([rr, g, b]) => Math.abs(rr - 0x66) < 30 && Math.abs(g - 0xcc) < 30 && Math.abs(b - 0xff) < 30);
   assert.ok(near, `WBC edge colour ${JSON.stringify([x - 1, x, x + 1].map(px))}`);
+});
+
+test('box labels are sized by the cells, not the picture: a big mosaic keeps legible, small labels', () => {
+  const model = { classes: [{ name: 'RBC', colour: '#ff8c00' }, { name: 'WBC', colour: '#66ccff' }, { name: 'Platelets', colour: '#1f3fbf' }] } as unknown as ModelMetadata;
+  const cells = (n: number): Detection[] => Array.from({ length: n }, (_, i) => ({ label: 'RBC', score: 0.9, uncertain: false, box: [(i % 10) * 100, Math.floor(i / 10) * 100, (i % 10) * 100 + 96, Math.floor(i / 10) * 100 + 96] }));
+  const o = { meta: model, counts: { RBC: 1, WBC: 0, Platelets: 0 }, uncertain: { RBC: 0, WBC: 0, Platelets: 0 } };
+  const font = (svg: string) => Number(/<text[^>]*font-size="(\d+)"[^>]*>RBC/.exec(svg)![1]);
+  const small = overlaySvg(640, 480, cells(20), o);
+  const mosaic = overlaySvg(6400, 4320, cells(100), o);
+  assert.equal(font(mosaic), font(small), 'same cells, same label size');
+  assert.ok(font(small) >= 9 && font(small) <= 16);
+  assert.match(overlaySvg(640, 480, cells(2), { ...o, scores: false }), />RBC<\/text>/);
+  assert.doesNotMatch(overlaySvg(640, 480, cells(2), { ...o, labels: false }), />RBC 0\.90/);
 });

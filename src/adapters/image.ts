@@ -123,24 +123,31 @@ export interface DrawOptions {
   meta: ModelMetadata;
   counts: PerClass<number>;
   uncertain: PerClass<number>;
+  /** Label each box (default true). */
   labels?: boolean;
+  /** Put the probability in the label (default true). */
+  scores?: boolean;
 }
 
 /** SVG overlay: boxes in the paper's colours, label + probability, dashed if uncertain, a legend. */
 export function overlaySvg(width: number, height: number, dets: Detection[], o: DrawOptions): string {
   const colour = Object.fromEntries(o.meta.classes.map((c) => [c.name, c.colour]));
   const short: Record<string, string> = { RBC: 'RBC', WBC: 'WBC', Platelets: 'PLT' };
-  const s = Math.max(1, Math.min(width, height) / 480); // scale with the picture, so text stays legible
-  const fs = Math.round(11 * s);
-  const sw = Math.max(1.5, 1.6 * s);
+  // box labels are sized by the cells (a big mosaic of smears has cells of the usual size),
+  // the legend by the picture (it is read with the whole picture in view)
+  const sides = dets.map((d) => Math.sqrt(Math.max(1, (d.box[2] - d.box[0]) * (d.box[3] - d.box[1])))).sort((a, b) => a - b);
+  const cell = sides.length ? sides[Math.floor(sides.length / 2)] : 96;
+  const fs = Math.round(Math.min(28, Math.max(9, cell / 8.5)));
+  const sw = Math.min(4, Math.max(1.5, cell / 60));
+  const s = Math.max(1, Math.min(width, height) / 480);
   const parts: string[] = [];
   // draw low scores first so that confident boxes and their labels stay on top
   for (const d of [...dets].sort((a, b) => a.score - b.score)) {
     const [x1, y1, x2, y2] = d.box;
     const c = colour[d.label];
-    parts.push(`<rect x="${x1.toFixed(1)}" y="${y1.toFixed(1)}" width="${(x2 - x1).toFixed(1)}" height="${(y2 - y1).toFixed(1)}" fill="none" stroke="${c}" stroke-width="${sw}"${d.uncertain ? ` stroke-dasharray="${4 * s},${3 * s}"` : ''}/>`);
+    parts.push(`<rect x="${x1.toFixed(1)}" y="${y1.toFixed(1)}" width="${(x2 - x1).toFixed(1)}" height="${(y2 - y1).toFixed(1)}" fill="none" stroke="${c}" stroke-width="${sw}"${d.uncertain ? ` stroke-dasharray="${(4 * sw).toFixed(1)},${(3 * sw).toFixed(1)}"` : ''}/>`);
     if (o.labels !== false) {
-      const text = `${short[d.label]} ${d.score.toFixed(2)}${d.uncertain ? '?' : ''}`;
+      const text = `${short[d.label]}${o.scores !== false ? ` ${d.score.toFixed(2)}` : ''}${d.uncertain ? '?' : ''}`;
       const tw = text.length * fs * 0.6 + 4;
       const ty = y1 >= fs + 2 ? y1 - fs - 2 : y1;
       const tx = Math.max(0, Math.min(x1, width - tw)); // keep labels inside the picture

@@ -25,6 +25,9 @@ export interface CountArgs {
   recursive: boolean;
   /** Replace existing outputs that hemocount did not write (or that were changed since). */
   overwrite?: boolean;
+  /** Annotated pictures without box labels, or without the probabilities in them. */
+  noLabels?: boolean;
+  noScores?: boolean;
   /** Refuse images above this many pixels. */
   maxPixels?: number;
   /** JSON Lines: one result per image, appended as each image finishes (a killed batch keeps its work). */
@@ -121,7 +124,7 @@ export async function runCount(a: CountArgs): Promise<number> {
     results.push(r);
     const stem = stems[i];
     try {
-      if (a.out) await guard.write(join(a.out, `${stem}.annotated.png`), await drawAnnotated(f.path, r.detections, { meta, counts: r.counts, uncertain: r.uncertain }));
+      if (a.out) await guard.write(join(a.out, `${stem}.annotated.png`), await drawAnnotated(f.path, r.detections, { meta, counts: r.counts, uncertain: r.uncertain, labels: !a.noLabels, scores: !a.noScores }));
       const counted = r.detections.filter((d) => !d.uncertain);
       // cells to review go to VOC too, marked difficult, so a reviewer sees them in LabelImg
       if (a.voc) await guard.write(join(a.voc, `${stem}.xml`), toVoc(basename(f.path), r.width, r.height, r.detections));

@@ -36,7 +36,7 @@ const SECTIONS: Record<string, string> = {
   --model FILE          ONNX model (default: the bundled model)
   --threshold SPEC      0.4, or RBC=0.25,WBC=0.65,Platelets=0.35 (default: the model's calibrated ones)
   --review SPEC         lower edge of the review band, same syntax (between it and the threshold: uncertain)
-  --out DIR             annotated images (<name>.annotated.png)
+  --out DIR             annotated images (<name>.annotated.png); --no-labels, --no-scores to declutter
   --json FILE|-         results as JSON ('-' for stdout)
   --csv FILE            one row per image plus a totals row
   --max-megapixels N    refuse larger images (default 250; a 12000 x 9000 smear is 108)
@@ -135,12 +135,14 @@ async function main(argv: string[]): Promise<number> {
         ...common, threshold: { type: 'string' }, review: { type: 'string' }, out: { type: 'string' }, csv: { type: 'string' },
         voc: { type: 'string' }, yolo: { type: 'string' }, coco: { type: 'string' }, candidates: { type: 'boolean', default: false },
         'no-recursive': { type: 'boolean', default: false }, overwrite: { type: 'boolean', default: false },
-        jsonl: { type: 'string' }, resume: { type: 'boolean', default: false }, 'max-megapixels': { type: 'string', default: '250' } } });
+        jsonl: { type: 'string' }, resume: { type: 'boolean', default: false }, 'max-megapixels': { type: 'string', default: '250' },
+        'no-labels': { type: 'boolean', default: false }, 'no-scores': { type: 'boolean', default: false } } });
       const maxMp = Number(v['max-megapixels']);
       if (!(maxMp > 0)) throw new UsageError(`--max-megapixels must be a positive number, not '${v['max-megapixels']}'`);
       if (v.help) return usage(0, 'count');
       return runCount({ inputs: positionals, model: v.model, threshold: v.threshold, review: v.review, out: v.out, json: v.json,
         csv: v.csv, voc: v.voc, yolo: v.yolo, coco: v.coco, candidates: v.candidates, recursive: !v['no-recursive'], overwrite: v.overwrite, jsonl: v.jsonl, resume: v.resume, maxPixels: maxMp * 1e6,
+        noLabels: v['no-labels'], noScores: v['no-scores'],
         quiet: v.quiet, threads: threads(v.threads), scale: parseScale(v.scale), tta: v.tta });
     }
     case 'evaluate': case 'calibrate': case 'report': {
