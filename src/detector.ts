@@ -8,8 +8,8 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { applyThresholds } from './core/count.js';
 import type { ImageResult } from './core/formats.js';
-import { type DetectOptions, type Detected as CoreDetected, detect, type ScaleEstimate } from './core/detect.js';
-import { WHOLE_IMAGE_PIXELS } from './core/pipeline.js';
+import { checkScale, type DetectOptions, type Detected as CoreDetected, detect, type ScaleEstimate } from './core/detect.js';
+import { crop, WHOLE_IMAGE_PIXELS } from './core/pipeline.js';
 import { CLASSES, type ModelMetadata, type PerClass, perClass, type Thresholds } from './core/types.js';
 import { decodeRgb, type ImageInput, probe, type RawImage, readRegion } from './adapters/image.js';
 import { type OnnxModel, openOnnx } from './adapters/onnx.js';
@@ -87,9 +87,7 @@ export class Model {
   async detect(input: ImageInput, opts: ModelDetectOptions = {}): Promise<Detected> {
     const t0 = performance.now();
     checkInput(input);
-    if (opts.scale !== undefined && opts.scale !== 'auto' && !(typeof opts.scale === 'number' && opts.scale >= 0.25 && opts.scale <= 4)) {
-      throw new RangeError(`scale must be 'auto' or a number from 0.25 to 4, not ${String(opts.scale)}`);
-    }
+    if (opts.scale !== undefined) checkScale(opts.scale); // before decoding anything
     const { width, height } = await probe(input);
     if (opts.maxPixels && width * height > opts.maxPixels) {
       throw new Error(`${typeof input === 'string' ? input : 'image'}: ${width} x ${height} is ${(width * height / 1e6).toFixed(0)} megapixels, above the limit of ${opts.maxPixels / 1e6} (--max-megapixels)`);
@@ -99,7 +97,7 @@ export class Model {
     const read = async (l: number, t: number, w: number, h: number) => {
       if (width * height > WHOLE_IMAGE_PIXELS) return readRegion(input, l, t, w, h);
       whole ??= await decodeRgb(input);
-      return l === 0 && t === 0 && w === whole.width && h === whole.height ? whole : cropRaw(whole, l, t, w, h);
+      return l === 0 && t === 0 && w === whole.width && h === whole.height ? whole : crop(whole, l, t, w, h);
     };
     const det = await detect(this.onnx.run.bind(this.onnx), this.metadata, { width, height, read }, opts);
     return { ...det, ms: performance.now() - t0 };
@@ -128,15 +126,6 @@ export class Model {
 /** Load a model: the bundled default, or an ONNX file exported by hemocount's training. */
 export function loadModel(path?: string, opts?: { threads?: number }): Promise<Model> {
   return Model.load(path, opts);
-}
-
-function cropRaw(img: RawImage, left: number, top: number, width: number, height: number): RawImage {
-  const out = new Uint8Array(width * height * 3);
-  for (let y = 0; y < height; y++) {
-    const src = ((top + y) * img.width + left) * 3;
-    out.set(img.data.subarray(src, src + width * 3), y * width * 3);
-  }
-  return { data: out, width, height, channels: 3 };
 }
 
 /** sharp-style argument checks: a TypeError or RangeError naming the argument and the value. */

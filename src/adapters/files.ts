@@ -190,19 +190,20 @@ export class OutputGuard {
 
   /** Record `path` as hemocount's own as it is now (a file hemocount appended to). */
   async adopt(path: string): Promise<void> {
-    const abs = resolve(path);
-    const l = await this.ledger(dirname(abs));
-    l[basename(abs)] = sha256(await readFile(abs));
-    await writeAtomic(join(dirname(abs), LEDGER), JSON.stringify(l) + '\n');
+    await this.record(path, await readFile(resolve(path)));
   }
 
   async write(path: string, data: string | Uint8Array): Promise<void> {
     const why = await this.conflict(path);
     if (why) throw new Error(`${why}; refusing to replace it (--overwrite to allow)`);
     await writeAtomic(path, data, this.protect);
+    await this.record(path, typeof data === 'string' ? Buffer.from(data) : data);
+  }
+
+  private async record(path: string, bytes: Uint8Array): Promise<void> {
     const abs = resolve(path);
     const l = await this.ledger(dirname(abs));
-    l[basename(abs)] = sha256(typeof data === 'string' ? Buffer.from(data) : data);
+    l[basename(abs)] = sha256(bytes);
     await writeAtomic(join(dirname(abs), LEDGER), JSON.stringify(l) + '\n');
   }
 }

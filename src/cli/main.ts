@@ -182,7 +182,7 @@ async function main(argv: string[]): Promise<number> {
       if (!Number.isInteger(port) || port < 0 || port > 65535) throw new UsageError(`--port must be 0-65535, not '${v.port}'`);
       const { buildServer, isLoopback } = await import('../server/app.js');
       const token = v.token ?? process.env.HEMOCOUNT_TOKEN;
-      if (!isLoopback(v.host!.replace(/^\[|\]$/g, '')) && v.host !== '::1' && !token) {
+      if (!isLoopback(v.host!) && !token) {
         throw new UsageError(`binding to ${v.host} lets other machines use this server: give --token SECRET (or set HEMOCOUNT_TOKEN)`);
       }
       const model = await Model.load(v.model, { threads: threads(v.threads) });

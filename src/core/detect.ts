@@ -71,7 +71,13 @@ export function estimateScale(meta: ModelMetadata, cands: Candidate[], at = 1): 
   const px = estimate.cellPx;
   // inside the range the model was trained on, native resolution is best
   if (px === null || (px >= s.min_px && px <= s.max_px)) return { factor: 1, estimate };
-  return { factor: (s.reference_px / px) ** (1 / s.response), estimate };
+  return { factor: toReference(meta, px), estimate };
+}
+
+/** The factor that brings cells measured at `px` to the reference size (undoing the measurement's bias). */
+function toReference(meta: ModelMetadata, px: number): number {
+  const s = scaleModel(meta);
+  return (s.reference_px / px) ** (1 / s.response);
 }
 
 /** Antialiased bilinear resampling (a triangle filter widened when shrinking), RGB(A) -> RGB. */
@@ -227,8 +233,8 @@ export async function detect(run: Runner, meta: ModelMetadata, src: PixelSource,
   const scale = opts.scale ?? 'auto';
   const tta = opts.tta ?? false;
   const { width, height } = src;
+  checkScale(scale);
   if (scale !== 'auto') {
-    if (!(typeof scale === 'number' && scale > 0 && Number.isFinite(scale))) throw new RangeError(`scale must be 'auto' or a positive number, not ${String(scale)}`);
     return { width, height, ...(await passAt(run, meta, src, scale, tta)), scale };
   }
   const whole = width * height <= WHOLE_IMAGE_PIXELS;
@@ -248,7 +254,7 @@ export async function detect(run: Runner, meta: ModelMetadata, src: PixelSource,
     f = Math.round(Math.min(4, Math.max(0.25, f * step)) * 1000) / 1000;
     last = await passAt(run, meta, probeSrc, f, false);
     const e = estimateScale(meta, last.candidates, f).estimate.cellPx;
-    step = e === null ? 1 : (scaleModel(meta).reference_px / e) ** (1 / scaleModel(meta).response);
+    step = e === null ? 1 : toReference(meta, e);
   }
   if (whole && !tta) return { width, height, ...last, scale: f, estimate: first.estimate };
   return { width, height, ...(await passAt(run, meta, src, f, tta)), scale: f, estimate: first.estimate };
@@ -257,9 +263,16 @@ export async function detect(run: Runner, meta: ModelMetadata, src: PixelSource,
 /** 'auto' | '1' | '1.6' (CLI flag, form field): 'auto' estimates the magnification, a number forces it. */
 export function parseScale(v: string): 'auto' | number {
   if (v === 'auto') return 'auto';
-  const n = Number(v);
-  if (!/^\d*\.?\d+$/.test(v) || !(n >= 0.25 && n <= 4)) throw new RangeError(`scale must be 'auto' or a number from 0.25 to 4 (1 = off), not '${v}'`);
-  return n;
+  if (!/^\d*\.?\d+$/.test(v)) throw new RangeError(`scale must be 'auto' or a number from 0.25 to 4 (1 = off), not '${v}'`);
+  return checkScale(Number(v));
+}
+
+/** The one rule for a scale, whoever gives it (library, CLI flag, form field). */
+export function checkScale<T extends 'auto' | number>(scale: T): T {
+  if (scale !== 'auto' && !(typeof scale === 'number' && scale >= 0.25 && scale <= 4)) {
+    throw new RangeError(`scale must be 'auto' or a number from 0.25 to 4 (1 = off), not ${String(scale)}`);
+  }
+  return scale;
 }
 
 /** Side of the central region measured in large images (original pixels). */

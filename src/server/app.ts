@@ -72,7 +72,7 @@ export async function buildServer(o: ServerOptions): Promise<FastifyInstance> {
     // cross-site requests (another page posting to this server) are refused
     const site = req.headers['sec-fetch-site'];
     const origin = req.headers.origin;
-    if (req.method !== 'GET' && req.method !== 'HEAD' && (site === 'cross-site' || (origin && new URL(origin).host.toLowerCase() !== (req.headers.host ?? '').toLowerCase()))) {
+    if (req.method !== 'GET' && req.method !== 'HEAD' && (site === 'cross-site' || (origin && hostOf(origin) !== (req.headers.host ?? '').toLowerCase()))) {
       return sendError(reply, 403, 'cross-origin requests are not accepted');
     }
     if (o.token) {
@@ -118,7 +118,7 @@ export async function buildServer(o: ServerOptions): Promise<FastifyInstance> {
   app.post('/api/count', async (req, reply) => {
     if (!req.isMultipart()) throw new HttpError(415, 'send images as multipart/form-data in a field named "images"');
     // a full queue answers before the upload is read, not after
-    if (queue.size.running >= queue.concurrency && queue.size.waiting >= queue.maxWaiting) throw new QueueFullError('the server is busy: too many counts queued');
+    if (queue.full) throw new QueueFullError('the server is busy: too many counts queued');
     const files: { name: string; bytes: Buffer }[] = [];
     const fields: Record<string, string> = {};
     // uploads are buffered, so the bytes all requests hold at once are budgeted while streaming
@@ -193,6 +193,15 @@ export async function buildServer(o: ServerOptions): Promise<FastifyInstance> {
     app.get('/', async (_req, reply) => reply.type('text/plain').send('hemocount API is running; the web app is not built (npm run build).\n'));
   }
   return app;
+}
+
+/** The host of an Origin header; an opaque or malformed origin ('null') matches no host. */
+function hostOf(origin: string): string | null {
+  try {
+    return new URL(origin).host.toLowerCase();
+  } catch {
+    return null;
+  }
 }
 
 const mb = (b: number) => `${(b / 1024 / 1024).toFixed(0)} MB`;

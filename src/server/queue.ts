@@ -10,9 +10,14 @@ export class InferenceQueue {
     return { running: this.running, waiting: this.waiting.length };
   }
 
+  /** No slot free and no room to wait: a new job would be refused. */
+  get full(): boolean {
+    return this.running >= this.concurrency && this.waiting.length >= this.maxWaiting;
+  }
+
   async run<T>(job: () => Promise<T>): Promise<T> {
+    if (this.full) throw new QueueFullError('the server is busy: too many counts queued');
     if (this.running >= this.concurrency) {
-      if (this.waiting.length >= this.maxWaiting) throw new QueueFullError('the server is busy: too many counts queued');
       await new Promise<void>((res) => this.waiting.push(res));
     } else this.running++;
     try {
