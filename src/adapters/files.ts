@@ -3,7 +3,7 @@ import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { readdir, readFile, rename, stat, writeFile, mkdir, unlink } from 'node:fs/promises';
 import { basename, dirname, extname, join, relative, resolve, sep } from 'node:path';
-import { parseCoco, parseVoc, parseYolo } from '../core/formats.js';
+import { parseCoco, parseCsv, parseVoc, parseYolo } from '../core/formats.js';
 import type { GroundTruthBox } from '../core/metrics.js';
 import type { CellClass } from '../core/types.js';
 import { probe } from './image.js';
@@ -15,6 +15,8 @@ export interface InputFile {
   path: string;
   /** Path relative to the folder it was found in (to mirror folder layout in outputs). */
   rel: string;
+  /** Found in a sub-folder of a named folder: that sub-folder's name (one sample = one smear). */
+  sample?: string;
 }
 
 /** What a folder walk could not use: unreadable folders (errors) and special files (notes). */
@@ -76,11 +78,13 @@ export async function expandInputs(args: string[], recursive = true): Promise<{ 
   const missing: string[] = [];
   const skipped: Skipped[] = [];
   const seen = new Set<string>();
-  const add = (p: string, root: string) => {
+  const add = (p: string, root: string, inFolder: boolean) => {
     const abs = resolve(p);
     if (seen.has(abs)) return;
     seen.add(abs);
-    files.push({ path: p, rel: relative(root, p) || basename(p) });
+    const rel = relative(root, p) || basename(p);
+    const parts = rel.split(sep);
+    files.push({ path: p, rel, ...(inFolder && parts.length > 1 && { sample: parts[0] }) });
   };
   for (const a of args) {
     if (/[*?]/.test(a) && !existsSync(a)) {
@@ -93,7 +97,7 @@ export async function expandInputs(args: string[], recursive = true): Promise<{ 
       if (existsSync(root)) await walk(root, true, all, skipped);
       const hits = all.filter((p) => re.test(p.startsWith('./') ? p.slice(2) : p));
       if (!hits.length) missing.push(a);
-      hits.forEach((p) => add(p, root));
+      hits.forEach((p) => add(p, root, true));
       continue;
     }
     let st;
@@ -106,11 +110,77 @@ export async function expandInputs(args: string[], recursive = true): Promise<{ 
     if (st.isDirectory()) {
       const found: string[] = [];
       await walk(a, recursive, found, skipped);
-      found.forEach((p) => add(p, a));
-    } else if (st.isFile()) add(a, dirname(a));
+      found.forEach((p) => add(p, a, true));
+    } else if (st.isFile()) add(a, dirname(a), false);
     else skipped.push({ path: a, reason: `${kindOf(st)}, not an image file`, error: true });
   }
   return { files, missing, skipped };
+}
+
+export interface ManifestEntry {
+  /** As written in the manifest, resolved against the manifest's folder. */
+  file: string;
+  sample: string;
+  /** Analyser red-cell count per microlitre, when the manifest has an rbc_count column. */
+  rbcCount?: number;
+}
+
+/**
+ * A sample manifest: CSV with a header naming `file` and `sample` (and optionally
+ * `rbc_count`). Errors name the manifest and the line.
+ */
+export async function readManifest(path: string): Promise<ManifestEntry[]> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (e) {
+    throw new Error(`${path}: cannot read the sample manifest (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  }
+  const rows = parseCsv(text.replace(/^\uFEFF/, '').replace(/\r\n/g, '\n')).filter((r) => r.some((f) => f.trim()));
+  const head = (rows.shift() ?? []).map((h) => h.trim().toLowerCase());
+  const col = (n: string) => head.indexOf(n);
+  if (col('file') < 0 || col('sample') < 0) throw new Error(`${path}: a sample manifest needs a header line with 'file' and 'sample' columns (and optionally 'rbc_count')`);
+  const out: ManifestEntry[] = [];
+  const seen = new Map<string, number>();
+  for (const [i, r] of rows.entries()) {
+    const line = i + 2;
+    const file = (r[col('file')] ?? '').trim();
+    const sample = (r[col('sample')] ?? '').trim();
+    if (!file || !sample) throw new Error(`${path}: line ${line}: both 'file' and 'sample' are needed`);
+    const abs = resolve(dirname(path), file);
+    if (seen.has(abs)) throw new Error(`${path}: line ${line}: ${file} is already listed on line ${seen.get(abs)}`);
+    seen.set(abs, line);
+    const rc = col('rbc_count') >= 0 ? (r[col('rbc_count')] ?? '').trim() : '';
+    const rbcCount = rc ? Number(rc) : undefined;
+    if (rbcCount !== undefined && !(Number.isFinite(rbcCount) && rbcCount > 0)) throw new Error(`${path}: line ${line}: rbc_count '${rc}' is not a positive number (red cells per microlitre, e.g. 4.8e6)`);
+    out.push({ file: abs, sample, ...(rbcCount !== undefined && { rbcCount }) });
+  }
+  if (!out.length) throw new Error(`${path}: the sample manifest lists no image`);
+  return out;
+}
+
+/**
+ * The images of a run and their samples: inputs (a sub-folder of a named folder is a
+ * sample), the files of a manifest (its `sample` column wins), and `sample` for images
+ * that have none yet. Also the analyser red-cell counts by sample from the manifest.
+ */
+export async function collectInputs(o: { inputs: string[]; recursive: boolean; manifest?: string; sample?: string }) {
+  const entries = o.manifest ? await readManifest(o.manifest) : [];
+  const found = await expandInputs([...o.inputs, ...entries.map((e) => e.file)], o.recursive);
+  const bySample = new Map(entries.map((e) => [e.file, e.sample]));
+  for (const f of found.files) {
+    const s = bySample.get(resolve(f.path)) ?? f.sample ?? o.sample;
+    if (s !== undefined) f.sample = s;
+  }
+  const rbcCount: Record<string, number> = {};
+  for (const e of entries) {
+    if (e.rbcCount === undefined) continue;
+    if (rbcCount[e.sample] !== undefined && rbcCount[e.sample] !== e.rbcCount) {
+      throw new Error(`${o.manifest}: sample '${e.sample}' has two rbc_count values (${rbcCount[e.sample]} and ${e.rbcCount})`);
+    }
+    rbcCount[e.sample] = e.rbcCount;
+  }
+  return { ...found, rbcCount };
 }
 
 /**

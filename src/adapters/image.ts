@@ -179,3 +179,17 @@ export async function drawAnnotated(input: ImageInput, dets: Detection[], o: Dra
   const img = base.composite([{ input: svg, top: 0, left: 0, limitInputPixels: false } as sharp.OverlayOptions]);
   return o.format === 'jpeg' ? img.jpeg({ quality: 90 }).toBuffer() : img.png().toBuffer();
 }
+
+/**
+ * A small JPEG of an annotated field for reports, as a data: URI (null when the image
+ * cannot be read: the report still lists the field).
+ */
+export async function thumbnail(path: string, dets: Detection[], o: DrawOptions & { width?: number }): Promise<string | null> {
+  try {
+    const png = await drawAnnotated(path, dets, { ...o, labels: false, format: 'jpeg' });
+    const jpg = await sharp(png).resize({ width: o.width ?? 240, withoutEnlargement: true }).jpeg({ quality: 72 }).toBuffer();
+    return `data:image/jpeg;base64,${jpg.toString('base64')}`;
+  } catch {
+    return null;
+  }
+}

@@ -3,12 +3,14 @@ import { existsSync } from 'node:fs';
 import { appendFile, readFile } from 'node:fs/promises';
 import { basename, dirname, extname, join, relative, resolve } from 'node:path';
 import { parseThresholds } from '../core/count.js';
-import { type CountDocument, failedResult, type ImageResult, roundResult, toCoco, toCsv, totals, toVoc, toYolo } from '../core/formats.js';
+import { type CountDocument, countDocument, failedResult, type ImageResult, roundResult, toCoco, toCsv, toSamplesCsv, toVoc, toYolo } from '../core/formats.js';
 import { CLASSES } from '../core/types.js';
-import { drawAnnotated } from '../adapters/image.js';
-import { ensureDir, expandInputs, OutputGuard } from '../adapters/files.js';
+import { drawAnnotated, thumbnail } from '../adapters/image.js';
+import { renderSampleReport } from '../core/sample-report.js';
+import type { ModelMetadata, PerClass } from '../core/types.js';
+import { collectInputs, ensureDir, OutputGuard } from '../adapters/files.js';
 import { Model } from '../detector.js';
-import { c, classCols, log, Progress, table } from './ui.js';
+import { c, classCols, log, Progress, samplesTable, table } from './ui.js';
 
 export interface CountArgs {
   inputs: string[];
@@ -38,12 +40,44 @@ export interface CountArgs {
   threads?: number;
   scale?: 'auto' | number;
   tta?: boolean;
+  /** Sample manifest (CSV: file,sample[,rbc_count]). */
+  samples?: string;
+  /** Sample name for the images given directly (not in a sub-folder or the manifest). */
+  sample?: string;
+  /** Analyser red cells per microlitre: '4.8e6' (every sample) or 'A=4.8e6,B=5.1e6'. */
+  rbcCount?: string;
+  /** One row per sample. */
+  samplesCsv?: string;
+  /** Printable sample report: .html or .md. */
+  sampleReport?: string;
+}
+
+/** '4.8e6' for every sample, or 'A=4.8e6,B=5.1e6'. */
+export function parseRbcCount(spec: string, samples: string[]): Record<string, number> {
+  const num = (t: string) => {
+    const v = Number(t.trim());
+    if (!(Number.isFinite(v) && v > 0)) throw new UsageError(`--rbc-count: '${t}' is not a positive number (red cells per microlitre, e.g. 4.8e6)`);
+    return v;
+  };
+  if (!spec.includes('=')) {
+    if (!samples.length) throw new UsageError('--rbc-count needs a sample: put the fields in a sub-folder, give --sample NAME, or a --samples manifest');
+    if (samples.length > 1) throw new UsageError(`--rbc-count ${spec} would apply to ${samples.length} samples (${samples.slice(0, 3).join(', ')}...): give NAME=COUNT for each, or an rbc_count column in the manifest`);
+    return { [samples[0]]: num(spec) };
+  }
+  const out: Record<string, number> = {};
+  for (const part of spec.split(',')) {
+    const i = part.lastIndexOf('=');
+    const name = part.slice(0, i).trim();
+    if (i < 0 || !samples.includes(name)) throw new UsageError(`--rbc-count: '${part}' names no sample of this run (samples: ${samples.join(', ') || 'none'})`);
+    out[name] = num(part.slice(i + 1));
+  }
+  return out;
 }
 
 const stemOf = (rel: string) => rel.slice(0, rel.length - extname(rel).length);
 
 export async function runCount(a: CountArgs): Promise<number> {
-  if (!a.inputs.length) throw new UsageError('count: name at least one image, folder or glob');
+  if (!a.inputs.length && !a.samples) throw new UsageError('count: name at least one image, folder or glob (or --samples FILE)');
   const model = await Model.load(a.model, { threads: a.threads });
   const meta = model.metadata;
   let th;
@@ -55,8 +89,7 @@ export async function runCount(a: CountArgs): Promise<number> {
   } catch (e) {
     throw new UsageError((e as Error).message);
   }
-  const { files, missing, skipped } = await expandInputs(a.inputs, a.recursive);
-  for (const s of skipped.filter((x) => !x.error)) log(c.dim(`note: ${s.path}: ${s.reason}`));
+  const { files, missing, skipped, rbcCount } = await planInputs(a);
   const guard = new OutputGuard(new Set(files.map((f) => resolve(f.path))), a.overwrite);
   // unique output stem per input, mirroring sub-folders of a counted folder
   const usedNames = new Set<string>();
@@ -66,7 +99,7 @@ export async function runCount(a: CountArgs): Promise<number> {
     usedNames.add(stem);
     return stem;
   });
-  if ([a.json, a.csv, a.coco, a.jsonl].filter((o) => o === '-').length > 1) throw new UsageError("only one output can go to stdout ('-')");
+  if ([a.json, a.csv, a.coco, a.jsonl, a.samplesCsv, a.sampleReport].filter((o) => o === '-').length > 1) throw new UsageError("only one output can go to stdout ('-')");
   if (a.resume && (!a.jsonl || a.jsonl === '-')) throw new UsageError('--resume needs --jsonl FILE (the results of the interrupted run)');
   // results of an interrupted run, by input path; they are not counted again
   const done = new Map<string, ImageResult>();
@@ -83,25 +116,14 @@ export async function runCount(a: CountArgs): Promise<number> {
       }
     }
   }
-  const planned = [a.json, a.csv, a.coco, a.resume ? undefined : a.jsonl].filter((o): o is string => !!o && o !== '-');
+  const planned = [a.json, a.csv, a.coco, a.samplesCsv, a.sampleReport, a.resume ? undefined : a.jsonl].filter((o): o is string => !!o && o !== '-');
   if (a.yolo) planned.push(join(a.yolo, 'classes.txt'));
   for (const stem of stems) {
     if (a.out) planned.push(join(a.out, `${stem}.annotated.png`));
     if (a.voc) planned.push(join(a.voc, `${stem}.xml`));
     if (a.yolo) planned.push(join(a.yolo, `${stem}.txt`));
   }
-  // refuse before spending minutes counting, not at the end
-  for (const d of new Set(planned.map((p) => dirname(resolve(p))))) {
-    try {
-      await ensureDir(d);
-    } catch (e) {
-      throw new UsageError(`cannot write the outputs: ${(e as Error).message}`);
-    }
-  }
-  const conflicts = (await Promise.all(planned.map((p) => guard.conflict(p)))).filter((c): c is string => !!c);
-  if (conflicts.length) {
-    throw new UsageError(`${conflicts.length} output(s) would replace files hemocount did not write:\n  ${conflicts.slice(0, 5).join('\n  ')}${conflicts.length > 5 ? '\n  ...' : ''}\nchoose another output, or pass --overwrite`);
-  }
+  await preflight(guard, planned);
   const results: ImageResult[] = [...missing.map((m) => failedResult(m, 'no such file, folder or matching glob')),
     ...skipped.filter((x) => x.error).map((s) => failedResult(s.path, s.reason))];
   if (!files.length && !results.length) throw new UsageError(`no image found in ${a.inputs.join(', ')} (hemocount reads JPEG, PNG, TIFF, WebP, GIF and AVIF)`);
@@ -118,9 +140,10 @@ export async function runCount(a: CountArgs): Promise<number> {
     try {
       r = await model.count(f.path, { thresholds: th.count, review: th.review, candidates: a.candidates, scale: a.scale, tta: a.tta, maxPixels: a.maxPixels });
     } catch (e) {
-      results.push(failedResult(f.path, (e as Error).message.replace(`${f.path}: `, '')));
+      results.push({ ...failedResult(f.path, (e as Error).message.replace(`${f.path}: `, '')), ...(f.sample !== undefined && { sample: f.sample }) });
       continue;
     }
+    if (f.sample !== undefined) r.sample = f.sample;
     results.push(r);
     const stem = stems[i];
     try {
@@ -137,13 +160,7 @@ export async function runCount(a: CountArgs): Promise<number> {
   }
   progress.done();
   if (a.jsonl && a.jsonl !== '-') await guard.adopt(a.jsonl);
-  const doc: CountDocument = {
-    model: model.info,
-    thresholds: th.count,
-    review: th.review,
-    images: results.map(roundResult),
-    totals: totals(results),
-  };
+  const doc = countDocument(model.info, th, results, rbcCount);
   if (a.yolo) await guard.write(join(a.yolo, 'classes.txt'), CLASSES.join('\n') + '\n');
   if (a.coco) {
     // file names relative to the COCO file, as COCO readers (hemocount evaluate too) resolve them
@@ -152,12 +169,65 @@ export async function runCount(a: CountArgs): Promise<number> {
       file: relative(dirname(resolve(a.coco!)), resolve(r.file)), width: r.width, height: r.height, boxes: r.detections.filter((d) => !d.uncertain),
     }))));
   }
+  await writeDocument(doc, a, guard, meta);
+
+  const failed = report(doc, a, th);
+  return failed ? 1 : 0;
+}
+
+/** The images of a run with their samples, and the analyser red-cell counts by sample. */
+export async function planInputs(a: Pick<CountArgs, 'inputs' | 'recursive' | 'samples' | 'sample' | 'rbcCount' | 'samplesCsv' | 'sampleReport'>) {
+  let collected;
+  try {
+    collected = await collectInputs({ inputs: a.inputs, recursive: a.recursive, manifest: a.samples, sample: a.sample });
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+  const { files, missing, skipped } = collected;
+  const sampleNames = [...new Set(files.map((f) => f.sample).filter((s): s is string => s !== undefined))];
+  const rbcCount = { ...collected.rbcCount, ...(a.rbcCount ? parseRbcCount(a.rbcCount, sampleNames) : {}) };
+  if ((a.samplesCsv || a.sampleReport) && !sampleNames.length) throw new UsageError('--samples-csv/--sample-report: no image belongs to a sample (use sub-folders, --sample NAME or --samples FILE)');
+  if (a.sampleReport && !/\.(html?|md)$/i.test(a.sampleReport)) throw new UsageError(`--sample-report: '${a.sampleReport}' must end in .html or .md`);
+  for (const s of skipped.filter((x) => !x.error)) log(c.dim(`note: ${s.path}: ${s.reason}`));
+  return { files, missing, skipped, rbcCount };
+}
+
+/** Refuse before spending minutes counting, not at the end: folders made, no file replaced that hemocount did not write. */
+export async function preflight(guard: OutputGuard, planned: string[]): Promise<void> {
+  for (const d of new Set(planned.map((p) => dirname(resolve(p))))) {
+    try {
+      await ensureDir(d);
+    } catch (e) {
+      throw new UsageError(`cannot write the outputs: ${(e as Error).message}`);
+    }
+  }
+  const conflicts = (await Promise.all(planned.map((p) => guard.conflict(p)))).filter((c): c is string => !!c);
+  if (conflicts.length) {
+    throw new UsageError(`${conflicts.length} output(s) would replace files hemocount did not write:\n  ${conflicts.slice(0, 5).join('\n  ')}${conflicts.length > 5 ? '\n  ...' : ''}\nchoose another output, or pass --overwrite`);
+  }
+}
+
+export type DocumentOutputs = Pick<CountArgs, 'json' | 'csv' | 'samplesCsv' | 'sampleReport'>;
+
+/** The document-level outputs, the same for a local count and a queued one. */
+export async function writeDocument(doc: CountDocument, a: DocumentOutputs, guard: OutputGuard, meta?: ModelMetadata): Promise<void> {
   if (a.csv === '-') process.stdout.write(toCsv(doc));
   else if (a.csv) await guard.write(a.csv, toCsv(doc));
+  if (a.samplesCsv === '-') process.stdout.write(toSamplesCsv(doc.samples ?? []));
+  else if (a.samplesCsv) await guard.write(a.samplesCsv, toSamplesCsv(doc.samples ?? []));
+  if (a.sampleReport && meta) {
+    const report = await sampleReport(doc, meta, /\.md$/i.test(a.sampleReport) ? 'md' : 'html');
+    if (a.sampleReport === '-') process.stdout.write(report);
+    else await guard.write(a.sampleReport, report);
+  }
   const json = JSON.stringify(doc, null, 1) + '\n';
   if (a.json === '-') process.stdout.write(json);
   else if (a.json) await guard.write(a.json, json);
+}
 
+/** Failures and the table (stdout unless stdout carries a document); returns the number of failed images. */
+export function report(doc: CountDocument, a: Pick<CountArgs, 'quiet' | 'json' | 'csv' | 'coco' | 'jsonl' | 'samplesCsv'>, th: { count: PerClass<number>; review: PerClass<number> }): number {
+  const results = doc.images;
   const failed = results.filter((r) => r.error);
   for (const f of failed) log(`${c.red('error')} ${f.file}: ${f.error}`);
   if (!a.quiet) {
@@ -166,10 +236,22 @@ export async function runCount(a: CountArgs): Promise<number> {
     rows.push(['TOTAL', ...classCols(t.counts, String), ...classCols(t.uncertain, String), '']);
     const text = table(['image', ...CLASSES, ...CLASSES.map((k) => `${k}?`), 'scale'], rows);
     // the table goes to stdout unless stdout carries the JSON
-    ([a.json, a.csv, a.coco, a.jsonl].includes('-') ? log : (s: string) => process.stdout.write(s + '\n'))(text);
+    ([a.json, a.csv, a.coco, a.jsonl, a.samplesCsv].includes('-') ? log : (s: string) => process.stdout.write(s + '\n'))(text);
+    if (doc.samples) log(samplesTable(doc.samples));
     log(c.dim(`${t.images} image(s) counted, ${t.failed} failed; thresholds ${CLASSES.map((k) => `${k}=${th.count[k]}`).join(',')}; '?' = to review (score >= ${CLASSES.map((k) => th.review[k]).join('/')})`));
   }
-  return failed.length ? 1 : 0;
+  return failed.length;
+}
+
+/** The sample report; HTML gets a thumbnail of every annotated field. */
+export async function sampleReport(doc: CountDocument, meta: ModelMetadata, format: 'html' | 'md'): Promise<string> {
+  const thumbs: Record<string, string | null> = {};
+  if (format === 'html') {
+    for (const im of doc.images) {
+      if (im.sample !== undefined && !im.error) thumbs[im.file] = await thumbnail(im.file, im.detections, { meta, counts: im.counts, uncertain: im.uncertain });
+    }
+  }
+  return renderSampleReport(doc, { format, thumbs });
 }
 
 export class UsageError extends Error {}

@@ -10,6 +10,7 @@ import { CLASSES, type ModelMetadata, type PerClass } from '../core/types.js';
 import { findTorchPython } from '../adapters/python.js';
 import { defaultModelPath, Model } from '../detector.js';
 import { runCount, UsageError } from './count.js';
+import { runStatus, runSubmit, runWorker } from './queue.js';
 import { runCalibrate, runEvaluate, runReport, runSelect, type StudyArgs } from './study.js';
 import { c, log } from './ui.js';
 
@@ -28,6 +29,9 @@ Commands:
   serve [--port 8080] [--host 127.0.0.1]  web app + HTTP API (--max-file-mb, --max-files, --max-megapixels, --max-queued,
                                    --max-inflight-mb, --token SECRET (required beyond loopback; or HEMOCOUNT_TOKEN), --allow-host NAME)
   info [--model M] [--json]        describe a model (its thresholds, calibration, training)
+  worker --redis URL               take count jobs from Redis (BullMQ); run any number, on any machines
+  submit --redis URL <inputs...>   queue one job per image; --wait collects the same JSON/CSV as count
+  status --redis URL               jobs waiting / active / done / failed, and workers connected
 
 `;
 
@@ -53,6 +57,15 @@ const SECTIONS: Record<string, string> = {
                         whose cells are outside the training range; 1 = off; F = force factor F
   --tta                 test-time augmentation: average over the image and its two flips (3x time)
 
+samples (several fields of one smear; see README 'Samples'):
+  each sub-folder of a named folder is a sample (slides/patient-A/*.jpg -> sample patient-A)
+  --samples FILE        manifest CSV with columns file,sample[,rbc_count] (its images are counted too)
+  --sample NAME         the sample of images given directly (not in a sub-folder or the manifest)
+  --rbc-count N|A=N,..  analyser red cells per microlitre (e.g. 4.8e6): ratio-method WBC and
+                        platelet estimates per microlitre, with intervals
+  --samples-csv FILE|-  one row per sample: totals, 95 % intervals, per-field mean/SD, ratios, estimates
+  --sample-report FILE  printable sample report, .html (with thumbnails) or .md
+
 `,
   study: `evaluate / calibrate / select / report options:
   --data DIR|FILE       annotated images: VOC XML, YOLO (labels/ + classes.txt) or COCO JSON
@@ -77,6 +90,32 @@ const SECTIONS: Record<string, string> = {
   --model FILE          ONNX model (default: the bundled model)
   --max-file-mb 15  --max-files 20  --max-megapixels 50  --max-queued 8  --max-inflight-mb 384
   --threads N           onnxruntime threads
+
+`,
+  worker: `worker options:
+  --redis URL           the Redis server (redis://host:6379); jobs come from its 'hemocount-count' queue
+  --concurrency N       images counted at once by this worker (default 1)
+  --stall-seconds S     a job whose worker stops answering for S seconds goes to another worker (default 30)
+  --model FILE          ONNX model (default: the bundled model; give every worker the same one)
+  --threads N           onnxruntime threads
+  --quiet               no line per job
+
+`,
+  submit: `submit options (inputs, samples and thresholds as for count):
+  --redis URL           the Redis server
+  --wait                wait for every image and write the results; Ctrl-C leaves the jobs queued,
+                        and the same submit --wait again collects them (nothing is counted twice)
+  --json FILE|-  --csv FILE|-  --samples-csv FILE|-  --sample-report FILE   as for count (need --wait)
+  --inline              send the image bytes in the job (up to 16 MB each) instead of the path;
+                        without it, workers read the paths: give them the same storage
+  --attempts N          tries per image before it is reported failed (default 3)
+  --threshold, --review, --scale, --tta, --max-megapixels, --samples, --sample, --rbc-count,
+  --no-recursive, --overwrite, --quiet   as for count
+
+`,
+  status: `status options:
+  --redis URL           the Redis server
+  --json                machine-readable
 
 `,
   info: `info options:
@@ -119,6 +158,11 @@ async function main(argv: string[]): Promise<number> {
     if (!/^\d+$/.test(v) || Number(v) < 1) throw new UsageError(`--threads must be a whole number >= 1, not '${v}'`);
     return Number(v);
   };
+  const whole = (v: string | undefined, name: string) => {
+    if (v === undefined) return undefined;
+    if (!/^\d+$/.test(v) || Number(v) < 1) throw new UsageError(`${name} must be a whole number >= 1, not '${v}'`);
+    return Number(v);
+  };
   const studyArgs = (v: Record<string, unknown>): StudyArgs => {
     const crit = v.criterion as string;
     if (crit !== 'f1' && crit !== 'accuracy') throw new UsageError(`--criterion must be f1 or accuracy, not '${crit}'`);
@@ -136,14 +180,43 @@ async function main(argv: string[]): Promise<number> {
         voc: { type: 'string' }, yolo: { type: 'string' }, coco: { type: 'string' }, candidates: { type: 'boolean', default: false },
         'no-recursive': { type: 'boolean', default: false }, overwrite: { type: 'boolean', default: false },
         jsonl: { type: 'string' }, resume: { type: 'boolean', default: false }, 'max-megapixels': { type: 'string', default: '250' },
-        'no-labels': { type: 'boolean', default: false }, 'no-scores': { type: 'boolean', default: false } } });
+        'no-labels': { type: 'boolean', default: false }, 'no-scores': { type: 'boolean', default: false },
+        samples: { type: 'string' }, sample: { type: 'string' }, 'rbc-count': { type: 'string' }, 'samples-csv': { type: 'string' },
+        'sample-report': { type: 'string' } } });
       const maxMp = Number(v['max-megapixels']);
       if (!(maxMp > 0)) throw new UsageError(`--max-megapixels must be a positive number, not '${v['max-megapixels']}'`);
       if (v.help) return usage(0, 'count');
       return runCount({ inputs: positionals, model: v.model, threshold: v.threshold, review: v.review, out: v.out, json: v.json,
         csv: v.csv, voc: v.voc, yolo: v.yolo, coco: v.coco, candidates: v.candidates, recursive: !v['no-recursive'], overwrite: v.overwrite, jsonl: v.jsonl, resume: v.resume, maxPixels: maxMp * 1e6,
-        noLabels: v['no-labels'], noScores: v['no-scores'],
+        noLabels: v['no-labels'], noScores: v['no-scores'], samples: v.samples, sample: v.sample, rbcCount: v['rbc-count'],
+        samplesCsv: v['samples-csv'], sampleReport: v['sample-report'],
         quiet: v.quiet, threads: threads(v.threads), scale: parseScale(v.scale), tta: v.tta });
+    }
+    case 'worker': {
+      const { values: v } = parseArgs({ args: rest, options: { ...common, redis: { type: 'string' }, concurrency: { type: 'string' }, 'stall-seconds': { type: 'string' } } });
+      if (v.help) return usage(0, 'worker');
+      return runWorker({ redis: v.redis, model: v.model, concurrency: whole(v.concurrency, '--concurrency'), threads: threads(v.threads),
+        stallSeconds: whole(v['stall-seconds'], '--stall-seconds'), quiet: v.quiet });
+    }
+    case 'submit': {
+      const { values: v, positionals } = parseArgs({ args: rest, allowPositionals: true, options: {
+        ...common, redis: { type: 'string' }, wait: { type: 'boolean', default: false }, inline: { type: 'boolean', default: false },
+        attempts: { type: 'string' }, threshold: { type: 'string' }, review: { type: 'string' }, csv: { type: 'string' },
+        'no-recursive': { type: 'boolean', default: false }, overwrite: { type: 'boolean', default: false }, 'max-megapixels': { type: 'string', default: '250' },
+        samples: { type: 'string' }, sample: { type: 'string' }, 'rbc-count': { type: 'string' }, 'samples-csv': { type: 'string' },
+        'sample-report': { type: 'string' } } });
+      if (v.help) return usage(0, 'submit');
+      const maxMp = Number(v['max-megapixels']);
+      if (!(maxMp > 0)) throw new UsageError(`--max-megapixels must be a positive number, not '${v['max-megapixels']}'`);
+      return runSubmit({ inputs: positionals, redis: v.redis, wait: v.wait, inline: v.inline, attempts: whole(v.attempts, '--attempts'),
+        threshold: v.threshold, review: v.review, json: v.json, csv: v.csv, samplesCsv: v['samples-csv'], sampleReport: v['sample-report'],
+        recursive: !v['no-recursive'], overwrite: v.overwrite, maxPixels: maxMp * 1e6, samples: v.samples, sample: v.sample,
+        rbcCount: v['rbc-count'], scale: parseScale(v.scale), tta: v.tta, quiet: v.quiet });
+    }
+    case 'status': {
+      const { values: v } = parseArgs({ args: rest, options: { help: common.help, redis: { type: 'string' }, json: { type: 'boolean', default: false } } });
+      if (v.help) return usage(0, 'status');
+      return runStatus({ redis: v.redis, json: v.json });
     }
     case 'evaluate': case 'calibrate': case 'report': {
       const { values: v } = parseArgs({ args: rest, options: study });

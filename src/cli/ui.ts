@@ -1,6 +1,8 @@
 /** Terminal helpers: colour (NO_COLOR aware), progress bar with ETA, tables. */
 import type { PerClass } from '../core/types.js';
 import { CLASSES } from '../core/types.js';
+import type { SampleSummary } from '../core/samples.js';
+import { sampleRows } from '../core/sample-report.js';
 
 const useColour = () => !process.env.NO_COLOR && process.stderr.isTTY;
 export const c = {
@@ -49,3 +51,9 @@ export function table(head: string[], rows: (string | number)[][], align: ('l' |
 
 export const pct = (v: number | null | undefined) => (v === null || v === undefined ? '-' : (100 * v).toFixed(2));
 export const classCols = <T>(p: PerClass<T>, f: (v: T) => string | number) => CLASSES.map((k) => f(p[k]));
+
+/** Samples for the terminal: the report's summary lines, one block per sample. */
+export function samplesTable(samples: SampleSummary[]): string {
+  return samples.map((s) => `sample ${s.name}: ${s.fields} field(s)${s.failed ? `, ${s.failed} failed` : ''}, ${s.fieldsToReview} to review\n` +
+    sampleRows(s).map(([k, v]) => `  ${k.padEnd(38)} ${v}`).join('\n')).join('\n');
+}

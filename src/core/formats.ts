@@ -4,6 +4,7 @@
  */
 import { classFromName } from './count.js';
 import type { GroundTruthBox } from './metrics.js';
+import { type SampleSummary, summariseSamples } from './samples.js';
 import { type Box, type Candidate, type CellClass, CLASSES, type Detection, type PerClass, perClass } from './types.js';
 
 export interface ImageResult {
@@ -21,6 +22,10 @@ export interface ImageResult {
   scale?: number;
   ms?: number;
   error?: string;
+  /** The sample (smear) this field belongs to: its sub-folder, or a manifest's `sample`. */
+  sample?: string;
+  /** Set when a person reviewed the cells to review (web app): who and when. */
+  reviewed?: { by?: string; at: string };
 }
 
 export interface CountDocument {
@@ -29,6 +34,25 @@ export interface CountDocument {
   review: PerClass<number>;
   images: ImageResult[];
   totals: { images: number; failed: number; counts: PerClass<number>; uncertain: PerClass<number> };
+  /** One entry per sample (group of fields), when any image belongs to one. */
+  samples?: SampleSummary[];
+}
+
+/**
+ * The count document: one builder for the CLI, the queue's `submit`, the server and the web
+ * app, so each writes the same JSON. `rbcCount`: the analyser's red cells per microlitre by sample.
+ */
+export function countDocument(model: CountDocument['model'], th: { count: PerClass<number>; review: PerClass<number> },
+  results: ImageResult[], rbcCount: Record<string, number> = {}): CountDocument {
+  const samples = summariseSamples(results, rbcCount);
+  return {
+    model: { name: model.name, version: model.version, sha256: model.sha256 },
+    thresholds: th.count,
+    review: th.review,
+    images: results.map(roundResult),
+    totals: totals(results),
+    ...(samples.length && { samples }),
+  };
 }
 
 /** The result entry of an image that could not be counted. */
@@ -68,14 +92,31 @@ function csvField(v: string | number | null): string {
 }
 
 export function toCsv(doc: CountDocument): string {
-  const head = ['file', 'width', 'height', ...CLASSES.map((c) => `${c}`), ...CLASSES.map((c) => `${c}_uncertain`),
+  const withSample = doc.images.some((i) => i.sample !== undefined);
+  const head = [...(withSample ? ['sample'] : []), 'file', 'width', 'height', ...CLASSES.map((c) => `${c}`), ...CLASSES.map((c) => `${c}_uncertain`),
     ...CLASSES.map((c) => `${c}_mean_score`), 'error'];
-  const rows = doc.images.map((i) => [i.file, i.width, i.height, ...CLASSES.map((c) => i.counts?.[c] ?? ''),
+  const rows = doc.images.map((i) => [...(withSample ? [i.sample ?? ''] : []), i.file, i.width, i.height, ...CLASSES.map((c) => i.counts?.[c] ?? ''),
     ...CLASSES.map((c) => i.uncertain?.[c] ?? ''), ...CLASSES.map((c) => (i.meanScore?.[c] == null ? '' : r4(i.meanScore[c]!))),
     i.error ?? '']);
   const t = doc.totals;
-  rows.push(['TOTAL', '', '', ...CLASSES.map((c) => t.counts[c]), ...CLASSES.map((c) => t.uncertain[c]), '', '', '',
+  rows.push([...(withSample ? [''] : []), 'TOTAL', '', '', ...CLASSES.map((c) => t.counts[c]), ...CLASSES.map((c) => t.uncertain[c]), '', '', '',
     t.failed ? `${t.failed} failed` : '']);
+  return [head, ...rows].map((r) => r.map((v) => csvField(v as string | number)).join(',')).join('\n') + '\n';
+}
+
+/** One row per sample: totals with intervals, per-field mean and SD, ratios and estimates. */
+export function toSamplesCsv(samples: SampleSummary[]): string {
+  const rnd = (v: number | null | undefined, k = 2) => (v == null || !Number.isFinite(v) ? '' : Math.round(v * 10 ** k) / 10 ** k);
+  const head = ['sample', 'fields', 'failed',
+    ...CLASSES.flatMap((c) => [c, `${c}_ci95_low`, `${c}_ci95_high`, `${c}_per_field_mean`, `${c}_per_field_sd`, `${c}_uncertain`]),
+    ...(['WBC', 'Platelets'] as const).flatMap((c) => [`${c}_per_1000_RBC`, `${c}_per_1000_RBC_ci95_low`, `${c}_per_1000_RBC_ci95_high`]),
+    'fields_to_review', 'fields_reviewed', 'rbc_per_ul',
+    ...(['WBC', 'Platelets'] as const).flatMap((c) => [`${c}_per_ul_estimate`, `${c}_per_ul_ci95_low`, `${c}_per_ul_ci95_high`])];
+  const rows = samples.map((s) => [s.name, s.fields, s.failed,
+    ...CLASSES.flatMap((c) => [s.counts[c], rnd(s.ci95[c][0]), rnd(s.ci95[c][1]), rnd(s.perField[c].mean), rnd(s.perField[c].sd), s.uncertain[c]]),
+    ...(['WBC', 'Platelets'] as const).flatMap((c) => [rnd(s.per1000RBC[c]?.value), rnd(s.per1000RBC[c]?.ci95[0]), rnd(s.per1000RBC[c]?.ci95[1])]),
+    s.fieldsToReview, s.fieldsReviewed, s.estimates?.rbcPerUl ?? '',
+    ...(['WBC', 'Platelets'] as const).flatMap((c) => [rnd(s.estimates?.[c]?.value, 0), rnd(s.estimates?.[c]?.ci95[0], 0), rnd(s.estimates?.[c]?.ci95[1], 0)])]);
   return [head, ...rows].map((r) => r.map((v) => csvField(v as string | number)).join(',')).join('\n') + '\n';
 }
 

@@ -74,6 +74,8 @@ def main(argv=None):
     p.add_argument("--amp", action="store_true", help="bfloat16 mixed precision (CUDA only)")
     p.add_argument("--init", help="start from a trained model: a checkpoint .pt or an ONNX file exported by hemocount")
     p.add_argument("--scale-range", help="scale jitter range (log-uniform), default 0.6,1.6")
+    p.add_argument("--copy-paste", type=float, help="probability (0-1) that a training crop gets 1-3 white cells or "
+                                                    "platelets pasted from other images (default 0)")
     p.add_argument("--threads", type=int, help="CPU threads for torch")
     p.add_argument("--max-steps-per-epoch", type=int)
     p.add_argument("--oversample", help="repeat images of a source, e.g. full=3")
@@ -135,7 +137,7 @@ def main(argv=None):
                  "oversample": args.oversample, "arch": args.arch, "head_norm": args.head_norm, "epochs": args.epochs,
                  "batch_size": args.batch_size, "lr": args.lr, "crop": args.crop, "scale": scale, "seed": args.seed,
                  "init": args.init, "backbone_weights": args.backbone_weights, "freeze_backbone": args.freeze_backbone,
-                 "max_steps_per_epoch": args.max_steps_per_epoch}
+                 "max_steps_per_epoch": args.max_steps_per_epoch, "copy_paste": args.copy_paste}
         if args.resume:
             ckpt = os.path.join(args.out, "last.pt")
             if not os.path.isfile(ckpt):

@@ -15,6 +15,8 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 
 from .data import CLASSES, Sample
+
+RARE = (CLASSES.index("WBC"), CLASSES.index("Platelets"))
 from .model import build_model, count_parameters, load_backbone_weights, load_init
 
 
@@ -27,9 +29,30 @@ class CropDataset:
     """Deterministic augmentation: item (epoch, i) always yields the same crop, so a
     resumed run replays exactly what an uninterrupted one would have seen."""
 
-    def __init__(self, samples: list[Sample], crop=384, seed=0, augment=True, scale=(0.6, 1.6)):
+    def __init__(self, samples: list[Sample], crop=384, seed=0, augment=True, scale=(0.6, 1.6), copy_paste=0.0):
         self.samples, self.crop, self.seed, self.augment, self.scale = samples, crop, seed, augment, scale
+        self.copy_paste = copy_paste
         self.cache: dict = {}
+        self._bank, self._rbc = None, {}
+
+    def bank(self):
+        """(image index, box) of every white cell and platelet from an image whose labels
+        of that class are complete: the cells copy-paste may copy."""
+        if self._bank is None:
+            self._bank = {c: [(i, b) for i, s in enumerate(self.samples) for b, k in zip(s.boxes, s.labels)
+                              if k == c and c not in s.incomplete and c not in s.unlabelled
+                              and min(b[2] - b[0], b[3] - b[1]) >= 8 and self.rbc_size(i)]
+                          for c in RARE}
+        return self._bank
+
+    def rbc_size(self, i):
+        """Median red-cell box side of image i: its magnification, so a cell pasted from
+        a close-up into a full field arrives at the size it would have there."""
+        if i not in self._rbc:
+            sides = sorted(math.sqrt((b[2] - b[0]) * (b[3] - b[1])) for b, k in zip(self.samples[i].boxes, self.samples[i].labels)
+                           if k == CLASSES.index("RBC"))
+            self._rbc[i] = sides[len(sides) // 2] if len(sides) >= 3 else None
+        return self._rbc[i]
 
     def image(self, i):
         if i not in self.cache:
@@ -52,6 +75,8 @@ class CropDataset:
             img = torch.nn.functional.interpolate(img[None], (nh, nw), mode="bilinear", align_corners=False)[0]
             boxes = boxes * torch.tensor([nw / w, nh / h, nw / w, nh / h])
             img, boxes, labels = self._crop(img, boxes, labels, rng)
+            if self.copy_paste and rng.random() < self.copy_paste:
+                img, boxes, labels = self._paste(img, boxes, labels, f, i, rng)
             if rng.random() < 0.5:
                 img = img.flip(-1)
                 boxes = torch.stack([img.shape[2] - boxes[:, 2], boxes[:, 1], img.shape[2] - boxes[:, 0], boxes[:, 3]], 1)
@@ -87,6 +112,56 @@ class CropDataset:
         # the way annotators box cells cut by the image border
         keep = (carea >= 0.35 * area) & (c[:, 2] - c[:, 0] >= 4) & (c[:, 3] - c[:, 1] >= 4)
         return img, c[keep], labels[keep]
+
+
+    def _paste(self, img, boxes, labels, f, i_dest, rng, tries=12):
+        """Copy-paste for the rare classes (platelets: ~1 per crop, white cells: fewer):
+        1-3 cells from other images, at this crop's scale, where they hide no labelled
+        cell, blended through a soft ellipse so no rectangle edge teaches the model a cue."""
+        bank, dest = self.bank(), self.rbc_size(i_dest)
+        h, w = img.shape[1:]
+        new_b, new_l = [], []
+        for _ in range(rng.randint(1, 3)):
+            c = RARE[rng.random() < 0.6]  # platelets, the weaker class, a little more often
+            if not bank[c] or not dest:
+                continue
+            i, (x0, y0, x1, y1) = bank[c][rng.randrange(len(bank[c]))]
+            src = self.image(i)
+            f_cell = f * dest / self.rbc_size(i)
+            m = 0.15  # a margin of the cell's own surroundings, faded out by the mask
+            bw, bh = x1 - x0, y1 - y0
+            sx0, sy0 = max(0, int(x0 - m * bw)), max(0, int(y0 - m * bh))
+            sx1, sy1 = min(src.shape[2], int(math.ceil(x1 + m * bw))), min(src.shape[1], int(math.ceil(y1 + m * bh)))
+            pw, ph = max(4, round((sx1 - sx0) * f_cell)), max(4, round((sy1 - sy0) * f_cell))
+            if pw >= w or ph >= h:
+                continue
+            patch = torch.nn.functional.interpolate(src[None, :, sy0:sy1, sx0:sx1].float() / 255.0, (ph, pw),
+                                                    mode="bilinear", align_corners=False)[0]
+            cell = torch.tensor([x0 - sx0, y0 - sy0, x1 - sx0, y1 - sy0]) * torch.tensor([pw / (sx1 - sx0), ph / (sy1 - sy0)] * 2)
+            occupied = torch.cat([boxes.reshape(-1, 4), torch.tensor(new_b).reshape(-1, 4)])
+            for _ in range(tries):
+                px, py = rng.randint(0, w - pw), rng.randint(0, h - ph)
+                nb = cell + torch.tensor([px, py, px, py])
+                if len(occupied) == 0 or not _overlaps(nb, occupied):
+                    break
+            else:
+                continue
+            yy = torch.linspace(-1, 1, ph)[:, None]
+            xx = torch.linspace(-1, 1, pw)[None, :]
+            alpha = ((1 - (xx ** 2 + yy ** 2)) / 0.3).clamp(0, 1)  # 1 inside, fading at the rim
+            region = img[:, py:py + ph, px:px + pw]
+            img[:, py:py + ph, px:px + pw] = region * (1 - alpha) + patch * alpha
+            new_b.append(nb.tolist())
+            new_l.append(c)
+        if new_b:
+            boxes = torch.cat([boxes.reshape(-1, 4), torch.tensor(new_b)])
+            labels = torch.cat([labels, torch.tensor(new_l, dtype=torch.int64)])
+        return img, boxes, labels
+
+
+def _overlaps(box, boxes, margin=2.0):
+    return bool(((box[0] < boxes[:, 2] + margin) & (box[2] > boxes[:, 0] - margin) &
+                 (box[1] < boxes[:, 3] + margin) & (box[3] > boxes[:, 1] - margin)).any())
 
 
 def class_masks(s: Sample) -> dict:
@@ -177,6 +252,7 @@ class TrainConfig:
     backbone_weights: str | None = None
     freeze_backbone: bool = False
     max_steps_per_epoch: int | None = None
+    copy_paste: float = 0.0          # probability that a crop gets 1-3 pasted WBC/platelets
 
     # may differ on --resume: training longer is what resuming is for
     RESUMABLE = ("epochs",)
@@ -222,7 +298,7 @@ def train(cfg: TrainConfig, train_samples, val_samples, out_dir, resume=False, d
     amp = amp and str(device).startswith("cuda")
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
-    ds = CropDataset(train_samples, crop=crop, seed=seed, scale=scale)
+    ds = CropDataset(train_samples, crop=crop, seed=seed, scale=scale, copy_paste=cfg.copy_paste)
     steps_per_epoch = math.ceil(len(train_samples) / batch_size)
     if max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, max_steps_per_epoch)

@@ -1,0 +1,213 @@
+/**
+ * Count jobs on Redis through BullMQ: one job per image, any number of workers on any
+ * number of machines. BullMQ gives the guarantees: a killed worker's job is redelivered
+ * (stalled-job recovery), a failing job is retried a bounded number of times, and a job id
+ * derived from the batch and the file makes a resubmitted batch reuse its jobs, so an
+ * image is never counted twice into one result.
+ */
+import { createHash } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import { resolve } from 'node:path';
+import { Job, Queue, QueueEvents, Worker } from 'bullmq';
+import { Redis } from 'ioredis';
+import { parseThresholds } from '../core/count.js';
+import { failedResult, type ImageResult, roundResult } from '../core/formats.js';
+import type { PerClass } from '../core/types.js';
+import { Model } from '../detector.js';
+
+export const QUEUE = 'hemocount-count';
+/** Images up to this size may travel inside the job (no shared storage needed). */
+export const MAX_INLINE_BYTES = 16 * 1024 * 1024;
+
+export interface CountJob {
+  /** The path as given (reported in results), and where workers read it unless inline. */
+  file: string;
+  sample?: string;
+  /** The image bytes, base64, when sent inline. */
+  inline?: string;
+  threshold?: string;
+  review?: string;
+  scale: 'auto' | number;
+  tta?: boolean;
+  maxPixels?: number;
+}
+
+export interface CountJobResult {
+  result: ImageResult;
+  model: { name: string; version: string; sha256: string };
+  thresholds: { count: PerClass<number>; review: PerClass<number> };
+}
+
+/** A Redis connection for BullMQ, after checking that the server answers (a clear error, not endless retries). */
+export async function connect(url: string): Promise<Redis> {
+  let u: URL;
+  try {
+    u = new URL(url);
+    if (u.protocol !== 'redis:' && u.protocol !== 'rediss:') throw new Error();
+  } catch {
+    throw new Error(`--redis '${url}' is not a Redis URL (e.g. redis://127.0.0.1:6379)`);
+  }
+  const probe = new Redis(url, { lazyConnect: true, connectTimeout: 3000, maxRetriesPerRequest: 0, retryStrategy: () => null });
+  probe.on('error', () => {}); // reported below
+  try {
+    await probe.connect();
+    await probe.ping();
+  } catch (e) {
+    throw new Error(`cannot reach Redis at ${url} (${(e as Error).message})`);
+  } finally {
+    probe.disconnect();
+  }
+  // BullMQ workers block on Redis: they need retries without a per-request limit
+  return new Redis(url, { maxRetriesPerRequest: null });
+}
+
+export interface WorkerOptions {
+  model?: string;
+  concurrency?: number;
+  threads?: number;
+  /** A job whose worker stops renewing its lock for this long is redelivered. */
+  stallSeconds?: number;
+  log?: (line: string) => void;
+}
+
+/** Take count jobs until closed. */
+export async function startWorker(redis: Redis, o: WorkerOptions = {}): Promise<{ worker: Worker; model: Model }> {
+  const model = await Model.load(o.model, { threads: o.threads });
+  const lock = (o.stallSeconds ?? 30) * 1000;
+  const worker = new Worker<CountJob, CountJobResult>(QUEUE, async (job) => {
+    const d = job.data;
+    const th = model.thresholds(
+      d.threshold ? parseThresholds(d.threshold, model.metadata.thresholds) : undefined,
+      d.review ? parseThresholds(d.review, model.metadata.review ?? model.metadata.thresholds) : undefined,
+    );
+    const input = d.inline ? Buffer.from(d.inline, 'base64') : d.file;
+    const r = await model.count(input, { thresholds: th.count, review: th.review, scale: d.scale, tta: d.tta, maxPixels: d.maxPixels, name: d.file });
+    if (d.sample !== undefined) r.sample = d.sample;
+    o.log?.(`counted ${d.file}`);
+    return { result: roundResult(r), model: model.info, thresholds: th };
+  }, { connection: redis, concurrency: o.concurrency ?? 1, lockDuration: lock, stalledInterval: Math.max(1000, lock / 2), maxStalledCount: 3 });
+  worker.on('failed', (job, err) => o.log?.(`failed ${job?.data.file}: ${err.message.replace(`${job?.data.file}: `, '')} (attempt ${job?.attemptsMade})`));
+  return { worker, model };
+}
+
+export interface Planned {
+  path: string;
+  sample?: string;
+}
+
+/** The batch's id: the same images with the same settings give the same id (resubmitting resumes). */
+export function batchId(files: Planned[], settings: Omit<CountJob, 'file' | 'sample' | 'inline'>, inline: boolean): string {
+  const h = createHash('sha256');
+  h.update(JSON.stringify({ settings, inline }));
+  for (const f of files) h.update(`\0${resolve(f.path)}\0${f.sample ?? ''}`);
+  return h.digest('hex').slice(0, 16);
+}
+
+const jobIdOf = (batch: string, index: number) => `${batch}-${index}`;
+
+export interface SubmitOptions {
+  settings: Omit<CountJob, 'file' | 'sample' | 'inline'>;
+  inline?: boolean;
+  attempts?: number;
+  /** Called as results arrive: (done, total). */
+  progress?: (done: number, total: number) => void;
+}
+
+/**
+ * Enqueue one job per image (jobs already there from an earlier submit of the same batch
+ * are kept, not added again). Returns the batch id.
+ */
+export async function submit(redis: Redis, files: Planned[], o: SubmitOptions): Promise<string> {
+  const batch = batchId(files, o.settings, !!o.inline);
+  const queue = new Queue<CountJob>(QUEUE, { connection: redis });
+  try {
+    for (let i = 0; i < files.length; i += 500) {
+      const chunk = await Promise.all(files.slice(i, i + 500).map(async (f, k) => {
+        let inline: string | undefined;
+        if (o.inline) {
+          const bytes = await readFile(f.path).catch((e) => { throw new Error(`${f.path}: cannot read it to send inline (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`); });
+          if (bytes.length > MAX_INLINE_BYTES) throw new Error(`${f.path}: ${(bytes.length / 2 ** 20).toFixed(1)} MB is above the inline limit of ${MAX_INLINE_BYTES / 2 ** 20} MB: put it on storage the workers read, and submit without --inline`);
+          inline = bytes.toString('base64');
+        }
+        return {
+          name: 'count',
+          data: { ...o.settings, file: f.path, ...(f.sample !== undefined && { sample: f.sample }), ...(inline && { inline }) },
+          opts: { jobId: jobIdOf(batch, i + k), attempts: o.attempts ?? 3, backoff: { type: 'exponential', delay: 1000 },
+            removeOnComplete: { age: 7 * 24 * 3600 }, removeOnFail: { age: 7 * 24 * 3600 } },
+        };
+      }));
+      await queue.addBulk(chunk);
+    }
+  } finally {
+    await queue.close();
+  }
+  return batch;
+}
+
+/**
+ * Wait for every job of a batch and return one result per image, in input order: a final
+ * failure (attempts used up) becomes a failed result with BullMQ's reason.
+ */
+export async function collect(redis: Redis, batch: string, files: Planned[], o: Pick<SubmitOptions, 'progress'> & { signal?: AbortSignal } = {}):
+  Promise<{ results: ImageResult[]; runs: Omit<CountJobResult, 'result'>[] }> {
+  const queue = new Queue<CountJob, CountJobResult>(QUEUE, { connection: redis });
+  const eventConnection = redis.duplicate(); // QueueEvents blocks on its own connection
+  const events = new QueueEvents(QUEUE, { connection: eventConnection });
+  const out: (ImageResult | undefined)[] = new Array(files.length);
+  // the models and thresholds the workers used, by model hash + thresholds
+  const runs = new Map<string, Omit<CountJobResult, 'result'>>();
+  const index = new Map(files.map((_, i) => [jobIdOf(batch, i), i]));
+  let done = 0;
+  let wake = () => {};
+  const settle = (id: string, r: ImageResult, run?: Omit<CountJobResult, 'result'>) => {
+    const i = index.get(id);
+    if (i === undefined || out[i]) return;
+    out[i] = r;
+    if (run) runs.set(JSON.stringify(run), run);
+    done++;
+    o.progress?.(done, files.length);
+    wake();
+  };
+  const failed = (i: number, reason: string): ImageResult =>
+    ({ ...failedResult(files[i].path, reason.replace(`${files[i].path}: `, "")), ...(files[i].sample !== undefined && { sample: files[i].sample }) });
+  const check = async (id: string) => {
+    const i = index.get(id)!;
+    if (out[i]) return;
+    const job = await Job.fromId<CountJob, CountJobResult>(queue, id);
+    if (!job) return settle(id, failed(i, 'the job disappeared from the queue (removed or expired): submit again'));
+    const state = await job.getState();
+    if (state === 'completed') settle(id, job.returnvalue.result, { model: job.returnvalue.model, thresholds: job.returnvalue.thresholds });
+    else if (state === 'failed') settle(id, failed(i, `${job.failedReason} (after ${job.attemptsMade} attempt(s))`));
+  };
+  try {
+    await events.waitUntilReady();
+    events.on('completed', ({ jobId }) => void check(jobId).catch(() => {}));
+    events.on('failed', ({ jobId }) => void check(jobId).catch(() => {}));
+    // a sweep finds what finished before the listener started, and anything an event missed
+    let next = 0;
+    const ids = [...index.keys()];
+    while (done < files.length) {
+      if (o.signal?.aborted) throw new Error('interrupted');
+      for (let k = 0; k < 200 && done < files.length; k++, next = (next + 1) % ids.length) await check(ids[next]);
+      await new Promise<void>((r) => { wake = r; setTimeout(r, 1000); });
+    }
+  } finally {
+    await events.close();
+    await queue.close();
+    eventConnection.disconnect(); // BullMQ leaves connections it was given open
+  }
+  return { results: out as ImageResult[], runs: [...runs.values()] };
+}
+
+/** Jobs by state, and the workers connected now. */
+export async function queueStatus(redis: Redis) {
+  const queue = new Queue(QUEUE, { connection: redis });
+  try {
+    const n = await queue.getJobCounts('waiting', 'active', 'completed', 'failed', 'delayed', 'prioritized');
+    const workers = await queue.getWorkers();
+    return { queue: QUEUE, waiting: (n.waiting ?? 0) + (n.prioritized ?? 0), active: n.active ?? 0, retrying: n.delayed ?? 0,
+      completed: n.completed ?? 0, failed: n.failed ?? 0, workers: workers.length };
+  } finally {
+    await queue.close();
+  }
+}
