@@ -98,6 +98,29 @@ test('work survives a page reload', async () => {
   assert.deepEqual(await counts('corrected'), c);
 });
 
+test('the batch is a sample: totals with intervals, a reviewer stamp, and a report that shows the corrected counts', async () => {
+  await page.getByTestId('file').setInputFiles(join(SAMPLES, 'BloodImage_00011.jpg'));
+  await page.getByTestId('sample-summary').waitFor();
+  await page.getByTestId('sample-name').fill('P-1');
+  await page.getByTestId('reviewer').fill('Dr Test');
+  await page.getByTestId('mark-reviewed').click();
+  const summary = await page.getByTestId('sample-summary').innerText();
+  const rbc = await num('total-RBC');
+  assert.match(summary, new RegExp(`RBC total \\(95 % CI\\)\\s+${rbc} \\(\\d+-\\d+\\)`));
+  // one field was corrected (the deletion above) and one marked: both reviewed
+  assert.match(await page.getByTestId('review-status').innerText(), /^2 \/ 0$/);
+  await page.getByTestId('rbc-count').fill('4.8e6');
+  assert.match(await page.getByTestId('sample-summary').innerText(), /Platelets per uL, ESTIMATE/);
+  const [dl] = await Promise.all([page.waitForEvent('download'), page.getByTestId('export-report').click()]);
+  const file = join(tmp(), 'report.html');
+  await dl.saveAs(file);
+  const html = readFileSync(file, 'utf8');
+  assert.match(html, /Sample P-1/);
+  assert.match(html, /Reviewed by: .*Dr Test/);
+  assert.match(html, new RegExp(`RBC total \\(95 % CI\\)</th><td>${rbc} `));
+  assert.equal((html.match(/<img src="data:image\/jpeg;base64,/g) ?? []).length, 2);
+});
+
 test('private mode counts in the browser and agrees with server mode', { timeout: 120_000 }, async () => {
   await page.getByTestId('private').check();
   await page.getByTestId('file').setInputFiles(join(SAMPLES, 'BloodImage_00017.jpg'));

@@ -1,7 +1,8 @@
 /** hemocount web app: count, look, adjust thresholds, review and correct, export. */
 import { render } from 'preact';
 import { useEffect, useMemo, useRef, useState } from 'preact/hooks';
-import { type CountDocument, type ImageResult, toCoco, toCsv, totals, toVoc } from '../../src/core/formats.js';
+import { type CountDocument, countDocument, type ImageResult, toCoco, toCsv, toSamplesCsv, toVoc } from '../../src/core/formats.js';
+import { renderSampleReport, sampleRows } from '../../src/core/sample-report.js';
 import { noCorrections, ratios, review, type Reviewed } from '../../src/core/review.js';
 import { type Box, type CellClass, CLASSES, type ModelMetadata, perClass, type Thresholds } from '../../src/core/types.js';
 import { COLOURS, drawDetections } from './draw.js';
@@ -38,6 +39,7 @@ function App() {
   const [busy, setBusy] = useState<string | null>(null);
   const [errors, setErrors] = useState<string[]>([]);
   const [restored, setRestored] = useState(false);
+  const [sample, setSample] = useState({ name: 'sample', reviewer: '', rbcCount: '' });
   const fileInput = useRef<HTMLInputElement>(null);
 
   useEffect(() => {
@@ -49,14 +51,15 @@ function App() {
         setItems(saved.items);
         setCurrent(saved.current);
         setTh(saved.thresholds);
+        if (saved.sample) setSample(saved.sample);
       } else setTh({ count: { ...info.metadata.thresholds }, review: { ...info.metadata.review } });
       setRestored(true);
     })().catch((e) => setErrors([`cannot reach the hemocount server: ${e.message}`]));
   }, []);
 
   useEffect(() => {
-    if (restored && model) save({ items, thresholds: th, current, model: model.sha256 }).catch(() => {});
-  }, [items, th, current, restored]);
+    if (restored && model) save({ items, thresholds: th, current, model: model.sha256, sample }).catch(() => {});
+  }, [items, th, current, restored, sample]);
 
   const reviewed = useMemo(() => {
     const m = new Map<string, Reviewed>();
@@ -113,7 +116,9 @@ function App() {
   }
 
   const update = (f: (i: Item) => Item) => item && setItems((xs) => xs.map((x) => (x.id === item.id ? f(x) : x)));
-  const correct = (f: (c: Item['corrections']) => Item['corrections']) => update((x) => ({ ...x, corrections: f(x.corrections) }));
+  // a correction is a review: the field records who made it and when
+  const stamp = () => ({ by: sample.reviewer.trim() || undefined, at: new Date().toISOString() });
+  const correct = (f: (c: Item['corrections']) => Item['corrections']) => update((x) => ({ ...x, corrections: f(x.corrections), reviewed: stamp() }));
   const sel = rv?.detections.find((d) => d.id === selected) ?? null;
 
   function deleteSelected() {
@@ -138,7 +143,10 @@ function App() {
     return () => window.removeEventListener('keydown', onKey);
   });
 
+  const rbcPerUl = Number(sample.rbcCount);
+  const rbcCountOk = sample.rbcCount.trim() === '' || (Number.isFinite(rbcPerUl) && rbcPerUl > 0);
   function doc(list: Item[]): CountDocument {
+    const name = sample.name.trim() || 'sample';
     const images: ImageResult[] = list.filter((i) => !i.error).map((i) => {
       const r = reviewed.get(i.id)!;
       const counted = r.detections.filter((d) => !d.uncertain);
@@ -146,9 +154,28 @@ function App() {
         file: i.name, width: i.width, height: i.height, counts: r.corrected, uncertain: r.uncertain,
         meanScore: perClass((c) => { const s = counted.filter((d) => d.label === c && !(d.edited && d.score === 1)); return s.length ? s.reduce((a, d) => a + d.score, 0) / s.length : null; }),
         detections: r.detections.map(({ label, score, box, uncertain }) => ({ label, score, box, uncertain })),
+        sample: name, ...(i.reviewed && { reviewed: i.reviewed }),
       };
     });
-    return { model: { name: model!.name, version: model!.version, sha256: model!.sha256 }, thresholds: th!.count, review: th!.review, images, totals: totals(images) };
+    return countDocument(model!, th!, images, sample.rbcCount.trim() && rbcCountOk ? { [name]: rbcPerUl } : {});
+  }
+
+  async function thumb(i: Item): Promise<string> {
+    const bmp = await createImageBitmap(i.blob, { imageOrientation: 'from-image' });
+    const k = Math.min(1, 240 / bmp.width);
+    const c = new OffscreenCanvas(Math.round(bmp.width * k), Math.round(bmp.height * k));
+    const ctx = c.getContext('2d')!;
+    ctx.scale(k, k); // boxes are in image pixels
+    ctx.drawImage(bmp, 0, 0);
+    drawDetections(ctx, reviewed.get(i.id)!.detections, { scale: k, visible, imageWidth: i.width, labels: false });
+    const blob = await c.convertToBlob({ type: 'image/jpeg', quality: 0.72 });
+    return new Promise((ok) => { const fr = new FileReader(); fr.onload = () => ok(fr.result as string); fr.readAsDataURL(blob); });
+  }
+  async function exportReport() {
+    const d = doc(items);
+    const thumbs: Record<string, string> = {};
+    for (const i of items.filter((x) => !x.error)) thumbs[i.name] = await thumb(i);
+    download(`${stem(sample.name.trim() || 'sample')}.report.html`, renderSampleReport(d, { format: 'html', thumbs }), 'text/html');
   }
 
   async function exportPng(i: Item) {
@@ -163,6 +190,7 @@ function App() {
 
   if (!th || !model) return <div class="loading">{errors[0] ?? 'loading model...'}</div>;
   const r = ratios(batchCorrected);
+  const summary = items.some((i) => !i.error) ? doc(items).samples?.[0] : undefined;
 
   return (
     <div class="app"
@@ -242,6 +270,19 @@ function App() {
               {CLASSES.map((c) => <tr><td>{c}</td><td>{batchDetected[c]}</td><td data-testid={`total-${c}`}>{batchCorrected[c]}</td></tr>)}
             </table>
             <div data-testid="ratios">RBC : WBC : PLT = {fmt(r.rbcPerWbc)} : 1 : {fmt(r.pltPerWbc, 2)}{r.rbcPerPlt !== null ? ` (RBC/PLT ${fmt(r.rbcPerPlt)})` : ''}</div>
+            <div class="sample-form">
+              <label>sample <input data-testid="sample-name" value={sample.name} onInput={(e) => setSample({ ...sample, name: (e.target as HTMLInputElement).value })} /></label>
+              <label>reviewer <input data-testid="reviewer" placeholder="your name" value={sample.reviewer} onInput={(e) => setSample({ ...sample, reviewer: (e.target as HTMLInputElement).value })} /></label>
+              <label title="the analyser's red-cell count of this blood, per microlitre: gives ratio-method estimates">analyser RBC/&micro;L <input data-testid="rbc-count" placeholder="e.g. 4.8e6" value={sample.rbcCount}
+                class={rbcCountOk ? '' : 'bad'} onInput={(e) => setSample({ ...sample, rbcCount: (e.target as HTMLInputElement).value })} /></label>
+            </div>
+            {summary && (
+              <table class="counts sample" data-testid="sample-summary">
+                {sampleRows(summary).map(([k, v]) => <tr><td>{k}</td><td>{v}</td></tr>)}
+                <tr><td>fields reviewed / to review</td><td data-testid="review-status">{summary.fieldsReviewed} / {summary.fieldsToReview}</td></tr>
+              </table>
+            )}
+            {item && <button data-testid="mark-reviewed" onClick={() => update((x) => ({ ...x, reviewed: stamp() }))}>{item.reviewed ? 'Reviewed' : 'Mark this field reviewed'}</button>}
           </section>
         )}
         {item && (
@@ -250,6 +291,8 @@ function App() {
             <button data-testid="export-png" onClick={() => exportPng(item)}>Annotated PNG</button>
             <button data-testid="export-json" onClick={() => download('hemocount.json', JSON.stringify(doc(items), null, 1), 'application/json')}>JSON</button>
             <button data-testid="export-csv" onClick={() => download('hemocount.csv', toCsv(doc(items)), 'text/csv')}>CSV</button>
+            <button data-testid="export-samples-csv" onClick={() => download('hemocount.samples.csv', toSamplesCsv(doc(items).samples ?? []), 'text/csv')}>Sample CSV</button>
+            <button data-testid="export-report" onClick={exportReport}>Sample report</button>
             <button data-testid="export-voc" onClick={() => download(`${stem(item.name)}.xml`, toVoc(item.name, item.width, item.height, boxesOf(item)), 'application/xml')}>VOC XML</button>
             <button data-testid="export-coco" onClick={() => download('hemocount.coco.json', toCoco(items.filter((i) => !i.error).map((i) => ({ file: i.name, width: i.width, height: i.height, boxes: boxesOf(i) }))), 'application/json')}>COCO JSON</button>
           </section>

@@ -12,6 +12,8 @@ export interface Item {
   corrections: Corrections;
   blob: Blob;
   error?: string;
+  /** Stamped when a person corrects the field or marks it reviewed. */
+  reviewed?: { by?: string; at: string };
 }
 
 export interface Saved {
@@ -19,6 +21,8 @@ export interface Saved {
   thresholds: Thresholds | null;
   current: string | null;
   model: string | null;
+  /** The batch is one sample: its name, the reviewer's name, the analyser's red cells per microlitre. */
+  sample?: { name: string; reviewer: string; rbcCount: string };
 }
 
 const DB = 'hemocount';
