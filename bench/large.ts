@@ -12,9 +12,17 @@ export async function makeLargeSmear(width: number, height: number, out: string)
   const sample = join(SAMPLES, 'BloodImage_00011.jpg');
   const overlays: sharp.OverlayOptions[] = [];
   for (let y = 0; y < height; y += 480) for (let x = 0; x < width; x += 640) overlays.push({ input: sample, left: x, top: y });
-  await sharp({ create: { width: Math.ceil(width / 640) * 640, height: Math.ceil(height / 480) * 480, channels: 3, background: '#fff' }, limitInputPixels: false })
-    .composite(overlays).jpeg({ quality: 90 }).toFile(out + '.full.jpg');
-  await sharp(out + '.full.jpg', { limitInputPixels: false }).extract({ left: 0, top: 0, width, height }).jpeg({ quality: 90 }).toFile(out);
+  await sharp({
+    create: { width: Math.ceil(width / 640) * 640, height: Math.ceil(height / 480) * 480, channels: 3, background: '#fff' },
+    limitInputPixels: false,
+  })
+    .composite(overlays)
+    .jpeg({ quality: 90 })
+    .toFile(out + '.full.jpg');
+  await sharp(out + '.full.jpg', { limitInputPixels: false })
+    .extract({ left: 0, top: 0, width, height })
+    .jpeg({ quality: 90 })
+    .toFile(out);
   return out;
 }
 
@@ -25,6 +33,14 @@ if (import.meta.url === `file://${process.argv[1]}`) {
   const t0 = performance.now();
   const r = await model.count(file);
   const ms = performance.now() - t0;
-  console.log(JSON.stringify({ width: r.width, height: r.height, tiles: r.tiles, counts: r.counts, seconds: +(ms / 1000).toFixed(2),
-    maxRssMB: Math.round(process.resourceUsage().maxRSS / 1024) }));
+  console.log(
+    JSON.stringify({
+      width: r.width,
+      height: r.height,
+      tiles: r.tiles,
+      counts: r.counts,
+      seconds: +(ms / 1000).toFixed(2),
+      maxRssMB: Math.round(process.resourceUsage().maxRSS / 1024),
+    }),
+  );
 }

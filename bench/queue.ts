@@ -19,9 +19,14 @@ mkdirSync(images);
 const cbc = join(ROOT, '..', 'shared', 'datasets', 'cbc', 'images');
 let pool: string[];
 try {
-  pool = readdirSync(cbc).filter((f) => f.endsWith('.jpg')).sort().map((f) => join(cbc, f));
+  pool = readdirSync(cbc)
+    .filter((f) => f.endsWith('.jpg'))
+    .sort()
+    .map((f) => join(cbc, f));
 } catch {
-  pool = readdirSync(SAMPLES).filter((f) => f.endsWith('.jpg')).map((f) => join(SAMPLES, f));
+  pool = readdirSync(SAMPLES)
+    .filter((f) => f.endsWith('.jpg'))
+    .map((f) => join(SAMPLES, f));
 }
 for (let i = 0; i < n; i++) copyFileSync(pool[i % pool.length], join(images, `f${String(i).padStart(4, '0')}.jpg`));
 
@@ -49,13 +54,15 @@ async function withWorkers(k: number, threads: string[]): Promise<number> {
   await Promise.all(ws.map((w) => new Promise<void>((ok) => w.stderr!.on('data', (d) => String(d).includes('waiting for jobs') && ok()))));
   spawnSync('redis-cli', ['-p', String(port), 'flushall']);
   const s = timed(['submit', '--redis', url, images, '--wait', '--quiet', '--json', join(dir, `q${k}${threads.join('')}.json`)]);
-  ws.forEach((w) => w.kill('SIGTERM'));
+  for (const w of ws) w.kill('SIGTERM');
   await Promise.all(ws.map((w) => new Promise((r) => w.on('exit', r))));
   return s;
 }
 
 const results: Record<string, { seconds: number; imagesPerS: number }> = {};
-const add = (name: string, s: number) => { results[name] = { seconds: +s.toFixed(2), imagesPerS: +(n / s).toFixed(2) }; };
+const add = (name: string, s: number) => {
+  results[name] = { seconds: +s.toFixed(2), imagesPerS: +(n / s).toFixed(2) };
+};
 add('local count (one process)', timed(['count', images, '--quiet', '--json', join(dir, 'local.json')]));
 add('queue, 1 worker (default threads)', await withWorkers(1, []));
 add('queue, 1 worker (1 thread)', await withWorkers(1, ['--threads', '1']));

@@ -19,7 +19,9 @@ import { defaultModelPath } from '../src/detector.js';
 import { collect } from '../src/evaluation.js';
 import { SAMPLES } from '../test/helpers.js';
 
-const { values: a } = parseArgs({ options: { model: { type: 'string' }, runs: { type: 'string', default: '50' }, data: { type: 'string' }, threads: { type: 'string' } } });
+const { values: a } = parseArgs({
+  options: { model: { type: 'string' }, runs: { type: 'string', default: '50' }, data: { type: 'string' }, threads: { type: 'string' } },
+});
 const runs = Number(a.runs);
 const q = (xs: number[], p: number) => [...xs].sort((x, y) => x - y)[Math.min(xs.length - 1, Math.floor(p * xs.length))];
 const path = a.model ?? defaultModelPath();
@@ -37,7 +39,9 @@ for (let i = 0; i < runs; i++) {
 }
 
 const model = await loadModel(path, { threads: a.threads ? Number(a.threads) : undefined });
-const files = readdirSync(SAMPLES).filter((f) => f.endsWith('.jpg')).map((f) => join(SAMPLES, f));
+const files = readdirSync(SAMPLES)
+  .filter((f) => f.endsWith('.jpg'))
+  .map((f) => join(SAMPLES, f));
 const whole: number[] = [];
 for (let r = 0; r < Math.max(1, Math.round(runs / 10)); r++) {
   for (const f of files) {
@@ -58,6 +62,11 @@ const out = {
   model: { file: path, name: onnx.metadata.name, sha256: onnx.sha256.slice(0, 12) },
   forward_640x480_ms: { input: `${pw}x${ph} (padded)`, runs, p50: +q(fwd, 0.5).toFixed(1), p90: +q(fwd, 0.9).toFixed(1), min: +Math.min(...fwd).toFixed(1) },
   count_per_image_ms: { images: whole.length, p50: +q(whole, 0.5).toFixed(1), p90: +q(whole, 0.9).toFixed(1) },
-  sweep: { images: got.images.length, evaluation_pass_ms: Math.round(got.ms), sweep_ms: +sweepMs.toFixed(1), ratio_pass_plus_sweep_to_pass: +((got.ms + sweepMs) / got.ms).toFixed(3) },
+  sweep: {
+    images: got.images.length,
+    evaluation_pass_ms: Math.round(got.ms),
+    sweep_ms: +sweepMs.toFixed(1),
+    ratio_pass_plus_sweep_to_pass: +((got.ms + sweepMs) / got.ms).toFixed(3),
+  },
 };
 console.log(JSON.stringify(out, null, 2));

@@ -16,12 +16,16 @@ type WithSubsets = Report & { subsets?: Record<string, Report> };
 const rep: WithSubsets = JSON.parse(readFileSync(join(ROOT, 'docs', 'validation', 'evaluate.json'), 'utf8'));
 const prev: WithSubsets = JSON.parse(readFileSync(join(ROOT, 'docs', 'validation', 'previous-release.json'), 'utf8'));
 type F1s = Record<string, Record<string, number | null>>;
-const acc: { scaleSweep: Record<string, { auto: F1s; off: F1s; autoScaleMedian: number }>; tta: { plain: F1s; tta: F1s; costRatio: number } } =
-  JSON.parse(readFileSync(join(ROOT, 'docs', 'accuracy.json'), 'utf8'));
+const acc: { scaleSweep: Record<string, { auto: F1s; off: F1s; autoScaleMedian: number }>; tta: { plain: F1s; tta: F1s; costRatio: number } } = JSON.parse(
+  readFileSync(join(ROOT, 'docs', 'accuracy.json'), 'utf8'),
+);
 /** What limits the model, with evidence: written from the measurements of this release. */
 const LIMITS = readFileSync(join(ROOT, 'models', 'LIMITS.md'), 'utf8').trim();
 const speed = JSON.parse(readFileSync(join(ROOT, 'docs', 'speed.json'), 'utf8'));
-const log = readFileSync(join(ROOT, 'models', 'train_log.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+const log = readFileSync(join(ROOT, 'models', 'train_log.jsonl'), 'utf8')
+  .trim()
+  .split('\n')
+  .map((l) => JSON.parse(l));
 const epochs = log.filter((r) => r.type === 'epoch');
 const steps = log.filter((r) => r.type === 'step');
 const trainSeconds = epochs.reduce((s, r) => s + r.time, 0);
@@ -38,26 +42,51 @@ const prevFull = prev.subsets?.['full-field'];
 const split = (p.split ?? {}) as Record<string, unknown>;
 
 function classTable(r: Report): string {
-  return [
-    row(['class', 'threshold', 'precision', 'recall', 'F1', 'count accuracy', 'AP@0.5', 'AP@0.5:0.95', 'counted / truth', 'Pearson r (per image)']),
-    row(Array(10).fill('---')),
-    ...CLASSES.map((k) => {
-      const a = r.atModel[k];
-      const e = r.evaluation.classes[k];
-      const pr = r.agreement[k].pearson;
-      return row([k, r.thresholds[k].toFixed(2), pct(a.precision), pct(a.recall), pct(a.f1), pct(a.accuracy), pct(e.ap50), pct(e.ap5095), `${a.counted} / ${a.truth}`, pr == null ? '-' : pr.toFixed(3)]);
-    }),
-  ].join('\n') + `\n\n${r.evaluation.images} images; mAP@0.5 ${pct(r.evaluation.mAP50)} %, mAP@0.5:0.95 ${pct(r.evaluation.mAP5095)} %.`;
+  return (
+    [
+      row(['class', 'threshold', 'precision', 'recall', 'F1', 'count accuracy', 'AP@0.5', 'AP@0.5:0.95', 'counted / truth', 'Pearson r (per image)']),
+      row(Array(10).fill('---')),
+      ...CLASSES.map((k) => {
+        const a = r.atModel[k];
+        const e = r.evaluation.classes[k];
+        const pr = r.agreement[k].pearson;
+        return row([
+          k,
+          r.thresholds[k].toFixed(2),
+          pct(a.precision),
+          pct(a.recall),
+          pct(a.f1),
+          pct(a.accuracy),
+          pct(e.ap50),
+          pct(e.ap5095),
+          `${a.counted} / ${a.truth}`,
+          pr == null ? '-' : pr.toFixed(3),
+        ]);
+      }),
+    ].join('\n') + `\n\n${r.evaluation.images} images; mAP@0.5 ${pct(r.evaluation.mAP50)} %, mAP@0.5:0.95 ${pct(r.evaluation.mAP5095)} %.`
+  );
 }
 
 function errorTable(r: Report): string {
-  return [row(['class', 'missed', 'of which cut by the border', 'false', 'duplicate box', 'loose box (IoU 0.3-0.5)', 'other class', 'far from any cell']), row(Array(8).fill('---')),
-    ...CLASSES.map((k) => { const e = r.errors[k]; return row([k, e.missed, e.missedAtBorder, e.false, e.falseDuplicate, e.falseLoose, e.falseWrongClass, e.falseFar]); })].join('\n');
+  return [
+    row(['class', 'missed', 'of which cut by the border', 'false', 'duplicate box', 'loose box (IoU 0.3-0.5)', 'other class', 'far from any cell']),
+    row(Array(8).fill('---')),
+    ...CLASSES.map((k) => {
+      const e = r.errors[k];
+      return row([k, e.missed, e.missedAtBorder, e.false, e.falseDuplicate, e.falseLoose, e.falseWrongClass, e.falseFar]);
+    }),
+  ].join('\n');
 }
 
 const sweepScales = Object.keys(acc.scaleSweep).sort((x, y) => Number(x) - Number(y)); // JS orders integer-like keys first
-const sweepRow = (mode: 'auto' | 'off', k: (typeof CLASSES)[number]) => sweepScales.map((s) => { const v = acc.scaleSweep[s][mode]['full-field']?.[k]; return v == null ? '-' : v.toFixed(1); });
-const within3 = CLASSES.every((k) => sweepScales.every((s) => Math.abs((acc.scaleSweep[s].auto['full-field'][k] ?? 0) - (acc.scaleSweep['1'].auto['full-field'][k] ?? 0)) <= 3));
+const sweepRow = (mode: 'auto' | 'off', k: (typeof CLASSES)[number]) =>
+  sweepScales.map((s) => {
+    const v = acc.scaleSweep[s][mode]['full-field']?.[k];
+    return v == null ? '-' : v.toFixed(1);
+  });
+const within3 = CLASSES.every((k) =>
+  sweepScales.every((s) => Math.abs((acc.scaleSweep[s].auto['full-field'][k] ?? 0) - (acc.scaleSweep['1'].auto['full-field'][k] ?? 0)) <= 3),
+);
 
 function targets(): string {
   const t = (ok: boolean) => (ok ? 'met' : '**not met**');
@@ -66,7 +95,8 @@ function targets(): string {
   const accOf = (k: (typeof CLASSES)[number]) => full.atModel[k].accuracy;
   const r = full.agreement.RBC.pearson ?? 0;
   return [
-    row(['target (full-field validation smears, complete labels, IoU 0.5)', 'measured', '']), row(['---', '---', '---']),
+    row(['target (full-field validation smears, complete labels, IoU 0.5)', 'measured', '']),
+    row(['---', '---', '---']),
     ...CLASSES.map((k) => row([`F1 ${k} >= ${f1Target[k] * 100} %`, `${pct(f1(k))} %`, t(f1(k) >= f1Target[k])])),
     ...CLASSES.map((k) => row([`count accuracy ${k} >= 98 %`, `${pct(accOf(k))} %`, t(accOf(k) >= 0.98)])),
     row(['per-image RBC Pearson r >= 0.95', r.toFixed(3), t(r >= 0.95)]),
@@ -86,7 +116,7 @@ The default model shipped with hemocount: \`models/hemocount-default.onnx\`
 - **Architecture:** RetinaNet (torchvision parts), \`${p.arch}\` configuration: a residual
   backbone (ResNet basic blocks, widths 16-32-48-96-160, BatchNorm) giving C3-C5, a feature
   pyramid P3-P7 with 64 channels, classification and box subnets shared across levels with 2
-  convolutions of 64 channels each (${p.head_norm === 'group' ? 'with GroupNorm' : 'no normalisation, as in the original RetinaNet: a shared BatchNorm would mix the levels\' statistics, and GroupNorm would make a cell\'s score depend on the rest of the image'}), focal loss (alpha 0.25, gamma 2) and
+  convolutions of 64 channels each (${p.head_norm === 'group' ? 'with GroupNorm' : "no normalisation, as in the original RetinaNet: a shared BatchNorm would mix the levels' statistics, and GroupNorm would make a cell's score depend on the rest of the image"}), focal loss (alpha 0.25, gamma 2) and
   torchvision's L1 box-regression loss. ${Number(p.parameters).toLocaleString('en')} parameters. Native resolution (no
   resize); the input is padded to a multiple of ${meta.input.pad_multiple}.
 - **Anchors:** ${lv.map((l) => `${l.name} stride ${l.stride}: ${l.sizes.map((s) => Math.round(s)).join('/')} px`).join('; ')};

@@ -31,7 +31,7 @@ for k in ("RBC", "WBC", "Platelets"):
     cells = [f"{sweep[s]['auto']['full-field'][k]:.1f} ({sweep[s]['off']['full-field'][k]:.1f})" for s in scales]
     sweep_rows.append(f"| {k} | " + " | ".join(cells) + " |")
 acc = (f"**Full-field smears** (whole fields of view, the images labs take):\n\n{table(subs['full-field'])}\n\n"
-       + (f"The previous release on the same fields: " + ", ".join(
+       + ("The previous release on the same fields: " + ", ".join(
            f"{k} F1 {pct(pf['atModel'][k]['f1'])} %" for k in ("RBC", "WBC", "Platelets")) + ".\n\n" if pf else "")
        + f"**Close-ups** (TXL-PBC, one white cell and its neighbours):\n\n{table(subs['close-up'])}\n\n"
        + "**Magnification**: F1 [%] on the full-field smears resized to each scale, with `--scale auto` "
@@ -53,7 +53,7 @@ A {large['width']} x {large['height']} smear ({large['tiles']} tiles) is counted
 (x{s['ratio_pass_plus_sweep_to_pass']} of one evaluation pass), because thresholds are applied to stored candidates.
 Absolute timings on this shared 2-core machine vary between sessions (the same network measured
 33 ms in an earlier session and 48-57 ms in this one): compare ratios taken in one run."""
-import subprocess
+import subprocess  # noqa: E402  (the sample output is made after the tables above)
 out = subprocess.run(["node", "bin/hemocount.js", "count", "samples/BloodImage_00011.jpg", "--json", "-", "--quiet"],
                      capture_output=True, text=True, check=True).stdout
 doc = json.loads(out)

@@ -8,7 +8,18 @@ import { SAMPLES } from '../test/helpers.js';
 const out = process.argv[2] ?? 'docs/webapp.png';
 const app = await buildServer({ model: await loadModel() });
 const url = await app.listen({ port: 0, host: '127.0.0.1' });
-const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: ['--headless=new', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'] });
+const browser = await chromium.launch({
+  executablePath: '/usr/bin/chromium',
+  args: [
+    '--headless=new',
+    '--no-sandbox',
+    '--disable-gpu',
+    '--disable-background-networking',
+    '--disable-component-update',
+    '--disable-sync',
+    '--no-first-run',
+  ],
+});
 const page = await browser.newPage({ viewport: { width: 1360, height: 780 } });
 await page.goto(url);
 await page.getByTestId('file').setInputFiles([join(SAMPLES, 'BloodImage_00004.jpg'), join(SAMPLES, 'BloodImage_00017.jpg')]);

@@ -52,7 +52,8 @@ export class Model {
 
   static async load(path?: string, opts: { threads?: number } = {}): Promise<Model> {
     if (path !== undefined && typeof path !== 'string') throw new TypeError(`model path must be a string, not ${typeof path}`);
-    if (opts.threads !== undefined && !(Number.isInteger(opts.threads) && opts.threads >= 1)) throw new RangeError(`threads must be a whole number >= 1, not ${String(opts.threads)}`);
+    if (opts.threads !== undefined && !(Number.isInteger(opts.threads) && opts.threads >= 1))
+      throw new RangeError(`threads must be a whole number >= 1, not ${String(opts.threads)}`);
     return new Model(await openOnnx(path ?? defaultModelPath(), opts.threads));
   }
 
@@ -90,7 +91,9 @@ export class Model {
     if (opts.scale !== undefined) checkScale(opts.scale); // before decoding anything
     const { width, height } = await probe(input);
     if (opts.maxPixels && width * height > opts.maxPixels) {
-      throw new Error(`${typeof input === 'string' ? input : 'image'}: ${width} x ${height} is ${(width * height / 1e6).toFixed(0)} megapixels, above the limit of ${opts.maxPixels / 1e6} (--max-megapixels)`);
+      throw new Error(
+        `${typeof input === 'string' ? input : 'image'}: ${width} x ${height} is ${((width * height) / 1e6).toFixed(0)} megapixels, above the limit of ${opts.maxPixels / 1e6} (--max-megapixels)`,
+      );
     }
     // small images are decoded once; large ones are read region by region (bounded memory)
     let whole: RawImage | null = null;
@@ -113,8 +116,17 @@ export class Model {
   summarise(det: Detected, opts: CountOptions, file: string): ImageResult {
     const s = applyThresholds(det.candidates, this.thresholds(opts.thresholds, opts.review));
     return {
-      file, width: det.width, height: det.height, counts: s.counts, uncertain: s.uncertain, meanScore: s.meanScore,
-      detections: s.detections, ...(opts.candidates ? { candidates: det.candidates } : {}), tiles: det.tiles, scale: det.scale, ms: Math.round(det.ms),
+      file,
+      width: det.width,
+      height: det.height,
+      counts: s.counts,
+      uncertain: s.uncertain,
+      meanScore: s.meanScore,
+      detections: s.detections,
+      ...(opts.candidates ? { candidates: det.candidates } : {}),
+      tiles: det.tiles,
+      scale: det.scale,
+      ms: Math.round(det.ms),
     };
   }
 
@@ -134,7 +146,10 @@ function checkThresholdArg(v: unknown, name: string): void {
   const prob = (x: unknown, what: string) => {
     if (typeof x !== 'number' || !Number.isFinite(x) || x < 0 || x > 1) throw new RangeError(`${what} must be a number from 0 to 1, not ${String(x)}`);
   };
-  if (typeof v === 'number') return prob(v, name);
+  if (typeof v === 'number') {
+    prob(v, name);
+    return;
+  }
   if (typeof v !== 'object' || v === null) throw new TypeError(`${name} must be a number or { RBC, WBC, Platelets }, not ${String(v)}`);
   for (const [k, x] of Object.entries(v)) {
     if (!(CLASSES as readonly string[]).includes(k)) throw new TypeError(`${name}: unknown class '${k}' (RBC, WBC or Platelets)`);
@@ -145,9 +160,12 @@ function checkThresholdArg(v: unknown, name: string): void {
 function checkInput(input: unknown): void {
   if (typeof input === 'string' || input instanceof Uint8Array) return;
   const raw = input as { data?: unknown; width?: unknown; height?: unknown; channels?: unknown } | null;
-  if (!raw || typeof raw !== 'object' || !(raw.data instanceof Uint8Array)) throw new TypeError('image must be a path, encoded bytes (Uint8Array) or { data: Uint8Array, width, height, channels: 3 }');
+  if (!raw || typeof raw !== 'object' || !(raw.data instanceof Uint8Array))
+    throw new TypeError('image must be a path, encoded bytes (Uint8Array) or { data: Uint8Array, width, height, channels: 3 }');
   const { width: w, height: h, channels: ch } = raw;
-  if (!Number.isInteger(w) || !Number.isInteger(h) || (w as number) < 1 || (h as number) < 1) throw new RangeError(`raw image width and height must be whole numbers >= 1, not ${String(w)} x ${String(h)}`);
+  if (!Number.isInteger(w) || !Number.isInteger(h) || (w as number) < 1 || (h as number) < 1)
+    throw new RangeError(`raw image width and height must be whole numbers >= 1, not ${String(w)} x ${String(h)}`);
   if (ch !== 3) throw new RangeError(`raw image channels must be 3 (RGB), not ${String(ch)}`);
-  if (raw.data.length !== (w as number) * (h as number) * 3) throw new RangeError(`raw image data has ${raw.data.length} bytes; ${w} x ${h} x 3 needs ${(w as number) * (h as number) * 3}`);
+  if (raw.data.length !== (w as number) * (h as number) * 3)
+    throw new RangeError(`raw image data has ${raw.data.length} bytes; ${w} x ${h} x 3 needs ${(w as number) * (h as number) * 3}`);
 }

@@ -2,7 +2,19 @@
  * Running a model over an annotated set once, and what is built on those candidates:
  * the threshold sweep, calibration and model selection. The metrics are core/metrics.ts.
  */
-import { type Criterion, type EvalImage, type Evaluation, agreement, bestRow, classAt, confusionMatrix, errorBreakdown, evaluate, reviewThreshold, subsets } from './core/metrics.js';
+import {
+  type Criterion,
+  type EvalImage,
+  type Evaluation,
+  agreement,
+  bestRow,
+  classAt,
+  confusionMatrix,
+  errorBreakdown,
+  evaluate,
+  reviewThreshold,
+  subsets,
+} from './core/metrics.js';
 import { type ModelMetadata, type PerClass, perClass } from './core/types.js';
 import type { TruthSet } from './adapters/files.js';
 import type { DetectOptions, Model } from './detector.js';
@@ -22,7 +34,14 @@ export async function collect(model: Model, truth: TruthSet, onProgress?: (i: nu
     onProgress?.(i, t.file);
     try {
       const det = await model.detect(t.file, opts);
-      images.push({ file: t.file, width: det.width, height: det.height, truth: t.truth, candidates: det.candidates, ...(t.subset ? { subset: t.subset } : {}) });
+      images.push({
+        file: t.file,
+        width: det.width,
+        height: det.height,
+        truth: t.truth,
+        candidates: det.candidates,
+        ...(t.subset ? { subset: t.subset } : {}),
+      });
     } catch (e) {
       failed.push({ file: t.file, error: (e as Error).message });
     }
@@ -45,7 +64,8 @@ export interface Report {
 export function buildReport(model: Model, data: string, images: EvalImage[], iou = 0.5, criterion: Criterion = 'f1', thresholds?: PerClass<number>): Report {
   const th = thresholds ?? model.metadata.thresholds;
   return {
-    model: model.info, data,
+    model: model.info,
+    data,
     evaluation: evaluate(images, { iou, criterion }),
     atModel: perClass((c) => classAt(images, c, th[c], iou)),
     thresholds: th,
@@ -69,20 +89,48 @@ export function calibrate(meta: ModelMetadata, images: EvalImage[], data: string
   const review = perClass((c) => reviewThreshold(images, c, thresholds[c], meta.postprocess.score_floor, 0.25, iou));
   const atChosen = perClass((c) => {
     const r = classAt(images, c, thresholds[c], iou);
-    return { threshold: thresholds[c], precision: r.precision, recall: r.recall, f1: r.f1, accuracy: r.accuracy,
-      ap50: ev.classes[c].ap50, ap5095: ev.classes[c].ap5095, truth: r.truth, counted: r.counted };
+    return {
+      threshold: thresholds[c],
+      precision: r.precision,
+      recall: r.recall,
+      f1: r.f1,
+      accuracy: r.accuracy,
+      ap50: ev.classes[c].ap50,
+      ap5095: ev.classes[c].ap5095,
+      truth: r.truth,
+      counted: r.counted,
+    };
   });
   // the same thresholds, seen on each subset (full fields and close-ups differ)
-  const bySubset = Object.fromEntries([...subsets(images)].map(([name, ims]) => [name, { images: ims.length, classes: perClass((c) => {
-    const r = classAt(ims, c, thresholds[c], iou);
-    return { precision: r.precision, recall: r.recall, f1: r.f1, accuracy: r.accuracy, truth: r.truth, counted: r.counted };
-  }) }]));
+  const bySubset = Object.fromEntries(
+    [...subsets(images)].map(([name, ims]) => [
+      name,
+      {
+        images: ims.length,
+        classes: perClass((c) => {
+          const r = classAt(ims, c, thresholds[c], iou);
+          return { precision: r.precision, recall: r.recall, f1: r.f1, accuracy: r.accuracy, truth: r.truth, counted: r.counted };
+        }),
+      },
+    ]),
+  );
   return {
     ...meta,
     thresholds,
     review,
-    calibration: { data, images: images.length, criterion, iou, date: new Date().toISOString(), grid: '0.10-0.90 step 0.01',
-      review_rule: 'lowest threshold whose band holds >= 25 % real cells', tie_rule: 'criterion within 0.005 of the best is a tie; the other metric decides', mAP50: ev.mAP50, mAP5095: ev.mAP5095, classes: atChosen, subsets: bySubset },
+    calibration: {
+      data,
+      images: images.length,
+      criterion,
+      iou,
+      date: new Date().toISOString(),
+      grid: '0.10-0.90 step 0.01',
+      review_rule: 'lowest threshold whose band holds >= 25 % real cells',
+      tie_rule: 'criterion within 0.005 of the best is a tie; the other metric decides',
+      mAP50: ev.mAP50,
+      mAP5095: ev.mAP5095,
+      classes: atChosen,
+      subsets: bySubset,
+    },
   };
 }
-

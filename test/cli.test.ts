@@ -14,8 +14,22 @@ const run = (args: string[], env: NodeJS.ProcessEnv = {}) =>
 
 test('count on the samples folder: table, JSON, CSV, pictures, VOC, YOLO, COCO', async () => {
   const out = tmp();
-  const r = run(['count', 'samples', '--out', join(out, 'img'), '--json', join(out, 'r.json'), '--csv', join(out, 'r.csv'),
-    '--voc', join(out, 'voc'), '--yolo', join(out, 'yolo'), '--coco', join(out, 'coco.json')]);
+  const r = run([
+    'count',
+    'samples',
+    '--out',
+    join(out, 'img'),
+    '--json',
+    join(out, 'r.json'),
+    '--csv',
+    join(out, 'r.csv'),
+    '--voc',
+    join(out, 'voc'),
+    '--yolo',
+    join(out, 'yolo'),
+    '--coco',
+    join(out, 'coco.json'),
+  ]);
   assert.equal(r.status, 0, r.stderr);
   assert.match(r.stdout, /BloodImage_00004\.jpg\s+\d+\s+\d+/);
   assert.match(r.stdout, /TOTAL/);
@@ -26,7 +40,10 @@ test('count on the samples folder: table, JSON, CSV, pictures, VOC, YOLO, COCO',
     assert.equal(im.detections.filter((d: { uncertain: boolean; label: string }) => !d.uncertain && d.label === 'RBC').length, im.counts.RBC);
     for (const d of im.detections) assert.ok(d.box[2] <= im.width && d.box[3] <= im.height && d.box[0] >= 0);
   }
-  assert.equal(doc.totals.counts.RBC, doc.images.reduce((s: number, i: { counts: { RBC: number } }) => s + i.counts.RBC, 0));
+  assert.equal(
+    doc.totals.counts.RBC,
+    doc.images.reduce((s: number, i: { counts: { RBC: number } }) => s + i.counts.RBC, 0),
+  );
   const csv = parseCsv(readFileSync(join(out, 'r.csv'), 'utf8'));
   assert.equal(csv.length, 7);
   assert.equal(Number(csv[6][csv[0].indexOf('WBC')]), doc.totals.counts.WBC);
@@ -35,7 +52,14 @@ test('count on the samples folder: table, JSON, CSV, pictures, VOC, YOLO, COCO',
   const voc = parseVoc(readFileSync(join(out, 'voc', 'BloodImage_00004.xml'), 'utf8'));
   const im4 = doc.images.find((i: { file: string }) => i.file.endsWith('BloodImage_00004.jpg'));
   assert.equal(voc.boxes.length, im4.counts.RBC + im4.counts.WBC + im4.counts.Platelets);
-  const yolo = parseYolo(readFileSync(join(out, 'yolo', 'BloodImage_00004.txt'), 'utf8'), 640, 480, readFileSync(join(out, 'yolo', 'classes.txt'), 'utf8').trim().split('\n'));
+  const yolo = parseYolo(
+    readFileSync(join(out, 'yolo', 'BloodImage_00004.txt'), 'utf8'),
+    640,
+    480,
+    readFileSync(join(out, 'yolo', 'classes.txt'), 'utf8')
+      .trim()
+      .split('\n'),
+  );
   assert.equal(yolo.boxes.filter((b) => b.label === 'WBC').length, im4.counts.WBC);
   const coco = parseCoco(readFileSync(join(out, 'coco.json'), 'utf8'));
   assert.equal(coco.images.length, 5);
@@ -156,11 +180,25 @@ test('a 6000x4000 smear is counted in tiles with peak memory under 1 GB', () => 
 test('evaluate reports each subset of a COCO set on its own, and --subset restricts to one', () => {
   const dir = tmp();
   const names = ['BloodImage_00004', 'BloodImage_00011', 'BloodImage_00017'];
-  const doc = { categories: [{ id: 1, name: 'RBC' }, { id: 2, name: 'WBC' }, { id: 3, name: 'Platelets' }], images: [] as object[], annotations: [] as object[] };
+  const doc = {
+    categories: [
+      { id: 1, name: 'RBC' },
+      { id: 2, name: 'WBC' },
+      { id: 3, name: 'Platelets' },
+    ],
+    images: [] as object[],
+    annotations: [] as object[],
+  };
   names.forEach((n, i) => {
     const voc = parseVoc(readFileSync(join(SAMPLES, 'truth', `${n}.xml`), 'utf8'));
     doc.images.push({ id: i + 1, file_name: join(SAMPLES, `${n}.jpg`), width: 640, height: 480, subset: i === 0 ? 'full-field' : 'other' });
-    for (const b of voc.boxes) doc.annotations.push({ id: doc.annotations.length + 1, image_id: i + 1, category_id: ['RBC', 'WBC', 'Platelets'].indexOf(b.label) + 1, bbox: [b.box[0], b.box[1], b.box[2] - b.box[0], b.box[3] - b.box[1]] });
+    for (const b of voc.boxes)
+      doc.annotations.push({
+        id: doc.annotations.length + 1,
+        image_id: i + 1,
+        category_id: ['RBC', 'WBC', 'Platelets'].indexOf(b.label) + 1,
+        bbox: [b.box[0], b.box[1], b.box[2] - b.box[0], b.box[3] - b.box[1]],
+      });
   });
   writeFileSync(join(dir, 'set.json'), JSON.stringify(doc));
   const r = run(['evaluate', '--data', join(dir, 'set.json'), '--json', '-', '--quiet']);
@@ -205,7 +243,10 @@ test('evaluate and calibrate fail when annotated images cannot be read, naming t
   assert.equal(skip.status, 0, skip.stderr);
   assert.equal(JSON.parse(skip.stdout).evaluation.images, 1);
   // a COCO file whose only image is missing writes no model
-  writeFileSync(join(dir, 'gone.json'), JSON.stringify({ categories: [{ id: 1, name: 'RBC' }], images: [{ id: 1, file_name: 'nope.jpg', width: 640, height: 480 }], annotations: [] }));
+  writeFileSync(
+    join(dir, 'gone.json'),
+    JSON.stringify({ categories: [{ id: 1, name: 'RBC' }], images: [{ id: 1, file_name: 'nope.jpg', width: 640, height: 480 }], annotations: [] }),
+  );
   const out = join(dir, 'cal.onnx');
   const c = run(['calibrate', '--data', join(dir, 'gone.json'), '--out', out, '--quiet']);
   assert.equal(c.status, 1);
@@ -220,7 +261,10 @@ test('evaluate and calibrate fail when annotated images cannot be read, naming t
 
 test('a VOC <filename> cannot lead evaluate out of the dataset folder', () => {
   const dir = tmp();
-  const xml = readFileSync(join(SAMPLES, 'truth', 'BloodImage_00004.xml'), 'utf8').replace(/<filename>[^<]*<\/filename>/, '<filename>../../../../etc/passwd</filename>');
+  const xml = readFileSync(join(SAMPLES, 'truth', 'BloodImage_00004.xml'), 'utf8').replace(
+    /<filename>[^<]*<\/filename>/,
+    '<filename>../../../../etc/passwd</filename>',
+  );
   writeFileSync(join(dir, 'BloodImage_00004.xml'), xml);
   copyFileSync(join(SAMPLES, 'BloodImage_00004.jpg'), join(dir, 'BloodImage_00004.jpg'));
   const r = run(['evaluate', '--data', dir, '--json', '-', '--quiet']);
@@ -259,7 +303,10 @@ test('a FIFO, a spliced JPEG and an SVG among the inputs: noted or reported, the
   const a = readFileSync(join(SAMPLES, 'BloodImage_00004.jpg'));
   const b = readFileSync(join(SAMPLES, 'BloodImage_00017.jpg'));
   writeFileSync(join(dir, 'spliced.jpg'), Buffer.concat([a.subarray(0, a.length >> 1), b.subarray(b.length >> 1)]));
-  writeFileSync(join(dir, 'drawing.png'), '<svg xmlns="http://www.w3.org/2000/svg" width="640" height="480"><circle cx="320" cy="240" r="100" fill="purple"/></svg>');
+  writeFileSync(
+    join(dir, 'drawing.png'),
+    '<svg xmlns="http://www.w3.org/2000/svg" width="640" height="480"><circle cx="320" cy="240" r="100" fill="purple"/></svg>',
+  );
   const r = run(['count', dir, '--json', '-', '--quiet'], {});
   assert.equal(r.status, 1, r.stderr);
   assert.match(r.stderr, /pipe\.jpg: a FIFO, not an image file: skipped/);
@@ -301,7 +348,8 @@ test('a batch killed mid-way keeps its work in --jsonl, and --resume counts only
   const dir = tmp();
   const inp = join(dir, 'in');
   mkdirSync(inp);
-  for (let i = 0; i < 16; i++) copyFileSync(join(SAMPLES, i % 2 ? 'BloodImage_00011.jpg' : 'BloodImage_00004.jpg'), join(inp, `f${String(i).padStart(2, '0')}.jpg`));
+  for (let i = 0; i < 16; i++)
+    copyFileSync(join(SAMPLES, i % 2 ? 'BloodImage_00011.jpg' : 'BloodImage_00004.jpg'), join(inp, `f${String(i).padStart(2, '0')}.jpg`));
   const jl = join(dir, 'r.jsonl');
   const { spawn } = await import('node:child_process');
   const p = spawn(process.execPath, [CLI, 'count', inp, '--jsonl', jl, '--quiet'], { cwd: ROOT });
@@ -327,7 +375,16 @@ test('a batch killed mid-way keeps its work in --jsonl, and --resume counts only
   assert.equal(doc.images.find((i: { file: string }) => i.file === first.file).counts.RBC, 999);
   assert.equal(doc.images.filter((i: { counts: { RBC: number } }) => i.counts.RBC === 999).length, 1);
   // the JSON Lines file now holds every image once, on lines of their own
-  const parsed = readFileSync(jl, 'utf8').split('\n').filter(Boolean).flatMap((l) => { try { return [JSON.parse(l)]; } catch { return []; } });
+  const parsed = readFileSync(jl, 'utf8')
+    .split('\n')
+    .filter(Boolean)
+    .flatMap((l) => {
+      try {
+        return [JSON.parse(l)];
+      } catch {
+        return [];
+      }
+    });
   assert.equal(parsed.length, 16);
 });
 
@@ -339,7 +396,10 @@ test('the CLI refuses an image above its pixel cap from the header, at once', ()
   assert.equal(r.status, 1);
   assert.ok(Date.now() - t < 30_000);
   const doc = JSON.parse(r.stdout);
-  assert.match(doc.images.find((i: { file: string }) => i.file.endsWith('huge.png')).error, /30000 x 30000 is 900 megapixels, above the limit of 250 \(--max-megapixels\)/);
+  assert.match(
+    doc.images.find((i: { file: string }) => i.file.endsWith('huge.png')).error,
+    /30000 x 30000 is 900 megapixels, above the limit of 250 \(--max-megapixels\)/,
+  );
   assert.equal(doc.totals.images, 1);
 });
 
@@ -375,7 +435,13 @@ test('habits: every command answers --help with its own options; - is stdout for
   const coco = run(['count', 'samples/BloodImage_00004.jpg', '--coco', '-', '--quiet']);
   assert.equal(parseCoco(coco.stdout).images.length, 1);
   const jl = run(['count', 'samples/BloodImage_00004.jpg', 'samples/BloodImage_00011.jpg', '--jsonl', '-', '--quiet']);
-  assert.equal(jl.stdout.trim().split('\n').map((l) => JSON.parse(l)).length, 2);
+  assert.equal(
+    jl.stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l)).length,
+    2,
+  );
   assert.equal(run(['count', 'samples', '--json', '-', '--csv', '-']).status, 2);
   const info = run(['info']);
   assert.equal(info.status, 0);

@@ -37,7 +37,11 @@ test('bad annotations: refused or their bad boxes dropped, with the file positio
     try {
       const parsed = name.endsWith('.xml') ? parseVoc(text) : name.endsWith('.txt') ? parseYolo(text, 640, 480, ['WBC', 'RBC', 'Platelets']) : parseCoco(text);
       said = parsed.problems.join('\n');
-      assert.equal('boxes' in parsed ? parsed.boxes.length : (parsed as ReturnType<typeof parseCoco>).images.flatMap((i) => i.boxes).length, 0, `${name}: no bad box kept`);
+      assert.equal(
+        'boxes' in parsed ? parsed.boxes.length : (parsed as ReturnType<typeof parseCoco>).images.flatMap((i) => i.boxes).length,
+        0,
+        `${name}: no bad box kept`,
+      );
     } catch (e) {
       said = (e as Error).message;
     }
@@ -59,7 +63,11 @@ before(async () => {
   server = spawn(process.execPath, [CLI, 'serve', '--port', '0'], { stdio: ['ignore', 'ignore', 'pipe'] });
   port = await new Promise<number>((res, rej) => {
     let err = '';
-    server.stderr!.on('data', (d) => { err += d; const m = /serving .* at http:\/\/[\d.]+:(\d+)/.exec(err); if (m) res(Number(m[1])); });
+    server.stderr!.on('data', (d) => {
+      err += d;
+      const m = /serving .* at http:\/\/[\d.]+:(\d+)/.exec(err);
+      if (m) res(Number(m[1]));
+    });
     server.on('exit', (code) => rej(new Error(`server exited ${code}: ${err}`)));
   });
 });

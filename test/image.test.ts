@@ -79,8 +79,20 @@ test('the annotated picture has the boxes in the paper colours', async () => {
 });
 
 test('box labels are sized by the cells, not the picture: a big mosaic keeps legible, small labels', () => {
-  const model = { classes: [{ name: 'RBC', colour: '#ff8c00' }, { name: 'WBC', colour: '#66ccff' }, { name: 'Platelets', colour: '#1f3fbf' }] } as unknown as ModelMetadata;
-  const cells = (n: number): Detection[] => Array.from({ length: n }, (_, i) => ({ label: 'RBC', score: 0.9, uncertain: false, box: [(i % 10) * 100, Math.floor(i / 10) * 100, (i % 10) * 100 + 96, Math.floor(i / 10) * 100 + 96] }));
+  const model = {
+    classes: [
+      { name: 'RBC', colour: '#ff8c00' },
+      { name: 'WBC', colour: '#66ccff' },
+      { name: 'Platelets', colour: '#1f3fbf' },
+    ],
+  } as unknown as ModelMetadata;
+  const cells = (n: number): Detection[] =>
+    Array.from({ length: n }, (_, i) => ({
+      label: 'RBC',
+      score: 0.9,
+      uncertain: false,
+      box: [(i % 10) * 100, Math.floor(i / 10) * 100, (i % 10) * 100 + 96, Math.floor(i / 10) * 100 + 96],
+    }));
   const o = { meta: model, counts: { RBC: 1, WBC: 0, Platelets: 0 }, uncertain: { RBC: 0, WBC: 0, Platelets: 0 } };
   const font = (svg: string) => Number(/<text[^>]*font-size="(\d+)"[^>]*>RBC/.exec(svg)![1]);
   const small = overlaySvg(640, 480, cells(20), o);

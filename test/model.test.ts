@@ -29,7 +29,9 @@ test('decoder reproduces torchvision post-processing on the parity fixture', asy
     assert.ok(Math.abs(d.candidates.length - e.boxes.length) <= e.scores.filter(near).length, `${e.image}: ${d.candidates.length} vs ${e.boxes.length}`);
     let matched = 0;
     e.boxes.forEach((b: number[], i: number) => {
-      const hit = d.candidates.find((c) => c.label === e.labels[i] && Math.abs(c.score - e.scores[i]) < 1e-3 && c.box.every((v, k) => Math.abs(v - b[k]) < 0.5));
+      const hit = d.candidates.find(
+        (c) => c.label === e.labels[i] && Math.abs(c.score - e.scores[i]) < 1e-3 && c.box.every((v, k) => Math.abs(v - b[k]) < 0.5),
+      );
       if (hit) matched++;
       else assert.ok(near(e.scores[i]), `${e.image}: torchvision detection ${i} (${e.labels[i]} ${e.scores[i]}) not reproduced`);
     });
@@ -57,20 +59,25 @@ test('a large smear is tiled and a cell across a tile seam is counted once', asy
   const alone = await model.count(sample);
   const wbc = alone.detections.find((d) => d.label === 'WBC' && !d.uncertain)!;
   assert.ok(wbc, 'sample has a WBC');
-  const W = 2600, H = 2300;
+  const W = 2600,
+    H = 2300;
   assert.ok(W * H > WHOLE_IMAGE_PIXELS);
   const tiles = planTiles(W, H, TILE_SIZE, TILE_OVERLAP);
   const seamX = tiles[0].core[2];
   const left = Math.round(seamX - (wbc.box[0] + wbc.box[2]) / 2 + 5); // WBC centre 5 px left of the seam
   const top = 700;
   const canvas = await sharp({ create: { width: W, height: H, channels: 3, background: '#e9d9d6' } })
-    .composite([{ input: sample, left, top }]).png().toBuffer();
+    .composite([{ input: sample, left, top }])
+    .png()
+    .toBuffer();
   const tiled = await model.count(canvas);
   assert.ok(tiled.tiles! > 1);
   const onnx = await openOnnx(MODEL);
   const px = await decodeRgb(canvas);
   const whole = applyThresholds(await detectPixels(onnx.run.bind(onnx), onnx.metadata, px), model.thresholds());
-  const shifted = tiled.detections.filter((d) => !d.uncertain).map((d) => ({ ...d, box: [d.box[0] - left, d.box[1] - top, d.box[2] - left, d.box[3] - top] as typeof d.box }));
+  const shifted = tiled.detections
+    .filter((d) => !d.uncertain)
+    .map((d) => ({ ...d, box: [d.box[0] - left, d.box[1] - top, d.box[2] - left, d.box[3] - top] as typeof d.box }));
   const wbcs = shifted.filter((d) => d.label === 'WBC' && iou(d.box, wbc.box) > 0.3);
   assert.equal(wbcs.length, 1, 'the white cell on the seam is counted exactly once');
   assert.ok(iou(wbcs[0].box, wbc.box) > 0.8);
@@ -86,14 +93,23 @@ test('scale auto: a smear photographed at half or twice the magnification is res
   const ref = await model.count(file, { scale: 1 });
   assert.equal(ref.scale, 1);
   assert.equal((await model.count(file)).scale, 1, 'a smear at the training scale is left alone');
-  for (const [s, lo, hi] of [[0.5, 1.6, 2.5], [2, 0.4, 0.62]] as const) {
-    const { data, info } = await sharp(file).resize(Math.round(640 * s), Math.round(480 * s)).raw().toBuffer({ resolveWithObject: true });
+  for (const [s, lo, hi] of [
+    [0.5, 1.6, 2.5],
+    [2, 0.4, 0.62],
+  ] as const) {
+    const { data, info } = await sharp(file)
+      .resize(Math.round(640 * s), Math.round(480 * s))
+      .raw()
+      .toBuffer({ resolveWithObject: true });
     const img = { data: new Uint8Array(data), width: info.width, height: info.height, channels: 3 as const };
     const auto = await model.count(img, { scale: 'auto' });
     const off = await model.count(img, { scale: 1 });
     assert.ok(auto.scale! >= lo && auto.scale! <= hi, `${s}x: scale ${auto.scale}`);
     assert.equal(auto.counts.WBC, ref.counts.WBC, `${s}x: WBC`);
-    assert.ok(Math.abs(auto.counts.RBC - ref.counts.RBC) <= Math.abs(off.counts.RBC - ref.counts.RBC), `${s}x: RBC ${auto.counts.RBC} (off ${off.counts.RBC}, 1x ${ref.counts.RBC})`);
+    assert.ok(
+      Math.abs(auto.counts.RBC - ref.counts.RBC) <= Math.abs(off.counts.RBC - ref.counts.RBC),
+      `${s}x: RBC ${auto.counts.RBC} (off ${off.counts.RBC}, 1x ${ref.counts.RBC})`,
+    );
     // boxes stay in the pixels of the image given
     for (const d of auto.detections) assert.ok(d.box[2] <= info.width + 1e-6 && d.box[3] <= info.height + 1e-6);
     const wbc = auto.detections.find((d) => d.label === 'WBC' && !d.uncertain)!;
@@ -114,7 +130,10 @@ test('test-time augmentation (flips) finds the same cells, in the same place', a
 
 test('library arguments are checked sharp-style: the argument and the bad value are named', async () => {
   const file = join(SAMPLES, 'BloodImage_00004.jpg');
-  await assert.rejects(model.count(file, { thresholds: 7 }), (e: Error) => e instanceof RangeError && /thresholds must be a number from 0 to 1, not 7/.test(e.message));
+  await assert.rejects(
+    model.count(file, { thresholds: 7 }),
+    (e: Error) => e instanceof RangeError && /thresholds must be a number from 0 to 1, not 7/.test(e.message),
+  );
   await assert.rejects(model.count(file, { thresholds: NaN }), RangeError);
   await assert.rejects(model.count(file, { thresholds: { Foo: 0.3 } as never }), (e: Error) => e instanceof TypeError && /unknown class 'Foo'/.test(e.message));
   await assert.rejects(model.count(file, { review: { RBC: -1 } }), /review\.RBC must be a number from 0 to 1/);

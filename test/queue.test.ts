@@ -11,15 +11,18 @@ import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { CLI, ROOT, SAMPLES, tmp } from './helpers.js';
 
-const freePort = () => new Promise<number>((ok) => {
-  const s = createServer().listen(0, '127.0.0.1', () => {
-    const { port } = s.address() as { port: number };
-    s.close(() => ok(port));
+const freePort = () =>
+  new Promise<number>((ok) => {
+    const s = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as { port: number };
+      s.close(() => ok(port));
+    });
   });
-});
 
 const procs: ChildProcess[] = [];
-after(() => procs.forEach((p) => p.exitCode === null && p.kill('SIGKILL')));
+after(() => {
+  for (const p of procs) if (p.exitCode === null) p.kill('SIGKILL');
+});
 
 async function startRedis(dir: string): Promise<string> {
   const port = await freePort();
@@ -36,7 +39,9 @@ async function startRedis(dir: string): Promise<string> {
 function worker(url: string): { proc: ChildProcess; lines: () => string[] } {
   let out = '';
   const proc = spawn(process.execPath, [CLI, 'worker', '--redis', url, '--stall-seconds', '3', '--threads', '1'], { cwd: ROOT });
-  proc.stderr!.on('data', (d) => { out += d; });
+  proc.stderr!.on('data', (d) => {
+    out += d;
+  });
   procs.push(proc);
   return { proc, lines: () => out.split('\n').filter((l) => l.startsWith('counted ')) };
 }
@@ -54,7 +59,9 @@ test('submit --wait after a worker is killed returns every image with the counts
   const w2 = worker(url);
   const submit = spawn(process.execPath, [CLI, 'submit', '--redis', url, slides, '--wait', '--json', join(dir, 'q.json'), '--quiet'], { cwd: ROOT });
   let subErr = '';
-  submit.stderr.on('data', (d) => { subErr += d; });
+  submit.stderr.on('data', (d) => {
+    subErr += d;
+  });
   const submitted = new Promise<number>((ok) => submit.on('exit', (c) => ok(c ?? -1)));
   // kill worker 1 once it is working: it holds a job whose lock will lapse
   for (let t = 0; t < 1200 && w1.lines().length < 2; t++) await new Promise((r) => setTimeout(r, 25));
@@ -69,7 +76,10 @@ test('submit --wait after a worker is killed returns every image with the counts
   assert.equal(local.status, 0, local.stderr);
   const want = JSON.parse(local.stdout);
   assert.equal(queued.images.length, 24);
-  assert.deepEqual(queued.images.map((i: { file: string }) => i.file), want.images.map((i: { file: string }) => i.file));
+  assert.deepEqual(
+    queued.images.map((i: { file: string }) => i.file),
+    want.images.map((i: { file: string }) => i.file),
+  );
   for (const [k, im] of queued.images.entries()) {
     assert.deepEqual(im.counts, want.images[k].counts, im.file);
     assert.deepEqual(im.uncertain, want.images[k].uncertain, im.file);
@@ -80,7 +90,11 @@ test('submit --wait after a worker is killed returns every image with the counts
   const st = spawnSync(process.execPath, [CLI, 'status', '--redis', url, '--json'], { cwd: ROOT, encoding: 'utf8' });
   assert.equal(JSON.parse(st.stdout).completed, 24);
   const before = w2.lines().length;
-  const again = spawnSync(process.execPath, [CLI, 'submit', '--redis', url, slides, '--wait', '--json', '-', '--quiet'], { cwd: ROOT, encoding: 'utf8', maxBuffer: 64 << 20 });
+  const again = spawnSync(process.execPath, [CLI, 'submit', '--redis', url, slides, '--wait', '--json', '-', '--quiet'], {
+    cwd: ROOT,
+    encoding: 'utf8',
+    maxBuffer: 64 << 20,
+  });
   assert.equal(again.status, 0, again.stderr);
   assert.equal(JSON.parse(again.stdout).images.length, 24);
   assert.equal(w2.lines().length, before);
@@ -96,8 +110,11 @@ test('submit and status name an unreachable Redis; a failing image is retried, t
   copyFileSync(join(SAMPLES, 'BloodImage_00004.jpg'), join(dir, 'good.jpg'));
   const { writeFileSync } = await import('node:fs');
   writeFileSync(join(dir, 'broken.jpg'), 'not a jpeg');
-  const r = spawnSync(process.execPath, [CLI, 'submit', '--redis', url, join(dir, 'good.jpg'), join(dir, 'broken.jpg'), '--attempts', '2', '--wait', '--json', '-', '--quiet'],
-    { cwd: ROOT, encoding: 'utf8', maxBuffer: 64 << 20 });
+  const r = spawnSync(
+    process.execPath,
+    [CLI, 'submit', '--redis', url, join(dir, 'good.jpg'), join(dir, 'broken.jpg'), '--attempts', '2', '--wait', '--json', '-', '--quiet'],
+    { cwd: ROOT, encoding: 'utf8', maxBuffer: 64 << 20 },
+  );
   assert.equal(r.status, 1, r.stderr);
   const doc = JSON.parse(r.stdout);
   assert.equal(doc.totals.images, 1);

@@ -11,7 +11,9 @@ let server: ChildProcess;
 let base = '';
 
 before(async () => {
-  server = spawn(process.execPath, [CLI, 'serve', '--port', '0', '--max-file-mb', '15', '--max-files', '5', '--max-queued', '4'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  server = spawn(process.execPath, [CLI, 'serve', '--port', '0', '--max-file-mb', '15', '--max-files', '5', '--max-queued', '4'], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
   base = await new Promise<string>((res, rej) => {
     let err = '';
     server.stderr!.on('data', (d) => {
@@ -102,16 +104,24 @@ test('200 concurrent requests are all answered (200 or 503) and memory comes bac
   await post(form([{ name: 'warm.jpg', bytes: sample }]));
   const start = (await stillAlive()).rssMB;
   const t0 = Date.now();
-  const statuses = await Promise.all(Array.from({ length: 200 }, async () => {
-    const r = await post(form([{ name: 'a.jpg', bytes: sample }]));
-    if (r.status === 503) assert.ok(Number(r.headers.get('retry-after')) > 0);
-    await r.arrayBuffer();
-    return r.status;
-  }));
+  const statuses = await Promise.all(
+    Array.from({ length: 200 }, async () => {
+      const r = await post(form([{ name: 'a.jpg', bytes: sample }]));
+      if (r.status === 503) assert.ok(Number(r.headers.get('retry-after')) > 0);
+      await r.arrayBuffer();
+      return r.status;
+    }),
+  );
   assert.ok(Date.now() - t0 < 240_000);
-  assert.ok(statuses.every((s) => s === 200 || s === 503), JSON.stringify(statuses));
+  assert.ok(
+    statuses.every((s) => s === 200 || s === 503),
+    JSON.stringify(statuses),
+  );
   assert.ok(statuses.filter((s) => s === 200).length >= 5);
-  assert.ok(statuses.some((s) => s === 503), 'the queue bound was exercised');
+  assert.ok(
+    statuses.some((s) => s === 503),
+    'the queue bound was exercised',
+  );
   await new Promise((r) => setTimeout(r, 1500));
   const end = (await stillAlive()).rssMB;
   assert.ok(end < start + 200, `rss ${start} MB -> ${end} MB`);
@@ -123,34 +133,51 @@ test('security: headers, Host allow-list, no cross-site posts, 4xx for malformed
   assert.equal(r.headers.get('x-content-type-options'), 'nosniff');
   assert.equal(r.headers.get('access-control-allow-origin'), null, 'no CORS');
   const { request } = await import('node:http');
-  const raw = (headers: Record<string, string>, body = '', method = 'GET', path = '/api/model') => new Promise<{ status: number; body: string }>((res, rej) => {
-    const u = new URL(base);
-    const q = request({ host: u.hostname, port: u.port, path, method, headers }, (s) => {
-      let b = '';
-      s.on('data', (d) => (b += d));
-      s.on('end', () => res({ status: s.statusCode!, body: b }));
+  const raw = (headers: Record<string, string>, body = '', method = 'GET', path = '/api/model') =>
+    new Promise<{ status: number; body: string }>((res, rej) => {
+      const u = new URL(base);
+      const q = request({ host: u.hostname, port: u.port, path, method, headers }, (s) => {
+        let b = '';
+        s.on('data', (d) => (b += d));
+        s.on('end', () => res({ status: s.statusCode!, body: b }));
+      });
+      q.on('error', rej);
+      q.end(body);
     });
-    q.on('error', rej);
-    q.end(body);
-  });
   const rebound = await raw({ host: 'evil.example:8080' });
   assert.equal(rebound.status, 421);
   assert.match(rebound.body, /host 'evil\.example' is not served here/);
   assert.equal((await raw({ host: 'localhost' })).status, 200);
-  const cross = await fetch(`${base}/api/count`, { method: 'POST', body: form([{ name: 'a.jpg', bytes: sample }]), headers: { origin: 'http://evil.example' } });
+  const cross = await fetch(`${base}/api/count`, {
+    method: 'POST',
+    body: form([{ name: 'a.jpg', bytes: sample }]),
+    headers: { origin: 'http://evil.example' },
+  });
   assert.equal(cross.status, 403);
-  const broken = await raw({ host: 'localhost', 'content-type': 'multipart/form-data; boundary=XYZ' }, '--XYZ\r\nContent-Disposition: form-data; name="images"; filename="a.jpg"\r\n\r\nabc', 'POST', '/api/count');
+  const broken = await raw(
+    { host: 'localhost', 'content-type': 'multipart/form-data; boundary=XYZ' },
+    '--XYZ\r\nContent-Disposition: form-data; name="images"; filename="a.jpg"\r\n\r\nabc',
+    'POST',
+    '/api/count',
+  );
   assert.ok(broken.status >= 400 && broken.status < 500, `malformed multipart: ${broken.status} ${broken.body}`);
   // a big non-multipart body is refused without being parsed: memory stays put
   const before = (await stillAlive()).rssMB;
-  const big = await fetch(`${base}/api/count`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: `{"a": "${'x'.repeat(40 << 20)}"}` }).catch(() => null);
+  const big = await fetch(`${base}/api/count`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: `{"a": "${'x'.repeat(40 << 20)}"}`,
+  }).catch(() => null);
   if (big) assert.equal(big.status, 415);
   const afterMb = (await stillAlive()).rssMB;
   assert.ok(afterMb - before < 100, `RSS ${before} -> ${afterMb} MB`);
 });
 
 test('beyond loopback the server needs a token', async () => {
-  const refused = spawn(process.execPath, [CLI, 'serve', '--host', '0.0.0.0', '--port', '0'], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, HEMOCOUNT_TOKEN: '' } });
+  const refused = spawn(process.execPath, [CLI, 'serve', '--host', '0.0.0.0', '--port', '0'], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+    env: { ...process.env, HEMOCOUNT_TOKEN: '' },
+  });
   let err = '';
   refused.stderr!.on('data', (d) => (err += d));
   const code = await new Promise((r) => refused.on('exit', r));
@@ -173,11 +200,17 @@ test('beyond loopback the server needs a token', async () => {
 });
 
 test('concurrent maximum-size uploads are budgeted while streaming: memory stays bounded', { timeout: 120_000 }, async () => {
-  const srv = spawn(process.execPath, [CLI, 'serve', '--port', '0', '--max-files', '5', '--max-file-mb', '12', '--max-inflight-mb', '64'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const srv = spawn(process.execPath, [CLI, 'serve', '--port', '0', '--max-files', '5', '--max-file-mb', '12', '--max-inflight-mb', '64'], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
   try {
     const addr = await new Promise<string>((res, rej) => {
       let err = '';
-      srv.stderr!.on('data', (d) => { err += d; const m = /serving .* at (http:\/\/[\d.:]+)/.exec(err); if (m) res(m[1]); });
+      srv.stderr!.on('data', (d) => {
+        err += d;
+        const m = /serving .* at (http:\/\/[\d.:]+)/.exec(err);
+        if (m) res(m[1]);
+      });
       srv.on('exit', (code) => rej(new Error(`server exited ${code}: ${err}`)));
     });
     const rss = async () => (await (await fetch(`${addr}/healthz`)).json()).rssMB as number;
@@ -186,14 +219,25 @@ test('concurrent maximum-size uploads are budgeted while streaming: memory stays
     const reqs = Array.from({ length: 8 }, () => {
       const f = new FormData();
       for (let i = 0; i < 5; i++) f.append('images', new Blob([blob]), `${i}.jpg`);
-      return fetch(`${addr}/api/count`, { method: 'POST', body: f }).then((r) => r.status).catch(() => 0);
+      return fetch(`${addr}/api/count`, { method: 'POST', body: f })
+        .then((r) => r.status)
+        .catch(() => 0);
     });
     let peak = before;
-    const sampler = setInterval(() => { rss().then((v) => { peak = Math.max(peak, v); }).catch(() => {}); }, 50);
+    const sampler = setInterval(() => {
+      rss()
+        .then((v) => {
+          peak = Math.max(peak, v);
+        })
+        .catch(() => {});
+    }, 50);
     const statuses = await Promise.all(reqs);
     clearInterval(sampler);
     // 8 x 55 MB arrive; at most 64 MB of them are held at once
-    assert.ok(statuses.every((s) => s === 415 || s === 503 || s === 0), statuses.join(','));
+    assert.ok(
+      statuses.every((s) => s === 415 || s === 503 || s === 0),
+      statuses.join(','),
+    );
     assert.ok(statuses.includes(503), statuses.join(','));
     assert.ok(peak - before < 350, `RSS ${before} -> peak ${peak} MB`);
   } finally {

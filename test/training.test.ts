@@ -18,7 +18,8 @@ test('training pytest suite (readers, loss, resume, export)', { timeout: 900_000
 test('hemocount train says clearly when no Python has PyTorch', () => {
   const dir = tmp();
   const r = spawnSync(process.execPath, [CLI, 'train', '--help'], {
-    encoding: 'utf8', env: { ...process.env, HEMOCOUNT_PYTHON: '/bin/false', PATH: dir },
+    encoding: 'utf8',
+    env: { ...process.env, HEMOCOUNT_PYTHON: '/bin/false', PATH: dir },
   });
   assert.equal(r.status, 1);
   assert.match(r.stderr, /no Python that can import torch/);

@@ -9,8 +9,16 @@ import { loadModel, type Model } from '../src/index.js';
 import { buildServer } from '../src/server/app.js';
 import { MODEL, SAMPLES, tmp } from './helpers.js';
 
-export const CHROMIUM_ARGS = ['--headless=new', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+export const CHROMIUM_ARGS = [
+  '--headless=new',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
 
 let browser: Browser;
 let page: Page;
@@ -34,7 +42,11 @@ after(async () => {
 });
 
 const num = async (id: string) => Number(await page.getByTestId(id).innerText());
-const counts = async (kind: 'detected' | 'corrected') => ({ RBC: await num(`${kind}-RBC`), WBC: await num(`${kind}-WBC`), Platelets: await num(`${kind}-Platelets`) });
+const counts = async (kind: 'detected' | 'corrected') => ({
+  RBC: await num(`${kind}-RBC`),
+  WBC: await num(`${kind}-WBC`),
+  Platelets: await num(`${kind}-Platelets`),
+});
 
 test('upload a sample: the app shows the same counts as hemocount count', async () => {
   await page.getByTestId('file').setInputFiles(SAMPLE);
@@ -48,14 +60,22 @@ test('upload a sample: the app shows the same counts as hemocount count', async 
 
 test('moving a threshold slider changes the count without a new request', async () => {
   let requests = 0;
-  page.on('request', (r) => { if (r.url().includes('/api/count')) requests++; });
+  page.on('request', (r) => {
+    if (r.url().includes('/api/count')) requests++;
+  });
   const before = await num('detected-RBC');
-  await page.getByTestId('th-RBC').evaluate((el: HTMLInputElement) => { el.value = '0.9'; el.dispatchEvent(new Event('input', { bubbles: true })); });
+  await page.getByTestId('th-RBC').evaluate((el: HTMLInputElement) => {
+    el.value = '0.9';
+    el.dispatchEvent(new Event('input', { bubbles: true }));
+  });
   const afterHigh = await num('detected-RBC');
   assert.ok(afterHigh < before, `${afterHigh} < ${before}`);
   const cli = await model.count(SAMPLE, { thresholds: { RBC: 0.9 } });
   assert.equal(afterHigh, cli.counts.RBC);
-  await page.getByTestId('th-RBC').evaluate((el: HTMLInputElement, v) => { el.value = String(v); el.dispatchEvent(new Event('input', { bubbles: true })); }, model.metadata.thresholds.RBC);
+  await page.getByTestId('th-RBC').evaluate((el: HTMLInputElement, v) => {
+    el.value = String(v);
+    el.dispatchEvent(new Event('input', { bubbles: true }));
+  }, model.metadata.thresholds.RBC);
   assert.equal(await num('detected-RBC'), before);
   assert.equal(requests, 0);
 });

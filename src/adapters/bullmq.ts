@@ -74,18 +74,22 @@ export interface WorkerOptions {
 export async function startWorker(redis: Redis, o: WorkerOptions = {}): Promise<{ worker: Worker; model: Model }> {
   const model = await Model.load(o.model, { threads: o.threads });
   const lock = (o.stallSeconds ?? 30) * 1000;
-  const worker = new Worker<CountJob, CountJobResult>(QUEUE, async (job) => {
-    const d = job.data;
-    const th = model.thresholds(
-      d.threshold ? parseThresholds(d.threshold, model.metadata.thresholds) : undefined,
-      d.review ? parseThresholds(d.review, model.metadata.review ?? model.metadata.thresholds) : undefined,
-    );
-    const input = d.inline ? Buffer.from(d.inline, 'base64') : d.file;
-    const r = await model.count(input, { thresholds: th.count, review: th.review, scale: d.scale, tta: d.tta, maxPixels: d.maxPixels, name: d.file });
-    if (d.sample !== undefined) r.sample = d.sample;
-    o.log?.(`counted ${d.file}`);
-    return { result: roundResult(r), model: model.info, thresholds: th };
-  }, { connection: redis, concurrency: o.concurrency ?? 1, lockDuration: lock, stalledInterval: Math.max(1000, lock / 2), maxStalledCount: 3 });
+  const worker = new Worker<CountJob, CountJobResult>(
+    QUEUE,
+    async (job) => {
+      const d = job.data;
+      const th = model.thresholds(
+        d.threshold ? parseThresholds(d.threshold, model.metadata.thresholds) : undefined,
+        d.review ? parseThresholds(d.review, model.metadata.review ?? model.metadata.thresholds) : undefined,
+      );
+      const input = d.inline ? Buffer.from(d.inline, 'base64') : d.file;
+      const r = await model.count(input, { thresholds: th.count, review: th.review, scale: d.scale, tta: d.tta, maxPixels: d.maxPixels, name: d.file });
+      if (d.sample !== undefined) r.sample = d.sample;
+      o.log?.(`counted ${d.file}`);
+      return { result: roundResult(r), model: model.info, thresholds: th };
+    },
+    { connection: redis, concurrency: o.concurrency ?? 1, lockDuration: lock, stalledInterval: Math.max(1000, lock / 2), maxStalledCount: 3 },
+  );
   worker.on('failed', (job, err) => o.log?.(`failed ${job?.data.file}: ${err.message.replace(`${job?.data.file}: `, '')} (attempt ${job?.attemptsMade})`));
   return { worker, model };
 }
@@ -122,20 +126,32 @@ export async function submit(redis: Redis, files: Planned[], o: SubmitOptions): 
   const queue = new Queue<CountJob>(QUEUE, { connection: redis });
   try {
     for (let i = 0; i < files.length; i += 500) {
-      const chunk = await Promise.all(files.slice(i, i + 500).map(async (f, k) => {
-        let inline: string | undefined;
-        if (o.inline) {
-          const bytes = await readFile(f.path).catch((e) => { throw new Error(`${f.path}: cannot read it to send inline (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`); });
-          if (bytes.length > MAX_INLINE_BYTES) throw new Error(`${f.path}: ${(bytes.length / 2 ** 20).toFixed(1)} MB is above the inline limit of ${MAX_INLINE_BYTES / 2 ** 20} MB: put it on storage the workers read, and submit without --inline`);
-          inline = bytes.toString('base64');
-        }
-        return {
-          name: 'count',
-          data: { ...o.settings, file: f.path, ...(f.sample !== undefined && { sample: f.sample }), ...(inline && { inline }) },
-          opts: { jobId: jobIdOf(batch, i + k), attempts: o.attempts ?? 3, backoff: { type: 'exponential', delay: 1000 },
-            removeOnComplete: { age: 7 * 24 * 3600 }, removeOnFail: { age: 7 * 24 * 3600 } },
-        };
-      }));
+      const chunk = await Promise.all(
+        files.slice(i, i + 500).map(async (f, k) => {
+          let inline: string | undefined;
+          if (o.inline) {
+            const bytes = await readFile(f.path).catch((e) => {
+              throw new Error(`${f.path}: cannot read it to send inline (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+            });
+            if (bytes.length > MAX_INLINE_BYTES)
+              throw new Error(
+                `${f.path}: ${(bytes.length / 2 ** 20).toFixed(1)} MB is above the inline limit of ${MAX_INLINE_BYTES / 2 ** 20} MB: put it on storage the workers read, and submit without --inline`,
+              );
+            inline = bytes.toString('base64');
+          }
+          return {
+            name: 'count',
+            data: { ...o.settings, file: f.path, ...(f.sample !== undefined && { sample: f.sample }), ...(inline && { inline }) },
+            opts: {
+              jobId: jobIdOf(batch, i + k),
+              attempts: o.attempts ?? 3,
+              backoff: { type: 'exponential', delay: 1000 },
+              removeOnComplete: { age: 7 * 24 * 3600 },
+              removeOnFail: { age: 7 * 24 * 3600 },
+            },
+          };
+        }),
+      );
       await queue.addBulk(chunk);
     }
   } finally {
@@ -148,8 +164,12 @@ export async function submit(redis: Redis, files: Planned[], o: SubmitOptions): 
  * Wait for every job of a batch and return one result per image, in input order: a final
  * failure (attempts used up) becomes a failed result with BullMQ's reason.
  */
-export async function collect(redis: Redis, batch: string, files: Planned[], o: Pick<SubmitOptions, 'progress'> & { signal?: AbortSignal } = {}):
-  Promise<{ results: ImageResult[]; runs: Omit<CountJobResult, 'result'>[] }> {
+export async function collect(
+  redis: Redis,
+  batch: string,
+  files: Planned[],
+  o: Pick<SubmitOptions, 'progress'> & { signal?: AbortSignal } = {},
+): Promise<{ results: ImageResult[]; runs: Omit<CountJobResult, 'result'>[] }> {
   const queue = new Queue<CountJob, CountJobResult>(QUEUE, { connection: redis });
   const eventConnection = redis.duplicate(); // QueueEvents blocks on its own connection
   const events = new QueueEvents(QUEUE, { connection: eventConnection });
@@ -168,8 +188,10 @@ export async function collect(redis: Redis, batch: string, files: Planned[], o: 
     o.progress?.(done, files.length);
     wake();
   };
-  const failed = (i: number, reason: string): ImageResult =>
-    ({ ...failedResult(files[i].path, reason.replace(`${files[i].path}: `, "")), ...(files[i].sample !== undefined && { sample: files[i].sample }) });
+  const failed = (i: number, reason: string): ImageResult => ({
+    ...failedResult(files[i].path, reason.replace(`${files[i].path}: `, '')),
+    ...(files[i].sample !== undefined && { sample: files[i].sample }),
+  });
   const check = async (id: string) => {
     const i = index.get(id)!;
     if (out[i]) return;
@@ -189,7 +211,10 @@ export async function collect(redis: Redis, batch: string, files: Planned[], o: 
     while (done < files.length) {
       if (o.signal?.aborted) throw new Error('interrupted');
       for (let k = 0; k < 200 && done < files.length; k++, next = (next + 1) % ids.length) await check(ids[next]);
-      await new Promise<void>((r) => { wake = r; setTimeout(r, 1000); });
+      await new Promise<void>((r) => {
+        wake = r;
+        setTimeout(r, 1000);
+      });
     }
   } finally {
     await events.close();
@@ -205,8 +230,15 @@ export async function queueStatus(redis: Redis) {
   try {
     const n = await queue.getJobCounts('waiting', 'active', 'completed', 'failed', 'delayed', 'prioritized');
     const workers = await queue.getWorkers();
-    return { queue: QUEUE, waiting: (n.waiting ?? 0) + (n.prioritized ?? 0), active: n.active ?? 0, retrying: n.delayed ?? 0,
-      completed: n.completed ?? 0, failed: n.failed ?? 0, workers: workers.length };
+    return {
+      queue: QUEUE,
+      waiting: (n.waiting ?? 0) + (n.prioritized ?? 0),
+      active: n.active ?? 0,
+      retrying: n.delayed ?? 0,
+      completed: n.completed ?? 0,
+      failed: n.failed ?? 0,
+      workers: workers.length,
+    };
   } finally {
     await queue.close();
   }

@@ -31,7 +31,7 @@ const kindOf = (st: { isFIFO(): boolean; isSocket(): boolean; isBlockDevice(): b
   st.isFIFO() ? 'a FIFO' : st.isSocket() ? 'a socket' : st.isBlockDevice() || st.isCharacterDevice() ? 'a device' : 'not a regular file';
 
 async function walk(dir: string, recursive: boolean, out: string[], skipped: Skipped[]): Promise<void> {
-  let entries;
+  let entries: import('node:fs').Dirent[];
   try {
     entries = (await readdir(dir, { withFileTypes: true })).sort((a, b) => a.name.localeCompare(b.name));
   } catch (e) {
@@ -43,11 +43,13 @@ async function walk(dir: string, recursive: boolean, out: string[], skipped: Ski
     if (e.name.startsWith('.')) continue;
     const p = join(dir, e.name);
     const st = e.isSymbolicLink() ? await stat(p).catch(() => null) : e;
-    if (!st) { skipped.push({ path: p, reason: 'broken symbolic link', error: true }); continue; }
+    if (!st) {
+      skipped.push({ path: p, reason: 'broken symbolic link', error: true });
+      continue;
+    }
     if (st.isDirectory()) {
       if (recursive) await walk(p, recursive, out, skipped);
     } else if (!isImageName(e.name) || e.name.endsWith('.annotated.png')) {
-      continue; // not an image name, or hemocount's own picture
     } else if (st.isFile()) out.push(p);
     else skipped.push({ path: p, reason: `${kindOf(st)}, not an image file: skipped`, error: false }); // reading it would block
   }
@@ -97,10 +99,10 @@ export async function expandInputs(args: string[], recursive = true): Promise<{ 
       if (existsSync(root)) await walk(root, true, all, skipped);
       const hits = all.filter((p) => re.test(p.startsWith('./') ? p.slice(2) : p));
       if (!hits.length) missing.push(a);
-      hits.forEach((p) => add(p, root, true));
+      for (const p of hits) add(p, root, true);
       continue;
     }
-    let st;
+    let st: import('node:fs').Stats;
     try {
       st = await stat(a);
     } catch {
@@ -110,7 +112,7 @@ export async function expandInputs(args: string[], recursive = true): Promise<{ 
     if (st.isDirectory()) {
       const found: string[] = [];
       await walk(a, recursive, found, skipped);
-      found.forEach((p) => add(p, a, true));
+      for (const p of found) add(p, a, true);
     } else if (st.isFile()) add(a, dirname(a), false);
     else skipped.push({ path: a, reason: `${kindOf(st)}, not an image file`, error: true });
   }
@@ -139,7 +141,8 @@ export async function readManifest(path: string): Promise<ManifestEntry[]> {
   const rows = parseCsv(text.replace(/^\uFEFF/, '').replace(/\r\n/g, '\n')).filter((r) => r.some((f) => f.trim()));
   const head = (rows.shift() ?? []).map((h) => h.trim().toLowerCase());
   const col = (n: string) => head.indexOf(n);
-  if (col('file') < 0 || col('sample') < 0) throw new Error(`${path}: a sample manifest needs a header line with 'file' and 'sample' columns (and optionally 'rbc_count')`);
+  if (col('file') < 0 || col('sample') < 0)
+    throw new Error(`${path}: a sample manifest needs a header line with 'file' and 'sample' columns (and optionally 'rbc_count')`);
   const out: ManifestEntry[] = [];
   const seen = new Map<string, number>();
   for (const [i, r] of rows.entries()) {
@@ -152,7 +155,8 @@ export async function readManifest(path: string): Promise<ManifestEntry[]> {
     seen.set(abs, line);
     const rc = col('rbc_count') >= 0 ? (r[col('rbc_count')] ?? '').trim() : '';
     const rbcCount = rc ? Number(rc) : undefined;
-    if (rbcCount !== undefined && !(Number.isFinite(rbcCount) && rbcCount > 0)) throw new Error(`${path}: line ${line}: rbc_count '${rc}' is not a positive number (red cells per microlitre, e.g. 4.8e6)`);
+    if (rbcCount !== undefined && !(Number.isFinite(rbcCount) && rbcCount > 0))
+      throw new Error(`${path}: line ${line}: rbc_count '${rc}' is not a positive number (red cells per microlitre, e.g. 4.8e6)`);
     out.push({ file: abs, sample, ...(rbcCount !== undefined && { rbcCount }) });
   }
   if (!out.length) throw new Error(`${path}: the sample manifest lists no image`);
@@ -234,12 +238,17 @@ export async function writeAtomic(path: string, data: string | Uint8Array, prote
 export class OutputGuard {
   private ledgers = new Map<string, Record<string, string>>();
 
-  constructor(private readonly protect: Set<string> = new Set(), private readonly overwrite = false) {}
+  constructor(
+    private readonly protect: Set<string> = new Set(),
+    private readonly overwrite = false,
+  ) {}
 
   private async ledger(dir: string): Promise<Record<string, string>> {
     let l = this.ledgers.get(dir);
     if (!l) {
-      l = await readFile(join(dir, LEDGER), 'utf8').then((t) => JSON.parse(t) as Record<string, string>).catch(() => ({}));
+      l = await readFile(join(dir, LEDGER), 'utf8')
+        .then((t) => JSON.parse(t) as Record<string, string>)
+        .catch(() => ({}));
       this.ledgers.set(dir, l);
     }
     return l;
@@ -318,10 +327,21 @@ export async function loadTruth(path: string, format?: 'voc' | 'yolo' | 'coco'):
     const doc = parseCoco(await readFile(path, 'utf8'));
     const base = dirname(path);
     problems.push(...doc.problems.map((p) => `${path}: ${p}`));
-    const unreadable = doc.images.filter((im) => !existsSync(resolve(base, im.file))).map((im) => `${resolve(base, im.file)}: no such file (listed in ${path})`);
+    const unreadable = doc.images
+      .filter((im) => !existsSync(resolve(base, im.file)))
+      .map((im) => `${resolve(base, im.file)}: no such file (listed in ${path})`);
     return {
-      format: 'coco', problems, unreadable,
-      images: doc.images.filter((im) => existsSync(resolve(base, im.file))).map((im) => ({ file: resolve(base, im.file), truth: im.boxes.map(({ label, box }) => ({ label, box })), unlabelled: doc.unlabelled.get(im.file) ?? [], subset: doc.subset.get(im.file) })),
+      format: 'coco',
+      problems,
+      unreadable,
+      images: doc.images
+        .filter((im) => existsSync(resolve(base, im.file)))
+        .map((im) => ({
+          file: resolve(base, im.file),
+          truth: im.boxes.map(({ label, box }) => ({ label, box })),
+          unlabelled: doc.unlabelled.get(im.file) ?? [],
+          subset: doc.subset.get(im.file),
+        })),
     };
   }
   if (!st.isDirectory()) throw new Error(`${path}: expected a folder of annotations or a COCO .json file`);
@@ -341,14 +361,20 @@ export async function loadTruth(path: string, format?: 'voc' | 'yolo' | 'coco'):
     const labelDirs: [string, string][] = [];
     const lab = sub('labels');
     const splits = (await readdir(lab, { withFileTypes: true })).filter((d) => d.isDirectory()).map((d) => d.name);
-    if (splits.length) splits.forEach((s) => labelDirs.push([join(lab, s), join(path, 'images', s)]));
-    else labelDirs.push([lab, sub('images')]);
+    for (const s of splits) labelDirs.push([join(lab, s), join(path, 'images', s)]);
+    if (!splits.length) labelDirs.push([lab, sub('images')]);
     for (const [ld, id] of labelDirs) {
       for (const n of (await readdir(ld)).filter((x) => x.endsWith('.txt') && x !== 'classes.txt').sort()) {
         const img = await findImage(id, n.slice(0, -4));
-        if (!img) { unreadable.push(`${join(ld, n)}: no image for this label file`); continue; }
+        if (!img) {
+          unreadable.push(`${join(ld, n)}: no image for this label file`);
+          continue;
+        }
         const size = await probe(img).catch((e: Error) => e);
-        if (size instanceof Error) { unreadable.push(size.message); continue; }
+        if (size instanceof Error) {
+          unreadable.push(size.message);
+          continue;
+        }
         const { width, height } = size;
         const ann = parseYolo(await readFile(join(ld, n), 'utf8'), width, height, classes);
         problems.push(...ann.problems.map((p) => `${join(ld, n)}: ${p}`));
@@ -365,7 +391,7 @@ export async function loadTruth(path: string, format?: 'voc' | 'yolo' | 'coco'):
   const unreadable: string[] = [];
   for (const n of xmls) {
     const file = join(xmlDir, n);
-    let ann;
+    let ann: ReturnType<typeof parseVoc>;
     try {
       ann = parseVoc(await readFile(file, 'utf8'));
     } catch (e) {
@@ -377,11 +403,17 @@ export async function loadTruth(path: string, format?: 'voc' | 'yolo' | 'coco'):
     // <filename> names a file beside the annotations, never a path: '../../etc/passwd' stays in the dataset
     const fname = ann.filename ? basename(ann.filename.replace(/\\/g, '/')) : undefined;
     for (const d of imageDirs) {
-      if (fname && existsSync(join(d, fname))) { img = join(d, fname); break; }
+      if (fname && existsSync(join(d, fname))) {
+        img = join(d, fname);
+        break;
+      }
       img = await findImage(d, n.slice(0, -4));
       if (img) break;
     }
-    if (!img) { unreadable.push(`${file}: image '${ann.filename ?? n}' not found`); continue; }
+    if (!img) {
+      unreadable.push(`${file}: image '${ann.filename ?? n}' not found`);
+      continue;
+    }
     images.push({ file: img, truth: ann.boxes, unlabelled: [] });
   }
   return { images, problems, unreadable, format: 'voc' };
@@ -390,12 +422,28 @@ export async function loadTruth(path: string, format?: 'voc' | 'yolo' | 'coco'):
 export function parseClassNames(text: string, name: string): string[] {
   if (name.endsWith('.yaml') || name.endsWith('.yml')) {
     const m = /names\s*:\s*\[([^\]]*)\]/.exec(text);
-    if (m) return m[1].split(',').map((s) => s.trim().replace(/^['"]|['"]$/g, '')).filter(Boolean);
+    if (m)
+      return m[1]
+        .split(',')
+        .map((s) => s.trim().replace(/^['"]|['"]$/g, ''))
+        .filter(Boolean);
     const block = /names\s*:\s*\n((?:[ \t]+.*\n?)+)/.exec(text);
-    if (block) return block[1].split('\n').map((l) => l.replace(/^\s*(-|\d+\s*:)\s*/, '').trim().replace(/^['"]|['"]$/g, '')).filter(Boolean);
+    if (block)
+      return block[1]
+        .split('\n')
+        .map((l) =>
+          l
+            .replace(/^\s*(-|\d+\s*:)\s*/, '')
+            .trim()
+            .replace(/^['"]|['"]$/g, ''),
+        )
+        .filter(Boolean);
     throw new Error(`${name}: no 'names' list`);
   }
-  return text.split(/\r?\n/).map((s) => s.trim()).filter(Boolean);
+  return text
+    .split(/\r?\n/)
+    .map((s) => s.trim())
+    .filter(Boolean);
 }
 
 export const pathKey = (p: string) => resolve(p).split(sep).join('/');

@@ -49,7 +49,7 @@ const FORMATS = new Set(['jpeg', 'png', 'tiff', 'webp', 'gif', 'heif']);
 
 /** A path that is no regular readable file gets its real reason (a FIFO would block the decoder). */
 async function checkFile(path: string): Promise<void> {
-  let st;
+  let st: import('node:fs').Stats;
   try {
     st = await stat(path);
   } catch (e) {
@@ -102,8 +102,7 @@ export async function decodeRgb(input: ImageInput): Promise<RawImage> {
 export async function readRegion(input: ImageInput, left: number, top: number, width: number, height: number): Promise<RawImage> {
   if (isRaw(input)) return crop(input, left, top, width, height) as RawImage;
   try {
-    const { data, info } = await pipeline(input, true).extract({ left, top, width, height }).removeAlpha().raw()
-      .toBuffer({ resolveWithObject: true });
+    const { data, info } = await pipeline(input, true).extract({ left, top, width, height }).removeAlpha().raw().toBuffer({ resolveWithObject: true });
     return { data: new Uint8Array(data.buffer, data.byteOffset, data.length), width: info.width, height: info.height, channels: 3 };
   } catch (e) {
     throw new Error(`${nameOf(input)}: ${describe(e)}`);
@@ -145,14 +144,18 @@ export function overlaySvg(width: number, height: number, dets: Detection[], o: 
   for (const d of [...dets].sort((a, b) => a.score - b.score)) {
     const [x1, y1, x2, y2] = d.box;
     const c = colour[d.label];
-    parts.push(`<rect x="${x1.toFixed(1)}" y="${y1.toFixed(1)}" width="${(x2 - x1).toFixed(1)}" height="${(y2 - y1).toFixed(1)}" fill="none" stroke="${c}" stroke-width="${sw}"${d.uncertain ? ` stroke-dasharray="${(4 * sw).toFixed(1)},${(3 * sw).toFixed(1)}"` : ''}/>`);
+    parts.push(
+      `<rect x="${x1.toFixed(1)}" y="${y1.toFixed(1)}" width="${(x2 - x1).toFixed(1)}" height="${(y2 - y1).toFixed(1)}" fill="none" stroke="${c}" stroke-width="${sw}"${d.uncertain ? ` stroke-dasharray="${(4 * sw).toFixed(1)},${(3 * sw).toFixed(1)}"` : ''}/>`,
+    );
     if (o.labels !== false) {
       const text = `${short[d.label]}${o.scores !== false ? ` ${d.score.toFixed(2)}` : ''}${d.uncertain ? '?' : ''}`;
       const tw = text.length * fs * 0.6 + 4;
       const ty = y1 >= fs + 2 ? y1 - fs - 2 : y1;
       const tx = Math.max(0, Math.min(x1, width - tw)); // keep labels inside the picture
-      parts.push(`<rect x="${tx.toFixed(1)}" y="${ty.toFixed(1)}" width="${tw.toFixed(1)}" height="${fs + 2}" fill="${c}" fill-opacity="0.75"/>` +
-        `<text x="${(tx + 2).toFixed(1)}" y="${(ty + fs - 1).toFixed(1)}" font-family="DejaVu Sans Mono, monospace" font-size="${fs}" fill="${textOn(c)}">${esc(text)}</text>`);
+      parts.push(
+        `<rect x="${tx.toFixed(1)}" y="${ty.toFixed(1)}" width="${tw.toFixed(1)}" height="${fs + 2}" fill="${c}" fill-opacity="0.75"/>` +
+          `<text x="${(tx + 2).toFixed(1)}" y="${(ty + fs - 1).toFixed(1)}" font-family="DejaVu Sans Mono, monospace" font-size="${fs}" fill="${textOn(c)}">${esc(text)}</text>`,
+      );
     }
   }
   const lfs = Math.round(13 * s);
@@ -162,8 +165,10 @@ export function overlaySvg(width: number, height: number, dets: Detection[], o: 
   parts.push(`<rect x="${4 * s}" y="${4 * s}" width="${lw}" height="${lh}" fill="#ffffff" fill-opacity="0.85" stroke="#333"/>`);
   lines.forEach((l, i) => {
     const y = 4 * s + 8 + i * (lfs + 6);
-    parts.push(`<rect x="${10 * s}" y="${y}" width="${lfs}" height="${lfs}" fill="${colour[CLASSES[i]]}"/>` +
-      `<text x="${10 * s + lfs + 6}" y="${y + lfs - 2}" font-family="DejaVu Sans, sans-serif" font-size="${lfs}" fill="#000">${esc(l)}</text>`);
+    parts.push(
+      `<rect x="${10 * s}" y="${y}" width="${lfs}" height="${lfs}" fill="${colour[CLASSES[i]]}"/>` +
+        `<text x="${10 * s + lfs + 6}" y="${y + lfs - 2}" font-family="DejaVu Sans, sans-serif" font-size="${lfs}" fill="#000">${esc(l)}</text>`,
+    );
   });
   return `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}">${parts.join('')}</svg>`;
 }
@@ -172,9 +177,7 @@ export function overlaySvg(width: number, height: number, dets: Detection[], o: 
 export async function drawAnnotated(input: ImageInput, dets: Detection[], o: DrawOptions & { format?: 'png' | 'jpeg' }): Promise<Buffer> {
   const { width, height } = await probe(input);
   const huge = width * height > 268e6;
-  const base = isRaw(input)
-    ? sharp(Buffer.from(input.data), { raw: { width, height, channels: 3 } })
-    : pipeline(input, huge).removeAlpha();
+  const base = isRaw(input) ? sharp(Buffer.from(input.data), { raw: { width, height, channels: 3 } }) : pipeline(input, huge).removeAlpha();
   const svg = Buffer.from(overlaySvg(width, height, dets, o));
   const img = base.composite([{ input: svg, top: 0, left: 0, limitInputPixels: false } as sharp.OverlayOptions]);
   return o.format === 'jpeg' ? img.jpeg({ quality: 90 }).toBuffer() : img.png().toBuffer();
@@ -187,7 +190,10 @@ export async function drawAnnotated(input: ImageInput, dets: Detection[], o: Dra
 export async function thumbnail(path: string, dets: Detection[], o: DrawOptions & { width?: number }): Promise<string | null> {
   try {
     const png = await drawAnnotated(path, dets, { ...o, labels: false, format: 'jpeg' });
-    const jpg = await sharp(png).resize({ width: o.width ?? 240, withoutEnlargement: true }).jpeg({ quality: 72 }).toBuffer();
+    const jpg = await sharp(png)
+      .resize({ width: o.width ?? 240, withoutEnlargement: true })
+      .jpeg({ quality: 72 })
+      .toBuffer();
     return `data:image/jpeg;base64,${jpg.toString('base64')}`;
   } catch {
     return null;

@@ -32,7 +32,12 @@ function writeVarint(v: number): number[] {
   return out;
 }
 
-interface Field { no: number; start: number; end: number; body?: [number, number] }
+interface Field {
+  no: number;
+  start: number;
+  end: number;
+  body?: [number, number];
+}
 
 function topLevelFields(buf: Uint8Array): Field[] {
   const fields: Field[] = [];
@@ -61,7 +66,8 @@ function topLevelFields(buf: Uint8Array): Field[] {
 function entry(buf: Uint8Array, [s, e]: [number, number]): [string, string] {
   const kv: string[] = ['', ''];
   const dec = new TextDecoder();
-  for (const f of topLevelFields(buf.subarray(s, e))) if (f.body && (f.no === 1 || f.no === 2)) kv[f.no - 1] = dec.decode(buf.subarray(s + f.body[0], s + f.body[1]));
+  for (const f of topLevelFields(buf.subarray(s, e)))
+    if (f.body && (f.no === 1 || f.no === 2)) kv[f.no - 1] = dec.decode(buf.subarray(s + f.body[0], s + f.body[1]));
   return [kv[0], kv[1]];
 }
 
@@ -94,13 +100,15 @@ export function readMetadata(bytes: Uint8Array, file = 'model'): ModelMetadata {
 export function metadataProblem(m: ModelMetadata): string | null {
   const num = (v: unknown) => typeof v === 'number' && Number.isFinite(v);
   if (!m || typeof m !== 'object') return 'not an object';
-  if (typeof m.format !== 'string' || !/^hemocount-retinanet\/1$/.test(m.format)) return `format '${String(m.format)}' is not hemocount-retinanet/1 (made by another version of hemocount?)`;
+  if (typeof m.format !== 'string' || !/^hemocount-retinanet\/1$/.test(m.format))
+    return `format '${String(m.format)}' is not hemocount-retinanet/1 (made by another version of hemocount?)`;
   for (const k of CLASSES) {
     if (!num(m.thresholds?.[k]) || m.thresholds[k] < 0 || m.thresholds[k] > 1) return `thresholds.${k} must be a number from 0 to 1`;
     if (m.review !== undefined && m.review[k] !== undefined && !num(m.review[k])) return `review.${k} must be a number`;
   }
   if (!Array.isArray(m.anchors?.levels) || !m.anchors.levels.length) return 'anchors.levels is missing';
-  for (const l of m.anchors.levels) if (!num(l.stride) || !Array.isArray(l.sizes) || !Array.isArray(l.aspect_ratios)) return 'an anchor level lacks stride, sizes or aspect_ratios';
+  for (const l of m.anchors.levels)
+    if (!num(l.stride) || !Array.isArray(l.sizes) || !Array.isArray(l.aspect_ratios)) return 'an anchor level lacks stride, sizes or aspect_ratios';
   if (!num(m.input?.pad_multiple) || !Array.isArray(m.input?.mean) || !Array.isArray(m.input?.std)) return 'input (pad_multiple, mean, std) is missing';
   if (!num(m.postprocess?.score_floor) || !num(m.postprocess?.nms_iou)) return 'postprocess (score_floor, nms_iou) is missing';
   if (!Array.isArray(m.box_coder?.weights)) return 'box_coder.weights is missing';
@@ -158,7 +166,10 @@ export async function openOnnx(path: string, threads?: number): Promise<OnnxMode
     throw new Error(`${path}: onnxruntime cannot load this model (${(e as Error).message})`);
   }
   return {
-    path, bytes, metadata, sha256: sha256(bytes),
+    path,
+    bytes,
+    metadata,
+    sha256: sha256(bytes),
     async run(input, height, width) {
       const out = await session.run({ image: new ort.Tensor('float32', input, [1, 3, height, width]) });
       return { scores: out.scores.data as Float32Array, deltas: out.deltas.data as Float32Array };

@@ -20,7 +20,9 @@ export function findTorchPython(env = process.env): PythonFound {
     tried.push(`${py}: ${r.error ? 'not found' : (r.stderr.trim().split('\n').pop() ?? 'failed')}`);
     if (env.HEMOCOUNT_PYTHON && py === env.HEMOCOUNT_PYTHON) break; // an explicit choice is not second-guessed
   }
-  throw new Error(`no Python that can import torch and torchvision was found.\n  tried: ${tried.join('\n         ')}\n` +
-    `  install them with: apt-get install python3-torch python3-torchvision python3-onnx\n` +
-    `  or set HEMOCOUNT_PYTHON to an interpreter that has them.`);
+  throw new Error(
+    `no Python that can import torch and torchvision was found.\n  tried: ${tried.join('\n         ')}\n` +
+      `  install them with: apt-get install python3-torch python3-torchvision python3-onnx\n` +
+      `  or set HEMOCOUNT_PYTHON to an interpreter that has them.`,
+  );
 }

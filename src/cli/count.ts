@@ -61,7 +61,10 @@ export function parseRbcCount(spec: string, samples: string[]): Record<string, n
   };
   if (!spec.includes('=')) {
     if (!samples.length) throw new UsageError('--rbc-count needs a sample: put the fields in a sub-folder, give --sample NAME, or a --samples manifest');
-    if (samples.length > 1) throw new UsageError(`--rbc-count ${spec} would apply to ${samples.length} samples (${samples.slice(0, 3).join(', ')}...): give NAME=COUNT for each, or an rbc_count column in the manifest`);
+    if (samples.length > 1)
+      throw new UsageError(
+        `--rbc-count ${spec} would apply to ${samples.length} samples (${samples.slice(0, 3).join(', ')}...): give NAME=COUNT for each, or an rbc_count column in the manifest`,
+      );
     return { [samples[0]]: num(spec) };
   }
   const out: Record<string, number> = {};
@@ -80,7 +83,7 @@ export async function runCount(a: CountArgs): Promise<number> {
   if (!a.inputs.length && !a.samples) throw new UsageError('count: name at least one image, folder or glob (or --samples FILE)');
   const model = await Model.load(a.model, { threads: a.threads });
   const meta = model.metadata;
-  let th;
+  let th: ReturnType<Model['thresholds']>;
   try {
     th = model.thresholds(
       a.threshold ? parseThresholds(a.threshold, meta.thresholds) : undefined,
@@ -99,7 +102,8 @@ export async function runCount(a: CountArgs): Promise<number> {
     usedNames.add(stem);
     return stem;
   });
-  if ([a.json, a.csv, a.coco, a.jsonl, a.samplesCsv, a.sampleReport].filter((o) => o === '-').length > 1) throw new UsageError("only one output can go to stdout ('-')");
+  if ([a.json, a.csv, a.coco, a.jsonl, a.samplesCsv, a.sampleReport].filter((o) => o === '-').length > 1)
+    throw new UsageError("only one output can go to stdout ('-')");
   if (a.resume && (!a.jsonl || a.jsonl === '-')) throw new UsageError('--resume needs --jsonl FILE (the results of the interrupted run)');
   // results of an interrupted run, by input path; they are not counted again
   const done = new Map<string, ImageResult>();
@@ -124,8 +128,10 @@ export async function runCount(a: CountArgs): Promise<number> {
     if (a.yolo) planned.push(join(a.yolo, `${stem}.txt`));
   }
   await preflight(guard, planned);
-  const results: ImageResult[] = [...missing.map((m) => failedResult(m, 'no such file, folder or matching glob')),
-    ...skipped.filter((x) => x.error).map((s) => failedResult(s.path, s.reason))];
+  const results: ImageResult[] = [
+    ...missing.map((m) => failedResult(m, 'no such file, folder or matching glob')),
+    ...skipped.filter((x) => x.error).map((s) => failedResult(s.path, s.reason)),
+  ];
   if (!files.length && !results.length) throw new UsageError(`no image found in ${a.inputs.join(', ')} (hemocount reads JPEG, PNG, TIFF, WebP, GIF and AVIF)`);
   if (a.jsonl && a.jsonl !== '-' && !a.resume) await guard.write(a.jsonl, '');
   const progress = new Progress(files.length, a.quiet);
@@ -147,7 +153,11 @@ export async function runCount(a: CountArgs): Promise<number> {
     results.push(r);
     const stem = stems[i];
     try {
-      if (a.out) await guard.write(join(a.out, `${stem}.annotated.png`), await drawAnnotated(f.path, r.detections, { meta, counts: r.counts, uncertain: r.uncertain, labels: !a.noLabels, scores: !a.noScores }));
+      if (a.out)
+        await guard.write(
+          join(a.out, `${stem}.annotated.png`),
+          await drawAnnotated(f.path, r.detections, { meta, counts: r.counts, uncertain: r.uncertain, labels: !a.noLabels, scores: !a.noScores }),
+        );
       const counted = r.detections.filter((d) => !d.uncertain);
       // cells to review go to VOC too, marked difficult, so a reviewer sees them in LabelImg
       if (a.voc) await guard.write(join(a.voc, `${stem}.xml`), toVoc(basename(f.path), r.width, r.height, r.detections));
@@ -165,9 +175,18 @@ export async function runCount(a: CountArgs): Promise<number> {
   if (a.coco) {
     // file names relative to the COCO file, as COCO readers (hemocount evaluate too) resolve them
     const write = (text: string) => (a.coco === '-' ? process.stdout.write(text) : guard.write(a.coco!, text));
-    await write(toCoco(results.filter((r) => !r.error).map((r) => ({
-      file: relative(dirname(resolve(a.coco!)), resolve(r.file)), width: r.width, height: r.height, boxes: r.detections.filter((d) => !d.uncertain),
-    }))));
+    await write(
+      toCoco(
+        results
+          .filter((r) => !r.error)
+          .map((r) => ({
+            file: relative(dirname(resolve(a.coco!)), resolve(r.file)),
+            width: r.width,
+            height: r.height,
+            boxes: r.detections.filter((d) => !d.uncertain),
+          })),
+      ),
+    );
   }
   await writeDocument(doc, a, guard, meta);
 
@@ -177,7 +196,7 @@ export async function runCount(a: CountArgs): Promise<number> {
 
 /** The images of a run with their samples, and the analyser red-cell counts by sample. */
 export async function planInputs(a: Pick<CountArgs, 'inputs' | 'recursive' | 'samples' | 'sample' | 'rbcCount' | 'samplesCsv' | 'sampleReport'>) {
-  let collected;
+  let collected: Awaited<ReturnType<typeof collectInputs>>;
   try {
     collected = await collectInputs({ inputs: a.inputs, recursive: a.recursive, manifest: a.samples, sample: a.sample });
   } catch (e) {
@@ -186,7 +205,8 @@ export async function planInputs(a: Pick<CountArgs, 'inputs' | 'recursive' | 'sa
   const { files, missing, skipped } = collected;
   const sampleNames = [...new Set(files.map((f) => f.sample).filter((s): s is string => s !== undefined))];
   const rbcCount = { ...collected.rbcCount, ...(a.rbcCount ? parseRbcCount(a.rbcCount, sampleNames) : {}) };
-  if ((a.samplesCsv || a.sampleReport) && !sampleNames.length) throw new UsageError('--samples-csv/--sample-report: no image belongs to a sample (use sub-folders, --sample NAME or --samples FILE)');
+  if ((a.samplesCsv || a.sampleReport) && !sampleNames.length)
+    throw new UsageError('--samples-csv/--sample-report: no image belongs to a sample (use sub-folders, --sample NAME or --samples FILE)');
   if (a.sampleReport && !/\.(html?|md)$/i.test(a.sampleReport)) throw new UsageError(`--sample-report: '${a.sampleReport}' must end in .html or .md`);
   for (const s of skipped.filter((x) => !x.error)) log(c.dim(`note: ${s.path}: ${s.reason}`));
   return { files, missing, skipped, rbcCount };
@@ -203,7 +223,9 @@ export async function preflight(guard: OutputGuard, planned: string[]): Promise<
   }
   const conflicts = (await Promise.all(planned.map((p) => guard.conflict(p)))).filter((c): c is string => !!c);
   if (conflicts.length) {
-    throw new UsageError(`${conflicts.length} output(s) would replace files hemocount did not write:\n  ${conflicts.slice(0, 5).join('\n  ')}${conflicts.length > 5 ? '\n  ...' : ''}\nchoose another output, or pass --overwrite`);
+    throw new UsageError(
+      `${conflicts.length} output(s) would replace files hemocount did not write:\n  ${conflicts.slice(0, 5).join('\n  ')}${conflicts.length > 5 ? '\n  ...' : ''}\nchoose another output, or pass --overwrite`,
+    );
   }
 }
 
@@ -226,19 +248,29 @@ export async function writeDocument(doc: CountDocument, a: DocumentOutputs, guar
 }
 
 /** Failures and the table (stdout unless stdout carries a document); returns the number of failed images. */
-export function report(doc: CountDocument, a: Pick<CountArgs, 'quiet' | 'json' | 'csv' | 'coco' | 'jsonl' | 'samplesCsv'>, th: { count: PerClass<number>; review: PerClass<number> }): number {
+export function report(
+  doc: CountDocument,
+  a: Pick<CountArgs, 'quiet' | 'json' | 'csv' | 'coco' | 'jsonl' | 'samplesCsv'>,
+  th: { count: PerClass<number>; review: PerClass<number> },
+): number {
   const results = doc.images;
   const failed = results.filter((r) => r.error);
   for (const f of failed) log(`${c.red('error')} ${f.file}: ${f.error}`);
   if (!a.quiet) {
-    const rows = results.filter((r) => !r.error).map((r) => [basename(r.file), ...classCols(r.counts, String), ...classCols(r.uncertain, String), `${r.scale ?? 1}x`]);
+    const rows = results
+      .filter((r) => !r.error)
+      .map((r) => [basename(r.file), ...classCols(r.counts, String), ...classCols(r.uncertain, String), `${r.scale ?? 1}x`]);
     const t = doc.totals;
     rows.push(['TOTAL', ...classCols(t.counts, String), ...classCols(t.uncertain, String), '']);
     const text = table(['image', ...CLASSES, ...CLASSES.map((k) => `${k}?`), 'scale'], rows);
     // the table goes to stdout unless stdout carries the JSON
     ([a.json, a.csv, a.coco, a.jsonl, a.samplesCsv].includes('-') ? log : (s: string) => process.stdout.write(s + '\n'))(text);
     if (doc.samples) log(samplesTable(doc.samples));
-    log(c.dim(`${t.images} image(s) counted, ${t.failed} failed; thresholds ${CLASSES.map((k) => `${k}=${th.count[k]}`).join(',')}; '?' = to review (score >= ${CLASSES.map((k) => th.review[k]).join('/')})`));
+    log(
+      c.dim(
+        `${t.images} image(s) counted, ${t.failed} failed; thresholds ${CLASSES.map((k) => `${k}=${th.count[k]}`).join(',')}; '?' = to review (score >= ${CLASSES.map((k) => th.review[k]).join('/')})`,
+      ),
+    );
   }
   return failed.length;
 }

@@ -128,7 +128,6 @@ const EXIT = `Exit status: 0 success, 1 some input failed, 2 usage error.
 `;
 const HELP = OVERVIEW + Object.values(SECTIONS).join('') + EXIT;
 
-
 const here = dirname(fileURLToPath(import.meta.url));
 const trainingDir = () => join(here, '..', '..', '..', 'training');
 
@@ -146,13 +145,26 @@ async function main(argv: string[]): Promise<number> {
   if (cmd === 'train') return train(rest);
   if (cmd === 'export') return train(['export', ...rest]);
   const common = {
-    model: { type: 'string' }, json: { type: 'string' }, quiet: { type: 'boolean', default: false },
-    threads: { type: 'string' }, help: { type: 'boolean', short: 'h', default: false },
-    scale: { type: 'string', default: 'auto' }, tta: { type: 'boolean', default: false },
+    model: { type: 'string' },
+    json: { type: 'string' },
+    quiet: { type: 'boolean', default: false },
+    threads: { type: 'string' },
+    help: { type: 'boolean', short: 'h', default: false },
+    scale: { type: 'string', default: 'auto' },
+    tta: { type: 'boolean', default: false },
   } as const;
-  const study = { ...common, data: { type: 'string' }, format: { type: 'string' }, iou: { type: 'string', default: '0.5' },
-    criterion: { type: 'string', default: 'f1' }, out: { type: 'string' }, log: { type: 'string' }, subset: { type: 'string' },
-    'skip-missing': { type: 'boolean', default: false }, 'min-cells': { type: 'string' } } as const;
+  const study = {
+    ...common,
+    data: { type: 'string' },
+    format: { type: 'string' },
+    iou: { type: 'string', default: '0.5' },
+    criterion: { type: 'string', default: 'f1' },
+    out: { type: 'string' },
+    log: { type: 'string' },
+    subset: { type: 'string' },
+    'skip-missing': { type: 'boolean', default: false },
+    'min-cells': { type: 'string' },
+  } as const;
   const threads = (v?: string) => {
     if (v === undefined) return undefined;
     if (!/^\d+$/.test(v) || Number(v) < 1) throw new UsageError(`--threads must be a whole number >= 1, not '${v}'`);
@@ -169,63 +181,163 @@ async function main(argv: string[]): Promise<number> {
     const iou = Number(v.iou);
     if (!(iou > 0 && iou < 1)) throw new UsageError(`--iou must be between 0 and 1`);
     if (v.format && !['voc', 'yolo', 'coco'].includes(v.format as string)) throw new UsageError('--format must be voc, yolo or coco');
-    return { data: v.data as string, format: v.format as StudyArgs['format'], model: v.model as string, iou, criterion: crit,
-      json: v.json as string, quiet: v.quiet as boolean, threads: threads(v.threads as string), subset: v.subset as string | undefined,
-      scale: parseScale(v.scale as string), tta: v.tta as boolean, skipMissing: v['skip-missing'] as boolean };
+    return {
+      data: v.data as string,
+      format: v.format as StudyArgs['format'],
+      model: v.model as string,
+      iou,
+      criterion: crit,
+      json: v.json as string,
+      quiet: v.quiet as boolean,
+      threads: threads(v.threads as string),
+      subset: v.subset as string | undefined,
+      scale: parseScale(v.scale as string),
+      tta: v.tta as boolean,
+      skipMissing: v['skip-missing'] as boolean,
+    };
   };
   switch (cmd) {
     case 'count': {
-      const { values: v, positionals } = parseArgs({ args: rest, allowPositionals: true, options: {
-        ...common, threshold: { type: 'string' }, review: { type: 'string' }, out: { type: 'string' }, csv: { type: 'string' },
-        voc: { type: 'string' }, yolo: { type: 'string' }, coco: { type: 'string' }, candidates: { type: 'boolean', default: false },
-        'no-recursive': { type: 'boolean', default: false }, overwrite: { type: 'boolean', default: false },
-        jsonl: { type: 'string' }, resume: { type: 'boolean', default: false }, 'max-megapixels': { type: 'string', default: '250' },
-        'no-labels': { type: 'boolean', default: false }, 'no-scores': { type: 'boolean', default: false },
-        samples: { type: 'string' }, sample: { type: 'string' }, 'rbc-count': { type: 'string' }, 'samples-csv': { type: 'string' },
-        'sample-report': { type: 'string' } } });
+      const { values: v, positionals } = parseArgs({
+        args: rest,
+        allowPositionals: true,
+        options: {
+          ...common,
+          threshold: { type: 'string' },
+          review: { type: 'string' },
+          out: { type: 'string' },
+          csv: { type: 'string' },
+          voc: { type: 'string' },
+          yolo: { type: 'string' },
+          coco: { type: 'string' },
+          candidates: { type: 'boolean', default: false },
+          'no-recursive': { type: 'boolean', default: false },
+          overwrite: { type: 'boolean', default: false },
+          jsonl: { type: 'string' },
+          resume: { type: 'boolean', default: false },
+          'max-megapixels': { type: 'string', default: '250' },
+          'no-labels': { type: 'boolean', default: false },
+          'no-scores': { type: 'boolean', default: false },
+          samples: { type: 'string' },
+          sample: { type: 'string' },
+          'rbc-count': { type: 'string' },
+          'samples-csv': { type: 'string' },
+          'sample-report': { type: 'string' },
+        },
+      });
       const maxMp = Number(v['max-megapixels']);
       if (!(maxMp > 0)) throw new UsageError(`--max-megapixels must be a positive number, not '${v['max-megapixels']}'`);
       if (v.help) return usage(0, 'count');
-      return runCount({ inputs: positionals, model: v.model, threshold: v.threshold, review: v.review, out: v.out, json: v.json,
-        csv: v.csv, voc: v.voc, yolo: v.yolo, coco: v.coco, candidates: v.candidates, recursive: !v['no-recursive'], overwrite: v.overwrite, jsonl: v.jsonl, resume: v.resume, maxPixels: maxMp * 1e6,
-        noLabels: v['no-labels'], noScores: v['no-scores'], samples: v.samples, sample: v.sample, rbcCount: v['rbc-count'],
-        samplesCsv: v['samples-csv'], sampleReport: v['sample-report'],
-        quiet: v.quiet, threads: threads(v.threads), scale: parseScale(v.scale), tta: v.tta });
+      return runCount({
+        inputs: positionals,
+        model: v.model,
+        threshold: v.threshold,
+        review: v.review,
+        out: v.out,
+        json: v.json,
+        csv: v.csv,
+        voc: v.voc,
+        yolo: v.yolo,
+        coco: v.coco,
+        candidates: v.candidates,
+        recursive: !v['no-recursive'],
+        overwrite: v.overwrite,
+        jsonl: v.jsonl,
+        resume: v.resume,
+        maxPixels: maxMp * 1e6,
+        noLabels: v['no-labels'],
+        noScores: v['no-scores'],
+        samples: v.samples,
+        sample: v.sample,
+        rbcCount: v['rbc-count'],
+        samplesCsv: v['samples-csv'],
+        sampleReport: v['sample-report'],
+        quiet: v.quiet,
+        threads: threads(v.threads),
+        scale: parseScale(v.scale),
+        tta: v.tta,
+      });
     }
     case 'worker': {
-      const { values: v } = parseArgs({ args: rest, options: { ...common, redis: { type: 'string' }, concurrency: { type: 'string' }, 'stall-seconds': { type: 'string' } } });
+      const { values: v } = parseArgs({
+        args: rest,
+        options: { ...common, redis: { type: 'string' }, concurrency: { type: 'string' }, 'stall-seconds': { type: 'string' } },
+      });
       if (v.help) return usage(0, 'worker');
-      return runWorker({ redis: v.redis, model: v.model, concurrency: whole(v.concurrency, '--concurrency'), threads: threads(v.threads),
-        stallSeconds: whole(v['stall-seconds'], '--stall-seconds'), quiet: v.quiet });
+      return runWorker({
+        redis: v.redis,
+        model: v.model,
+        concurrency: whole(v.concurrency, '--concurrency'),
+        threads: threads(v.threads),
+        stallSeconds: whole(v['stall-seconds'], '--stall-seconds'),
+        quiet: v.quiet,
+      });
     }
     case 'submit': {
-      const { values: v, positionals } = parseArgs({ args: rest, allowPositionals: true, options: {
-        ...common, redis: { type: 'string' }, wait: { type: 'boolean', default: false }, inline: { type: 'boolean', default: false },
-        attempts: { type: 'string' }, threshold: { type: 'string' }, review: { type: 'string' }, csv: { type: 'string' },
-        'no-recursive': { type: 'boolean', default: false }, overwrite: { type: 'boolean', default: false }, 'max-megapixels': { type: 'string', default: '250' },
-        samples: { type: 'string' }, sample: { type: 'string' }, 'rbc-count': { type: 'string' }, 'samples-csv': { type: 'string' },
-        'sample-report': { type: 'string' } } });
+      const { values: v, positionals } = parseArgs({
+        args: rest,
+        allowPositionals: true,
+        options: {
+          ...common,
+          redis: { type: 'string' },
+          wait: { type: 'boolean', default: false },
+          inline: { type: 'boolean', default: false },
+          attempts: { type: 'string' },
+          threshold: { type: 'string' },
+          review: { type: 'string' },
+          csv: { type: 'string' },
+          'no-recursive': { type: 'boolean', default: false },
+          overwrite: { type: 'boolean', default: false },
+          'max-megapixels': { type: 'string', default: '250' },
+          samples: { type: 'string' },
+          sample: { type: 'string' },
+          'rbc-count': { type: 'string' },
+          'samples-csv': { type: 'string' },
+          'sample-report': { type: 'string' },
+        },
+      });
       if (v.help) return usage(0, 'submit');
       const maxMp = Number(v['max-megapixels']);
       if (!(maxMp > 0)) throw new UsageError(`--max-megapixels must be a positive number, not '${v['max-megapixels']}'`);
-      return runSubmit({ inputs: positionals, redis: v.redis, wait: v.wait, inline: v.inline, attempts: whole(v.attempts, '--attempts'),
-        threshold: v.threshold, review: v.review, json: v.json, csv: v.csv, samplesCsv: v['samples-csv'], sampleReport: v['sample-report'],
-        recursive: !v['no-recursive'], overwrite: v.overwrite, maxPixels: maxMp * 1e6, samples: v.samples, sample: v.sample,
-        rbcCount: v['rbc-count'], scale: parseScale(v.scale), tta: v.tta, quiet: v.quiet });
+      return runSubmit({
+        inputs: positionals,
+        redis: v.redis,
+        wait: v.wait,
+        inline: v.inline,
+        attempts: whole(v.attempts, '--attempts'),
+        threshold: v.threshold,
+        review: v.review,
+        json: v.json,
+        csv: v.csv,
+        samplesCsv: v['samples-csv'],
+        sampleReport: v['sample-report'],
+        recursive: !v['no-recursive'],
+        overwrite: v.overwrite,
+        maxPixels: maxMp * 1e6,
+        samples: v.samples,
+        sample: v.sample,
+        rbcCount: v['rbc-count'],
+        scale: parseScale(v.scale),
+        tta: v.tta,
+        quiet: v.quiet,
+      });
     }
     case 'status': {
       const { values: v } = parseArgs({ args: rest, options: { help: common.help, redis: { type: 'string' }, json: { type: 'boolean', default: false } } });
       if (v.help) return usage(0, 'status');
       return runStatus({ redis: v.redis, json: v.json });
     }
-    case 'evaluate': case 'calibrate': case 'report': {
+    case 'evaluate':
+    case 'calibrate':
+    case 'report': {
       const { values: v } = parseArgs({ args: rest, options: study });
       if (v.help) return usage(0, cmd);
       const a = studyArgs(v);
       if (cmd === 'evaluate') return runEvaluate(a);
       if (cmd === 'calibrate') {
         const minCells = v['min-cells'] === undefined ? undefined : Number(v['min-cells']);
-        if (minCells !== undefined && !(Number.isInteger(minCells) && minCells >= 1)) throw new UsageError(`--min-cells must be a whole number >= 1, not '${v['min-cells']}'`);
+        if (minCells !== undefined && !(Number.isInteger(minCells) && minCells >= 1))
+          throw new UsageError(`--min-cells must be a whole number >= 1, not '${v['min-cells']}'`);
         return runCalibrate({ ...a, out: v.out, minCells });
       }
       return runReport({ ...a, out: v.out, log: v.log });
@@ -236,20 +348,37 @@ async function main(argv: string[]): Promise<number> {
       return runSelect({ ...studyArgs(v), models: positionals });
     }
     case 'info': {
-      const { values: v } = parseArgs({ args: rest, options: { model: { type: 'string' }, json: { type: 'boolean', default: false }, help: { type: 'boolean', short: 'h', default: false } } });
+      const { values: v } = parseArgs({
+        args: rest,
+        options: { model: { type: 'string' }, json: { type: 'boolean', default: false }, help: { type: 'boolean', short: 'h', default: false } },
+      });
       if (v.help) return usage(0, 'info');
       const path = v.model ?? defaultModelPath();
-      const bytes = await readFile(path).catch((e) => { throw new Error(`${path}: cannot read the model file (${e.code ?? e.message})`); });
+      const bytes = await readFile(path).catch((e) => {
+        throw new Error(`${path}: cannot read the model file (${e.code ?? e.message})`);
+      });
       const meta = readMetadata(new Uint8Array(bytes), path);
       process.stdout.write(v.json ? JSON.stringify(meta, null, 2) + '\n' : describeModel(path, meta, bytes.length));
       return 0;
     }
     case 'serve': {
-      const { values: v } = parseArgs({ args: rest, options: { model: { type: 'string' }, port: { type: 'string', default: '8080' },
-        host: { type: 'string', default: '127.0.0.1' }, threads: { type: 'string' }, 'max-file-mb': { type: 'string' },
-        'max-files': { type: 'string' }, 'max-megapixels': { type: 'string' }, 'max-queued': { type: 'string' },
-        token: { type: 'string' }, 'allow-host': { type: 'string', multiple: true }, 'max-inflight-mb': { type: 'string' },
-        help: { type: 'boolean', short: 'h', default: false } } });
+      const { values: v } = parseArgs({
+        args: rest,
+        options: {
+          model: { type: 'string' },
+          port: { type: 'string', default: '8080' },
+          host: { type: 'string', default: '127.0.0.1' },
+          threads: { type: 'string' },
+          'max-file-mb': { type: 'string' },
+          'max-files': { type: 'string' },
+          'max-megapixels': { type: 'string' },
+          'max-queued': { type: 'string' },
+          token: { type: 'string' },
+          'allow-host': { type: 'string', multiple: true },
+          'max-inflight-mb': { type: 'string' },
+          help: { type: 'boolean', short: 'h', default: false },
+        },
+      });
       if (v.help) return usage(0, 'serve');
       const port = Number(v.port);
       if (!Number.isInteger(port) || port < 0 || port > 65535) throw new UsageError(`--port must be 0-65535, not '${v.port}'`);
@@ -260,8 +389,16 @@ async function main(argv: string[]): Promise<number> {
       }
       const model = await Model.load(v.model, { threads: threads(v.threads) });
       const num = (x?: string, k = 1) => (x ? Number(x) * k : undefined);
-      const app = await buildServer({ model, maxFileBytes: num(v['max-file-mb'], 1024 * 1024), maxFiles: num(v['max-files']),
-        maxPixels: num(v['max-megapixels'], 1e6), maxQueued: num(v['max-queued']), maxInFlightBytes: num(v['max-inflight-mb'], 1024 * 1024), token, allowHosts: [...(v['allow-host'] ?? []), ...(isLoopback(v.host!) ? [] : [v.host!])] });
+      const app = await buildServer({
+        model,
+        maxFileBytes: num(v['max-file-mb'], 1024 * 1024),
+        maxFiles: num(v['max-files']),
+        maxPixels: num(v['max-megapixels'], 1e6),
+        maxQueued: num(v['max-queued']),
+        maxInFlightBytes: num(v['max-inflight-mb'], 1024 * 1024),
+        token,
+        allowHosts: [...(v['allow-host'] ?? []), ...(isLoopback(v.host!) ? [] : [v.host!])],
+      });
       const addr = await app.listen({ port, host: v.host });
       log(`hemocount serving ${model.info.name} at ${addr}  (API: ${addr}/api/openapi.json)`);
       const stop = () => app.close().then(() => process.exit(0));
@@ -290,7 +427,9 @@ function describeModel(path: string, m: ModelMetadata, size: number): string {
     `${m.name} ${m.version}  (${path}, ${(size / 1e6).toFixed(1)} MB, format ${m.format})`,
     `architecture: ${p.arch ?? '?'}, ${Number(p.parameters ?? 0).toLocaleString('en')} parameters; trained ${p.epochs ?? '?'} epochs${p.init ? ` from ${String(p.init)}` : ''}`,
     `classes:      ${CLASSES.map((k) => `${k} threshold ${m.thresholds[k].toFixed(2)} (review from ${(m.review?.[k] ?? m.thresholds[k]).toFixed(2)})`).join('; ')}`,
-    cal ? `calibrated:   on ${cal.images} images of ${cal.data} (criterion ${cal.criterion}); F1 there ${CLASSES.map((k) => `${k} ${cal.classes?.[k]?.f1 == null ? '-' : (100 * cal.classes[k].f1!).toFixed(1)} %`).join(', ')}` : 'calibrated:   no (the paper\'s thresholds)',
+    cal
+      ? `calibrated:   on ${cal.images} images of ${cal.data} (criterion ${cal.criterion}); F1 there ${CLASSES.map((k) => `${k} ${cal.classes?.[k]?.f1 == null ? '-' : (100 * cal.classes[k].f1!).toFixed(1)} %`).join(', ')}`
+      : "calibrated:   no (the paper's thresholds)",
     `magnification: --scale auto keeps red cells of ${m.scale?.min_px ?? 78}-${m.scale?.max_px ?? 120} px, rescales others to ${m.scale?.reference_px ?? 96} px`,
     `input:        RGB, native resolution, padded to a multiple of ${m.input.pad_multiple}; NMS IoU ${m.postprocess.nms_iou}`,
     '(--json for the whole metadata)',
@@ -311,14 +450,19 @@ async function train(args: string[]): Promise<number> {
   const sub = args[0] && !args[0].startsWith('-') ? args : ['train', ...args];
   if (args.includes('--help') || args.includes('-h')) log(c.dim(`(using ${python}, torch ${torch})`));
   return new Promise((res) => {
-    const p = spawn(python, ['-m', 'hemocount_train', ...sub], { stdio: 'inherit', cwd: process.cwd(),
-      env: { ...process.env, PYTHONPATH: [trainingDir(), process.env.PYTHONPATH].filter(Boolean).join(':') } });
+    const p = spawn(python, ['-m', 'hemocount_train', ...sub], {
+      stdio: 'inherit',
+      cwd: process.cwd(),
+      env: { ...process.env, PYTHONPATH: [trainingDir(), process.env.PYTHONPATH].filter(Boolean).join(':') },
+    });
     p.on('exit', (code) => res(code ?? 1));
   });
 }
 
 main(process.argv.slice(2)).then(
-  (code) => { process.exitCode = code; },
+  (code) => {
+    process.exitCode = code;
+  },
   (e) => {
     if (e instanceof UsageError || (e as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
       log(`hemocount: ${(e as Error).message}`);

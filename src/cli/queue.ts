@@ -16,15 +16,30 @@ async function redisOf(url: string | undefined) {
   }
 }
 
-export async function runWorker(a: { redis?: string; model?: string; concurrency?: number; threads?: number; stallSeconds?: number; quiet: boolean }): Promise<number> {
+export async function runWorker(a: {
+  redis?: string;
+  model?: string;
+  concurrency?: number;
+  threads?: number;
+  stallSeconds?: number;
+  quiet: boolean;
+}): Promise<number> {
   const redis = await redisOf(a.redis);
-  const { worker, model } = await startWorker(redis, { model: a.model, concurrency: a.concurrency, threads: a.threads, stallSeconds: a.stallSeconds,
-    log: a.quiet ? undefined : (line) => log(line) });
+  const { worker, model } = await startWorker(redis, {
+    model: a.model,
+    concurrency: a.concurrency,
+    threads: a.threads,
+    stallSeconds: a.stallSeconds,
+    log: a.quiet ? undefined : (line) => log(line),
+  });
   log(`hemocount worker: ${model.info.name} ${model.info.version}, concurrency ${a.concurrency ?? 1}, waiting for jobs on ${a.redis} (Ctrl-C to stop)`);
   await new Promise<void>((done) => {
     const stop = () => {
       log('stopping: finishing the jobs in hand');
-      void worker.close().then(() => redis.quit()).then(() => done());
+      void worker
+        .close()
+        .then(() => redis.quit())
+        .then(() => done());
     };
     process.once('SIGINT', stop);
     process.once('SIGTERM', stop);
@@ -33,8 +48,26 @@ export async function runWorker(a: { redis?: string; model?: string; concurrency
   return 0;
 }
 
-export interface SubmitArgs extends Pick<CountArgs, 'inputs' | 'recursive' | 'samples' | 'sample' | 'rbcCount' | 'samplesCsv' | 'sampleReport' |
-  'json' | 'csv' | 'threshold' | 'review' | 'scale' | 'tta' | 'maxPixels' | 'overwrite' | 'quiet'> {
+export interface SubmitArgs
+  extends Pick<
+    CountArgs,
+    | 'inputs'
+    | 'recursive'
+    | 'samples'
+    | 'sample'
+    | 'rbcCount'
+    | 'samplesCsv'
+    | 'sampleReport'
+    | 'json'
+    | 'csv'
+    | 'threshold'
+    | 'review'
+    | 'scale'
+    | 'tta'
+    | 'maxPixels'
+    | 'overwrite'
+    | 'quiet'
+  > {
   redis?: string;
   wait: boolean;
   inline: boolean;
@@ -49,7 +82,10 @@ export async function runSubmit(a: SubmitArgs): Promise<number> {
   for (const s of skipped.filter((x) => !x.error)) log(c.dim(`note: ${s.path}: ${s.reason}`));
   if (!files.length) throw new UsageError(`no image found in ${[...a.inputs, ...(a.samples ? [a.samples] : [])].join(', ')}`);
   const guard = new OutputGuard(new Set(files.map((f) => resolve(f.path))), a.overwrite);
-  await preflight(guard, writes.filter((w) => w !== '-'));
+  await preflight(
+    guard,
+    writes.filter((w) => w !== '-'),
+  );
   const redis = await redisOf(a.redis);
   try {
     // workers on other machines read the same paths: send absolute ones
@@ -67,7 +103,7 @@ export async function runSubmit(a: SubmitArgs): Promise<number> {
     const abort = new AbortController();
     const interrupt = () => abort.abort();
     process.once('SIGINT', interrupt);
-    let got;
+    let got: Awaited<ReturnType<typeof collect>>;
     try {
       got = await collect(redis, batch, planned, { progress: (d) => progress.tick(d, ''), signal: abort.signal });
     } catch (e) {
@@ -81,12 +117,16 @@ export async function runSubmit(a: SubmitArgs): Promise<number> {
       progress.done();
     }
     if (got.runs.length > 1) {
-      throw new Error(`the workers used ${got.runs.length} different models or thresholds (${got.runs.map((r) => `${r.model.name} ${r.model.version} ${r.model.sha256.slice(0, 12)}`).join('; ')}): run one model on every worker`);
+      throw new Error(
+        `the workers used ${got.runs.length} different models or thresholds (${got.runs.map((r) => `${r.model.name} ${r.model.version} ${r.model.sha256.slice(0, 12)}`).join('; ')}): run one model on every worker`,
+      );
     }
     // report results under the paths the user gave, as a local count does
-    const results: ImageResult[] = [...missing.map((m) => failedResult(m, 'no such file, folder or matching glob')),
+    const results: ImageResult[] = [
+      ...missing.map((m) => failedResult(m, 'no such file, folder or matching glob')),
       ...skipped.filter((x) => x.error).map((s) => failedResult(s.path, s.reason)),
-      ...got.results.map((r, i) => ({ ...r, file: files[i].path }))];
+      ...got.results.map((r, i) => ({ ...r, file: files[i].path })),
+    ];
     const run = got.runs[0];
     // without any counted image, the document names the bundled model; the sample
     // report's pictures use its class colours
@@ -105,8 +145,11 @@ export async function runStatus(a: { redis?: string; json: boolean }): Promise<n
   try {
     const s = await queueStatus(redis);
     if (a.json) process.stdout.write(JSON.stringify(s) + '\n');
-    else process.stdout.write(`queue ${s.queue} on ${a.redis}: ${s.waiting} waiting, ${s.active} active, ${s.retrying} to retry, ` +
-      `${s.completed} done, ${s.failed} failed; ${s.workers} worker connection(s)\n`);
+    else
+      process.stdout.write(
+        `queue ${s.queue} on ${a.redis}: ${s.waiting} waiting, ${s.active} active, ${s.retrying} to retry, ` +
+          `${s.completed} done, ${s.failed} failed; ${s.workers} worker connection(s)\n`,
+      );
     return 0;
   } finally {
     redis.disconnect();

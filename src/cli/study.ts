@@ -32,7 +32,8 @@ export interface StudyArgs {
 async function run(model: Model, a: StudyArgs): Promise<EvalImage[]> {
   if (!a.data) throw new UsageError('--data DIR (annotated images: VOC XML, YOLO or COCO JSON) is required');
   const truth = await loadTruth(a.data, a.format);
-  if (truth.problems.length) log(c.dim(`${truth.problems.length} annotation note(s):\n  ${truth.problems.slice(0, 10).join('\n  ')}${truth.problems.length > 10 ? '\n  ...' : ''}`));
+  if (truth.problems.length)
+    log(c.dim(`${truth.problems.length} annotation note(s):\n  ${truth.problems.slice(0, 10).join('\n  ')}${truth.problems.length > 10 ? '\n  ...' : ''}`));
   if (a.subset) {
     const all = truth.images.length;
     truth.images = truth.images.filter((t) => t.subset === a.subset);
@@ -40,7 +41,9 @@ async function run(model: Model, a: StudyArgs): Promise<EvalImage[]> {
   }
   if (!truth.images.length) {
     for (const b of truth.unreadable) log(`${c.red('error')} ${b}`);
-    throw new Error(truth.unreadable.length ? `${a.data}: none of the ${truth.unreadable.length} annotated image(s) could be read` : `${a.data}: no annotated images found`);
+    throw new Error(
+      truth.unreadable.length ? `${a.data}: none of the ${truth.unreadable.length} annotated image(s) could be read` : `${a.data}: no annotated images found`,
+    );
   }
   const p = new Progress(truth.images.length, a.quiet);
   const got = await collect(model, truth, (i, f) => p.tick(i, basename(f)), { scale: a.scale, tta: a.tta });
@@ -49,8 +52,10 @@ async function run(model: Model, a: StudyArgs): Promise<EvalImage[]> {
   for (const b of bad) log(`${c.red('error')} ${b}`);
   if (!got.images.length) throw new Error(`${a.data}: none of the ${bad.length} annotated image(s) could be read`);
   if (bad.length && !a.skipMissing) {
-    throw new Error(`${a.data}: ${bad.length} of ${bad.length + got.images.length} annotated image(s) could not be read (listed above); ` +
-      'a score without them would not be the score of this set. Fix the paths, or pass --skip-missing to score the rest');
+    throw new Error(
+      `${a.data}: ${bad.length} of ${bad.length + got.images.length} annotated image(s) could not be read (listed above); ` +
+        'a score without them would not be the score of this set. Fix the paths, or pass --skip-missing to score the rest',
+    );
   }
   log(c.dim(`${got.images.length} image(s) (${truth.format}) in ${(got.ms / 1000).toFixed(1)} s`));
   return got.images;
@@ -58,8 +63,13 @@ async function run(model: Model, a: StudyArgs): Promise<EvalImage[]> {
 
 /** The paper's Tables 4-10 layout for one class, best row marked. */
 export function classTable(cls: CellClass, rows: ClassRow[], best: ClassRow): string {
-  return `${c.bold(cls)}\n` + table(['', 'Threshold', 'Accuracy [%]', 'Precision [%]', 'Recall [%]', 'F1-Score [%]', 'Counted', 'Ground truth'],
-    rows.map((r) => [r === best ? '*' : '', r.threshold.toFixed(2), pct(r.accuracy), pct(r.precision), pct(r.recall), pct(r.f1), r.counted, r.truth]));
+  return (
+    `${c.bold(cls)}\n` +
+    table(
+      ['', 'Threshold', 'Accuracy [%]', 'Precision [%]', 'Recall [%]', 'F1-Score [%]', 'Counted', 'Ground truth'],
+      rows.map((r) => [r === best ? '*' : '', r.threshold.toFixed(2), pct(r.accuracy), pct(r.precision), pct(r.recall), pct(r.f1), r.counted, r.truth]),
+    )
+  );
 }
 
 async function output(a: StudyArgs, doc: unknown) {
@@ -92,18 +102,25 @@ function subsetReports(model: Model, a: StudyArgs, images: EvalImage[]): Record<
 }
 
 export function summaryTable(rep: Report): string {
-  return `At the model's thresholds (IoU ${rep.evaluation.iou}), ${rep.evaluation.images} images:\n` + table(
-    ['class', 'threshold', 'precision', 'recall', 'F1', 'count acc.', 'AP@0.5', 'AP@.5:.95', 'counted', 'truth'],
-    CLASSES.map((k) => {
-      const r = rep.atModel[k];
-      const e = rep.evaluation.classes[k];
-      return [k, rep.thresholds[k].toFixed(2), pct(r.precision), pct(r.recall), pct(r.f1), pct(r.accuracy), pct(e.ap50), pct(e.ap5095), r.counted, r.truth];
-    })) + `\nmAP@0.5 ${pct(rep.evaluation.mAP50)}   mAP@0.5:0.95 ${pct(rep.evaluation.mAP5095)}\n` + table(
-    ['errors', 'missed', 'at border', 'false', 'duplicate', 'loose (IoU .3-.5)', 'other class', 'far'],
-    CLASSES.map((k) => {
-      const e = rep.errors[k];
-      return [k, e.missed, e.missedAtBorder, e.false, e.falseDuplicate, e.falseLoose, e.falseWrongClass, e.falseFar];
-    }));
+  return (
+    `At the model's thresholds (IoU ${rep.evaluation.iou}), ${rep.evaluation.images} images:\n` +
+    table(
+      ['class', 'threshold', 'precision', 'recall', 'F1', 'count acc.', 'AP@0.5', 'AP@.5:.95', 'counted', 'truth'],
+      CLASSES.map((k) => {
+        const r = rep.atModel[k];
+        const e = rep.evaluation.classes[k];
+        return [k, rep.thresholds[k].toFixed(2), pct(r.precision), pct(r.recall), pct(r.f1), pct(r.accuracy), pct(e.ap50), pct(e.ap5095), r.counted, r.truth];
+      }),
+    ) +
+    `\nmAP@0.5 ${pct(rep.evaluation.mAP50)}   mAP@0.5:0.95 ${pct(rep.evaluation.mAP5095)}\n` +
+    table(
+      ['errors', 'missed', 'at border', 'false', 'duplicate', 'loose (IoU .3-.5)', 'other class', 'far'],
+      CLASSES.map((k) => {
+        const e = rep.errors[k];
+        return [k, e.missed, e.missedAtBorder, e.false, e.falseDuplicate, e.falseLoose, e.falseWrongClass, e.falseFar];
+      }),
+    )
+  );
 }
 
 const MIN_CALIBRATION_CELLS = 10;
@@ -123,14 +140,28 @@ export async function runCalibrate(a: StudyArgs & { out?: string; minCells?: num
   const bytes = withMetadata(model.bytes, meta);
   readMetadata(bytes); // proves the rewritten file parses before it replaces anything
   await writeAtomic(a.out, bytes, new Set([resolve(model.path)]));
-  say(a, table(['class', 'threshold', 'review from', 'precision', 'recall', 'F1', 'count acc.'], CLASSES.map((k) => {
-    const r = (meta.calibration as { classes: PerClass<{ precision: number; recall: number; f1: number; accuracy: number }> }).classes[k];
-    return [k, meta.thresholds[k].toFixed(2), meta.review[k].toFixed(2), pct(r.precision), pct(r.recall), pct(r.f1), pct(r.accuracy)];
-  })));
-  const parts = (meta.calibration as { subsets: Record<string, { images: number; classes: PerClass<{ precision: number; recall: number; f1: number; accuracy: number }> }> }).subsets;
+  say(
+    a,
+    table(
+      ['class', 'threshold', 'review from', 'precision', 'recall', 'F1', 'count acc.'],
+      CLASSES.map((k) => {
+        const r = (meta.calibration as { classes: PerClass<{ precision: number; recall: number; f1: number; accuracy: number }> }).classes[k];
+        return [k, meta.thresholds[k].toFixed(2), meta.review[k].toFixed(2), pct(r.precision), pct(r.recall), pct(r.f1), pct(r.accuracy)];
+      }),
+    ),
+  );
+  const parts = (
+    meta.calibration as { subsets: Record<string, { images: number; classes: PerClass<{ precision: number; recall: number; f1: number; accuracy: number }> }> }
+  ).subsets;
   for (const [name, p] of Object.entries(parts)) {
-    say(a, `\nSubset '${name}' (${p.images} images) at these thresholds:\n` + table(['class', 'precision', 'recall', 'F1', 'count acc.'],
-      CLASSES.map((k) => [k, pct(p.classes[k].precision), pct(p.classes[k].recall), pct(p.classes[k].f1), pct(p.classes[k].accuracy)])));
+    say(
+      a,
+      `\nSubset '${name}' (${p.images} images) at these thresholds:\n` +
+        table(
+          ['class', 'precision', 'recall', 'F1', 'count acc.'],
+          CLASSES.map((k) => [k, pct(p.classes[k].precision), pct(p.classes[k].recall), pct(p.classes[k].f1), pct(p.classes[k].accuracy)]),
+        ),
+    );
   }
   log(`wrote ${a.out} (criterion ${a.criterion}, ${images.length} images of ${a.data})`);
   await output(a, meta);
@@ -150,8 +181,15 @@ export async function runSelect(a: StudyArgs & { models: string[] }): Promise<nu
   }
   const names = results.map((r) => basename(r.model, '.onnx'));
   CLASSES.forEach((k, i) => {
-    say(a, `Table ${i + 1}. ${k} F1-Score [%]\n` + table(['Threshold', ...names],
-      PAPER_THRESHOLDS.map((t, j) => [t.toFixed(2), ...results.map((r) => pct(r.ev.classes[k].sweep[j].f1))])) + '\n');
+    say(
+      a,
+      `Table ${i + 1}. ${k} F1-Score [%]\n` +
+        table(
+          ['Threshold', ...names],
+          PAPER_THRESHOLDS.map((t, j) => [t.toFixed(2), ...results.map((r) => pct(r.ev.classes[k].sweep[j].f1))]),
+        ) +
+        '\n',
+    );
   });
   // best model: highest mean over classes of each class's best F1 (ties: higher mAP@0.5);
   // with subsets, the mean of that over the subsets, so close-ups cannot outvote full fields
@@ -161,9 +199,22 @@ export async function runSelect(a: StudyArgs & { models: string[] }): Promise<nu
     return parts.length ? parts.reduce((s, ev) => s + meanBestF1(ev), 0) / parts.length : meanBestF1(r.ev);
   };
   const partNames = Object.keys(results[0].parts);
-  const best = results.reduce((b, r) => (score(r) > score(b) + 1e-12 || (Math.abs(score(r) - score(b)) <= 1e-12 && (r.ev.mAP50 ?? 0) > (b.ev.mAP50 ?? 0)) ? r : b));
-  say(a, table(['model', 'mean best F1', ...partNames.map((n) => `${n} mean best F1`), 'mAP@0.5', ...CLASSES.map((k) => `${k} best t`)],
-    results.map((r) => [basename(r.model), pct(score(r)), ...partNames.map((n) => pct(r.parts[n] ? meanBestF1(r.parts[n]) : null)), pct(r.ev.mAP50), ...CLASSES.map((k) => r.ev.classes[k].best.threshold.toFixed(2))])));
+  const best = results.reduce((b, r) =>
+    score(r) > score(b) + 1e-12 || (Math.abs(score(r) - score(b)) <= 1e-12 && (r.ev.mAP50 ?? 0) > (b.ev.mAP50 ?? 0)) ? r : b,
+  );
+  say(
+    a,
+    table(
+      ['model', 'mean best F1', ...partNames.map((n) => `${n} mean best F1`), 'mAP@0.5', ...CLASSES.map((k) => `${k} best t`)],
+      results.map((r) => [
+        basename(r.model),
+        pct(score(r)),
+        ...partNames.map((n) => pct(r.parts[n] ? meanBestF1(r.parts[n]) : null)),
+        pct(r.ev.mAP50),
+        ...CLASSES.map((k) => r.ev.classes[k].best.threshold.toFixed(2)),
+      ]),
+    ),
+  );
   say(a, `best model: ${best.model}`);
   await output(a, { best: best.model, models: results.map((r) => ({ model: r.model, meanBestF1: score(r), evaluation: r.ev, subsets: r.parts })) });
   return 0;
@@ -178,18 +229,37 @@ export function reportFigures(rep: Report, images: EvalImage[], logText?: string
   const ev = evaluate(images, { iou: rep.evaluation.iou, thresholds: fine });
   for (const k of CLASSES) {
     const sw = ev.classes[k].sweep;
-    figs[`count-vs-threshold-${k}`] = lineChart([{ name: 'counted', colour: COLOURS[k], points: sw.map((r) => [r.threshold, r.counted]) }],
-      { title: `Number of detected ${k} vs threshold`, x: 'confidence threshold', y: 'cells', hlines: [{ y: sw[0].truth, label: 'ground truth', colour: '#000', dashed: true }] });
+    figs[`count-vs-threshold-${k}`] = lineChart([{ name: 'counted', colour: COLOURS[k], points: sw.map((r) => [r.threshold, r.counted]) }], {
+      title: `Number of detected ${k} vs threshold`,
+      x: 'confidence threshold',
+      y: 'cells',
+      hlines: [{ y: sw[0].truth, label: 'ground truth', colour: '#000', dashed: true }],
+    });
   }
-  figs['f1-vs-threshold'] = lineChart(CLASSES.map((k) => ({ name: k, colour: COLOURS[k], points: ev.classes[k].sweep.map((r) => [r.threshold, r.f1 ?? 0] as [number, number]) })),
-    { title: 'F1 vs threshold', x: 'confidence threshold', y: 'F1', yRange: [0, 1] });
-  figs['precision-recall'] = lineChart(CLASSES.map((k) => ({ name: k, colour: COLOURS[k], points: ev.classes[k].sweep.filter((r) => r.precision !== null).map((r) => [r.recall ?? 0, r.precision!] as [number, number]) })),
-    { title: 'Precision-recall (thresholds 0.05-0.95)', x: 'recall', y: 'precision', xRange: [0, 1], yRange: [0, 1] });
+  figs['f1-vs-threshold'] = lineChart(
+    CLASSES.map((k) => ({ name: k, colour: COLOURS[k], points: ev.classes[k].sweep.map((r) => [r.threshold, r.f1 ?? 0] as [number, number]) })),
+    { title: 'F1 vs threshold', x: 'confidence threshold', y: 'F1', yRange: [0, 1] },
+  );
+  figs['precision-recall'] = lineChart(
+    CLASSES.map((k) => ({
+      name: k,
+      colour: COLOURS[k],
+      points: ev.classes[k].sweep.filter((r) => r.precision !== null).map((r) => [r.recall ?? 0, r.precision!] as [number, number]),
+    })),
+    { title: 'Precision-recall (thresholds 0.05-0.95)', x: 'recall', y: 'precision', xRange: [0, 1], yRange: [0, 1] },
+  );
   for (const k of CLASSES) {
     const ba = rep.agreement[k].blandAltman;
-    figs[`bland-altman-${k}`] = lineChart([{ name: 'images', colour: COLOURS[k], points: ba.points.map((p) => [p.mean, p.diff]), dots: true }],
-      { title: `Bland-Altman: ${k} per image`, x: 'mean of expert and hemocount counts', y: 'hemocount - expert',
-        hlines: [{ y: ba.bias, label: `bias ${ba.bias.toFixed(2)}`, colour: '#000' }, { y: ba.upper, label: `+1.96 SD ${ba.upper.toFixed(2)}`, colour: '#888', dashed: true }, { y: ba.lower, label: `-1.96 SD ${ba.lower.toFixed(2)}`, colour: '#888', dashed: true }] });
+    figs[`bland-altman-${k}`] = lineChart([{ name: 'images', colour: COLOURS[k], points: ba.points.map((p) => [p.mean, p.diff]), dots: true }], {
+      title: `Bland-Altman: ${k} per image`,
+      x: 'mean of expert and hemocount counts',
+      y: 'hemocount - expert',
+      hlines: [
+        { y: ba.bias, label: `bias ${ba.bias.toFixed(2)}`, colour: '#000' },
+        { y: ba.upper, label: `+1.96 SD ${ba.upper.toFixed(2)}`, colour: '#888', dashed: true },
+        { y: ba.lower, label: `-1.96 SD ${ba.lower.toFixed(2)}`, colour: '#888', dashed: true },
+      ],
+    });
   }
   if (logText) {
     const lc = learningCurve(logText);
@@ -200,9 +270,18 @@ export function reportFigures(rep: Report, images: EvalImage[], logText?: string
 
 /** Figure 5: classification, regression and total loss per epoch from a train_log.jsonl. */
 export function learningCurve(logText: string): string | null {
-  const ep = logText.split('\n').filter(Boolean).map((l) => JSON.parse(l)).filter((r) => r.type === 'epoch');
+  const ep = logText
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l))
+    .filter((r) => r.type === 'epoch');
   if (!ep.length) return null;
-  const s = (key: string, name: string, colour: string, dashed = false) => ({ name, colour, dashed, points: ep.filter((r) => r[key] !== undefined).map((r) => [r.epoch, r[key]] as [number, number]) });
+  const s = (key: string, name: string, colour: string, dashed = false) => ({
+    name,
+    colour,
+    dashed,
+    points: ep.filter((r) => r[key] !== undefined).map((r) => [r.epoch, r[key]] as [number, number]),
+  });
   const series = [s('loss', 'total', '#000'), s('loss_cls', 'classification', '#d62728'), s('loss_box', 'regression', '#1f77b4')];
   if (ep.some((r) => r.val_loss !== undefined)) series.push(s('val_loss', 'validation total', '#555', true));
   return lineChart(series, { title: 'Learning curve', x: 'epoch', y: 'loss' });
@@ -217,27 +296,86 @@ export async function runReport(a: StudyArgs & { out?: string; log?: string }): 
   const logText = a.log ? await readFile(a.log, 'utf8') : undefined;
   const figs = reportFigures(rep, images, logText);
   const out = a.out.replace(/\.html?$/, '');
-  const md: string[] = [`# hemocount evaluation report`, '', `Model **${rep.model.name}** ${rep.model.version} (sha256 ${rep.model.sha256.slice(0, 12)}), data \`${rep.data}\`, ${rep.evaluation.images} images, IoU ${rep.evaluation.iou}.`, ''];
+  const md: string[] = [
+    `# hemocount evaluation report`,
+    '',
+    `Model **${rep.model.name}** ${rep.model.version} (sha256 ${rep.model.sha256.slice(0, 12)}), data \`${rep.data}\`, ${rep.evaluation.images} images, IoU ${rep.evaluation.iou}.`,
+    '',
+  ];
   const mdRow = (cells: (string | number)[]) => `| ${cells.join(' | ')} |`;
   const atModel = (title: string, r0: Report) => {
-    md.push(`## ${title}`, '', mdRow(['class', 'threshold', 'precision', 'recall', 'F1', 'count accuracy', 'AP@0.5', 'AP@0.5:0.95', 'counted', 'ground truth', 'Pearson r', 'Bland-Altman bias [LoA]']), mdRow(Array(12).fill('---')));
+    md.push(
+      `## ${title}`,
+      '',
+      mdRow([
+        'class',
+        'threshold',
+        'precision',
+        'recall',
+        'F1',
+        'count accuracy',
+        'AP@0.5',
+        'AP@0.5:0.95',
+        'counted',
+        'ground truth',
+        'Pearson r',
+        'Bland-Altman bias [LoA]',
+      ]),
+      mdRow(Array(12).fill('---')),
+    );
     for (const k of CLASSES) {
       const r = r0.atModel[k];
       const e = r0.evaluation.classes[k];
       const ag = r0.agreement[k];
-      md.push(mdRow([k, r0.thresholds[k].toFixed(2), pct(r.precision), pct(r.recall), pct(r.f1), pct(r.accuracy), pct(e.ap50), pct(e.ap5095), r.counted, r.truth,
-        ag.pearson === null ? '-' : ag.pearson.toFixed(3), `${ag.blandAltman.bias.toFixed(2)} [${ag.blandAltman.lower.toFixed(2)}, ${ag.blandAltman.upper.toFixed(2)}]`]));
+      md.push(
+        mdRow([
+          k,
+          r0.thresholds[k].toFixed(2),
+          pct(r.precision),
+          pct(r.recall),
+          pct(r.f1),
+          pct(r.accuracy),
+          pct(e.ap50),
+          pct(e.ap5095),
+          r.counted,
+          r.truth,
+          ag.pearson === null ? '-' : ag.pearson.toFixed(3),
+          `${ag.blandAltman.bias.toFixed(2)} [${ag.blandAltman.lower.toFixed(2)}, ${ag.blandAltman.upper.toFixed(2)}]`,
+        ]),
+      );
     }
     md.push('', `${r0.evaluation.images} images; mAP@0.5 ${pct(r0.evaluation.mAP50)} %, mAP@0.5:0.95 ${pct(r0.evaluation.mAP5095)} %`, '');
   };
   for (const [name, r0] of Object.entries(parts)) atModel(`Subset '${name}' at the model thresholds`, r0);
   atModel(Object.keys(parts).length ? 'All subsets together at the model thresholds' : 'At the model thresholds', rep);
-  md.push('## Confusion matrix (rows: ground truth, columns: detections at the model thresholds)', '', mdRow(['', ...CLASSES, 'background']), mdRow(Array(5).fill('---')));
+  md.push(
+    '## Confusion matrix (rows: ground truth, columns: detections at the model thresholds)',
+    '',
+    mdRow(['', ...CLASSES, 'background']),
+    mdRow(Array(5).fill('---')),
+  );
   for (const t of [...CLASSES, 'background'] as const) md.push(mdRow([t, ...[...CLASSES, 'background' as const].map((p) => rep.confusion[t][p])]));
   for (const k of CLASSES) {
-    md.push('', `## ${k}: threshold sweep`, '', mdRow(['Threshold', 'Accuracy [%]', 'Precision [%]', 'Recall [%]', 'F1-Score [%]', 'Counted', 'Ground truth']), mdRow(Array(7).fill('---')));
+    md.push(
+      '',
+      `## ${k}: threshold sweep`,
+      '',
+      mdRow(['Threshold', 'Accuracy [%]', 'Precision [%]', 'Recall [%]', 'F1-Score [%]', 'Counted', 'Ground truth']),
+      mdRow(Array(7).fill('---')),
+    );
     const best = rep.evaluation.classes[k].best;
-    for (const r of rep.evaluation.classes[k].sweep) md.push(mdRow([(r === best ? '**' : '') + r.threshold.toFixed(2) + (r === best ? '**' : ''), pct(r.accuracy), pct(r.precision), pct(r.recall), pct(r.f1), r.counted, r.truth]));
+    for (const r of rep.evaluation.classes[k].sweep)
+      md.push(
+        mdRow([
+          (r === best ? '**' : '') + r.threshold.toFixed(2) + (r === best ? '**' : ''),
+          pct(r.accuracy),
+          pct(r.precision),
+          pct(r.recall),
+          pct(r.f1),
+          r.counted,
+          r.truth,
+        ]),
+      );
   }
   const mdFigs: string[] = ['', '## Figures', ''];
   for (const [name, svg] of Object.entries(figs)) {
@@ -246,8 +384,14 @@ export async function runReport(a: StudyArgs & { out?: string; log?: string }): 
     mdFigs.push(`![${name}](${basename(out)}-${name}.svg)`);
   }
   await writeAtomic(`${out}.md`, [...md, ...mdFigs].join('\n') + '\n');
-  const html = `<!doctype html><html><head><meta charset="utf-8"><title>hemocount report</title><style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#f3f3f3}figure{display:inline-block;margin:.5em}</style></head><body>` +
-    mdToHtml(md.join('\n')) + '<h2>Figures</h2>' + Object.entries(figs).map(([n, s]) => `<figure>${s}<figcaption>${n}</figcaption></figure>`).join('') + '</body></html>\n';
+  const html =
+    `<!doctype html><html><head><meta charset="utf-8"><title>hemocount report</title><style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#f3f3f3}figure{display:inline-block;margin:.5em}</style></head><body>` +
+    mdToHtml(md.join('\n')) +
+    '<h2>Figures</h2>' +
+    Object.entries(figs)
+      .map(([n, s]) => `<figure>${s}<figcaption>${n}</figcaption></figure>`)
+      .join('') +
+    '</body></html>\n';
   await writeAtomic(`${out}.html`, html);
   log(`wrote ${out}.html, ${out}.md and ${Object.keys(figs).length} figures (SVG + PNG)`);
   for (const [name, r] of Object.entries(parts)) say(a, `Subset '${name}': ` + summaryTable(r) + '\n');
@@ -260,7 +404,12 @@ export async function runReport(a: StudyArgs & { out?: string; log?: string }): 
 function mdToHtml(md: string): string {
   const out: string[] = [];
   const lines = md.split('\n');
-  const inline = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/\*\*(.+?)\*\*/g, '<b>$1</b>').replace(/`(.+?)`/g, '<code>$1</code>');
+  const inline = (s: string) =>
+    s
+      .replace(/&/g, '&amp;')
+      .replace(/</g, '&lt;')
+      .replace(/\*\*(.+?)\*\*/g, '<b>$1</b>')
+      .replace(/`(.+?)`/g, '<code>$1</code>');
   for (let i = 0; i < lines.length; i++) {
     const l = lines[i];
     if (l.startsWith('#')) {
@@ -268,9 +417,22 @@ function mdToHtml(md: string): string {
       out.push(`<h${n}>${inline(l.slice(n).trim())}</h${n}>`);
     } else if (l.startsWith('|')) {
       const rows: string[][] = [];
-      while (i < lines.length && lines[i].startsWith('|')) rows.push(lines[i++].slice(1, -1).split('|').map((x) => x.trim()));
+      while (i < lines.length && lines[i].startsWith('|'))
+        rows.push(
+          lines[i++]
+            .slice(1, -1)
+            .split('|')
+            .map((x) => x.trim()),
+        );
       i--;
-      out.push('<table>' + rows.filter((r) => !r.every((x) => /^-+$/.test(x))).map((r, j) => `<tr>${r.map((x) => (j ? `<td>${inline(x)}</td>` : `<th>${inline(x)}</th>`)).join('')}</tr>`).join('') + '</table>');
+      out.push(
+        '<table>' +
+          rows
+            .filter((r) => !r.every((x) => /^-+$/.test(x)))
+            .map((r, j) => `<tr>${r.map((x) => (j ? `<td>${inline(x)}</td>` : `<th>${inline(x)}</th>`)).join('')}</tr>`)
+            .join('') +
+          '</table>',
+      );
     } else if (l.trim()) out.push(`<p>${inline(l)}</p>`);
   }
   return out.join('\n');

@@ -23,7 +23,10 @@ function fmtTime(s: number): string {
 export class Progress {
   private t0 = Date.now();
   private readonly on: boolean;
-  constructor(private total: number, quiet: boolean) {
+  constructor(
+    private total: number,
+    quiet: boolean,
+  ) {
     this.on = !quiet && Boolean(process.stderr.isTTY) && total > 0;
   }
   tick(done: number, label: string) {
@@ -54,6 +57,13 @@ export const classCols = <T>(p: PerClass<T>, f: (v: T) => string | number) => CL
 
 /** Samples for the terminal: the report's summary lines, one block per sample. */
 export function samplesTable(samples: SampleSummary[]): string {
-  return samples.map((s) => `sample ${s.name}: ${s.fields} field(s)${s.failed ? `, ${s.failed} failed` : ''}, ${s.fieldsToReview} to review\n` +
-    sampleRows(s).map(([k, v]) => `  ${k.padEnd(38)} ${v}`).join('\n')).join('\n');
+  return samples
+    .map(
+      (s) =>
+        `sample ${s.name}: ${s.fields} field(s)${s.failed ? `, ${s.failed} failed` : ''}, ${s.fieldsToReview} to review\n` +
+        sampleRows(s)
+          .map(([k, v]) => `  ${k.padEnd(38)} ${v}`)
+          .join('\n'),
+    )
+    .join('\n');
 }

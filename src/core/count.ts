@@ -59,9 +59,17 @@ function checkProbability(v: number, text: string): number {
 export function classFromName(name: string): CellClass | null {
   const n = name.toLowerCase().replace(/[^a-z]/g, '');
   const aliases: Record<string, CellClass> = {
-    rbc: 'RBC', redbloodcell: 'RBC', erythrocyte: 'RBC',
-    wbc: 'WBC', whitebloodcell: 'WBC', leukocyte: 'WBC',
-    platelets: 'Platelets', platelet: 'Platelets', plt: 'Platelets', pc: 'Platelets', thrombocyte: 'Platelets',
+    rbc: 'RBC',
+    redbloodcell: 'RBC',
+    erythrocyte: 'RBC',
+    wbc: 'WBC',
+    whitebloodcell: 'WBC',
+    leukocyte: 'WBC',
+    platelets: 'Platelets',
+    platelet: 'Platelets',
+    plt: 'Platelets',
+    pc: 'Platelets',
+    thrombocyte: 'Platelets',
   };
   return aliases[n] ?? null;
 }

@@ -86,7 +86,12 @@ export function classwiseNms<T extends Candidate>(cands: T[], iou: number, maxDe
   const kept: T[] = [];
   for (const label of CLASSES) {
     const group = cands.filter((c) => c.label === label);
-    for (const i of nms(group.map((c) => c.box), group.map((c) => c.score), iou)) kept.push(group[i]);
+    for (const i of nms(
+      group.map((c) => c.box),
+      group.map((c) => c.score),
+      iou,
+    ))
+      kept.push(group[i]);
   }
   kept.sort((a, b) => b.score - a.score);
   return kept.slice(0, maxDetections);

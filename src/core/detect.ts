@@ -94,9 +94,15 @@ export function resizePixels(img: Pixels, width: number, height: number): Pixels
       const w: number[] = [];
       for (let i = lo; i <= hi; i++) {
         const v = 1 - Math.abs(centre - i) / support;
-        if (v > 0) { idx.push(i); w.push(v); }
+        if (v > 0) {
+          idx.push(i);
+          w.push(v);
+        }
       }
-      if (!idx.length) { idx.push(Math.min(nIn - 1, Math.max(0, Math.round(centre)))); w.push(1); }
+      if (!idx.length) {
+        idx.push(Math.min(nIn - 1, Math.max(0, Math.round(centre))));
+        w.push(1);
+      }
       const sum = w.reduce((a, b) => a + b, 0);
       return { idx, w: w.map((v) => v / sum) };
     });
@@ -108,26 +114,38 @@ export function resizePixels(img: Pixels, width: number, height: number): Pixels
     const row = y * img.width * ch;
     for (let x = 0; x < width; x++) {
       const { idx, w } = wx[x];
-      let r = 0, g = 0, b = 0;
+      let r = 0,
+        g = 0,
+        b = 0;
       for (let k = 0; k < idx.length; k++) {
         const p = row + idx[k] * ch;
-        r += img.data[p] * w[k]; g += img.data[p + 1] * w[k]; b += img.data[p + 2] * w[k];
+        r += img.data[p] * w[k];
+        g += img.data[p + 1] * w[k];
+        b += img.data[p + 2] * w[k];
       }
       const o = (y * width + x) * 3;
-      tmp[o] = r; tmp[o + 1] = g; tmp[o + 2] = b;
+      tmp[o] = r;
+      tmp[o + 1] = g;
+      tmp[o + 2] = b;
     }
   }
   const out = new Uint8Array(width * height * 3);
   for (let y = 0; y < height; y++) {
     const { idx, w } = wy[y];
     for (let x = 0; x < width; x++) {
-      let r = 0, g = 0, b = 0;
+      let r = 0,
+        g = 0,
+        b = 0;
       for (let k = 0; k < idx.length; k++) {
         const p = (idx[k] * width + x) * 3;
-        r += tmp[p] * w[k]; g += tmp[p + 1] * w[k]; b += tmp[p + 2] * w[k];
+        r += tmp[p] * w[k];
+        g += tmp[p + 1] * w[k];
+        b += tmp[p + 2] * w[k];
       }
       const o = (y * width + x) * 3;
-      out[o] = Math.round(r); out[o + 1] = Math.round(g); out[o + 2] = Math.round(b);
+      out[o] = Math.round(r);
+      out[o + 1] = Math.round(g);
+      out[o + 2] = Math.round(b);
     }
   }
   return { data: out, width, height, channels: 3 };
@@ -166,7 +184,10 @@ export function mergePasses(passes: Candidate[][], nmsIou: number, matchIou = 0.
       for (const c of pass) {
         if (c.label !== k.label) continue;
         const v = iou(c.box, k.box);
-        if (v >= bestIou) { bestIou = v; best = c; }
+        if (v >= bestIou) {
+          bestIou = v;
+          best = c;
+        }
       }
       if (!best) continue;
       total += best.score;
@@ -215,7 +236,9 @@ async function passAt(run: Runner, meta: ModelMetadata, src: PixelSource, factor
         const xx = Math.min(x, cw - 1);
         const s = ((dy + yy) * scaled.width + dx + xx) * 3;
         const d = (y * w + x) * 3;
-        out[d] = scaled.data[s]; out[d + 1] = scaled.data[s + 1]; out[d + 2] = scaled.data[s + 2];
+        out[d] = scaled.data[s];
+        out[d + 1] = scaled.data[s + 1];
+        out[d + 2] = scaled.data[s + 2];
       }
     }
     return { data: out, width: w, height: h, channels: 3 };
@@ -241,10 +264,13 @@ export async function detect(run: Runner, meta: ModelMetadata, src: PixelSource,
   // a central region is enough to measure the cells of a large smear
   const pw = Math.min(width, PROBE_PX);
   const ph = Math.min(height, PROBE_PX);
-  const probeSrc: PixelSource = whole ? src : {
-    width: pw, height: ph,
-    read: (l, t, w, h) => src.read(l + Math.floor((width - pw) / 2), t + Math.floor((height - ph) / 2), w, h),
-  };
+  const probeSrc: PixelSource = whole
+    ? src
+    : {
+        width: pw,
+        height: ph,
+        read: (l, t, w, h) => src.read(l + Math.floor((width - pw) / 2), t + Math.floor((height - ph) / 2), w, h),
+      };
   let f = 1;
   let last = await passAt(run, meta, probeSrc, 1, false);
   const first = estimateScale(meta, last.candidates, 1);

@@ -42,8 +42,12 @@ export interface CountDocument {
  * The count document: one builder for the CLI, the queue's `submit`, the server and the web
  * app, so each writes the same JSON. `rbcCount`: the analyser's red cells per microlitre by sample.
  */
-export function countDocument(model: CountDocument['model'], th: { count: PerClass<number>; review: PerClass<number> },
-  results: ImageResult[], rbcCount: Record<string, number> = {}): CountDocument {
+export function countDocument(
+  model: CountDocument['model'],
+  th: { count: PerClass<number>; review: PerClass<number> },
+  results: ImageResult[],
+  rbcCount: Record<string, number> = {},
+): CountDocument {
   const samples = summariseSamples(results, rbcCount);
   return {
     model: { name: model.name, version: model.version, sha256: model.sha256 },
@@ -81,7 +85,8 @@ export const roundBox = (b: Box): Box => [r2(b[0]), r2(b[1]), r2(b[2]), r2(b[3])
  */
 export function roundResult(r: ImageResult): ImageResult {
   return {
-    ...r, meanScore: perClass((c) => (r.meanScore[c] === null ? null : r4(r.meanScore[c]!))),
+    ...r,
+    meanScore: perClass((c) => (r.meanScore[c] === null ? null : r4(r.meanScore[c]!))),
     detections: r.detections.map((x) => ({ ...x, score: r4(x.score), box: roundBox(x.box) })),
   };
 }
@@ -93,30 +98,67 @@ function csvField(v: string | number | null): string {
 
 export function toCsv(doc: CountDocument): string {
   const withSample = doc.images.some((i) => i.sample !== undefined);
-  const head = [...(withSample ? ['sample'] : []), 'file', 'width', 'height', ...CLASSES.map((c) => `${c}`), ...CLASSES.map((c) => `${c}_uncertain`),
-    ...CLASSES.map((c) => `${c}_mean_score`), 'error'];
-  const rows = doc.images.map((i) => [...(withSample ? [i.sample ?? ''] : []), i.file, i.width, i.height, ...CLASSES.map((c) => i.counts?.[c] ?? ''),
-    ...CLASSES.map((c) => i.uncertain?.[c] ?? ''), ...CLASSES.map((c) => (i.meanScore?.[c] == null ? '' : r4(i.meanScore[c]!))),
-    i.error ?? '']);
+  const head = [
+    ...(withSample ? ['sample'] : []),
+    'file',
+    'width',
+    'height',
+    ...CLASSES.map((c) => `${c}`),
+    ...CLASSES.map((c) => `${c}_uncertain`),
+    ...CLASSES.map((c) => `${c}_mean_score`),
+    'error',
+  ];
+  const rows = doc.images.map((i) => [
+    ...(withSample ? [i.sample ?? ''] : []),
+    i.file,
+    i.width,
+    i.height,
+    ...CLASSES.map((c) => i.counts?.[c] ?? ''),
+    ...CLASSES.map((c) => i.uncertain?.[c] ?? ''),
+    ...CLASSES.map((c) => (i.meanScore?.[c] == null ? '' : r4(i.meanScore[c]!))),
+    i.error ?? '',
+  ]);
   const t = doc.totals;
-  rows.push([...(withSample ? [''] : []), 'TOTAL', '', '', ...CLASSES.map((c) => t.counts[c]), ...CLASSES.map((c) => t.uncertain[c]), '', '', '',
-    t.failed ? `${t.failed} failed` : '']);
+  rows.push([
+    ...(withSample ? [''] : []),
+    'TOTAL',
+    '',
+    '',
+    ...CLASSES.map((c) => t.counts[c]),
+    ...CLASSES.map((c) => t.uncertain[c]),
+    '',
+    '',
+    '',
+    t.failed ? `${t.failed} failed` : '',
+  ]);
   return [head, ...rows].map((r) => r.map((v) => csvField(v as string | number)).join(',')).join('\n') + '\n';
 }
 
 /** One row per sample: totals with intervals, per-field mean and SD, ratios and estimates. */
 export function toSamplesCsv(samples: SampleSummary[]): string {
   const rnd = (v: number | null | undefined, k = 2) => (v == null || !Number.isFinite(v) ? '' : Math.round(v * 10 ** k) / 10 ** k);
-  const head = ['sample', 'fields', 'failed',
+  const head = [
+    'sample',
+    'fields',
+    'failed',
     ...CLASSES.flatMap((c) => [c, `${c}_ci95_low`, `${c}_ci95_high`, `${c}_per_field_mean`, `${c}_per_field_sd`, `${c}_uncertain`]),
     ...(['WBC', 'Platelets'] as const).flatMap((c) => [`${c}_per_1000_RBC`, `${c}_per_1000_RBC_ci95_low`, `${c}_per_1000_RBC_ci95_high`]),
-    'fields_to_review', 'fields_reviewed', 'rbc_per_ul',
-    ...(['WBC', 'Platelets'] as const).flatMap((c) => [`${c}_per_ul_estimate`, `${c}_per_ul_ci95_low`, `${c}_per_ul_ci95_high`])];
-  const rows = samples.map((s) => [s.name, s.fields, s.failed,
+    'fields_to_review',
+    'fields_reviewed',
+    'rbc_per_ul',
+    ...(['WBC', 'Platelets'] as const).flatMap((c) => [`${c}_per_ul_estimate`, `${c}_per_ul_ci95_low`, `${c}_per_ul_ci95_high`]),
+  ];
+  const rows = samples.map((s) => [
+    s.name,
+    s.fields,
+    s.failed,
     ...CLASSES.flatMap((c) => [s.counts[c], rnd(s.ci95[c][0]), rnd(s.ci95[c][1]), rnd(s.perField[c].mean), rnd(s.perField[c].sd), s.uncertain[c]]),
     ...(['WBC', 'Platelets'] as const).flatMap((c) => [rnd(s.per1000RBC[c]?.value), rnd(s.per1000RBC[c]?.ci95[0]), rnd(s.per1000RBC[c]?.ci95[1])]),
-    s.fieldsToReview, s.fieldsReviewed, s.estimates?.rbcPerUl ?? '',
-    ...(['WBC', 'Platelets'] as const).flatMap((c) => [rnd(s.estimates?.[c]?.value, 0), rnd(s.estimates?.[c]?.ci95[0], 0), rnd(s.estimates?.[c]?.ci95[1], 0)])]);
+    s.fieldsToReview,
+    s.fieldsReviewed,
+    s.estimates?.rbcPerUl ?? '',
+    ...(['WBC', 'Platelets'] as const).flatMap((c) => [rnd(s.estimates?.[c]?.value, 0), rnd(s.estimates?.[c]?.ci95[0], 0), rnd(s.estimates?.[c]?.ci95[1], 0)]),
+  ]);
   return [head, ...rows].map((r) => r.map((v) => csvField(v as string | number)).join(',')).join('\n') + '\n';
 }
 
@@ -129,11 +171,26 @@ export function parseCsv(text: string): string[][] {
   for (let i = 0; i < text.length; i++) {
     const ch = text[i];
     if (q) {
-      if (ch === '"' && text[i + 1] === '"') { f += '"'; i++; } else if (ch === '"') q = false; else f += ch;
+      if (ch === '"' && text[i + 1] === '"') {
+        f += '"';
+        i++;
+      } else if (ch === '"') q = false;
+      else f += ch;
     } else if (ch === '"') q = true;
-    else if (ch === ',') { row.push(f); f = ''; } else if (ch === '\n') { row.push(f); rows.push(row); row = []; f = ''; } else f += ch;
+    else if (ch === ',') {
+      row.push(f);
+      f = '';
+    } else if (ch === '\n') {
+      row.push(f);
+      rows.push(row);
+      row = [];
+      f = '';
+    } else f += ch;
   }
-  if (f || row.length) { row.push(f); rows.push(row); }
+  if (f || row.length) {
+    row.push(f);
+    rows.push(row);
+  }
   return rows;
 }
 
@@ -150,14 +207,18 @@ export function toVoc(file: string, width: number, height: number, boxes: { labe
     const y1 = Math.max(1, Math.round(box[1]) + 1);
     const x2 = Math.min(width, Math.max(x1, Math.round(box[2])));
     const y2 = Math.min(height, Math.max(y1, Math.round(box[3])));
-    return `\t<object>\n\t\t<name>${label}</name>\n\t\t<pose>Unspecified</pose>\n\t\t<truncated>0</truncated>\n\t\t<difficult>${uncertain ? 1 : 0}</difficult>\n` +
-      `\t\t<bndbox>\n\t\t\t<xmin>${x1}</xmin>\n\t\t\t<ymin>${y1}</ymin>\n\t\t\t<xmax>${x2}</xmax>\n\t\t\t<ymax>${y2}</ymax>\n\t\t</bndbox>\n\t</object>\n`;
+    return (
+      `\t<object>\n\t\t<name>${label}</name>\n\t\t<pose>Unspecified</pose>\n\t\t<truncated>0</truncated>\n\t\t<difficult>${uncertain ? 1 : 0}</difficult>\n` +
+      `\t\t<bndbox>\n\t\t\t<xmin>${x1}</xmin>\n\t\t\t<ymin>${y1}</ymin>\n\t\t\t<xmax>${x2}</xmax>\n\t\t\t<ymax>${y2}</ymax>\n\t\t</bndbox>\n\t</object>\n`
+    );
   });
   const name = file.split(/[\\/]/).pop()!;
-  return `<annotation>\n\t<folder>images</folder>\n\t<filename>${xmlEscape(name)}</filename>\n` +
+  return (
+    `<annotation>\n\t<folder>images</folder>\n\t<filename>${xmlEscape(name)}</filename>\n` +
     `\t<source>\n\t\t<database>hemocount</database>\n\t</source>\n` +
     `\t<size>\n\t\t<width>${width}</width>\n\t\t<height>${height}</height>\n\t\t<depth>3</depth>\n\t</size>\n` +
-    `\t<segmented>0</segmented>\n${objs.join('')}</annotation>\n`;
+    `\t<segmented>0</segmented>\n${objs.join('')}</annotation>\n`
+  );
 }
 
 export interface ParsedAnnotation {
@@ -206,8 +267,14 @@ export function parseVoc(xml: string): ParsedAnnotation {
     const name = tag(body, 'name') ?? '';
     const label = classFromName(name);
     const nums = ['xmin', 'ymin', 'xmax', 'ymax'].map((k) => Number(tag(body, k) ?? NaN));
-    if (!label) { problems.push(`object ${i + 1}: unknown class '${name}'`); return; }
-    if (tag(body, 'difficult') === '1') { problems.push(`object ${i + 1} (${label}): marked difficult (not yet reviewed): left out`); return; }
+    if (!label) {
+      problems.push(`object ${i + 1}: unknown class '${name}'`);
+      return;
+    }
+    if (tag(body, 'difficult') === '1') {
+      problems.push(`object ${i + 1} (${label}): marked difficult (not yet reviewed): left out`);
+      return;
+    }
     // VOC is 1-based and inclusive, and LabelImg writes xmax == xmin for a click without a drag
     const flat = nums[2] <= nums[0] || nums[3] <= nums[1];
     const c = checkBox(flat ? nums : [nums[0] - 1, nums[1] - 1, nums[2], nums[3]], w, h);
@@ -219,12 +286,16 @@ export function parseVoc(xml: string): ParsedAnnotation {
 
 /** YOLO txt with hemocount's class order (RBC=0, WBC=1, Platelets=2) unless `names` says otherwise. */
 export function toYolo(width: number, height: number, boxes: { label: CellClass; box: Box }[], names: readonly string[] = CLASSES): string {
-  return boxes.map(({ label, box }) => {
-    const id = names.findIndex((n) => classFromName(n) === label);
-    const cx = (box[0] + box[2]) / 2 / width;
-    const cy = (box[1] + box[3]) / 2 / height;
-    return `${id} ${cx.toFixed(6)} ${cy.toFixed(6)} ${((box[2] - box[0]) / width).toFixed(6)} ${((box[3] - box[1]) / height).toFixed(6)}`;
-  }).join('\n') + (boxes.length ? '\n' : '');
+  return (
+    boxes
+      .map(({ label, box }) => {
+        const id = names.findIndex((n) => classFromName(n) === label);
+        const cx = (box[0] + box[2]) / 2 / width;
+        const cy = (box[1] + box[3]) / 2 / height;
+        return `${id} ${cx.toFixed(6)} ${cy.toFixed(6)} ${((box[2] - box[0]) / width).toFixed(6)} ${((box[3] - box[1]) / height).toFixed(6)}`;
+      })
+      .join('\n') + (boxes.length ? '\n' : '')
+  );
 }
 
 export function parseYolo(text: string, width: number, height: number, names: readonly string[]): ParsedAnnotation {
@@ -235,8 +306,14 @@ export function parseYolo(text: string, width: number, height: number, names: re
     if (!line.trim()) return;
     const v = p.slice(1, 5).map(Number);
     const label = names[Number(p[0])] !== undefined ? classFromName(names[Number(p[0])]) : null;
-    if (p.length < 5 || v.some((x) => !Number.isFinite(x))) { problems.push(`line ${i + 1} is not 'class cx cy w h'`); return; }
-    if (!label) { problems.push(`line ${i + 1}: unknown class id ${p[0]}`); return; }
+    if (p.length < 5 || v.some((x) => !Number.isFinite(x))) {
+      problems.push(`line ${i + 1} is not 'class cx cy w h'`);
+      return;
+    }
+    if (!label) {
+      problems.push(`line ${i + 1}: unknown class id ${p[0]}`);
+      return;
+    }
     const c = checkBox([(v[0] - v[2] / 2) * width, (v[1] - v[3] / 2) * height, (v[0] + v[2] / 2) * width, (v[1] + v[3] / 2) * height], width, height);
     if (c.problem) problems.push(`line ${i + 1} (${label}): ${c.problem}`);
     if (c.box) boxes.push({ label, box: c.box });
@@ -256,18 +333,25 @@ export function toCoco(images: CocoImage[]): string {
     info: { description: 'hemocount detections', date_created: new Date().toISOString() },
     categories: CLASSES.map((name, i) => ({ id: i + 1, name, supercategory: 'cell' })),
     images: images.map((im, i) => ({ id: i + 1, file_name: im.file, width: im.width, height: im.height })),
-    annotations: images.flatMap((im, i) => im.boxes.map((b) => ({
-      image_id: i + 1, category_id: CLASSES.indexOf(b.label) + 1,
-      bbox: [r2(b.box[0]), r2(b.box[1]), r2(b.box[2] - b.box[0]), r2(b.box[3] - b.box[1])],
-      area: r2((b.box[2] - b.box[0]) * (b.box[3] - b.box[1])), iscrowd: 0,
-      ...(b.score !== undefined ? { score: r4(b.score) } : {}),
-    }))).map((a, k) => ({ id: k + 1, ...a })),
+    annotations: images
+      .flatMap((im, i) =>
+        im.boxes.map((b) => ({
+          image_id: i + 1,
+          category_id: CLASSES.indexOf(b.label) + 1,
+          bbox: [r2(b.box[0]), r2(b.box[1]), r2(b.box[2] - b.box[0]), r2(b.box[3] - b.box[1])],
+          area: r2((b.box[2] - b.box[0]) * (b.box[3] - b.box[1])),
+          iscrowd: 0,
+          ...(b.score !== undefined ? { score: r4(b.score) } : {}),
+        })),
+      )
+      .map((a, k) => ({ id: k + 1, ...a })),
   };
   return JSON.stringify(doc, null, 1) + '\n';
 }
 
 export function parseCoco(text: string): { images: CocoImage[]; problems: string[]; unlabelled: Map<string, CellClass[]>; subset: Map<string, string> } {
-  let doc;
+  // biome-ignore lint/suspicious/noExplicitAny: untrusted JSON; each field is checked before use
+  let doc: any;
   try {
     doc = JSON.parse(text);
   } catch (e) {
@@ -289,12 +373,22 @@ export function parseCoco(text: string): { images: CocoImage[]; problems: string
     byId.set(im.id, { file: im.file_name, width: im.width, height: im.height, boxes: [] });
     if (Array.isArray(im.unlabelled)) unlabelled.set(im.file_name, im.unlabelled.map((n: string) => classFromName(n)).filter(Boolean));
   }
+  // biome-ignore lint/suspicious/noExplicitAny: untrusted JSON; each field is checked before use
   for (const [i, a] of (doc.annotations as Record<string, any>[]).entries()) {
-    if (!a || typeof a !== 'object') { problems.push(`annotations[${i}] is not an object: dropped`); continue; }
+    if (!a || typeof a !== 'object') {
+      problems.push(`annotations[${i}] is not an object: dropped`);
+      continue;
+    }
     const im = byId.get(a.image_id);
     const label = cats.get(a.category_id);
-    if (!im) { problems.push(`annotation ${a.id}: unknown image_id ${a.image_id}`); continue; }
-    if (!label) { problems.push(`annotation ${a.id}: unknown category ${a.category_id}`); continue; }
+    if (!im) {
+      problems.push(`annotation ${a.id}: unknown image_id ${a.image_id}`);
+      continue;
+    }
+    if (!label) {
+      problems.push(`annotation ${a.id}: unknown category ${a.category_id}`);
+      continue;
+    }
     if (!Array.isArray(a.bbox) || a.bbox.length !== 4 || a.bbox.some((v: unknown) => typeof v !== 'number')) {
       problems.push(`annotation ${a.id}: bbox ${JSON.stringify(a.bbox)} is not [x, y, width, height] numbers: dropped`);
       continue;

@@ -131,7 +131,14 @@ interface ClassMatches {
 function classMatches(images: EvalImage[], cls: CellClass, iouThr: number): ClassMatches {
   const perImage = images.map((im) => {
     const truth = im.truth.filter((t) => t.label === cls).map((t) => t.box);
-    return { ...matchClass(im.candidates.filter((c) => c.label === cls), truth, iouThr), truth: truth.length };
+    return {
+      ...matchClass(
+        im.candidates.filter((c) => c.label === cls),
+        truth,
+        iouThr,
+      ),
+      truth: truth.length,
+    };
   });
   return { perImage, truth: perImage.reduce((s, p) => s + p.truth, 0) };
 }
@@ -157,9 +164,18 @@ function rowAt(m: ClassMatches, threshold: number): ClassRow {
   const recall = ratio(tp, m.truth);
   const nImg = Math.max(1, m.perImage.length);
   return {
-    threshold, truth: m.truth, counted, tp, fp: counted - tp, fn: m.truth - tp,
-    accuracy: countAccuracy(m.truth, counted), precision, recall, f1: f1(precision, recall),
-    imageAccuracy: accSum / nImg, mae: absErr / nImg,
+    threshold,
+    truth: m.truth,
+    counted,
+    tp,
+    fp: counted - tp,
+    fn: m.truth - tp,
+    accuracy: countAccuracy(m.truth, counted),
+    precision,
+    recall,
+    f1: f1(precision, recall),
+    imageAccuracy: accSum / nImg,
+    mae: absErr / nImg,
   };
 }
 
@@ -174,8 +190,7 @@ export type Criterion = 'f1' | 'accuracy';
  * set can resolve should not decide, the other metric then does.
  */
 export function bestRow(rows: ClassRow[], criterion: Criterion = 'f1', tolerance = 0): ClassRow {
-  const key = (r: ClassRow): [number, number] =>
-    criterion === 'f1' ? [r.f1 ?? -1, r.accuracy] : [r.accuracy, r.f1 ?? -1];
+  const key = (r: ClassRow): [number, number] => (criterion === 'f1' ? [r.f1 ?? -1, r.accuracy] : [r.accuracy, r.f1 ?? -1]);
   if (tolerance > 0) {
     const top = Math.max(...rows.map((r) => key(r)[0]));
     const near = rows.filter((r) => key(r)[0] >= top - tolerance);
@@ -205,7 +220,11 @@ export interface Evaluation {
 
 function pooledAp(images: EvalImage[], cls: CellClass, iouThr: number): number | null {
   const m = classMatches(images, cls, iouThr);
-  return averagePrecision(m.perImage.flatMap((p) => p.scores), m.perImage.flatMap((p) => p.tp), m.truth);
+  return averagePrecision(
+    m.perImage.flatMap((p) => p.scores),
+    m.perImage.flatMap((p) => p.tp),
+    m.truth,
+  );
 }
 
 const mean = (xs: (number | null)[]): number | null => {
@@ -220,13 +239,19 @@ export function evaluate(images: EvalImage[], opts: { iou?: number; thresholds?:
   const classes = perClass((cls): ClassEvaluation => {
     const m = classMatches(images, cls, iouThr);
     const sweep = thresholds.map((t) => rowAt(m, t));
-    const ap50 = averagePrecision(m.perImage.flatMap((p) => p.scores), m.perImage.flatMap((p) => p.tp), m.truth);
+    const ap50 = averagePrecision(
+      m.perImage.flatMap((p) => p.scores),
+      m.perImage.flatMap((p) => p.tp),
+      m.truth,
+    );
     // IoU 0.5 is the matching already done above; only the nine stricter ones are new
     const ap5095 = mean([ap50, ...Array.from({ length: 9 }, (_, i) => pooledAp(images, cls, 0.55 + 0.05 * i))]);
     return { sweep, best: bestRow(sweep, opts.criterion), ap50, ap5095 };
   });
   return {
-    images: images.length, iou: iouThr, classes,
+    images: images.length,
+    iou: iouThr,
+    classes,
     mAP50: mean(CLASSES.map((c) => classes[c].ap50)),
     mAP5095: mean(CLASSES.map((c) => classes[c].ap5095)),
   };
@@ -304,7 +329,11 @@ export function blandAltman(expert: number[], counted: number[]): BlandAltman {
   const bias = n ? diffs.reduce((a, b) => a + b, 0) / n : 0;
   const sd = n > 1 ? Math.sqrt(diffs.reduce((s, d) => s + (d - bias) ** 2, 0) / (n - 1)) : 0;
   return {
-    n, bias, sd, lower: bias - 1.96 * sd, upper: bias + 1.96 * sd,
+    n,
+    bias,
+    sd,
+    lower: bias - 1.96 * sd,
+    upper: bias + 1.96 * sd,
     points: diffs.map((d, i) => ({ mean: (counted[i] + expert[i]) / 2, diff: d })),
   };
 }
@@ -379,7 +408,10 @@ export function errorBreakdown(images: EvalImage[], cls: CellClass, threshold: n
       for (let g = 0; g < truth.length; g++) {
         if (used[g] >= 0) continue;
         const v = iou(d.box, truth[g]);
-        if (v >= bestIou) { bestIou = v; best = g; }
+        if (v >= bestIou) {
+          bestIou = v;
+          best = g;
+        }
       }
       if (best >= 0) used[best] = k;
       else unmatched.push(d);

@@ -54,8 +54,14 @@ export type RegionReader = (left: number, top: number, width: number, height: nu
  * Large images: overlapping native-resolution tiles, read one row of tiles at a time
  * (memory ~ width x TILE_SIZE), merged so that each cell is counted once.
  */
-export async function detectTiled(run: Runner, meta: ModelMetadata, width: number, height: number, readStrip: RegionReader,
-  detectTile: (img: Pixels) => Promise<Candidate[]> = (img) => detectPixels(run, meta, img)): Promise<{ candidates: Candidate[]; tiles: number }> {
+export async function detectTiled(
+  run: Runner,
+  meta: ModelMetadata,
+  width: number,
+  height: number,
+  readStrip: RegionReader,
+  detectTile: (img: Pixels) => Promise<Candidate[]> = (img) => detectPixels(run, meta, img),
+): Promise<{ candidates: Candidate[]; tiles: number }> {
   const tiles = planTiles(width, height, TILE_SIZE, TILE_OVERLAP);
   const perTile: Candidate[][] = [];
   for (const y of [...new Set(tiles.map((t) => t.y))]) {

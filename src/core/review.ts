@@ -44,7 +44,7 @@ export function review(cands: Candidate[], th: Thresholds, c: Corrections): Revi
     const uncertain = cand.score < t && !acc.has(id);
     detections.push({ ...cand, label, uncertain, id, edited: label !== cand.label || (cand.score < t && acc.has(id)) });
   });
-  c.added.forEach((a, k) => detections.push({ label: a.label, box: a.box, score: 1, uncertain: false, id: -1 - k, edited: true }));
+  for (const [k, a] of c.added.entries()) detections.push({ label: a.label, box: a.box, score: 1, uncertain: false, id: -1 - k, edited: true });
   const corrected = perClass(() => 0);
   const uncertain = perClass(() => 0);
   for (const d of detections) (d.uncertain ? uncertain : corrected)[d.label]++;

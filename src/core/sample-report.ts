@@ -28,10 +28,18 @@ function blocks(doc: CountDocument): Block[] {
     const fields = s.images.map((file) => {
       const im = byKey.get(`${s.name}\u0000${file}`);
       if (im?.reviewed) reviewers.add(`${im.reviewed.by || 'unnamed reviewer'}, ${im.reviewed.at}`);
-      const cells = !im || im.error
-        ? ['failed', '', '', '', im?.error ?? 'not counted']
-        : [...CLASSES.map((c) => String(im.counts[c])), CLASSES.map((c) => im.uncertain[c]).join('/'),
-          im.reviewed ? `reviewed by ${im.reviewed.by || 'unnamed'} (${im.reviewed.at})` : CLASSES.some((c) => im.uncertain[c]) ? 'to review' : 'nothing to review'];
+      const cells =
+        !im || im.error
+          ? ['failed', '', '', '', im?.error ?? 'not counted']
+          : [
+              ...CLASSES.map((c) => String(im.counts[c])),
+              CLASSES.map((c) => im.uncertain[c]).join('/'),
+              im.reviewed
+                ? `reviewed by ${im.reviewed.by || 'unnamed'} (${im.reviewed.at})`
+                : CLASSES.some((c) => im.uncertain[c])
+                  ? 'to review'
+                  : 'nothing to review',
+            ];
       return { file, cells };
     });
     return {
@@ -48,8 +56,10 @@ function blocks(doc: CountDocument): Block[] {
 
 /** The summary lines of one sample (also the CLI's printout). */
 export function sampleRows(s: SampleSummary): [string, string][] {
-  const rows: [string, string][] = CLASSES.map((c) => [`${c} total (95 % CI)`,
-    `${s.counts[c]} (${fmtInterval(s.ci95[c], f0)}); per field ${f1(s.perField[c].mean)}${s.perField[c].sd === null ? '' : ` +/- ${f1(s.perField[c].sd!)}`}${s.uncertain[c] ? `; ${s.uncertain[c]} to review` : ''}`]);
+  const rows: [string, string][] = CLASSES.map((c) => [
+    `${c} total (95 % CI)`,
+    `${s.counts[c]} (${fmtInterval(s.ci95[c], f0)}); per field ${f1(s.perField[c].mean)}${s.perField[c].sd === null ? '' : ` +/- ${f1(s.perField[c].sd!)}`}${s.uncertain[c] ? `; ${s.uncertain[c]} to review` : ''}`,
+  ]);
   rows.push(['WBC per 1000 RBC (95 % CI)', fmtRatio(s.per1000RBC.WBC)]);
   rows.push(['Platelets per 1000 RBC (95 % CI)', fmtRatio(s.per1000RBC.Platelets)]);
   if (s.estimates) {
@@ -64,8 +74,8 @@ const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replac
 const mdCell = (s: string) => s.replace(/\|/g, '\\|').replace(/\n/g, ' ');
 
 const METHODS = [
-  'Counts are cells hemocount found at the model\'s thresholds; cells in the review band are listed apart and not counted until reviewed.',
-  'Intervals: exact Poisson (Garwood) for totals; exact conditional binomial (Clopper-Pearson) for ratios. They carry counting error only, not the detector\'s own errors or the smear\'s unevenness.',
+  "Counts are cells hemocount found at the model's thresholds; cells in the review band are listed apart and not counted until reviewed.",
+  "Intervals: exact Poisson (Garwood) for totals; exact conditional binomial (Clopper-Pearson) for ratios. They carry counting error only, not the detector's own errors or the smear's unevenness.",
   `Estimates per microlitre use the ${ESTIMATE_METHOD}. They are estimates for screening and checking an analyser, not a replacement for it: they assume the counted fields represent the smear (monolayer area, no platelet clumps).`,
 ];
 
@@ -78,7 +88,12 @@ export function renderSampleReport(doc: CountDocument, o: { format: 'html' | 'md
     const out = [`# ${title}`, '', `Model: ${model}.`, ''];
     for (const b of bs) {
       out.push(`## Sample ${mdCell(b.title)}`, '', '| | |', '|---|---|', ...b.rows.map(([k, v]) => `| ${k} | ${mdCell(v)} |`), '', ...b.notes, '');
-      out.push(`| ${head.join(' | ')} |`, `|${head.map(() => '---').join('|')}|`, ...b.fields.map((f) => `| ${mdCell(f.file)} | ${f.cells.map(mdCell).join(' | ')} |`), '');
+      out.push(
+        `| ${head.join(' | ')} |`,
+        `|${head.map(() => '---').join('|')}|`,
+        ...b.fields.map((f) => `| ${mdCell(f.file)} | ${f.cells.map(mdCell).join(' | ')} |`),
+        '',
+      );
     }
     out.push('## Method', '', ...METHODS.map((m) => `- ${m}`), '');
     return out.join('\n');
@@ -87,10 +102,12 @@ export function renderSampleReport(doc: CountDocument, o: { format: 'html' | 'md
 <table class="summary">${b.rows.map(([k, v]) => `<tr><th>${esc(k)}</th><td>${esc(v)}</td></tr>`).join('')}</table>
 ${b.notes.map((n) => `<p>${esc(n)}</p>`).join('')}
 <table class="fields"><tr><th></th>${head.map((h) => `<th>${esc(h)}</th>`).join('')}</tr>
-${b.fields.map((f) => {
-  const t = o.thumbs?.[f.file];
-  return `<tr><td>${t ? `<img src="${t}" alt="">` : ''}</td><td>${esc(f.file)}</td>${f.cells.map((c) => `<td>${esc(c)}</td>`).join('')}</tr>`;
-}).join('\n')}</table></section>`;
+${b.fields
+  .map((f) => {
+    const t = o.thumbs?.[f.file];
+    return `<tr><td>${t ? `<img src="${t}" alt="">` : ''}</td><td>${esc(f.file)}</td>${f.cells.map((c) => `<td>${esc(c)}</td>`).join('')}</tr>`;
+  })
+  .join('\n')}</table></section>`;
   return `<!doctype html><html><head><meta charset="utf-8"><title>${esc(title)}</title><style>
 body{font:14px/1.4 system-ui,sans-serif;margin:2em;color:#111}table{border-collapse:collapse;margin:.5em 0}
 th,td{border:1px solid #bbb;padding:3px 8px;text-align:left;vertical-align:middle}.summary th{background:#f3f3f3}

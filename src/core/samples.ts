@@ -66,8 +66,7 @@ function summarise(name: string, all: FieldResult[], rbcPerUl?: number): SampleS
   const counts = perClass((c) => ok.reduce((s, f) => s + f.counts[c], 0));
   const ratio = (c: CellClass) => (counts.RBC > 0 ? perThousand(counts[c], counts.RBC) : null);
   const per1000RBC = { WBC: ratio('WBC'), Platelets: ratio('Platelets') };
-  const scaled = (r: RatioValue | null, k: number) =>
-    r && { value: (r.value * k) / 1000, ci95: [(r.ci95[0] * k) / 1000, (r.ci95[1] * k) / 1000] as Interval };
+  const scaled = (r: RatioValue | null, k: number) => r && { value: (r.value * k) / 1000, ci95: [(r.ci95[0] * k) / 1000, (r.ci95[1] * k) / 1000] as Interval };
   return {
     name,
     images: all.map((f) => f.file),
@@ -123,8 +122,10 @@ function solve(f: (x: number) => number, y: number, lo: number, hi: number): num
 
 function logGamma(x: number): number {
   // Lanczos approximation (g = 7, n = 9): ~15 significant digits
-  const g = [0.99999999999980993, 676.5203681218851, -1259.1392167224028, 771.32342877765313, -176.61502916214059,
-    12.507343278686905, -0.13857109526572012, 9.9843695780195716e-6, 1.5056327351493116e-7];
+  const g = [
+    0.99999999999980993, 676.5203681218851, -1259.1392167224028, 771.32342877765313, -176.61502916214059, 12.507343278686905, -0.13857109526572012,
+    9.9843695780195716e-6, 1.5056327351493116e-7,
+  ];
   if (x < 0.5) return Math.log(Math.PI / Math.sin(Math.PI * x)) - logGamma(1 - x);
   x -= 1;
   let a = g[0];

@@ -32,16 +32,17 @@ export function planTiles(width: number, height: number, size: number, overlap: 
     return i === list.length - 1 ? total : (list[i + 1] + list[i] + size) / 2;
   };
   const tiles: Tile[] = [];
-  ys.forEach((y, j) =>
-    xs.forEach((x, i) =>
+  for (const [j, y] of ys.entries()) {
+    for (const [i, x] of xs.entries()) {
       tiles.push({
-        x, y,
+        x,
+        y,
         width: Math.min(size, width - x),
         height: Math.min(size, height - y),
         core: [edge(xs, i, width, true), edge(ys, j, height, true), edge(xs, i, width, false), edge(ys, j, height, false)],
-      }),
-    ),
-  );
+      });
+    }
+  }
   return tiles;
 }
 

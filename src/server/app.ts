@@ -4,15 +4,16 @@
  */
 import { parseScale } from '../core/detect.js';
 import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import multipart from '@fastify/multipart';
 import fastifyStatic from '@fastify/static';
 import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify';
 import { parseThresholds } from '../core/count.js';
-import { type CountDocument, failedResult, type ImageResult, roundResult, totals } from '../core/formats.js';
+import { type CountDocument, countDocument, failedResult, type ImageResult } from '../core/formats.js';
 import { probe, sniffImageType } from '../adapters/image.js';
-import { Model } from '../detector.js';
+import type { Model } from '../detector.js';
 import { openapi } from './openapi.js';
 import { InferenceQueue, QueueFullError } from './queue.js';
 
@@ -38,17 +39,29 @@ export interface ServerOptions {
 export const LOOPBACK = ['localhost', '127.0.0.1', '::1', '[::1]'];
 export const isLoopback = (host: string) => LOOPBACK.includes(host) || /^127\./.test(host);
 
-export const DEFAULT_LIMITS = { maxFileBytes: 15 * 1024 * 1024, maxFiles: 20, maxPixels: 50_000_000, maxRequestPixels: 100_000_000,
-  concurrency: 1, maxQueued: 8, maxInFlightBytes: 384 * 1024 * 1024 };
+export const DEFAULT_LIMITS = {
+  maxFileBytes: 15 * 1024 * 1024,
+  maxFiles: 20,
+  maxPixels: 50_000_000,
+  maxRequestPixels: 100_000_000,
+  concurrency: 1,
+  maxQueued: 8,
+  maxInFlightBytes: 384 * 1024 * 1024,
+};
 
-const CSP = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; worker-src 'self' blob:; style-src 'self' 'unsafe-inline'; " +
+const CSP =
+  "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; worker-src 'self' blob:; style-src 'self' 'unsafe-inline'; " +
   "img-src 'self' blob: data:; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = [join(here, '..', '..'), join(here, '..', '..', '..')].find((p) => existsSync(join(p, 'package.json')))!;
 
 class HttpError extends Error {
-  constructor(readonly status: number, message: string, readonly file?: string) {
+  constructor(
+    readonly status: number,
+    message: string,
+    readonly file?: string,
+  ) {
     super(message);
   }
 }
@@ -59,7 +72,12 @@ export async function buildServer(o: ServerOptions): Promise<FastifyInstance> {
   const queue = new InferenceQueue(lim.concurrency, lim.maxQueued);
   const inFlight = { bytes: 0 };
   // slow bodies and idle connections are cut off rather than held open
-  const app = Fastify({ logger: o.logger ?? false, bodyLimit: lim.maxFileBytes * lim.maxFiles + 1024 * 1024, connectionTimeout: 120_000, requestTimeout: 120_000 });
+  const app = Fastify({
+    logger: o.logger ?? false,
+    bodyLimit: lim.maxFileBytes * lim.maxFiles + 1024 * 1024,
+    connectionTimeout: 120_000,
+    requestTimeout: 120_000,
+  });
   // only multipart bodies are read at all: anything else is refused (415) before its bytes are
   app.removeAllContentTypeParsers();
   await app.register(multipart, { limits: { fileSize: lim.maxFileBytes, files: lim.maxFiles, fields: 10, fieldSize: 10_000 }, throwFileSizeLimit: true });
@@ -68,7 +86,8 @@ export async function buildServer(o: ServerOptions): Promise<FastifyInstance> {
   app.addHook('onRequest', async (req, reply) => {
     // DNS rebinding: a page on evil.example resolving to this machine sends Host: evil.example
     const host = (req.headers.host ?? '').toLowerCase().replace(/:\d+$/, '');
-    if (!allowed.has(host) && !isLoopback(host)) return sendError(reply, 421, `host '${host}' is not served here (allowed: ${[...allowed].join(', ')}; see --allow-host)`);
+    if (!allowed.has(host) && !isLoopback(host))
+      return sendError(reply, 421, `host '${host}' is not served here (allowed: ${[...allowed].join(', ')}; see --allow-host)`);
     // cross-site requests (another page posting to this server) are refused
     const site = req.headers['sec-fetch-site'];
     const origin = req.headers.origin;
@@ -83,7 +102,8 @@ export async function buildServer(o: ServerOptions): Promise<FastifyInstance> {
       }
       const cookie = /(?:^|;\s*)hemocount_token=([^;]+)/.exec(req.headers.cookie ?? '')?.[1];
       const given = req.headers.authorization?.replace(/^Bearer\s+/i, '') ?? (cookie ? decodeURIComponent(cookie) : undefined);
-      if (given !== o.token && url.pathname !== '/healthz') return sendError(reply, 401, 'a token is required: Authorization: Bearer TOKEN, or open /?token=TOKEN');
+      if (given !== o.token && url.pathname !== '/healthz')
+        return sendError(reply, 401, 'a token is required: Authorization: Bearer TOKEN, or open /?token=TOKEN');
     }
   });
 
@@ -102,15 +122,21 @@ export async function buildServer(o: ServerOptions): Promise<FastifyInstance> {
     if (err instanceof QueueFullError) return reply.header('Retry-After', '2').code(503).send({ error: err.message, status: 503 });
     if (err.code === 'FST_REQ_FILE_TOO_LARGE') return sendError(reply, 413, `a file is larger than the ${mb(lim.maxFileBytes)} limit`);
     if (err.code === 'FST_FILES_LIMIT') return sendError(reply, 413, `too many files: at most ${lim.maxFiles} per request`);
-    if (err.code === 'FST_INVALID_MULTIPART_CONTENT_TYPE' || err.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') return sendError(reply, 415, 'send images as multipart/form-data in a field named "images"');
-    if (/multipart|boundary|Unexpected end of form|Malformed part header/i.test(err.message)) return sendError(reply, 400, `malformed multipart body (${err.message})`);
+    if (err.code === 'FST_INVALID_MULTIPART_CONTENT_TYPE' || err.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE')
+      return sendError(reply, 415, 'send images as multipart/form-data in a field named "images"');
+    if (/multipart|boundary|Unexpected end of form|Malformed part header/i.test(err.message))
+      return sendError(reply, 400, `malformed multipart body (${err.message})`);
     const status = err.statusCode && err.statusCode >= 400 && err.statusCode < 600 ? err.statusCode : 500;
     return sendError(reply, status, status === 500 ? `internal error: ${err.message}` : err.message);
   });
 
   app.setNotFoundHandler((req, reply) => sendError(reply, 404, `no such endpoint: ${req.method} ${req.url.split('?')[0]}`));
   app.get('/healthz', async () => ({ ok: true, model: model.info, queue: queue.size, rssMB: Math.round(process.memoryUsage().rss / 1048576) }));
-  app.get('/api/model', async () => ({ ...model.info, metadata: model.metadata, limits: { maxFileBytes: lim.maxFileBytes, maxFiles: lim.maxFiles, maxPixels: lim.maxPixels, concurrency: lim.concurrency, maxQueued: lim.maxQueued } }));
+  app.get('/api/model', async () => ({
+    ...model.info,
+    metadata: model.metadata,
+    limits: { maxFileBytes: lim.maxFileBytes, maxFiles: lim.maxFiles, maxPixels: lim.maxPixels, concurrency: lim.concurrency, maxQueued: lim.maxQueued },
+  }));
   app.get('/api/openapi.json', async () => openapi(lim));
   // the same model file, for private mode in the browser
   app.get('/api/model.onnx', async (_req, reply) => reply.type('application/octet-stream').header('Cache-Control', 'no-cache').send(Buffer.from(model.bytes)));
@@ -125,10 +151,14 @@ export async function buildServer(o: ServerOptions): Promise<FastifyInstance> {
     let held = 0;
     try {
       for await (const part of req.parts()) {
-        if (part.type !== 'file') { fields[part.fieldname] = String(part.value); continue; }
+        if (part.type !== 'file') {
+          fields[part.fieldname] = String(part.value);
+          continue;
+        }
         const chunks: Buffer[] = [];
         for await (const chunk of part.file as AsyncIterable<Buffer>) {
-          if (inFlight.bytes + chunk.length > lim.maxInFlightBytes) throw new QueueFullError(`the server is busy: uploads in progress hold ${mb(lim.maxInFlightBytes)}`);
+          if (inFlight.bytes + chunk.length > lim.maxInFlightBytes)
+            throw new QueueFullError(`the server is busy: uploads in progress hold ${mb(lim.maxInFlightBytes)}`);
           inFlight.bytes += chunk.length;
           held += chunk.length;
           chunks.push(chunk);
@@ -141,9 +171,11 @@ export async function buildServer(o: ServerOptions): Promise<FastifyInstance> {
       throw e;
     }
     // the count below holds the decoded images, not these buffers' budget: release it after
-    reply.raw.once('close', () => { inFlight.bytes -= held; });
+    reply.raw.once('close', () => {
+      inFlight.bytes -= held;
+    });
     if (!files.length) throw new HttpError(400, 'no image in the request (multipart field "images")');
-    let th;
+    let th: ReturnType<Model['thresholds']>;
     try {
       th = model.thresholds(
         fields.thresholds ? parseThresholds(fields.thresholds, model.metadata.thresholds) : undefined,
@@ -164,31 +196,45 @@ export async function buildServer(o: ServerOptions): Promise<FastifyInstance> {
     for (const f of files) {
       const type = sniffImageType(f.bytes);
       if (!type) throw new HttpError(415, `${f.name}: not an image (JPEG, PNG, TIFF, WebP, GIF or AVIF by its content)`, f.name);
-      const { width, height } = await probe(f.bytes).catch((e) => { throw new HttpError(422, (e as Error).message.replace(/^image: /, `${f.name}: `), f.name); });
-      if (width * height > lim.maxPixels) throw new HttpError(413, `${f.name}: ${width}x${height} is ${(width * height / 1e6).toFixed(0)} megapixels; the limit is ${lim.maxPixels / 1e6}`, f.name);
+      const { width, height } = await probe(f.bytes).catch((e) => {
+        throw new HttpError(422, (e as Error).message.replace(/^image: /, `${f.name}: `), f.name);
+      });
+      if (width * height > lim.maxPixels)
+        throw new HttpError(
+          413,
+          `${f.name}: ${width}x${height} is ${((width * height) / 1e6).toFixed(0)} megapixels; the limit is ${lim.maxPixels / 1e6}`,
+          f.name,
+        );
       pixels += width * height;
-      if (pixels > lim.maxRequestPixels) throw new HttpError(413, `the images of this request hold more than ${lim.maxRequestPixels / 1e6} megapixels together; send them in several requests`, f.name);
+      if (pixels > lim.maxRequestPixels)
+        throw new HttpError(
+          413,
+          `the images of this request hold more than ${lim.maxRequestPixels / 1e6} megapixels together; send them in several requests`,
+          f.name,
+        );
     }
     const images: ImageResult[] = await queue.run(async () => {
       const out: ImageResult[] = [];
       for (const f of files) {
         try {
           const r = await model.count(f.bytes, { thresholds: th.count, review: th.review, candidates: true, name: f.name, scale, tta });
-          out.push(roundResult(r));
+          out.push(r);
         } catch (e) {
           out.push(failedResult(f.name, (e as Error).message.replace(/^image: /, '')));
         }
       }
       return out;
     });
-    const doc: CountDocument & { mode: string } = { model: model.info, thresholds: th.count, review: th.review, images, totals: totals(images), mode: 'server' };
+    const doc: CountDocument & { mode: string } = { ...countDocument(model.info, th, images), mode: 'server' };
     return doc;
   });
 
   const web = join(root, 'web', 'dist');
   if (existsSync(web)) {
     await app.register(fastifyStatic, { root: web, prefix: '/', index: 'index.html' });
-    await app.register(fastifyStatic, { root: join(root, 'node_modules', 'onnxruntime-web', 'dist'), prefix: '/ort/', decorateReply: false });
+    // wherever npm put onnxruntime-web (hoisted when hemocount is itself a dependency)
+    const ortDist = dirname(createRequire(import.meta.url).resolve('onnxruntime-web'));
+    await app.register(fastifyStatic, { root: ortDist, prefix: '/ort/', decorateReply: false });
   } else {
     app.get('/', async (_req, reply) => reply.type('text/plain').send('hemocount API is running; the web app is not built (npm run build).\n'));
   }

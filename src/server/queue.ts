@@ -4,7 +4,10 @@ export class QueueFullError extends Error {}
 export class InferenceQueue {
   private running = 0;
   private waiting: (() => void)[] = [];
-  constructor(readonly concurrency = 1, readonly maxWaiting = 8) {}
+  constructor(
+    readonly concurrency = 1,
+    readonly maxWaiting = 8,
+  ) {}
 
   get size() {
     return { running: this.running, waiting: this.waiting.length };
@@ -24,7 +27,8 @@ export class InferenceQueue {
       return await job();
     } finally {
       const next = this.waiting.shift();
-      if (next) next(); // the slot passes straight to the next job
+      if (next)
+        next(); // the slot passes straight to the next job
       else this.running--;
     }
   }

@@ -15,9 +15,9 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 
 from .data import CLASSES, Sample
+from .model import build_model, count_parameters, load_backbone_weights, load_init
 
 RARE = (CLASSES.index("WBC"), CLASSES.index("Platelets"))
-from .model import build_model, count_parameters, load_backbone_weights, load_init
 
 
 def load_rgb(path: str) -> torch.Tensor:
@@ -112,7 +112,6 @@ class CropDataset:
         # the way annotators box cells cut by the image border
         keep = (carea >= 0.35 * area) & (c[:, 2] - c[:, 0] >= 4) & (c[:, 3] - c[:, 1] >= 4)
         return img, c[keep], labels[keep]
-
 
     def _paste(self, img, boxes, labels, f, i_dest, rng, tries=12):
         """Copy-paste for the rare classes (platelets: ~1 per crop, white cells: fewer):
@@ -377,7 +376,8 @@ def train(cfg: TrainConfig, train_samples, val_samples, out_dir, resume=False, d
         logf.flush()
         log(json.dumps(rec))
         state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
-                 "config": asdict(cfg), "arch": arch, "head_norm": head_norm, "frozen_bn": frozen_bn, "init": init, "seed": seed, "epochs": epochs, "batch_size": batch_size, "lr": lr, "crop": crop,
+                 "config": asdict(cfg), "arch": arch, "head_norm": head_norm, "frozen_bn": frozen_bn, "init": init,
+                 "seed": seed, "epochs": epochs, "batch_size": batch_size, "lr": lr, "crop": crop,
                  "split": split_info or {}, "train_images": len(train_samples)}
         tmp = ckpt_path + ".tmp"
         torch.save(state, tmp)

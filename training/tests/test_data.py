@@ -25,7 +25,8 @@ def test_voc_reader_on_labelimg_files():
 
 def test_yolo_reader_reports_defects(tmp_path):
     img_dir, lab_dir = tmp_path / "images", tmp_path / "labels"
-    img_dir.mkdir(); lab_dir.mkdir()
+    img_dir.mkdir()
+    lab_dir.mkdir()
     shutil.copy(os.path.join(SAMPLES, "BloodImage_00011.jpg"), img_dir / "a.jpg")
     (lab_dir / "a.txt").write_text(
         "1 0.5 0.5 0.1 0.1\n"      # RBC (TXL-PBC ids: 0 WBC, 1 RBC, 2 platelet)

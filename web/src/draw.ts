@@ -5,8 +5,11 @@ import type { CellClass } from '../../src/core/types.js';
 export const COLOURS: Record<CellClass, string> = { RBC: '#ff8c00', WBC: '#66ccff', Platelets: '#1f3fbf' };
 const SHORT: Record<CellClass, string> = { RBC: 'RBC', WBC: 'WBC', Platelets: 'PLT' };
 
-export function drawDetections(ctx: CanvasRenderingContext2D | OffscreenCanvasRenderingContext2D, dets: ReviewedDetection[],
-  o: { scale: number; visible: Record<CellClass, boolean>; selected?: number | null; labels?: boolean; imageWidth: number }) {
+export function drawDetections(
+  ctx: CanvasRenderingContext2D | OffscreenCanvasRenderingContext2D,
+  dets: ReviewedDetection[],
+  o: { scale: number; visible: Record<CellClass, boolean>; selected?: number | null; labels?: boolean; imageWidth: number },
+) {
   const lw = Math.max(1.5, 1.6 * Math.max(1, o.imageWidth / 640)) / o.scale;
   const fs = Math.max(9, 11 * Math.max(1, o.imageWidth / 640)) / Math.max(o.scale, 0.5);
   ctx.font = `${fs}px DejaVu Sans Mono, monospace`;

@@ -10,7 +10,12 @@ import { detectInBrowser } from './private.js';
 import { type Item, restore, save } from './store.js';
 import { Viewer } from './viewer.js';
 
-interface ModelInfo { name: string; version: string; sha256: string; metadata: ModelMetadata }
+interface ModelInfo {
+  name: string;
+  version: string;
+  sha256: string;
+  metadata: ModelMetadata;
+}
 
 function download(name: string, data: Blob | string, type = 'application/octet-stream') {
   const blob = typeof data === 'string' ? new Blob([data], { type }) : data;
@@ -83,7 +88,16 @@ function App() {
         setBusy(`counting in this browser ${k + 1}/${files.length}: ${f.name}`);
         try {
           const r = await detectInBrowser(f);
-          added.push({ id: crypto.randomUUID(), name: f.name, width: r.width, height: r.height, candidates: r.candidates, mode: 'private', corrections: noCorrections(), blob: f });
+          added.push({
+            id: crypto.randomUUID(),
+            name: f.name,
+            width: r.width,
+            height: r.height,
+            candidates: r.candidates,
+            mode: 'private',
+            corrections: noCorrections(),
+            blob: f,
+          });
         } catch (e) {
           errs.push(`${f.name}: cannot be decoded here (${(e as Error).message})`);
         }
@@ -99,7 +113,17 @@ function App() {
         else {
           (body as CountDocument).images.forEach((r: ImageResult, k: number) => {
             if (r.error) errs.push(`${r.file}: ${r.error}`);
-            else added.push({ id: crypto.randomUUID(), name: r.file, width: r.width, height: r.height, candidates: r.candidates ?? [], mode: 'server', corrections: noCorrections(), blob: files[k] });
+            else
+              added.push({
+                id: crypto.randomUUID(),
+                name: r.file,
+                width: r.width,
+                height: r.height,
+                candidates: r.candidates ?? [],
+                mode: 'server',
+                corrections: noCorrections(),
+                blob: files[k],
+              });
           });
         }
       } catch (e) {
@@ -147,16 +171,26 @@ function App() {
   const rbcCountOk = sample.rbcCount.trim() === '' || (Number.isFinite(rbcPerUl) && rbcPerUl > 0);
   function doc(list: Item[]): CountDocument {
     const name = sample.name.trim() || 'sample';
-    const images: ImageResult[] = list.filter((i) => !i.error).map((i) => {
-      const r = reviewed.get(i.id)!;
-      const counted = r.detections.filter((d) => !d.uncertain);
-      return {
-        file: i.name, width: i.width, height: i.height, counts: r.corrected, uncertain: r.uncertain,
-        meanScore: perClass((c) => { const s = counted.filter((d) => d.label === c && !(d.edited && d.score === 1)); return s.length ? s.reduce((a, d) => a + d.score, 0) / s.length : null; }),
-        detections: r.detections.map(({ label, score, box, uncertain }) => ({ label, score, box, uncertain })),
-        sample: name, ...(i.reviewed && { reviewed: i.reviewed }),
-      };
-    });
+    const images: ImageResult[] = list
+      .filter((i) => !i.error)
+      .map((i) => {
+        const r = reviewed.get(i.id)!;
+        const counted = r.detections.filter((d) => !d.uncertain);
+        return {
+          file: i.name,
+          width: i.width,
+          height: i.height,
+          counts: r.corrected,
+          uncertain: r.uncertain,
+          meanScore: perClass((c) => {
+            const s = counted.filter((d) => d.label === c && !(d.edited && d.score === 1));
+            return s.length ? s.reduce((a, d) => a + d.score, 0) / s.length : null;
+          }),
+          detections: r.detections.map(({ label, score, box, uncertain }) => ({ label, score, box, uncertain })),
+          sample: name,
+          ...(i.reviewed && { reviewed: i.reviewed }),
+        };
+      });
     return countDocument(model!, th!, images, sample.rbcCount.trim() && rbcCountOk ? { [name]: rbcPerUl } : {});
   }
 
@@ -169,7 +203,11 @@ function App() {
     ctx.drawImage(bmp, 0, 0);
     drawDetections(ctx, reviewed.get(i.id)!.detections, { scale: k, visible, imageWidth: i.width, labels: false });
     const blob = await c.convertToBlob({ type: 'image/jpeg', quality: 0.72 });
-    return new Promise((ok) => { const fr = new FileReader(); fr.onload = () => ok(fr.result as string); fr.readAsDataURL(blob); });
+    return new Promise((ok) => {
+      const fr = new FileReader();
+      fr.onload = () => ok(fr.result as string);
+      fr.readAsDataURL(blob);
+    });
   }
   async function exportReport() {
     const d = doc(items);
@@ -193,47 +231,135 @@ function App() {
   const summary = items.some((i) => !i.error) ? doc(items).samples?.[0] : undefined;
 
   return (
-    <div class="app"
+    // biome-ignore lint/a11y/noStaticElementInteractions: dropping files anywhere on the page is a shortcut; "Add images..." is the accessible way
+    <div
+      class="app"
       onDragOver={(e) => e.preventDefault()}
-      onDrop={(e) => { e.preventDefault(); addFiles([...(e.dataTransfer?.files ?? [])]); }}>
+      onDrop={(e) => {
+        e.preventDefault();
+        addFiles([...(e.dataTransfer?.files ?? [])]);
+      }}
+    >
       <header>
         <h1>hemocount</h1>
-        <span class="model">{model.name} {model.version}</span>
-        <button onClick={() => fileInput.current!.click()}>Add images...</button>
-        <input ref={fileInput} type="file" multiple accept="image/*" data-testid="file" style={{ display: 'none' }}
-          onChange={(e) => { const f = [...((e.target as HTMLInputElement).files ?? [])]; (e.target as HTMLInputElement).value = ''; addFiles(f); }} />
+        <span class="model">
+          {model.name} {model.version}
+        </span>
+        <button type="button" onClick={() => fileInput.current!.click()}>
+          Add images...
+        </button>
+        <input
+          ref={fileInput}
+          type="file"
+          multiple
+          accept="image/*"
+          data-testid="file"
+          style={{ display: 'none' }}
+          onChange={(e) => {
+            const f = [...((e.target as HTMLInputElement).files ?? [])];
+            (e.target as HTMLInputElement).value = '';
+            addFiles(f);
+          }}
+        />
         <label class="toggle" title="Run the model in this browser: images never leave the machine">
-          <input type="checkbox" data-testid="private" checked={privateMode} onChange={(e) => setPrivateMode((e.target as HTMLInputElement).checked)} /> private mode
+          <input type="checkbox" data-testid="private" checked={privateMode} onChange={(e) => setPrivateMode((e.target as HTMLInputElement).checked)} /> private
+          mode
         </label>
-        <span class="mode" data-testid="mode">{item ? (item.mode === 'private' ? 'counted in this browser (private)' : 'counted on the server') : (privateMode ? 'next images: in this browser' : 'next images: on the server')}</span>
-        {busy && <span class="busy" data-testid="busy">{busy}</span>}
-        <button class="danger" onClick={() => { if (confirm('Remove all images and corrections?')) { setItems([]); setCurrent(null); } }}>Clear</button>
+        <span class="mode" data-testid="mode">
+          {item
+            ? item.mode === 'private'
+              ? 'counted in this browser (private)'
+              : 'counted on the server'
+            : privateMode
+              ? 'next images: in this browser'
+              : 'next images: on the server'}
+        </span>
+        {busy && (
+          <span class="busy" data-testid="busy">
+            {busy}
+          </span>
+        )}
+        <button
+          type="button"
+          class="danger"
+          onClick={() => {
+            if (confirm('Remove all images and corrections?')) {
+              setItems([]);
+              setCurrent(null);
+            }
+          }}
+        >
+          Clear
+        </button>
       </header>
       <aside>
         <section>
           <h2>Thresholds</h2>
           {CLASSES.map((c) => (
             <div class="slider" key={c}>
-              <label><span class="swatch" style={{ background: COLOURS[c] }} />
-                <input type="checkbox" checked={visible[c]} data-testid={`show-${c}`} onChange={() => setVisible({ ...visible, [c]: !visible[c] })} /> {c}</label>
-              <div>count &ge; <input type="range" min="0.05" max="0.95" step="0.01" value={th.count[c]} data-testid={`th-${c}`}
-                onInput={(e) => { const v = Number((e.target as HTMLInputElement).value); setTh({ count: { ...th.count, [c]: v }, review: { ...th.review, [c]: Math.min(th.review[c], v) } }); }} /> <b>{th.count[c].toFixed(2)}</b></div>
-              <div>review &ge; <input type="range" min="0.05" max="0.95" step="0.01" value={th.review[c]} data-testid={`rv-${c}`}
-                onInput={(e) => { const v = Number((e.target as HTMLInputElement).value); setTh({ ...th, review: { ...th.review, [c]: Math.min(v, th.count[c]) } }); }} /> <b>{th.review[c].toFixed(2)}</b></div>
+              <label>
+                <span class="swatch" style={{ background: COLOURS[c] }} />
+                <input type="checkbox" checked={visible[c]} data-testid={`show-${c}`} onChange={() => setVisible({ ...visible, [c]: !visible[c] })} /> {c}
+              </label>
+              <div>
+                count &ge;{' '}
+                <input
+                  type="range"
+                  min="0.05"
+                  max="0.95"
+                  step="0.01"
+                  value={th.count[c]}
+                  data-testid={`th-${c}`}
+                  onInput={(e) => {
+                    const v = Number((e.target as HTMLInputElement).value);
+                    setTh({ count: { ...th.count, [c]: v }, review: { ...th.review, [c]: Math.min(th.review[c], v) } });
+                  }}
+                />{' '}
+                <b>{th.count[c].toFixed(2)}</b>
+              </div>
+              <div>
+                review &ge;{' '}
+                <input
+                  type="range"
+                  min="0.05"
+                  max="0.95"
+                  step="0.01"
+                  value={th.review[c]}
+                  data-testid={`rv-${c}`}
+                  onInput={(e) => {
+                    const v = Number((e.target as HTMLInputElement).value);
+                    setTh({ ...th, review: { ...th.review, [c]: Math.min(v, th.count[c]) } });
+                  }}
+                />{' '}
+                <b>{th.review[c].toFixed(2)}</b>
+              </div>
             </div>
           ))}
-          <button onClick={() => setTh({ count: { ...model.metadata.thresholds }, review: { ...model.metadata.review } })}>Model defaults</button>
+          <button type="button" onClick={() => setTh({ count: { ...model.metadata.thresholds }, review: { ...model.metadata.review } })}>
+            Model defaults
+          </button>
         </section>
         {item && rv && (
           <section>
             <h2>This image</h2>
             <table class="counts" data-testid="counts">
-              <tr><th></th><th title="counted by the model">detected</th><th title="after your corrections">corrected</th><th title="uncertain: between the review and counting thresholds">review</th><th title="mean probability of the counted cells">mean p</th></tr>
+              <tr>
+                <th></th>
+                <th title="counted by the model">detected</th>
+                <th title="after your corrections">corrected</th>
+                <th title="uncertain: between the review and counting thresholds">review</th>
+                <th title="mean probability of the counted cells">mean p</th>
+              </tr>
               {CLASSES.map((c) => {
                 const ds = rv.detections.filter((d) => d.label === c && !d.uncertain && !(d.edited && d.score === 1));
                 return (
-                  <tr><td>{c}</td><td data-testid={`detected-${c}`}>{rv.detected[c]}</td><td data-testid={`corrected-${c}`}>{rv.corrected[c]}</td>
-                    <td data-testid={`uncertain-${c}`}>{rv.uncertain[c]}</td><td>{ds.length ? (ds.reduce((s, d) => s + d.score, 0) / ds.length).toFixed(3) : '-'}</td></tr>
+                  <tr>
+                    <td>{c}</td>
+                    <td data-testid={`detected-${c}`}>{rv.detected[c]}</td>
+                    <td data-testid={`corrected-${c}`}>{rv.corrected[c]}</td>
+                    <td data-testid={`uncertain-${c}`}>{rv.uncertain[c]}</td>
+                    <td>{ds.length ? (ds.reduce((s, d) => s + d.score, 0) / ds.length).toFixed(3) : '-'}</td>
+                  </tr>
                 );
               })}
             </table>
@@ -241,70 +367,220 @@ function App() {
         )}
         <section>
           <h2>Review</h2>
-          <label><input type="checkbox" data-testid="review-mode" checked={reviewMode} onChange={() => { setReviewMode(!reviewMode); setSelected(null); }} /> review mode</label>
+          <label>
+            <input
+              type="checkbox"
+              data-testid="review-mode"
+              checked={reviewMode}
+              onChange={() => {
+                setReviewMode(!reviewMode);
+                setSelected(null);
+              }}
+            />{' '}
+            review mode
+          </label>
           <p class="hint">Click a box to select it; drag on empty space to add a cell; wheel zooms, Alt+drag pans, double-click fits.</p>
-          <div>add as: {CLASSES.map((c) => <label><input type="radio" name="add" checked={addLabel === c} onChange={() => setAddLabel(c)} />{c} </label>)}</div>
+          <div>
+            add as:{' '}
+            {CLASSES.map((c) => (
+              <label>
+                <input type="radio" name="add" checked={addLabel === c} onChange={() => setAddLabel(c)} />
+                {c}{' '}
+              </label>
+            ))}
+          </div>
           {sel && (
             <div class="selected" data-testid="selected">
-              <div>{sel.label} {sel.edited && sel.score === 1 ? '(added)' : sel.score.toFixed(3)} {sel.uncertain ? '(to review)' : ''}</div>
-              <button data-testid="delete" onClick={deleteSelected}>Delete</button>
-              {CLASSES.filter((c) => c !== sel.label).map((c) => <button onClick={() => relabel(c)}>Make {c}</button>)}
-              {sel.uncertain && <><button data-testid="accept" onClick={() => correct((c) => ({ ...c, accepted: [...c.accepted, sel.id] }))}>Accept</button>
-                <button data-testid="reject" onClick={() => correct((c) => ({ ...c, rejected: [...c.rejected, sel.id] }))}>Reject</button></>}
+              <div>
+                {sel.label} {sel.edited && sel.score === 1 ? '(added)' : sel.score.toFixed(3)} {sel.uncertain ? '(to review)' : ''}
+              </div>
+              <button type="button" data-testid="delete" onClick={deleteSelected}>
+                Delete
+              </button>
+              {CLASSES.filter((c) => c !== sel.label).map((c) => (
+                <button type="button" onClick={() => relabel(c)}>
+                  Make {c}
+                </button>
+              ))}
+              {sel.uncertain && (
+                <>
+                  <button type="button" data-testid="accept" onClick={() => correct((c) => ({ ...c, accepted: [...c.accepted, sel.id] }))}>
+                    Accept
+                  </button>
+                  <button type="button" data-testid="reject" onClick={() => correct((c) => ({ ...c, rejected: [...c.rejected, sel.id] }))}>
+                    Reject
+                  </button>
+                </>
+              )}
             </div>
           )}
-          {item && <button onClick={() => correct(() => noCorrections())}>Undo all corrections</button>}
+          {item && (
+            <button type="button" onClick={() => correct(() => noCorrections())}>
+              Undo all corrections
+            </button>
+          )}
         </section>
         {items.length > 0 && (
           <section>
-            <h2>Sample ({items.length} field{items.length > 1 ? 's' : ''})</h2>
+            <h2>
+              Sample ({items.length} field{items.length > 1 ? 's' : ''})
+            </h2>
             <ul class="batch" data-testid="batch">
               {items.map((i) => {
                 const x = reviewed.get(i.id);
-                return <li class={i.id === current ? 'current' : ''} onClick={() => { setCurrent(i.id); setSelected(null); }}>
-                  {i.name} <small>{x ? CLASSES.map((c) => x.corrected[c]).join(' / ') : i.error}</small></li>;
+                const pick = () => {
+                  setCurrent(i.id);
+                  setSelected(null);
+                };
+                return (
+                  <li class={i.id === current ? 'current' : ''}>
+                    <button type="button" class="link" onClick={pick}>
+                      {i.name} <small>{x ? CLASSES.map((c) => x.corrected[c]).join(' / ') : i.error}</small>
+                    </button>
+                  </li>
+                );
               })}
             </ul>
             <table class="counts" data-testid="totals">
-              <tr><th></th><th>detected</th><th>corrected</th></tr>
-              {CLASSES.map((c) => <tr><td>{c}</td><td>{batchDetected[c]}</td><td data-testid={`total-${c}`}>{batchCorrected[c]}</td></tr>)}
+              <tr>
+                <th></th>
+                <th>detected</th>
+                <th>corrected</th>
+              </tr>
+              {CLASSES.map((c) => (
+                <tr>
+                  <td>{c}</td>
+                  <td>{batchDetected[c]}</td>
+                  <td data-testid={`total-${c}`}>{batchCorrected[c]}</td>
+                </tr>
+              ))}
             </table>
-            <div data-testid="ratios">RBC : WBC : PLT = {fmt(r.rbcPerWbc)} : 1 : {fmt(r.pltPerWbc, 2)}{r.rbcPerPlt !== null ? ` (RBC/PLT ${fmt(r.rbcPerPlt)})` : ''}</div>
+            <div data-testid="ratios">
+              RBC : WBC : PLT = {fmt(r.rbcPerWbc)} : 1 : {fmt(r.pltPerWbc, 2)}
+              {r.rbcPerPlt !== null ? ` (RBC/PLT ${fmt(r.rbcPerPlt)})` : ''}
+            </div>
             <div class="sample-form">
-              <label>sample <input data-testid="sample-name" value={sample.name} onInput={(e) => setSample({ ...sample, name: (e.target as HTMLInputElement).value })} /></label>
-              <label>reviewer <input data-testid="reviewer" placeholder="your name" value={sample.reviewer} onInput={(e) => setSample({ ...sample, reviewer: (e.target as HTMLInputElement).value })} /></label>
-              <label title="the analyser's red-cell count of this blood, per microlitre: gives ratio-method estimates">analyser RBC/&micro;L <input data-testid="rbc-count" placeholder="e.g. 4.8e6" value={sample.rbcCount}
-                class={rbcCountOk ? '' : 'bad'} onInput={(e) => setSample({ ...sample, rbcCount: (e.target as HTMLInputElement).value })} /></label>
+              <label>
+                sample{' '}
+                <input data-testid="sample-name" value={sample.name} onInput={(e) => setSample({ ...sample, name: (e.target as HTMLInputElement).value })} />
+              </label>
+              <label>
+                reviewer{' '}
+                <input
+                  data-testid="reviewer"
+                  placeholder="your name"
+                  value={sample.reviewer}
+                  onInput={(e) => setSample({ ...sample, reviewer: (e.target as HTMLInputElement).value })}
+                />
+              </label>
+              <label title="the analyser's red-cell count of this blood, per microlitre: gives ratio-method estimates">
+                analyser RBC/&micro;L{' '}
+                <input
+                  data-testid="rbc-count"
+                  placeholder="e.g. 4.8e6"
+                  value={sample.rbcCount}
+                  class={rbcCountOk ? '' : 'bad'}
+                  onInput={(e) => setSample({ ...sample, rbcCount: (e.target as HTMLInputElement).value })}
+                />
+              </label>
             </div>
             {summary && (
               <table class="counts sample" data-testid="sample-summary">
-                {sampleRows(summary).map(([k, v]) => <tr><td>{k}</td><td>{v}</td></tr>)}
-                <tr><td>fields reviewed / to review</td><td data-testid="review-status">{summary.fieldsReviewed} / {summary.fieldsToReview}</td></tr>
+                {sampleRows(summary).map(([k, v]) => (
+                  <tr>
+                    <td>{k}</td>
+                    <td>{v}</td>
+                  </tr>
+                ))}
+                <tr>
+                  <td>fields reviewed / to review</td>
+                  <td data-testid="review-status">
+                    {summary.fieldsReviewed} / {summary.fieldsToReview}
+                  </td>
+                </tr>
               </table>
             )}
-            {item && <button data-testid="mark-reviewed" onClick={() => update((x) => ({ ...x, reviewed: stamp() }))}>{item.reviewed ? 'Reviewed' : 'Mark this field reviewed'}</button>}
+            {item && (
+              <button type="button" data-testid="mark-reviewed" onClick={() => update((x) => ({ ...x, reviewed: stamp() }))}>
+                {item.reviewed ? 'Reviewed' : 'Mark this field reviewed'}
+              </button>
+            )}
           </section>
         )}
         {item && (
           <section>
             <h2>Export</h2>
-            <button data-testid="export-png" onClick={() => exportPng(item)}>Annotated PNG</button>
-            <button data-testid="export-json" onClick={() => download('hemocount.json', JSON.stringify(doc(items), null, 1), 'application/json')}>JSON</button>
-            <button data-testid="export-csv" onClick={() => download('hemocount.csv', toCsv(doc(items)), 'text/csv')}>CSV</button>
-            <button data-testid="export-samples-csv" onClick={() => download('hemocount.samples.csv', toSamplesCsv(doc(items).samples ?? []), 'text/csv')}>Sample CSV</button>
-            <button data-testid="export-report" onClick={exportReport}>Sample report</button>
-            <button data-testid="export-voc" onClick={() => download(`${stem(item.name)}.xml`, toVoc(item.name, item.width, item.height, boxesOf(item)), 'application/xml')}>VOC XML</button>
-            <button data-testid="export-coco" onClick={() => download('hemocount.coco.json', toCoco(items.filter((i) => !i.error).map((i) => ({ file: i.name, width: i.width, height: i.height, boxes: boxesOf(i) }))), 'application/json')}>COCO JSON</button>
+            <button type="button" data-testid="export-png" onClick={() => exportPng(item)}>
+              Annotated PNG
+            </button>
+            <button type="button" data-testid="export-json" onClick={() => download('hemocount.json', JSON.stringify(doc(items), null, 1), 'application/json')}>
+              JSON
+            </button>
+            <button type="button" data-testid="export-csv" onClick={() => download('hemocount.csv', toCsv(doc(items)), 'text/csv')}>
+              CSV
+            </button>
+            <button
+              type="button"
+              data-testid="export-samples-csv"
+              onClick={() => download('hemocount.samples.csv', toSamplesCsv(doc(items).samples ?? []), 'text/csv')}
+            >
+              Sample CSV
+            </button>
+            <button type="button" data-testid="export-report" onClick={exportReport}>
+              Sample report
+            </button>
+            <button
+              type="button"
+              data-testid="export-voc"
+              onClick={() => download(`${stem(item.name)}.xml`, toVoc(item.name, item.width, item.height, boxesOf(item)), 'application/xml')}
+            >
+              VOC XML
+            </button>
+            <button
+              type="button"
+              data-testid="export-coco"
+              onClick={() =>
+                download(
+                  'hemocount.coco.json',
+                  toCoco(items.filter((i) => !i.error).map((i) => ({ file: i.name, width: i.width, height: i.height, boxes: boxesOf(i) }))),
+                  'application/json',
+                )
+              }
+            >
+              COCO JSON
+            </button>
           </section>
         )}
       </aside>
       <main>
-        {errors.length > 0 && <div class="errors" data-testid="errors">{errors.map((e) => <div>{e}</div>)}<button onClick={() => setErrors([])}>dismiss</button></div>}
+        {errors.length > 0 && (
+          <div class="errors" data-testid="errors">
+            {errors.map((e) => (
+              <div>{e}</div>
+            ))}
+            <button type="button" onClick={() => setErrors([])}>
+              dismiss
+            </button>
+          </div>
+        )}
         {item && rv ? (
-          <Viewer blob={item.blob} width={item.width} height={item.height} detections={rv.detections} visible={visible} reviewMode={reviewMode}
-            selected={selected} onSelect={setSelected} onAdd={(box: Box) => correct((c) => ({ ...c, added: [...c.added, { label: addLabel, box }] }))} />
+          <Viewer
+            blob={item.blob}
+            width={item.width}
+            height={item.height}
+            detections={rv.detections}
+            visible={visible}
+            reviewMode={reviewMode}
+            selected={selected}
+            onSelect={setSelected}
+            onAdd={(box: Box) => correct((c) => ({ ...c, added: [...c.added, { label: addLabel, box }] }))}
+          />
         ) : (
-          <div class="drop" onClick={() => fileInput.current!.click()}>Drop smear images here, or click to choose.<br /><small>JPEG, PNG, TIFF, WebP</small></div>
+          <button type="button" class="drop" onClick={() => fileInput.current!.click()}>
+            Drop smear images here, or click to choose.
+            <br />
+            <small>JPEG, PNG, TIFF, WebP</small>
+          </button>
         )}
       </main>
     </div>

@@ -16,10 +16,7 @@ function load() {
     const ort: typeof Ort = await import(/* @vite-ignore */ `${location.origin}/ort/ort.wasm.min.mjs`);
     ort.env.wasm.wasmPaths = '/ort/';
     ort.env.wasm.numThreads = self.crossOriginIsolated ? Math.max(1, Math.min(4, navigator.hardwareConcurrency || 1)) : 1;
-    const [bytes, info] = await Promise.all([
-      fetch('/api/model.onnx').then((r) => r.arrayBuffer()),
-      fetch('/api/model').then((r) => r.json()),
-    ]);
+    const [bytes, info] = await Promise.all([fetch('/api/model.onnx').then((r) => r.arrayBuffer()), fetch('/api/model').then((r) => r.json())]);
     const session = await ort.InferenceSession.create(new Uint8Array(bytes), { executionProviders: ['wasm'], graphOptimizationLevel: 'all' });
     return { session, ort, meta: info.metadata as ModelMetadata };
   })();

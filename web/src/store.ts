@@ -26,12 +26,13 @@ export interface Saved {
 }
 
 const DB = 'hemocount';
-const open = () => new Promise<IDBDatabase>((res, rej) => {
-  const r = indexedDB.open(DB, 1);
-  r.onupgradeneeded = () => r.result.createObjectStore('state');
-  r.onsuccess = () => res(r.result);
-  r.onerror = () => rej(r.error);
-});
+const open = () =>
+  new Promise<IDBDatabase>((res, rej) => {
+    const r = indexedDB.open(DB, 1);
+    r.onupgradeneeded = () => r.result.createObjectStore('state');
+    r.onsuccess = () => res(r.result);
+    r.onerror = () => rej(r.error);
+  });
 
 export async function save(s: Saved): Promise<void> {
   const db = await open();

@@ -16,7 +16,11 @@ export interface ViewerProps {
   onAdd: (box: Box) => void;
 }
 
-interface View { scale: number; ox: number; oy: number }
+interface View {
+  scale: number;
+  ox: number;
+  oy: number;
+}
 
 export function Viewer(p: ViewerProps) {
   const canvas = useRef<HTMLCanvasElement>(null);
@@ -34,7 +38,9 @@ export function Viewer(p: ViewerProps) {
       setImg(b);
       fit(b.width, b.height);
     });
-    return () => { alive = false; };
+    return () => {
+      alive = false;
+    };
   }, [p.blob]);
 
   const fit = (w: number, h: number) => {
@@ -123,7 +129,15 @@ export function Viewer(p: ViewerProps) {
       return;
     }
     const h = hit(ix, iy);
-    setHover(h ? { x: e.offsetX + 14, y: e.offsetY + 14, text: `${h.label} ${h.edited && h.score === 1 ? '(added)' : h.score.toFixed(3)}${h.uncertain ? ' - to review' : ''}` } : null);
+    setHover(
+      h
+        ? {
+            x: e.offsetX + 14,
+            y: e.offsetY + 14,
+            text: `${h.label} ${h.edited && h.score === 1 ? '(added)' : h.score.toFixed(3)}${h.uncertain ? ' - to review' : ''}`,
+          }
+        : null,
+    );
   };
   const onUp = (e: MouseEvent) => {
     const d = drag.current;
@@ -143,10 +157,25 @@ export function Viewer(p: ViewerProps) {
 
   return (
     <div class="viewer">
-      <canvas ref={canvas} data-testid="canvas" onWheel={onWheel} onMouseDown={onDown} onMouseMove={onMove} onMouseUp={onUp}
-        onMouseLeave={() => { drag.current = null; setHover(null); }} onDblClick={() => img && fit(img.width, img.height)}
-        style={{ cursor: p.reviewMode ? 'crosshair' : 'grab' }} />
-      {hover && <div class="tip" style={{ left: hover.x, top: hover.y }}>{hover.text}</div>}
+      <canvas
+        ref={canvas}
+        data-testid="canvas"
+        onWheel={onWheel}
+        onMouseDown={onDown}
+        onMouseMove={onMove}
+        onMouseUp={onUp}
+        onMouseLeave={() => {
+          drag.current = null;
+          setHover(null);
+        }}
+        onDblClick={() => img && fit(img.width, img.height)}
+        style={{ cursor: p.reviewMode ? 'crosshair' : 'grab' }}
+      />
+      {hover && (
+        <div class="tip" style={{ left: hover.x, top: hover.y }}>
+          {hover.text}
+        </div>
+      )}
     </div>
   );
 }

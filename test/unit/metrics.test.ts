@@ -1,6 +1,22 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { agreement, averagePrecision, bestRow, blandAltman, classAt, confusionMatrix, countAccuracy, evaluate, f1, iou, matchClass, pearson, PAPER_THRESHOLDS, reviewThreshold, type EvalImage } from '../src/core/metrics.js';
+import {
+  agreement,
+  averagePrecision,
+  bestRow,
+  blandAltman,
+  classAt,
+  confusionMatrix,
+  countAccuracy,
+  evaluate,
+  f1,
+  iou,
+  matchClass,
+  pearson,
+  PAPER_THRESHOLDS,
+  reviewThreshold,
+  type EvalImage,
+} from '../../src/core/metrics.js';
 
 const close = (a: number | null, b: number, eps = 1e-9) => assert.ok(a !== null && Math.abs(a - b) < eps, `${a} != ${b}`);
 
@@ -14,18 +30,34 @@ test('IoU and the paper count accuracy', () => {
 });
 
 test('greedy matching: a duplicate detection on one cell is a false positive', () => {
-  const m = matchClass([
-    { label: 'RBC', score: 0.9, box: [0, 0, 10, 10] },
-    { label: 'RBC', score: 0.8, box: [0, 0, 10, 9] },
-    { label: 'RBC', score: 0.7, box: [50, 50, 60, 60] },
-  ], [[0, 0, 10, 10], [100, 100, 110, 110]], 0.5);
+  const m = matchClass(
+    [
+      { label: 'RBC', score: 0.9, box: [0, 0, 10, 10] },
+      { label: 'RBC', score: 0.8, box: [0, 0, 10, 9] },
+      { label: 'RBC', score: 0.7, box: [50, 50, 60, 60] },
+    ],
+    [
+      [0, 0, 10, 10],
+      [100, 100, 110, 110],
+    ],
+    0.5,
+  );
   assert.deepEqual(m.tp, [true, false, false]);
 });
 
 test('precision, recall, F1 and per-image counts at a threshold (hand computed)', () => {
   const imgs: EvalImage[] = [
-    { file: 'a', truth: [{ label: 'RBC', box: [0, 0, 10, 10] }, { label: 'RBC', box: [20, 0, 30, 10] }],
-      candidates: [{ label: 'RBC', score: 0.9, box: [0, 0, 10, 10] }, { label: 'RBC', score: 0.3, box: [40, 0, 50, 10] }] },
+    {
+      file: 'a',
+      truth: [
+        { label: 'RBC', box: [0, 0, 10, 10] },
+        { label: 'RBC', box: [20, 0, 30, 10] },
+      ],
+      candidates: [
+        { label: 'RBC', score: 0.9, box: [0, 0, 10, 10] },
+        { label: 'RBC', score: 0.3, box: [40, 0, 50, 10] },
+      ],
+    },
     { file: 'b', truth: [{ label: 'RBC', box: [0, 0, 10, 10] }], candidates: [] },
   ];
   const r = classAt(imgs, 'RBC', 0.25);
@@ -72,10 +104,21 @@ test('AP: COCO 101-point interpolation, checked by hand', () => {
 });
 
 test('the sweep reads every threshold off one matching', () => {
-  const imgs: EvalImage[] = [{ file: 'a', truth: [{ label: 'Platelets', box: [0, 0, 10, 10] }],
-    candidates: [{ label: 'Platelets', score: 0.5, box: [0, 0, 10, 10] }, { label: 'Platelets', score: 0.3, box: [30, 30, 40, 40] }] }];
+  const imgs: EvalImage[] = [
+    {
+      file: 'a',
+      truth: [{ label: 'Platelets', box: [0, 0, 10, 10] }],
+      candidates: [
+        { label: 'Platelets', score: 0.5, box: [0, 0, 10, 10] },
+        { label: 'Platelets', score: 0.3, box: [30, 30, 40, 40] },
+      ],
+    },
+  ];
   const ev = evaluate(imgs);
-  assert.deepEqual(ev.classes.Platelets.sweep.map((r) => r.threshold), PAPER_THRESHOLDS);
+  assert.deepEqual(
+    ev.classes.Platelets.sweep.map((r) => r.threshold),
+    PAPER_THRESHOLDS,
+  );
   assert.equal(PAPER_THRESHOLDS.length, 14);
   const at = (t: number) => ev.classes.Platelets.sweep.find((r) => Math.abs(r.threshold - t) < 1e-9)!;
   assert.equal(at(0.3).counted, 2);
@@ -87,8 +130,19 @@ test('the sweep reads every threshold off one matching', () => {
 });
 
 test('confusion matrix: a WBC called RBC, a missed platelet, a false RBC', () => {
-  const imgs: EvalImage[] = [{ file: 'a', truth: [{ label: 'WBC', box: [0, 0, 10, 10] }, { label: 'Platelets', box: [50, 50, 55, 55] }],
-    candidates: [{ label: 'RBC', score: 0.9, box: [0, 0, 10, 10] }, { label: 'RBC', score: 0.8, box: [80, 80, 90, 90] }] }];
+  const imgs: EvalImage[] = [
+    {
+      file: 'a',
+      truth: [
+        { label: 'WBC', box: [0, 0, 10, 10] },
+        { label: 'Platelets', box: [50, 50, 55, 55] },
+      ],
+      candidates: [
+        { label: 'RBC', score: 0.9, box: [0, 0, 10, 10] },
+        { label: 'RBC', score: 0.8, box: [80, 80, 90, 90] },
+      ],
+    },
+  ];
   const m = confusionMatrix(imgs, { RBC: 0.5, WBC: 0.5, Platelets: 0.5 });
   assert.equal(m.WBC.RBC, 1);
   assert.equal(m.Platelets.background, 1);
@@ -109,17 +163,42 @@ test('Pearson and Bland-Altman', () => {
 });
 
 test('review band reaches down while the band still holds real cells', () => {
-  const imgs: EvalImage[] = [{ file: 'a', truth: [{ label: 'RBC', box: [0, 0, 10, 10] }, { label: 'RBC', box: [20, 0, 30, 10] }],
-    candidates: [{ label: 'RBC', score: 0.9, box: [0, 0, 10, 10] }, { label: 'RBC', score: 0.42, box: [20, 0, 30, 10] },
-      { label: 'RBC', score: 0.12, box: [60, 0, 70, 10] }, { label: 'RBC', score: 0.11, box: [80, 0, 90, 10] },
-      { label: 'RBC', score: 0.105, box: [100, 0, 110, 10] }] }];
+  const imgs: EvalImage[] = [
+    {
+      file: 'a',
+      truth: [
+        { label: 'RBC', box: [0, 0, 10, 10] },
+        { label: 'RBC', box: [20, 0, 30, 10] },
+      ],
+      candidates: [
+        { label: 'RBC', score: 0.9, box: [0, 0, 10, 10] },
+        { label: 'RBC', score: 0.42, box: [20, 0, 30, 10] },
+        { label: 'RBC', score: 0.12, box: [60, 0, 70, 10] },
+        { label: 'RBC', score: 0.11, box: [80, 0, 90, 10] },
+        { label: 'RBC', score: 0.105, box: [100, 0, 110, 10] },
+      ],
+    },
+  ];
   // band [0.40, 0.5) holds one real cell; going to 0.10 adds three false ones: 1/4 = 25 % still passes
   assert.equal(reviewThreshold(imgs, 'RBC', 0.5, 0.05), 0.1);
   assert.equal(reviewThreshold(imgs, 'RBC', 0.5, 0.05, 0.5), 0.4);
 });
 
 test('bestRow with a tolerance: near-equal F1 is a tie that count accuracy decides', () => {
-  const row = (threshold: number, f1: number, accuracy: number) => ({ threshold, f1, accuracy, precision: f1, recall: f1, counted: 0, truth: 0, tp: 0, fp: 0, fn: 0, imageAccuracy: accuracy, mae: 0 });
+  const row = (threshold: number, f1: number, accuracy: number) => ({
+    threshold,
+    f1,
+    accuracy,
+    precision: f1,
+    recall: f1,
+    counted: 0,
+    truth: 0,
+    tp: 0,
+    fp: 0,
+    fn: 0,
+    imageAccuracy: accuracy,
+    mae: 0,
+  });
   const rows = [row(0.5, 0.907, 0.99), row(0.6, 0.909, 0.91), row(0.7, 0.85, 0.999)];
   assert.equal(bestRow(rows, 'f1').threshold, 0.6);
   assert.equal(bestRow(rows, 'f1', 0.005).threshold, 0.5);

@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { applyThresholds, parseThresholds } from '../src/core/count.js';
-import { baseAnchors, classwiseNms, levelGrids, nms } from '../src/core/decode.js';
-import { estimateScale, flipPixels, mergePasses, parseScale, resizePixels } from '../src/core/detect.js';
-import { mergeTiles, ownedByTile, planTiles } from '../src/core/tiling.js';
-import type { Candidate, ModelMetadata } from '../src/core/types.js';
+import { applyThresholds, parseThresholds } from '../../src/core/count.js';
+import { baseAnchors, classwiseNms, levelGrids, nms } from '../../src/core/decode.js';
+import { estimateScale, flipPixels, mergePasses, parseScale, resizePixels } from '../../src/core/detect.js';
+import { mergeTiles, ownedByTile, planTiles } from '../../src/core/tiling.js';
+import type { Candidate, ModelMetadata } from '../../src/core/types.js';
 
 test('base anchors follow torchvision: ratio outer, size inner, rounded, centred', () => {
   const a = baseAnchors({ name: 'P3', stride: 8, sizes: [32, 64], aspect_ratios: [0.5, 1, 2] });
@@ -16,18 +16,44 @@ test('base anchors follow torchvision: ratio outer, size inner, rounded, centred
 });
 
 test('level grids: exact strides on padded input, offsets accumulate', () => {
-  const meta = { anchors: { levels: [8, 16, 32, 64, 128].map((s) => ({ name: `P`, stride: s, sizes: [1, 2, 3], aspect_ratios: [1, 2, 3] })) } } as unknown as ModelMetadata;
+  const meta = {
+    anchors: { levels: [8, 16, 32, 64, 128].map((s) => ({ name: `P`, stride: s, sizes: [1, 2, 3], aspect_ratios: [1, 2, 3] })) },
+  } as unknown as ModelMetadata;
   const g = levelGrids(meta, 512, 640);
-  assert.deepEqual(g.map((x) => [x.height, x.width]), [[64, 80], [32, 40], [16, 20], [8, 10], [4, 5]]);
+  assert.deepEqual(
+    g.map((x) => [x.height, x.width]),
+    [
+      [64, 80],
+      [32, 40],
+      [16, 20],
+      [8, 10],
+      [4, 5],
+    ],
+  );
   assert.equal(g[1].offset, 64 * 80 * 9);
   assert.equal(g[4].offset, (64 * 80 + 32 * 40 + 16 * 20 + 8 * 10) * 9);
 });
 
 test('NMS keeps the best of overlapping boxes and distinct cells', () => {
-  const boxes: [number, number, number, number][] = [[0, 0, 10, 10], [1, 1, 11, 11], [20, 20, 30, 30], [0, 0, 10, 10.5]];
+  const boxes: [number, number, number, number][] = [
+    [0, 0, 10, 10],
+    [1, 1, 11, 11],
+    [20, 20, 30, 30],
+    [0, 0, 10, 10.5],
+  ];
   assert.deepEqual(nms(boxes, [0.9, 0.8, 0.7, 0.95], 0.5), [3, 2]);
   // IoU exactly at the threshold is kept (torchvision suppresses only IoU > threshold)
-  assert.deepEqual(nms([[0, 0, 10, 10], [5, 0, 15, 10]], [0.9, 0.8], 1 / 3).length, 2);
+  assert.deepEqual(
+    nms(
+      [
+        [0, 0, 10, 10],
+        [5, 0, 15, 10],
+      ],
+      [0.9, 0.8],
+      1 / 3,
+    ).length,
+    2,
+  );
 });
 
 test('class-wise NMS never lets one class suppress another', () => {
@@ -37,7 +63,10 @@ test('class-wise NMS never lets one class suppress another', () => {
     { label: 'RBC', score: 0.7, box: [0, 0, 10, 10] },
   ];
   const kept = classwiseNms(c, 0.5);
-  assert.deepEqual(kept.map((k) => k.label), ['RBC', 'WBC']);
+  assert.deepEqual(
+    kept.map((k) => k.label),
+    ['RBC', 'WBC'],
+  );
 });
 
 test('per-class thresholds and the review band', () => {
@@ -70,7 +99,13 @@ test('tiles cover the image, overlap by at least the requested margin, and cores
   for (let i = 1; i < xs.length; i++) assert.ok(xs[i - 1] + 1024 - xs[i] >= 320);
   assert.equal(Math.max(...tiles.map((t) => t.x + t.width)), 6000);
   // every point belongs to exactly one core
-  for (const [x, y] of [[0, 0], [5999, 3999], [700, 700], [704, 1000], [3000.5, 2000.5]]) {
+  for (const [x, y] of [
+    [0, 0],
+    [5999, 3999],
+    [700, 700],
+    [704, 1000],
+    [3000.5, 2000.5],
+  ]) {
     assert.equal(tiles.filter((t) => x >= t.core[0] && x < t.core[2] && y >= t.core[1] && y < t.core[3]).length, 1, `${x},${y}`);
   }
 });
@@ -87,10 +122,15 @@ test('a cell seen by two tiles is kept once, by the tile owning its centre', () 
 });
 
 test('resizing keeps the picture: a flat colour stays flat, a gradient keeps its mean', () => {
-  const w = 40, h = 30;
+  const w = 40,
+    h = 30;
   const data = new Uint8Array(w * h * 3);
   for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) data.set([200, 100, (x * 255) / (w - 1)], (y * w + x) * 3);
-  for (const [nw, nh] of [[20, 15], [80, 60], [13, 7]]) {
+  for (const [nw, nh] of [
+    [20, 15],
+    [80, 60],
+    [13, 7],
+  ]) {
     const r = resizePixels({ data, width: w, height: h, channels: 3 }, nw, nh);
     assert.equal(r.data.length, nw * nh * 3);
     let mean = 0;
