@@ -38,6 +38,33 @@ for (let i = 0; i < runs; i++) {
   fwd.push(performance.now() - t);
 }
 
+// int8 against fp32 on the same input, interleaved in one run (the machine's speed drifts)
+let int8: Record<string, number | string> | undefined;
+if (!a.model) {
+  const threads = a.threads ? Number(a.threads) : undefined;
+  const [f, i8] = [await openOnnx(defaultModelPath('fp32'), threads), await openOnnx(defaultModelPath('int8'), threads)];
+  for (let i = 0; i < 5; i++) for (const m of [f, i8]) await m.run(input, ph, pw);
+  const tf: number[] = [];
+  const ti: number[] = [];
+  for (let i = 0; i < runs; i++) {
+    for (const [m, out] of [
+      [f, tf],
+      [i8, ti],
+    ] as const) {
+      const t = performance.now();
+      await m.run(input, ph, pw);
+      out.push(performance.now() - t);
+    }
+  }
+  int8 = {
+    fp32_p50: +q(tf, 0.5).toFixed(1),
+    int8_p50: +q(ti, 0.5).toFixed(1),
+    speedup: +(q(tf, 0.5) / q(ti, 0.5)).toFixed(2),
+    fp32_mb: +(f.bytes.length / 2 ** 20).toFixed(1),
+    int8_mb: +(i8.bytes.length / 2 ** 20).toFixed(1),
+  };
+}
+
 const model = await loadModel(path, { threads: a.threads ? Number(a.threads) : undefined });
 const files = readdirSync(SAMPLES)
   .filter((f) => f.endsWith('.jpg'))
@@ -61,6 +88,7 @@ const out = {
   machine: `${cpus()[0].model}, ${cpus().length} cores, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}`,
   model: { file: path, name: onnx.metadata.name, sha256: onnx.sha256.slice(0, 12) },
   forward_640x480_ms: { input: `${pw}x${ph} (padded)`, runs, p50: +q(fwd, 0.5).toFixed(1), p90: +q(fwd, 0.9).toFixed(1), min: +Math.min(...fwd).toFixed(1) },
+  ...(int8 && { forward_int8_vs_fp32_ms: int8 }),
   count_per_image_ms: { images: whole.length, p50: +q(whole, 0.5).toFixed(1), p90: +q(whole, 0.9).toFixed(1) },
   sweep: {
     images: got.images.length,

@@ -52,7 +52,26 @@ A {large['width']} x {large['height']} smear ({large['tiles']} tiles) is counted
 {s['evaluation_pass_ms'] / 1000:.1f} s; the whole 14-threshold sweep on top of it costs {s['sweep_ms']:.0f} ms
 (x{s['ratio_pass_plus_sweep_to_pass']} of one evaluation pass), because thresholds are applied to stored candidates.
 Absolute timings on this shared 2-core machine vary between sessions (the same network measured
-33 ms in an earlier session and 48-57 ms in this one): compare ratios taken in one run."""
+33 ms in an earlier session and 48-57 ms in another): compare ratios taken in one run."""
+q8 = sp.get("forward_int8_vs_fp32_ms")
+if q8:
+    speed += f"""
+
+**int8** (`--model int8`): the same network with static QDQ int8 quantisation
+(`scripts/quantize.py`, activations calibrated on training images only), {q8['int8_mb']} MB instead of
+{q8['fp32_mb']} MB. Forward pass p50, interleaved in the same run: fp32 {q8['fp32_p50']} ms, int8
+{q8['int8_p50']} ms, **{q8['speedup']}x**. Its accuracy against fp32 on the validation split (the release
+gate: mAP@0.5 and each class's F1 within 0.5 points, on each subset): `docs/validation/int8-gate.txt`."""
+try:
+    qb = json.load(open("docs/queue.json"))
+    r = qb["results"]
+    speed += f"""
+
+**Scale-out** (`npm run bench:queue`: {qb['images']} CBC smears, Redis + BullMQ workers on this machine,
+wall time of the whole command): """ + "; ".join(f"{k} {v['imagesPerS']} images/s" for k, v in r.items()) + f""".
+Two single-threaded workers against one: x{qb['ratio2to1']}."""
+except FileNotFoundError:
+    pass
 import subprocess  # noqa: E402  (the sample output is made after the tables above)
 out = subprocess.run(["node", "bin/hemocount.js", "count", "samples/BloodImage_00011.jpg", "--json", "-", "--quiet"],
                      capture_output=True, text=True, check=True).stdout

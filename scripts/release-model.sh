@@ -20,6 +20,14 @@ $PY -m hemocount_train split --out "$VAL"
 $PY -m hemocount_train export "$CKPT" --out "$TMP/raw.onnx" --name hemocount-compact
 node bin/hemocount.js calibrate --data "$VAL" ${CALIBRATE_SUBSET:+--subset "$CALIBRATE_SUBSET"} --model "$TMP/raw.onnx" --out models/hemocount-default.onnx --quiet
 $PY -m hemocount_train fixture "$CKPT" --onnx models/hemocount-default.onnx "${FIX[@]}"
+# int8: activations calibrated on training images only, then the gate against fp32
+node scripts/calibrate-ranges.mjs models/hemocount-default.onnx --out "$TMP/ranges.json"
+$PY scripts/quantize.py models/hemocount-default.onnx "$TMP/int8.onnx" --ranges "$TMP/ranges.json"
+node bin/hemocount.js evaluate --data "$VAL" --model models/hemocount-default.onnx --json "$TMP/fp32.json" --quiet > /dev/null
+node bin/hemocount.js evaluate --data "$VAL" --model "$TMP/int8.onnx" --json "$TMP/int8.json" --quiet > /dev/null
+rm -f models/hemocount-default.int8.onnx
+node scripts/int8-gate.mjs "$TMP/fp32.json" "$TMP/int8.json" | tee docs/validation/int8-gate.txt
+cp "$TMP/int8.onnx" models/hemocount-default.int8.onnx
 cp "$RUN/train_log.jsonl" models/train_log.jsonl
 node bin/hemocount.js report --data "$VAL" --out docs/validation/report.html --log models/train_log.jsonl --quiet
 node bin/hemocount.js evaluate --data "$VAL" --json docs/validation/evaluate.json --quiet > docs/validation/evaluate.txt

@@ -142,3 +142,21 @@ test('library arguments are checked sharp-style: the argument and the bad value 
   await assert.rejects(model.count(file, { scale: 9 }), /scale must be 'auto' or a number from 0.25 to 4/);
   await assert.rejects(loadModel(MODEL, { threads: -2 }), /threads must be a whole number >= 1, not -2/);
 });
+
+test('the bundled int8 model carries the same metadata, is smaller, and finds the same cells as fp32 on the samples', async () => {
+  const q = await loadModel('int8');
+  assert.deepEqual(q.metadata, model.metadata);
+  assert.ok(readFileSync(q.path).length < readFileSync(MODEL).length / 2.5);
+  let matched = 0;
+  let total = 0;
+  for (const f of ['BloodImage_00004.jpg', 'BloodImage_00011.jpg', 'BloodImage_00017.jpg', '0aa766fb-87f4-5dba-86e7-299250bc2e25.jpg']) {
+    const [a, b] = [await model.count(join(SAMPLES, f)), await q.count(join(SAMPLES, f))];
+    for (const c of ['RBC', 'WBC', 'Platelets'] as const) assert.ok(Math.abs(a.counts[c] - b.counts[c]) <= Math.max(1, 0.1 * a.counts[c]), `${f} ${c}: ${a.counts[c]} vs ${b.counts[c]}`);
+    // every confident fp32 cell has an int8 box of the same class on it
+    for (const d of a.detections.filter((x) => x.score > 0.7)) {
+      total++;
+      if (b.detections.some((e) => e.label === d.label && iou(e.box, d.box) > 0.7)) matched++;
+    }
+  }
+  assert.ok(matched / total > 0.97, `${matched}/${total}`);
+});

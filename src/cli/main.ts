@@ -8,7 +8,7 @@ import { parseScale as parseScaleSpec } from '../core/detect.js';
 import { readMetadata } from '../adapters/onnx.js';
 import { CLASSES, type ModelMetadata, type PerClass } from '../core/types.js';
 import { findTorchPython } from '../adapters/python.js';
-import { defaultModelPath, Model } from '../detector.js';
+import { Model, modelPath } from '../detector.js';
 import { runCount, UsageError } from './count.js';
 import { runStatus, runSubmit, runWorker } from './queue.js';
 import { runCalibrate, runEvaluate, runReport, runSelect, type StudyArgs } from './study.js';
@@ -37,7 +37,7 @@ Commands:
 
 const SECTIONS: Record<string, string> = {
   count: `count options:
-  --model FILE          ONNX model (default: the bundled model)
+  --model FILE|int8     ONNX model (default: the bundled fp32 model; int8: its quantised twin, faster)
   --threshold SPEC      0.4, or RBC=0.25,WBC=0.65,Platelets=0.35 (default: the model's calibrated ones)
   --review SPEC         lower edge of the review band, same syntax (between it and the threshold: uncertain)
   --out DIR             annotated images (<name>.annotated.png); --no-labels, --no-scores to declutter
@@ -353,7 +353,7 @@ async function main(argv: string[]): Promise<number> {
         options: { model: { type: 'string' }, json: { type: 'boolean', default: false }, help: { type: 'boolean', short: 'h', default: false } },
       });
       if (v.help) return usage(0, 'info');
-      const path = v.model ?? defaultModelPath();
+      const path = modelPath(v.model);
       const bytes = await readFile(path).catch((e) => {
         throw new Error(`${path}: cannot read the model file (${e.code ?? e.message})`);
       });
