@@ -6,7 +6,7 @@
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { applyThresholds } from './core/count.js';
+import { applyThresholds, parseThresholds } from './core/count.js';
 import type { ImageResult } from './core/formats.js';
 import { checkScale, type DetectOptions, type Detected as CoreDetected, detect, type ScaleEstimate } from './core/detect.js';
 import { crop, WHOLE_IMAGE_PIXELS } from './core/pipeline.js';
@@ -78,9 +78,14 @@ export class Model {
     return this.onnx.bytes;
   }
 
-  /** Resolve user thresholds against the model's recommended ones. */
-  thresholds(count?: CountOptions['thresholds'], review?: CountOptions['review']): Thresholds {
-    const pick = (v: CountOptions['thresholds'], base: PerClass<number>, name: string) => {
+  /**
+   * Resolve user thresholds against the model's recommended ones: numbers per class, one
+   * number, or a spec string as the CLI, the server and the queue take it ('0.4',
+   * 'RBC=0.25,WBC=0.65').
+   */
+  thresholds(count?: CountOptions['thresholds'] | string, review?: CountOptions['review'] | string): Thresholds {
+    const pick = (spec: CountOptions['thresholds'] | string, base: PerClass<number>, name: string) => {
+      const v = typeof spec === 'string' ? parseThresholds(spec, base) : spec;
       checkThresholdArg(v, name);
       return perClass((c) => (typeof v === 'number' ? v : (v?.[c] ?? base[c])));
     };

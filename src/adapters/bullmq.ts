@@ -10,7 +10,6 @@ import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { Job, Queue, QueueEvents, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
-import { parseThresholds } from '../core/count.js';
 import { failedResult, type ImageResult, roundResult } from '../core/formats.js';
 import type { PerClass } from '../core/types.js';
 import { Model } from '../detector.js';
@@ -78,10 +77,7 @@ export async function startWorker(redis: Redis, o: WorkerOptions = {}): Promise<
     QUEUE,
     async (job) => {
       const d = job.data;
-      const th = model.thresholds(
-        d.threshold ? parseThresholds(d.threshold, model.metadata.thresholds) : undefined,
-        d.review ? parseThresholds(d.review, model.metadata.review ?? model.metadata.thresholds) : undefined,
-      );
+      const th = model.thresholds(d.threshold, d.review);
       const input = d.inline ? Buffer.from(d.inline, 'base64') : d.file;
       const r = await model.count(input, { thresholds: th.count, review: th.review, scale: d.scale, tta: d.tta, maxPixels: d.maxPixels, name: d.file });
       if (d.sample !== undefined) r.sample = d.sample;

@@ -445,5 +445,3 @@ export function parseClassNames(text: string, name: string): string[] {
     .map((s) => s.trim())
     .filter(Boolean);
 }
-
-export const pathKey = (p: string) => resolve(p).split(sep).join('/');

@@ -2,7 +2,6 @@
 import { existsSync } from 'node:fs';
 import { appendFile, readFile } from 'node:fs/promises';
 import { basename, dirname, extname, join, relative, resolve } from 'node:path';
-import { parseThresholds } from '../core/count.js';
 import { type CountDocument, countDocument, failedResult, type ImageResult, roundResult, toCoco, toCsv, toSamplesCsv, toVoc, toYolo } from '../core/formats.js';
 import { CLASSES } from '../core/types.js';
 import { drawAnnotated, thumbnail } from '../adapters/image.js';
@@ -85,10 +84,7 @@ export async function runCount(a: CountArgs): Promise<number> {
   const meta = model.metadata;
   let th: ReturnType<Model['thresholds']>;
   try {
-    th = model.thresholds(
-      a.threshold ? parseThresholds(a.threshold, meta.thresholds) : undefined,
-      a.review ? parseThresholds(a.review, meta.review ?? meta.thresholds) : undefined,
-    );
+    th = model.thresholds(a.threshold, a.review);
   } catch (e) {
     throw new UsageError((e as Error).message);
   }

@@ -38,6 +38,7 @@ export function applyThresholds(cands: Candidate[], th: Thresholds): CountSummar
 export function parseThresholds(spec: string, base: PerClass<number>): PerClass<number> {
   const out = { ...base };
   const s = spec.trim();
+  if (/^\d*,\d+$/.test(s)) throw new Error(`bad threshold '${spec}': write the decimal point as '.', e.g. ${s.replace(',', '.')}`);
   if (/^[\d.]+$/.test(s)) {
     const v = checkProbability(Number(s), spec);
     return perClass(() => v);

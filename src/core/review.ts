@@ -19,7 +19,10 @@ export const noCorrections = (): Corrections => ({ deleted: [], relabeled: {}, a
 export interface ReviewedDetection extends Detection {
   /** Index into the candidates, or -1 - k for the k-th added box. */
   id: number;
+  /** Changed by the reviewer: relabelled, accepted from the review band, or added. */
   edited: boolean;
+  /** Drawn by the reviewer (its score of 1 is no model probability). */
+  added: boolean;
 }
 
 export interface Reviewed {
@@ -42,9 +45,9 @@ export function review(cands: Candidate[], th: Thresholds, c: Corrections): Revi
     if (cand.score < r || del.has(id) || rej.has(id)) return;
     const label = c.relabeled[id] ?? cand.label;
     const uncertain = cand.score < t && !acc.has(id);
-    detections.push({ ...cand, label, uncertain, id, edited: label !== cand.label || (cand.score < t && acc.has(id)) });
+    detections.push({ ...cand, label, uncertain, id, edited: label !== cand.label || (cand.score < t && acc.has(id)), added: false });
   });
-  for (const [k, a] of c.added.entries()) detections.push({ label: a.label, box: a.box, score: 1, uncertain: false, id: -1 - k, edited: true });
+  for (const [k, a] of c.added.entries()) detections.push({ label: a.label, box: a.box, score: 1, uncertain: false, id: -1 - k, edited: true, added: true });
   const corrected = perClass(() => 0);
   const uncertain = perClass(() => 0);
   for (const d of detections) (d.uncertain ? uncertain : corrected)[d.label]++;

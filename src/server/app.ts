@@ -10,7 +10,6 @@ import { fileURLToPath } from 'node:url';
 import multipart from '@fastify/multipart';
 import fastifyStatic from '@fastify/static';
 import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify';
-import { parseThresholds } from '../core/count.js';
 import { type CountDocument, countDocument, failedResult, type ImageResult } from '../core/formats.js';
 import { probe, sniffImageType } from '../adapters/image.js';
 import type { Model } from '../detector.js';
@@ -177,10 +176,7 @@ export async function buildServer(o: ServerOptions): Promise<FastifyInstance> {
     if (!files.length) throw new HttpError(400, 'no image in the request (multipart field "images")');
     let th: ReturnType<Model['thresholds']>;
     try {
-      th = model.thresholds(
-        fields.thresholds ? parseThresholds(fields.thresholds, model.metadata.thresholds) : undefined,
-        fields.review ? parseThresholds(fields.review, model.metadata.review) : undefined,
-      );
+      th = model.thresholds(fields.thresholds || undefined, fields.review || undefined);
     } catch (e) {
       throw new HttpError(400, (e as Error).message);
     }

@@ -21,7 +21,7 @@ export function drawDetections(
     ctx.setLineDash(d.uncertain ? [4 / o.scale, 3 / o.scale] : []);
     ctx.strokeRect(x1, y1, x2 - x1, y2 - y1);
     if (o.labels !== false) {
-      const text = `${SHORT[d.label]} ${d.edited && d.score === 1 ? 'added' : d.score.toFixed(2)}${d.uncertain ? '?' : ''}`;
+      const text = `${SHORT[d.label]} ${d.added ? 'added' : d.score.toFixed(2)}${d.uncertain ? '?' : ''}`;
       const tw = ctx.measureText(text).width + 4;
       const ty = y1 >= fs + 2 ? y1 - fs - 2 : y1;
       ctx.globalAlpha = 0.75;

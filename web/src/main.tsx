@@ -183,7 +183,7 @@ function App() {
           counts: r.corrected,
           uncertain: r.uncertain,
           meanScore: perClass((c) => {
-            const s = counted.filter((d) => d.label === c && !(d.edited && d.score === 1));
+            const s = counted.filter((d) => d.label === c && !d.added);
             return s.length ? s.reduce((a, d) => a + d.score, 0) / s.length : null;
           }),
           detections: r.detections.map(({ label, score, box, uncertain }) => ({ label, score, box, uncertain })),
@@ -351,7 +351,7 @@ function App() {
                 <th title="mean probability of the counted cells">mean p</th>
               </tr>
               {CLASSES.map((c) => {
-                const ds = rv.detections.filter((d) => d.label === c && !d.uncertain && !(d.edited && d.score === 1));
+                const ds = rv.detections.filter((d) => d.label === c && !d.uncertain && !d.added);
                 return (
                   <tr>
                     <td>{c}</td>
@@ -392,7 +392,7 @@ function App() {
           {sel && (
             <div class="selected" data-testid="selected">
               <div>
-                {sel.label} {sel.edited && sel.score === 1 ? '(added)' : sel.score.toFixed(3)} {sel.uncertain ? '(to review)' : ''}
+                {sel.label} {sel.added ? '(added)' : sel.score.toFixed(3)} {sel.uncertain ? '(to review)' : ''}
               </div>
               <button type="button" data-testid="delete" onClick={deleteSelected}>
                 Delete

@@ -134,7 +134,7 @@ export function Viewer(p: ViewerProps) {
         ? {
             x: e.offsetX + 14,
             y: e.offsetY + 14,
-            text: `${h.label} ${h.edited && h.score === 1 ? '(added)' : h.score.toFixed(3)}${h.uncertain ? ' - to review' : ''}`,
+            text: `${h.label} ${h.added ? '(added)' : h.score.toFixed(3)}${h.uncertain ? ' - to review' : ''}`,
           }
         : null,
     );
