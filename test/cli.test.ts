@@ -48,7 +48,9 @@ test('count on the samples folder: table, JSON, CSV, pictures, VOC, YOLO, COCO',
   assert.equal(csv.length, 7);
   assert.equal(Number(csv[6][csv[0].indexOf('WBC')]), doc.totals.counts.WBC);
   const png = await sharp(join(out, 'img', 'BloodImage_00004.annotated.png')).metadata();
-  assert.deepEqual([png.width, png.height], [640, 480]);
+  // the picture, and below it a strip with the legend (outside the cells)
+  assert.equal(png.width, 640);
+  assert.ok(png.height! > 480 && png.height! < 540, `${png.height}`);
   const voc = parseVoc(readFileSync(join(out, 'voc', 'BloodImage_00004.xml'), 'utf8'));
   const im4 = doc.images.find((i: { file: string }) => i.file.endsWith('BloodImage_00004.jpg'));
   assert.equal(voc.boxes.length, im4.counts.RBC + im4.counts.WBC + im4.counts.Platelets);

@@ -101,4 +101,9 @@ test('box labels are sized by the cells, not the picture: a big mosaic keeps leg
   assert.ok(font(small) >= 9 && font(small) <= 16);
   assert.match(overlaySvg(640, 480, cells(2), { ...o, scores: false }), />RBC<\/text>/);
   assert.doesNotMatch(overlaySvg(640, 480, cells(2), { ...o, labels: false }), />RBC 0\.90/);
+  // the legend lies in a strip below the picture, wrapping on a narrow one
+  const legendY = (svg: string) => [...svg.matchAll(/<text x="[\d.]+" y="([\d.]+)"[^>]*>(RBC|WBC|Platelets): /g)].map((m) => Number(m[1]));
+  assert.ok(legendY(small).every((y) => y > 480));
+  assert.equal(new Set(legendY(small)).size, 1);
+  assert.ok(new Set(legendY(overlaySvg(200, 480, cells(2), o))).size > 1);
 });

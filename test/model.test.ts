@@ -151,7 +151,8 @@ test('the bundled int8 model carries the same metadata, is smaller, and finds th
   let total = 0;
   for (const f of ['BloodImage_00004.jpg', 'BloodImage_00011.jpg', 'BloodImage_00017.jpg', '0aa766fb-87f4-5dba-86e7-299250bc2e25.jpg']) {
     const [a, b] = [await model.count(join(SAMPLES, f)), await q.count(join(SAMPLES, f))];
-    for (const c of ['RBC', 'WBC', 'Platelets'] as const) assert.ok(Math.abs(a.counts[c] - b.counts[c]) <= Math.max(1, 0.1 * a.counts[c]), `${f} ${c}: ${a.counts[c]} vs ${b.counts[c]}`);
+    for (const c of ['RBC', 'WBC', 'Platelets'] as const)
+      assert.ok(Math.abs(a.counts[c] - b.counts[c]) <= Math.max(1, 0.1 * a.counts[c]), `${f} ${c}: ${a.counts[c]} vs ${b.counts[c]}`);
     // every confident fp32 cell has an int8 box of the same class on it
     for (const d of a.detections.filter((x) => x.score > 0.7)) {
       total++;

@@ -128,6 +128,34 @@ export interface DrawOptions {
   scores?: boolean;
 }
 
+/**
+ * The legend (counts per class, in the box colours) in a white strip below the picture, so
+ * that it hides no cell; entries wrap onto more rows on a narrow picture.
+ */
+function legendLayout(width: number, height: number, o: DrawOptions, colour: Record<string, string>): { height: number; svg: string } {
+  const s = Math.max(1, Math.min(width, height) / 480);
+  const fs = Math.round(13 * s);
+  const pad = Math.round(6 * s);
+  const items = CLASSES.map((k) => ({ k, text: `${k}: ${o.counts[k]}${o.uncertain[k] ? ` (+${o.uncertain[k]} to review)` : ''}` }));
+  const parts: string[] = [];
+  let x = pad;
+  let row = 0;
+  for (const { k, text } of items) {
+    const w = fs + 6 + text.length * fs * 0.62 + 3 * pad;
+    if (x > pad && x + w > width) {
+      x = pad;
+      row++;
+    }
+    const y = height + pad + row * (fs + pad);
+    parts.push(
+      `<rect x="${x}" y="${y}" width="${fs}" height="${fs}" fill="${colour[k]}"/>` +
+        `<text x="${x + fs + 6}" y="${y + fs - 2}" font-family="DejaVu Sans, sans-serif" font-size="${fs}" fill="#000">${esc(text)}</text>`,
+    );
+    x += w;
+  }
+  return { height: (row + 1) * (fs + pad) + pad, svg: parts.join('') };
+}
+
 /** SVG overlay: boxes in the paper's colours, label + probability, dashed if uncertain, a legend. */
 export function overlaySvg(width: number, height: number, dets: Detection[], o: DrawOptions): string {
   const colour = Object.fromEntries(o.meta.classes.map((c) => [c.name, c.colour]));
@@ -158,19 +186,9 @@ export function overlaySvg(width: number, height: number, dets: Detection[], o: 
       );
     }
   }
-  const lfs = Math.round(13 * s);
-  const lines = CLASSES.map((k) => `${k}: ${o.counts[k]}${o.uncertain[k] ? ` (+${o.uncertain[k]} to review)` : ''}`);
-  const lw = Math.max(...lines.map((l) => l.length)) * lfs * 0.62 + 28 * s;
-  const lh = lines.length * (lfs + 6) + 10;
-  parts.push(`<rect x="${4 * s}" y="${4 * s}" width="${lw}" height="${lh}" fill="#ffffff" fill-opacity="0.85" stroke="#333"/>`);
-  lines.forEach((l, i) => {
-    const y = 4 * s + 8 + i * (lfs + 6);
-    parts.push(
-      `<rect x="${10 * s}" y="${y}" width="${lfs}" height="${lfs}" fill="${colour[CLASSES[i]]}"/>` +
-        `<text x="${10 * s + lfs + 6}" y="${y + lfs - 2}" font-family="DejaVu Sans, sans-serif" font-size="${lfs}" fill="#000">${esc(l)}</text>`,
-    );
-  });
-  return `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}">${parts.join('')}</svg>`;
+  const legend = legendLayout(width, height, o, colour);
+  parts.push(legend.svg);
+  return `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height + legend.height}">${parts.join('')}</svg>`;
 }
 
 /** The annotated picture as PNG or JPEG bytes. */
@@ -178,8 +196,11 @@ export async function drawAnnotated(input: ImageInput, dets: Detection[], o: Dra
   const { width, height } = await probe(input);
   const huge = width * height > 268e6;
   const base = isRaw(input) ? sharp(Buffer.from(input.data), { raw: { width, height, channels: 3 } }) : pipeline(input, huge).removeAlpha();
-  const svg = Buffer.from(overlaySvg(width, height, dets, o));
-  const img = base.composite([{ input: svg, top: 0, left: 0, limitInputPixels: false } as sharp.OverlayOptions]);
+  const svg = overlaySvg(width, height, dets, o);
+  const strip = Number(/height="(\d+(?:\.\d+)?)"/.exec(svg)![1]) - height; // the legend's strip below the picture
+  const img = base
+    .extend({ bottom: Math.round(strip), background: '#ffffff' })
+    .composite([{ input: Buffer.from(svg), top: 0, left: 0, limitInputPixels: false } as sharp.OverlayOptions]);
   return o.format === 'jpeg' ? img.jpeg({ quality: 90 }).toBuffer() : img.png().toBuffer();
 }
 
