@@ -166,7 +166,6 @@ export function overlaySvg(width: number, height: number, dets: Detection[], o: 
   const cell = sides.length ? sides[Math.floor(sides.length / 2)] : 96;
   const fs = Math.round(Math.min(28, Math.max(9, cell / 8.5)));
   const sw = Math.min(4, Math.max(1.5, cell / 60));
-  const s = Math.max(1, Math.min(width, height) / 480);
   const parts: string[] = [];
   // draw low scores first so that confident boxes and their labels stay on top
   for (const d of [...dets].sort((a, b) => a.score - b.score)) {
