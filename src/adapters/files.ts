@@ -6,9 +6,9 @@ import { basename, dirname, extname, join, relative, resolve, sep } from 'node:p
 import { parseCoco, parseCsv, parseVoc, parseYolo } from '../core/formats.js';
 import type { GroundTruthBox } from '../core/metrics.js';
 import type { CellClass } from '../core/types.js';
+import { IMAGE_EXTENSIONS } from '../core/vocabulary.js';
 import { probe } from './image.js';
 
-export const IMAGE_EXTENSIONS = ['.jpg', '.jpeg', '.png', '.tif', '.tiff', '.bmp', '.webp', '.gif', '.avif'];
 const isImageName = (p: string) => IMAGE_EXTENSIONS.includes(extname(p).toLowerCase());
 
 export interface InputFile {

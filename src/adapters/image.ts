@@ -6,6 +6,7 @@ import { constants } from 'node:fs';
 import { access, stat } from 'node:fs/promises';
 import sharp from 'sharp';
 import { crop } from '../core/pipeline.js';
+import { SHORT } from '../core/vocabulary.js';
 import { CLASSES, type Detection, type ModelMetadata, type PerClass } from '../core/types.js';
 
 export type ImageInput = string | Uint8Array | RawImage;
@@ -159,7 +160,6 @@ function legendLayout(width: number, height: number, o: DrawOptions, colour: Rec
 /** SVG overlay: boxes in the paper's colours, label + probability, dashed if uncertain, a legend. */
 export function overlaySvg(width: number, height: number, dets: Detection[], o: DrawOptions): string {
   const colour = Object.fromEntries(o.meta.classes.map((c) => [c.name, c.colour]));
-  const short: Record<string, string> = { RBC: 'RBC', WBC: 'WBC', Platelets: 'PLT' };
   // box labels are sized by the cells (a big mosaic of smears has cells of the usual size),
   // the legend by the picture (it is read with the whole picture in view)
   const sides = dets.map((d) => Math.sqrt(Math.max(1, (d.box[2] - d.box[0]) * (d.box[3] - d.box[1])))).sort((a, b) => a - b);
@@ -175,7 +175,7 @@ export function overlaySvg(width: number, height: number, dets: Detection[], o: 
       `<rect x="${x1.toFixed(1)}" y="${y1.toFixed(1)}" width="${(x2 - x1).toFixed(1)}" height="${(y2 - y1).toFixed(1)}" fill="none" stroke="${c}" stroke-width="${sw}"${d.uncertain ? ` stroke-dasharray="${(4 * sw).toFixed(1)},${(3 * sw).toFixed(1)}"` : ''}/>`,
     );
     if (o.labels !== false) {
-      const text = `${short[d.label]}${o.scores !== false ? ` ${d.score.toFixed(2)}` : ''}${d.uncertain ? '?' : ''}`;
+      const text = `${SHORT[d.label]}${o.scores !== false ? ` ${d.score.toFixed(2)}` : ''}${d.uncertain ? '?' : ''}`;
       const tw = text.length * fs * 0.6 + 4;
       const ty = y1 >= fs + 2 ? y1 - fs - 2 : y1;
       const tx = Math.max(0, Math.min(x1, width - tw)); // keep labels inside the picture

@@ -6,6 +6,7 @@ import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import * as ort from 'onnxruntime-node';
 import { CLASSES, type ModelMetadata } from '../core/types.js';
+import { VOCABULARY_VERSION } from '../core/vocabulary.js';
 
 const METADATA_FIELD = 14; // ModelProto.metadata_props
 const METADATA_KEY = 'hemocount';
@@ -102,6 +103,10 @@ export function metadataProblem(m: ModelMetadata): string | null {
   if (!m || typeof m !== 'object') return 'not an object';
   if (typeof m.format !== 'string' || !/^hemocount-retinanet\/1$/.test(m.format))
     return `format '${String(m.format)}' is not hemocount-retinanet/1 (made by another version of hemocount?)`;
+  // models before the vocabulary file carry none: version 1 is what they were made with
+  if (m.vocabulary !== undefined && (!Number.isInteger(m.vocabulary) || m.vocabulary > VOCABULARY_VERSION))
+    return `its cell vocabulary version ${String(m.vocabulary)} is newer than this hemocount's (${VOCABULARY_VERSION}): update hemocount`;
+  if (!Array.isArray(m.classes) || m.classes.map((c) => c?.name).join() !== CLASSES.join()) return `classes must be ${CLASSES.join(', ')}`;
   for (const k of CLASSES) {
     if (!num(m.thresholds?.[k]) || m.thresholds[k] < 0 || m.thresholds[k] > 1) return `thresholds.${k} must be a number from 0 to 1`;
     if (m.review !== undefined && m.review[k] !== undefined && !num(m.review[k])) return `review.${k} must be a number`;

@@ -1,4 +1,5 @@
 /** hemocount evaluate | calibrate | select | report: the paper's study, automated. */
+import { COLOURS } from '../core/vocabulary.js';
 import { readFile } from 'node:fs/promises';
 import { basename, resolve } from 'node:path';
 import sharp from 'sharp';
@@ -219,8 +220,6 @@ export async function runSelect(a: StudyArgs & { models: string[] }): Promise<nu
   await output(a, { best: best.model, models: results.map((r) => ({ model: r.model, meanBestF1: score(r), evaluation: r.ev, subsets: r.parts })) });
   return 0;
 }
-
-const COLOURS: Record<CellClass, string> = { RBC: '#ff8c00', WBC: '#2a9fd6', Platelets: '#1f3fbf' };
 
 /** The report's figures as SVG: name -> svg. */
 export function reportFigures(rep: Report, images: EvalImage[], logText?: string): Record<string, string> {

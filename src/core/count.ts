@@ -1,4 +1,5 @@
 /** Per-class thresholds, the review band, counts and mean probabilities. */
+import { classFromName } from './vocabulary.js';
 import { type Candidate, type CellClass, type Detection, type PerClass, perClass, type Thresholds } from './types.js';
 
 export interface CountSummary {
@@ -55,22 +56,4 @@ export function parseThresholds(spec: string, base: PerClass<number>): PerClass<
 function checkProbability(v: number, text: string): number {
   if (!Number.isFinite(v) || v < 0 || v > 1) throw new Error(`bad threshold '${text}': must be between 0 and 1`);
   return v;
-}
-
-export function classFromName(name: string): CellClass | null {
-  const n = name.toLowerCase().replace(/[^a-z]/g, '');
-  const aliases: Record<string, CellClass> = {
-    rbc: 'RBC',
-    redbloodcell: 'RBC',
-    erythrocyte: 'RBC',
-    wbc: 'WBC',
-    whitebloodcell: 'WBC',
-    leukocyte: 'WBC',
-    platelets: 'Platelets',
-    platelet: 'Platelets',
-    plt: 'Platelets',
-    pc: 'Platelets',
-    thrombocyte: 'Platelets',
-  };
-  return aliases[n] ?? null;
 }

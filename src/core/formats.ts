@@ -2,7 +2,7 @@
  * Result documents and annotation formats as text (no I/O): hemocount JSON, CSV,
  * Pascal VOC XML (LabelImg), YOLO txt and COCO JSON, written and read back.
  */
-import { classFromName } from './count.js';
+import { classFromName } from './vocabulary.js';
 import type { GroundTruthBox } from './metrics.js';
 import { type SampleSummary, summariseSamples } from './samples.js';
 import { type Box, type Candidate, type CellClass, CLASSES, type Detection, type PerClass, perClass } from './types.js';

@@ -28,6 +28,8 @@ export interface AnchorLevel {
 /** The decoding document embedded in every hemocount ONNX file (see training/export.py). */
 export interface ModelMetadata {
   format: string;
+  /** Version of vocabulary.json the model was exported with (absent before it existed). */
+  vocabulary?: number;
   name: string;
   version: string;
   classes: { name: CellClass; colour: string }[];

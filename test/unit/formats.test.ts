@@ -154,3 +154,14 @@ test('cells to review go to VOC marked difficult; readers leave them out until a
   // the reviewer unticks "difficult" in LabelImg: now it is truth
   assert.equal(parseVoc(xml.replace('<difficult>1</difficult>', '<difficult>0</difficult>')).boxes.length, 2);
 });
+
+test("one vocabulary: every alias in vocabulary.json names its class, and the colours are the paper's", async () => {
+  const { classFromName, COLOURS, SHORT } = await import('../../src/core/vocabulary.js');
+  const { readFileSync } = await import('node:fs');
+  const vocab = JSON.parse(readFileSync(new URL('../../../vocabulary.json', import.meta.url), 'utf8'));
+  for (const c of vocab.classes) for (const a of [c.name, ...c.aliases]) assert.equal(classFromName(a), c.name, a);
+  assert.equal(classFromName('Red Blood Cell'), 'RBC');
+  assert.equal(classFromName('neutrophil'), null);
+  assert.deepEqual(COLOURS, { RBC: '#ff8c00', WBC: '#66ccff', Platelets: '#1f3fbf' });
+  assert.equal(SHORT.Platelets, 'PLT');
+});

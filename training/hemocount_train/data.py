@@ -11,14 +11,11 @@ from dataclasses import dataclass, field
 
 from PIL import Image
 
-CLASSES = ("RBC", "WBC", "Platelets")
-_ALIASES = {
-    "rbc": "RBC", "redbloodcell": "RBC", "redcell": "RBC", "erythrocyte": "RBC",
-    "wbc": "WBC", "whitebloodcell": "WBC", "whitecell": "WBC", "leukocyte": "WBC",
-    "platelets": "Platelets", "platelet": "Platelets", "pc": "Platelets", "plt": "Platelets",
-    "thrombocyte": "Platelets",
-}
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp")
+# the cell vocabulary shared with the TypeScript side (classes, aliases, colours, extensions)
+VOCABULARY = json.load(open(os.path.join(os.path.dirname(__file__), "..", "..", "vocabulary.json"), encoding="utf-8"))
+CLASSES = tuple(c["name"] for c in VOCABULARY["classes"])
+_ALIASES = {a: c["name"] for c in VOCABULARY["classes"] for a in [c["name"].lower(), *c["aliases"]]}
+IMAGE_EXTS = tuple(VOCABULARY["imageExtensions"])
 
 
 def normalise_class(name: str) -> str | None:

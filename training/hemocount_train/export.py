@@ -12,10 +12,10 @@ import subprocess
 import torch
 
 from . import model as M
-from .data import CLASSES
+from .data import CLASSES, VOCABULARY
 from .train import load_rgb
 
-COLOURS = {"RBC": "#ff8c00", "WBC": "#66ccff", "Platelets": "#1f3fbf"}  # the paper's colours
+COLOURS = {c["name"]: c["colour"] for c in VOCABULARY["classes"]}  # the paper's colours
 PAPER_THRESHOLDS = {"RBC": 0.25, "WBC": 0.65, "Platelets": 0.35}
 # For `count --scale auto` (src/core/detect.ts): the median red-cell size (square root of box
 # area) of the full-field training smears is 96 px; images whose measured red cells fall
@@ -37,6 +37,7 @@ def metadata(model, ck, name):
     ag = model.anchor_generator
     return {
         "format": "hemocount-retinanet/1",
+        "vocabulary": VOCABULARY["version"],
         "name": name,
         "version": datetime.date.today().isoformat(),
         "classes": [{"name": c, "colour": COLOURS[c]} for c in CLASSES],

@@ -106,3 +106,13 @@ def test_voc_difficult_objects_are_not_truth(tmp_path):
     s = read_voc(str(tmp_path), str(tmp_path), defects=d)
     assert [CLASSES[i] for i in s[0].labels] == ["RBC"]
     assert "marked difficult" in d.summary()
+
+
+def test_vocabulary_aliases_match_the_shared_file():
+    import json
+    from hemocount_train.data import normalise_class
+    vocab = json.load(open(os.path.join(os.path.dirname(__file__), "..", "..", "vocabulary.json")))
+    for c in vocab["classes"]:
+        for a in [c["name"], *c["aliases"]]:
+            assert normalise_class(a) == c["name"], a
+    assert normalise_class("Red Blood Cell") == "RBC"

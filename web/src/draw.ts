@@ -1,9 +1,9 @@
 /** Drawing detections on a 2D canvas (the viewer and the exported PNG share it). */
 import type { ReviewedDetection } from '../../src/core/review.js';
 import type { CellClass } from '../../src/core/types.js';
+import { COLOURS, SHORT } from '../../src/core/vocabulary.js';
 
-export const COLOURS: Record<CellClass, string> = { RBC: '#ff8c00', WBC: '#66ccff', Platelets: '#1f3fbf' };
-const SHORT: Record<CellClass, string> = { RBC: 'RBC', WBC: 'WBC', Platelets: 'PLT' };
+export { COLOURS };
 
 export function drawDetections(
   ctx: CanvasRenderingContext2D | OffscreenCanvasRenderingContext2D,
