@@ -219,3 +219,8 @@ export async function thumbnail(path: string, dets: Detection[], o: DrawOptions 
     return null;
   }
 }
+
+/** A report figure (SVG text) as PNG bytes. */
+export async function svgToPng(svg: string): Promise<Buffer> {
+  return sharp(Buffer.from(svg)).png().toBuffer();
+}

@@ -1,6 +1,6 @@
 /** Per-class thresholds, the review band, counts and mean probabilities. */
 import { classFromName } from './vocabulary.js';
-import { type Candidate, type CellClass, type Detection, type PerClass, perClass, type Thresholds } from './types.js';
+import { type Candidate, type Detection, type PerClass, perClass, type Thresholds } from './types.js';
 
 export interface CountSummary {
   counts: PerClass<number>;
