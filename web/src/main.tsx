@@ -1,34 +1,15 @@
 /** hemocount web app: count, look, adjust thresholds, review and correct, export. */
 import { render } from 'preact';
 import { useEffect, useMemo, useRef, useState } from 'preact/hooks';
-import { type CountDocument, countDocument, type ImageResult, toCoco, toCsv, toSamplesCsv, toVoc } from '../../src/core/formats.js';
-import { renderSampleReport, sampleRows } from '../../src/core/sample-report.js';
+import { toCoco, toCsv, toSamplesCsv, toVoc } from '../../src/core/formats.js';
+import { renderSampleReport } from '../../src/core/sample-report.js';
 import { noCorrections, ratios, review, type Reviewed } from '../../src/core/review.js';
-import { type Box, type CellClass, CLASSES, type ModelMetadata, perClass, type Thresholds } from '../../src/core/types.js';
-import { COLOURS, drawDetections } from './draw.js';
-import { detectInBrowser } from './private.js';
+import { type Box, type CellClass, CLASSES, perClass, type Thresholds } from '../../src/core/types.js';
 import { type Item, restore, save } from './store.js';
+import { ImageCounts, SampleForm, ThresholdsPanel } from './panels.js';
+import { annotatedPng, countFiles, download, type ModelInfo, rbcPerUl, sampleDocument, stem, thumbnail } from './session.js';
 import { Viewer } from './viewer.js';
 
-interface ModelInfo {
-  name: string;
-  version: string;
-  sha256: string;
-  metadata: ModelMetadata;
-}
-
-function download(name: string, data: Blob | string, type = 'application/octet-stream') {
-  const blob = typeof data === 'string' ? new Blob([data], { type }) : data;
-  const a = document.createElement('a');
-  a.href = URL.createObjectURL(blob);
-  a.download = name;
-  document.body.append(a);
-  a.click();
-  a.remove();
-  setTimeout(() => URL.revokeObjectURL(a.href), 10_000);
-}
-
-const stem = (n: string) => n.replace(/\.[^.]+$/, '');
 const fmt = (v: number | null, d = 1) => (v === null ? '-' : v.toFixed(d));
 
 function App() {
@@ -81,55 +62,7 @@ function App() {
   async function addFiles(files: File[]) {
     if (!files.length) return;
     setErrors([]);
-    const added: Item[] = [];
-    const errs: string[] = [];
-    if (privateMode) {
-      for (const [k, f] of files.entries()) {
-        setBusy(`counting in this browser ${k + 1}/${files.length}: ${f.name}`);
-        try {
-          const r = await detectInBrowser(f);
-          added.push({
-            id: crypto.randomUUID(),
-            name: f.name,
-            width: r.width,
-            height: r.height,
-            candidates: r.candidates,
-            mode: 'private',
-            corrections: noCorrections(),
-            blob: f,
-          });
-        } catch (e) {
-          errs.push(`${f.name}: cannot be decoded here (${(e as Error).message})`);
-        }
-      }
-    } else {
-      setBusy(`counting ${files.length} image(s) on the server`);
-      const form = new FormData();
-      for (const f of files) form.append('images', f, f.name);
-      try {
-        const res = await fetch('/api/count', { method: 'POST', body: form });
-        const body = await res.json();
-        if (!res.ok) errs.push(body.error ?? `server answered ${res.status}`);
-        else {
-          (body as CountDocument).images.forEach((r: ImageResult, k: number) => {
-            if (r.error) errs.push(`${r.file}: ${r.error}`);
-            else
-              added.push({
-                id: crypto.randomUUID(),
-                name: r.file,
-                width: r.width,
-                height: r.height,
-                candidates: r.candidates ?? [],
-                mode: 'server',
-                corrections: noCorrections(),
-                blob: files[k],
-              });
-          });
-        }
-      } catch (e) {
-        errs.push(`upload failed: ${(e as Error).message}`);
-      }
-    }
+    const { added, errs } = await countFiles(files, privateMode, setBusy);
     setBusy(null);
     setErrors(errs);
     if (added.length) {
@@ -167,63 +100,17 @@ function App() {
     return () => window.removeEventListener('keydown', onKey);
   });
 
-  const rbcPerUl = Number(sample.rbcCount);
-  const rbcCountOk = sample.rbcCount.trim() === '' || (Number.isFinite(rbcPerUl) && rbcPerUl > 0);
-  function doc(list: Item[]): CountDocument {
-    const name = sample.name.trim() || 'sample';
-    const images: ImageResult[] = list
-      .filter((i) => !i.error)
-      .map((i) => {
-        const r = reviewed.get(i.id)!;
-        const counted = r.detections.filter((d) => !d.uncertain);
-        return {
-          file: i.name,
-          width: i.width,
-          height: i.height,
-          counts: r.corrected,
-          uncertain: r.uncertain,
-          meanScore: perClass((c) => {
-            const s = counted.filter((d) => d.label === c && !d.added);
-            return s.length ? s.reduce((a, d) => a + d.score, 0) / s.length : null;
-          }),
-          detections: r.detections.map(({ label, score, box, uncertain }) => ({ label, score, box, uncertain })),
-          sample: name,
-          ...(i.reviewed && { reviewed: i.reviewed }),
-        };
-      });
-    return countDocument(model!, th!, images, sample.rbcCount.trim() && rbcCountOk ? { [name]: rbcPerUl } : {});
-  }
+  const rbcCountOk = sample.rbcCount.trim() === '' || rbcPerUl(sample) !== null;
+  const doc = (list: Item[]) => sampleDocument(list, reviewed, model!, th!, sample);
 
-  async function thumb(i: Item): Promise<string> {
-    const bmp = await createImageBitmap(i.blob, { imageOrientation: 'from-image' });
-    const k = Math.min(1, 240 / bmp.width);
-    const c = new OffscreenCanvas(Math.round(bmp.width * k), Math.round(bmp.height * k));
-    const ctx = c.getContext('2d')!;
-    ctx.scale(k, k); // boxes are in image pixels
-    ctx.drawImage(bmp, 0, 0);
-    drawDetections(ctx, reviewed.get(i.id)!.detections, { scale: k, visible, imageWidth: i.width, labels: false });
-    const blob = await c.convertToBlob({ type: 'image/jpeg', quality: 0.72 });
-    return new Promise((ok) => {
-      const fr = new FileReader();
-      fr.onload = () => ok(fr.result as string);
-      fr.readAsDataURL(blob);
-    });
-  }
   async function exportReport() {
     const d = doc(items);
     const thumbs: Record<string, string> = {};
-    for (const i of items.filter((x) => !x.error)) thumbs[i.name] = await thumb(i);
+    for (const i of items.filter((x) => !x.error)) thumbs[i.name] = await thumbnail(i, reviewed.get(i.id)!.detections, visible);
     download(`${stem(sample.name.trim() || 'sample')}.report.html`, renderSampleReport(d, { format: 'html', thumbs }), 'text/html');
   }
 
-  async function exportPng(i: Item) {
-    const bmp = await createImageBitmap(i.blob, { imageOrientation: 'from-image' });
-    const c = new OffscreenCanvas(bmp.width, bmp.height);
-    const ctx = c.getContext('2d')!;
-    ctx.drawImage(bmp, 0, 0);
-    drawDetections(ctx, reviewed.get(i.id)!.detections, { scale: 1, visible, imageWidth: i.width });
-    download(`${stem(i.name)}.annotated.png`, await c.convertToBlob({ type: 'image/png' }));
-  }
+  const exportPng = async (i: Item) => download(`${stem(i.name)}.annotated.png`, await annotatedPng(i, reviewed.get(i.id)!.detections, visible));
   const boxesOf = (i: Item) => reviewed.get(i.id)!.detections.filter((d) => !d.uncertain);
 
   if (!th || !model) return <div class="loading">{errors[0] ?? 'loading model...'}</div>;
@@ -293,78 +180,8 @@ function App() {
         </button>
       </header>
       <aside>
-        <section>
-          <h2>Thresholds</h2>
-          {CLASSES.map((c) => (
-            <div class="slider" key={c}>
-              <label>
-                <span class="swatch" style={{ background: COLOURS[c] }} />
-                <input type="checkbox" checked={visible[c]} data-testid={`show-${c}`} onChange={() => setVisible({ ...visible, [c]: !visible[c] })} /> {c}
-              </label>
-              <div>
-                count &ge;{' '}
-                <input
-                  type="range"
-                  min="0.05"
-                  max="0.95"
-                  step="0.01"
-                  value={th.count[c]}
-                  data-testid={`th-${c}`}
-                  onInput={(e) => {
-                    const v = Number((e.target as HTMLInputElement).value);
-                    setTh({ count: { ...th.count, [c]: v }, review: { ...th.review, [c]: Math.min(th.review[c], v) } });
-                  }}
-                />{' '}
-                <b>{th.count[c].toFixed(2)}</b>
-              </div>
-              <div>
-                review &ge;{' '}
-                <input
-                  type="range"
-                  min="0.05"
-                  max="0.95"
-                  step="0.01"
-                  value={th.review[c]}
-                  data-testid={`rv-${c}`}
-                  onInput={(e) => {
-                    const v = Number((e.target as HTMLInputElement).value);
-                    setTh({ ...th, review: { ...th.review, [c]: Math.min(v, th.count[c]) } });
-                  }}
-                />{' '}
-                <b>{th.review[c].toFixed(2)}</b>
-              </div>
-            </div>
-          ))}
-          <button type="button" onClick={() => setTh({ count: { ...model.metadata.thresholds }, review: { ...model.metadata.review } })}>
-            Model defaults
-          </button>
-        </section>
-        {item && rv && (
-          <section>
-            <h2>This image</h2>
-            <table class="counts" data-testid="counts">
-              <tr>
-                <th></th>
-                <th title="counted by the model">detected</th>
-                <th title="after your corrections">corrected</th>
-                <th title="uncertain: between the review and counting thresholds">review</th>
-                <th title="mean probability of the counted cells">mean p</th>
-              </tr>
-              {CLASSES.map((c) => {
-                const ds = rv.detections.filter((d) => d.label === c && !d.uncertain && !d.added);
-                return (
-                  <tr>
-                    <td>{c}</td>
-                    <td data-testid={`detected-${c}`}>{rv.detected[c]}</td>
-                    <td data-testid={`corrected-${c}`}>{rv.corrected[c]}</td>
-                    <td data-testid={`uncertain-${c}`}>{rv.uncertain[c]}</td>
-                    <td>{ds.length ? (ds.reduce((s, d) => s + d.score, 0) / ds.length).toFixed(3) : '-'}</td>
-                  </tr>
-                );
-              })}
-            </table>
-          </section>
-        )}
+        <ThresholdsPanel th={th} setTh={setTh} visible={visible} setVisible={setVisible} meta={model.metadata} />
+        {item && rv && <ImageCounts rv={rv} />}
         <section>
           <h2>Review</h2>
           <label>
@@ -459,47 +276,7 @@ function App() {
               RBC : WBC : PLT = {fmt(r.rbcPerWbc)} : 1 : {fmt(r.pltPerWbc, 2)}
               {r.rbcPerPlt !== null ? ` (RBC/PLT ${fmt(r.rbcPerPlt)})` : ''}
             </div>
-            <div class="sample-form">
-              <label>
-                sample{' '}
-                <input data-testid="sample-name" value={sample.name} onInput={(e) => setSample({ ...sample, name: (e.target as HTMLInputElement).value })} />
-              </label>
-              <label>
-                reviewer{' '}
-                <input
-                  data-testid="reviewer"
-                  placeholder="your name"
-                  value={sample.reviewer}
-                  onInput={(e) => setSample({ ...sample, reviewer: (e.target as HTMLInputElement).value })}
-                />
-              </label>
-              <label title="the analyser's red-cell count of this blood, per microlitre: gives ratio-method estimates">
-                analyser RBC/&micro;L{' '}
-                <input
-                  data-testid="rbc-count"
-                  placeholder="e.g. 4.8e6"
-                  value={sample.rbcCount}
-                  class={rbcCountOk ? '' : 'bad'}
-                  onInput={(e) => setSample({ ...sample, rbcCount: (e.target as HTMLInputElement).value })}
-                />
-              </label>
-            </div>
-            {summary && (
-              <table class="counts sample" data-testid="sample-summary">
-                {sampleRows(summary).map(([k, v]) => (
-                  <tr>
-                    <td>{k}</td>
-                    <td>{v}</td>
-                  </tr>
-                ))}
-                <tr>
-                  <td>fields reviewed / to review</td>
-                  <td data-testid="review-status">
-                    {summary.fieldsReviewed} / {summary.fieldsToReview}
-                  </td>
-                </tr>
-              </table>
-            )}
+            <SampleForm sample={sample} setSample={setSample} rbcCountOk={rbcCountOk} summary={summary} />
             {item && (
               <button type="button" data-testid="mark-reviewed" onClick={() => update((x) => ({ ...x, reviewed: stamp() }))}>
                 {item.reviewed ? 'Reviewed' : 'Mark this field reviewed'}

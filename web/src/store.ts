@@ -16,13 +16,19 @@ export interface Item {
   reviewed?: { by?: string; at: string };
 }
 
+/** The batch is one sample: its name, the reviewer's name, the analyser's red cells per microlitre (as typed). */
+export interface SampleInfo {
+  name: string;
+  reviewer: string;
+  rbcCount: string;
+}
+
 export interface Saved {
   items: Item[];
   thresholds: Thresholds | null;
   current: string | null;
   model: string | null;
-  /** The batch is one sample: its name, the reviewer's name, the analyser's red cells per microlitre. */
-  sample?: { name: string; reviewer: string; rbcCount: string };
+  sample?: SampleInfo;
 }
 
 const DB = 'hemocount';

@@ -1,0 +1,145 @@
+/**
+ * The web app's work without the page: counting files (server or private mode), the
+ * sample's count document, pictures and downloads. The components in main.tsx and
+ * panels.tsx call these.
+ */
+import { type CountDocument, countDocument, type ImageResult } from '../../src/core/formats.js';
+import { noCorrections, type Reviewed, type ReviewedDetection } from '../../src/core/review.js';
+import { type CellClass, type ModelMetadata, perClass, type Thresholds } from '../../src/core/types.js';
+import { drawDetections } from './draw.js';
+import { detectInBrowser } from './private.js';
+import type { Item, SampleInfo } from './store.js';
+
+export interface ModelInfo {
+  name: string;
+  version: string;
+  sha256: string;
+  metadata: ModelMetadata;
+}
+
+export function download(name: string, data: Blob | string, type = 'application/octet-stream') {
+  const blob = typeof data === 'string' ? new Blob([data], { type }) : data;
+  const a = document.createElement('a');
+  a.href = URL.createObjectURL(blob);
+  a.download = name;
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(a.href), 10_000);
+}
+
+export const stem = (n: string) => n.replace(/\.[^.]+$/, '');
+
+/** Count files on the server, or in this browser (private mode); errors name the file. */
+export async function countFiles(files: File[], privateMode: boolean, setBusy: (s: string | null) => void): Promise<{ added: Item[]; errs: string[] }> {
+  const added: Item[] = [];
+  const errs: string[] = [];
+  if (privateMode) {
+    for (const [k, f] of files.entries()) {
+      setBusy(`counting in this browser ${k + 1}/${files.length}: ${f.name}`);
+      try {
+        const r = await detectInBrowser(f);
+        added.push({
+          id: crypto.randomUUID(),
+          name: f.name,
+          width: r.width,
+          height: r.height,
+          candidates: r.candidates,
+          mode: 'private',
+          corrections: noCorrections(),
+          blob: f,
+        });
+      } catch (e) {
+        errs.push(`${f.name}: cannot be decoded here (${(e as Error).message})`);
+      }
+    }
+  } else {
+    setBusy(`counting ${files.length} image(s) on the server`);
+    const form = new FormData();
+    for (const f of files) form.append('images', f, f.name);
+    try {
+      const res = await fetch('/api/count', { method: 'POST', body: form });
+      const body = await res.json();
+      if (!res.ok) errs.push(body.error ?? `server answered ${res.status}`);
+      else {
+        (body as CountDocument).images.forEach((r: ImageResult, k: number) => {
+          if (r.error) errs.push(`${r.file}: ${r.error}`);
+          else
+            added.push({
+              id: crypto.randomUUID(),
+              name: r.file,
+              width: r.width,
+              height: r.height,
+              candidates: r.candidates ?? [],
+              mode: 'server',
+              corrections: noCorrections(),
+              blob: files[k],
+            });
+        });
+      }
+    } catch (e) {
+      errs.push(`upload failed: ${(e as Error).message}`);
+    }
+  }
+  return { added, errs };
+}
+
+/** A valid analyser red-cell count per microlitre, or null (empty or not a positive number). */
+export function rbcPerUl(s: SampleInfo): number | null {
+  const v = Number(s.rbcCount);
+  return s.rbcCount.trim() && Number.isFinite(v) && v > 0 ? v : null;
+}
+
+/** The batch as one sample, reviewed: the same document the CLI writes. */
+export function sampleDocument(list: Item[], reviewed: Map<string, Reviewed>, model: ModelInfo, th: Thresholds, sample: SampleInfo): CountDocument {
+  const name = sample.name.trim() || 'sample';
+  const images: ImageResult[] = list
+    .filter((i) => !i.error)
+    .map((i) => {
+      const r = reviewed.get(i.id)!;
+      const counted = r.detections.filter((d) => !d.uncertain);
+      return {
+        file: i.name,
+        width: i.width,
+        height: i.height,
+        counts: r.corrected,
+        uncertain: r.uncertain,
+        meanScore: perClass((c) => {
+          const s = counted.filter((d) => d.label === c && !d.added);
+          return s.length ? s.reduce((a, d) => a + d.score, 0) / s.length : null;
+        }),
+        detections: r.detections.map(({ label, score, box, uncertain }) => ({ label, score, box, uncertain })),
+        sample: name,
+        ...(i.reviewed && { reviewed: i.reviewed }),
+      };
+    });
+  const rbc = rbcPerUl(sample);
+  return countDocument(model, th, images, rbc ? { [name]: rbc } : {});
+}
+
+/** A small annotated JPEG of a field for the sample report, as a data: URI. */
+export async function thumbnail(i: Item, detections: ReviewedDetection[], visible: Record<CellClass, boolean>): Promise<string> {
+  const bmp = await createImageBitmap(i.blob, { imageOrientation: 'from-image' });
+  const k = Math.min(1, 240 / bmp.width);
+  const c = new OffscreenCanvas(Math.round(bmp.width * k), Math.round(bmp.height * k));
+  const ctx = c.getContext('2d')!;
+  ctx.scale(k, k); // boxes are in image pixels
+  ctx.drawImage(bmp, 0, 0);
+  drawDetections(ctx, detections, { scale: k, visible, imageWidth: i.width, labels: false });
+  const blob = await c.convertToBlob({ type: 'image/jpeg', quality: 0.72 });
+  return new Promise((ok) => {
+    const fr = new FileReader();
+    fr.onload = () => ok(fr.result as string);
+    fr.readAsDataURL(blob);
+  });
+}
+
+/** The annotated picture as PNG, as drawn in the viewer. */
+export async function annotatedPng(i: Item, detections: ReviewedDetection[], visible: Record<CellClass, boolean>): Promise<Blob> {
+  const bmp = await createImageBitmap(i.blob, { imageOrientation: 'from-image' });
+  const c = new OffscreenCanvas(bmp.width, bmp.height);
+  const ctx = c.getContext('2d')!;
+  ctx.drawImage(bmp, 0, 0);
+  drawDetections(ctx, detections, { scale: 1, visible, imageWidth: i.width });
+  return c.convertToBlob({ type: 'image/png' });
+}
