@@ -5,7 +5,7 @@ import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, statSyn
 import { join } from 'node:path';
 import { test } from 'node:test';
 import sharp from 'sharp';
-import { parseCoco, parseCsv, parseVoc, parseYolo } from '../src/core/formats.js';
+import { parseCoco, parseCsv, parseVoc, parseYolo, toYolo } from '../src/core/formats.js';
 import { readMetadata } from '../src/adapters/onnx.js';
 import { CLI, pngHeaderOnly, ROOT, SAMPLES, tmp } from './helpers.js';
 
@@ -450,4 +450,26 @@ test('habits: every command answers --help with its own options; - is stdout for
   assert.match(info.stdout, /RBC threshold 0\.\d\d/);
   assert.match(info.stdout, /parameters/);
   assert.equal(JSON.parse(run(['info', '--json']).stdout).format, 'hemocount-retinanet/1');
+});
+
+test('evaluate --split val scores only labels/val of a YOLO set given by its data.yaml; a missing split is named', () => {
+  const dir = tmp();
+  const names = ['BloodImage_00004', 'BloodImage_00011', 'BloodImage_00017'];
+  for (const [k, n] of names.entries()) {
+    const split = k < 2 ? 'train' : 'val';
+    mkdirSync(join(dir, 'images', split), { recursive: true });
+    mkdirSync(join(dir, 'labels', split), { recursive: true });
+    copyFileSync(join(SAMPLES, `${n}.jpg`), join(dir, 'images', split, `${n}.jpg`));
+    const voc = parseVoc(readFileSync(join(SAMPLES, 'truth', `${n}.xml`), 'utf8'));
+    writeFileSync(join(dir, 'labels', split, `${n}.txt`), toYolo(voc.width!, voc.height!, voc.boxes));
+  }
+  writeFileSync(join(dir, 'data.yaml'), 'path: .\ntrain: images/train\nval: images/val\nnames: [RBC, WBC, Platelets]\n');
+  const r = run(['evaluate', '--data', join(dir, 'data.yaml'), '--split', 'val', '--json', '-', '--quiet']);
+  assert.equal(r.status, 0, r.stderr);
+  assert.equal(JSON.parse(r.stdout).evaluation.images, 1);
+  const all = run(['evaluate', '--data', dir, '--json', '-', '--quiet']);
+  assert.equal(JSON.parse(all.stdout).evaluation.images, 3);
+  const bad = run(['evaluate', '--data', join(dir, 'data.yaml'), '--split', 'test']);
+  assert.equal(bad.status, 1);
+  assert.match(bad.stderr, /no split 'test' \(labels\/test\/\); its splits: train, val/);
 });

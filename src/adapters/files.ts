@@ -319,10 +319,13 @@ async function findImage(dir: string, stem: string): Promise<string | null> {
  * XML (beside the images, or annotations/ + images/, or truth/ beside the images), or YOLO
  * (labels/ + images/ with classes.txt or data.yaml).
  */
-export async function loadTruth(path: string, format?: 'voc' | 'yolo' | 'coco'): Promise<TruthSet> {
+export async function loadTruth(path: string, format?: 'voc' | 'yolo' | 'coco', split?: string): Promise<TruthSet> {
   const problems: string[] = [];
+  // a data.yaml names its YOLO set: the folder it lies in
+  if (/\.ya?ml$/i.test(path) && (format === undefined || format === 'yolo')) return loadTruth(dirname(path), 'yolo', split);
   const st = await stat(path).catch(() => null);
   if (!st) throw new Error(`${path}: no such file or folder`);
+  if (split !== undefined && st.isFile()) throw new Error(`${path}: --split picks labels/<split>/ of a YOLO set; a COCO file has subsets (--subset)`);
   if ((format === 'coco' || !format) && st.isFile() && path.endsWith('.json')) {
     const doc = parseCoco(await readFile(path, 'utf8'));
     const base = dirname(path);
@@ -350,7 +353,7 @@ export async function loadTruth(path: string, format?: 'voc' | 'yolo' | 'coco'):
   const jsons = names.filter((n) => n.endsWith('.json'));
   if (format === 'coco' || (!format && jsons.length === 1 && !names.some((n) => n.endsWith('.xml')) && !names.includes('labels'))) {
     if (jsons.length !== 1) throw new Error(`${path}: expected exactly one COCO .json file`);
-    return loadTruth(sub(jsons[0]), 'coco');
+    return loadTruth(sub(jsons[0]), 'coco', split);
   }
   const yoloNames = ['data.yaml', 'classes.txt'].find((n) => names.includes(n));
   if (format === 'yolo' || (!format && names.includes('labels') && yoloNames)) {
@@ -361,7 +364,10 @@ export async function loadTruth(path: string, format?: 'voc' | 'yolo' | 'coco'):
     const labelDirs: [string, string][] = [];
     const lab = sub('labels');
     const splits = (await readdir(lab, { withFileTypes: true })).filter((d) => d.isDirectory()).map((d) => d.name);
-    for (const s of splits) labelDirs.push([join(lab, s), join(path, 'images', s)]);
+    if (split !== undefined && !splits.includes(split)) {
+      throw new Error(`${path}: no split '${split}' (labels/${split}/); ${splits.length ? `its splits: ${splits.join(', ')}` : 'it has no splits'}`);
+    }
+    for (const s of splits) if (split === undefined || s === split) labelDirs.push([join(lab, s), join(path, 'images', s)]);
     if (!splits.length) labelDirs.push([lab, sub('images')]);
     for (const [ld, id] of labelDirs) {
       for (const n of (await readdir(ld)).filter((x) => x.endsWith('.txt') && x !== 'classes.txt').sort()) {

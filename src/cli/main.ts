@@ -76,6 +76,7 @@ samples (several fields of one smear; see README 'Samples'):
   --min-cells N         (calibrate) annotated cells needed per class (default 10; below 50 it warns)
   --skip-missing        score the readable images when some annotated images are missing or
                         unreadable (default: exit 1, naming them)
+  --split NAME          a YOLO set (folder or data.yaml): only labels/NAME/ (e.g. val)
   --subset NAME         only the images of one subset (COCO 'subset' field, e.g. full-field);
                         without it, every subset is also reported on its own
   --scale, --tta        as for count
@@ -162,6 +163,7 @@ async function main(argv: string[]): Promise<number> {
     out: { type: 'string' },
     log: { type: 'string' },
     subset: { type: 'string' },
+    split: { type: 'string' },
     'skip-missing': { type: 'boolean', default: false },
     'min-cells': { type: 'string' },
   } as const;
@@ -191,6 +193,7 @@ async function main(argv: string[]): Promise<number> {
       quiet: v.quiet as boolean,
       threads: threads(v.threads as string),
       subset: v.subset as string | undefined,
+      split: v.split as string | undefined,
       scale: parseScale(v.scale as string),
       tta: v.tta as boolean,
       skipMissing: v['skip-missing'] as boolean,

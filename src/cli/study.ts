@@ -20,6 +20,8 @@ export interface StudyArgs {
   json?: string;
   quiet: boolean;
   threads?: number;
+  /** YOLO: use only labels/<split>/ (e.g. val of a data.yaml set). */
+  split?: string;
   /** Use only the images of this subset (a COCO image's 'subset' field). */
   subset?: string;
   /** Go on when some annotated images are missing or unreadable (they are listed, not scored). */
@@ -30,7 +32,7 @@ export interface StudyArgs {
 
 async function run(model: Model, a: StudyArgs): Promise<EvalImage[]> {
   if (!a.data) throw new UsageError('--data DIR (annotated images: VOC XML, YOLO or COCO JSON) is required');
-  const truth = await loadTruth(a.data, a.format);
+  const truth = await loadTruth(a.data, a.format, a.split);
   if (truth.problems.length)
     log(c.dim(`${truth.problems.length} annotation note(s):\n  ${truth.problems.slice(0, 10).join('\n  ')}${truth.problems.length > 10 ? '\n  ...' : ''}`));
   if (a.subset) {
