@@ -473,3 +473,16 @@ test('evaluate --split val scores only labels/val of a YOLO set given by its dat
   assert.equal(bad.status, 1);
   assert.match(bad.stderr, /no split 'test' \(labels\/test\/\); its splits: train, val/);
 });
+
+test('--out-format jpg|webp writes annotated pictures in that format; re-counting the folder skips them', async () => {
+  const dir = tmp();
+  for (const f of ['jpg', 'webp']) {
+    const r = run(['count', join(SAMPLES, 'BloodImage_00004.jpg'), '--out', dir, '--out-format', f, '--quiet']);
+    assert.equal(r.status, 0, r.stderr);
+    const m = await sharp(join(dir, `BloodImage_00004.annotated.${f}`)).metadata();
+    assert.equal(m.format, f === 'jpg' ? 'jpeg' : 'webp');
+    assert.equal(m.width, 640);
+  }
+  assert.equal(run(['count', dir, '--quiet']).status, 2); // nothing but hemocount's own pictures
+  assert.match(run(['count', SAMPLES, '--out-format', 'gif']).stderr, /--out-format must be png, jpg or webp, not 'gif'/);
+});

@@ -49,7 +49,7 @@ async function walk(dir: string, recursive: boolean, out: string[], skipped: Ski
     }
     if (st.isDirectory()) {
       if (recursive) await walk(p, recursive, out, skipped);
-    } else if (!isImageName(e.name) || e.name.endsWith('.annotated.png')) {
+    } else if (!isImageName(e.name) || /\.annotated\.(png|jpg|webp)$/.test(e.name)) {
     } else if (st.isFile()) out.push(p);
     else skipped.push({ path: p, reason: `${kindOf(st)}, not an image file: skipped`, error: false }); // reading it would block
   }

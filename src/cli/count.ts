@@ -26,6 +26,8 @@ export interface CountArgs {
   recursive: boolean;
   /** Replace existing outputs that hemocount did not write (or that were changed since). */
   overwrite?: boolean;
+  /** Annotated pictures as PNG (default), JPEG or WebP. */
+  outFormat?: 'png' | 'jpg' | 'webp';
   /** Annotated pictures without box labels, or without the probabilities in them. */
   noLabels?: boolean;
   noScores?: boolean;
@@ -116,10 +118,11 @@ export async function runCount(a: CountArgs): Promise<number> {
       }
     }
   }
+  const ext = a.outFormat ?? 'png';
   const planned = [a.json, a.csv, a.coco, a.samplesCsv, a.sampleReport, a.resume ? undefined : a.jsonl].filter((o): o is string => !!o && o !== '-');
   if (a.yolo) planned.push(join(a.yolo, 'classes.txt'));
   for (const stem of stems) {
-    if (a.out) planned.push(join(a.out, `${stem}.annotated.png`));
+    if (a.out) planned.push(join(a.out, `${stem}.annotated.${ext}`));
     if (a.voc) planned.push(join(a.voc, `${stem}.xml`));
     if (a.yolo) planned.push(join(a.yolo, `${stem}.txt`));
   }
@@ -151,8 +154,15 @@ export async function runCount(a: CountArgs): Promise<number> {
     try {
       if (a.out)
         await guard.write(
-          join(a.out, `${stem}.annotated.png`),
-          await drawAnnotated(f.path, r.detections, { meta, counts: r.counts, uncertain: r.uncertain, labels: !a.noLabels, scores: !a.noScores }),
+          join(a.out, `${stem}.annotated.${ext}`),
+          await drawAnnotated(f.path, r.detections, {
+            meta,
+            counts: r.counts,
+            uncertain: r.uncertain,
+            labels: !a.noLabels,
+            scores: !a.noScores,
+            format: a.outFormat === 'jpg' ? 'jpeg' : a.outFormat,
+          }),
         );
       const counted = r.detections.filter((d) => !d.uncertain);
       // cells to review go to VOC too, marked difficult, so a reviewer sees them in LabelImg

@@ -41,6 +41,7 @@ const SECTIONS: Record<string, string> = {
   --threshold SPEC      0.4, or RBC=0.25,WBC=0.65,Platelets=0.35 (default: the model's calibrated ones)
   --review SPEC         lower edge of the review band, same syntax (between it and the threshold: uncertain)
   --out DIR             annotated images (<name>.annotated.png); --no-labels, --no-scores to declutter
+  --out-format png|jpg|webp  the annotated images' format (default png)
   --json FILE|-         results as JSON ('-' for stdout)
   --csv FILE            one row per image plus a totals row
   --max-megapixels N    refuse larger images (default 250; a 12000 x 9000 smear is 108)
@@ -177,6 +178,10 @@ async function main(argv: string[]): Promise<number> {
     if (!/^\d+$/.test(v) || Number(v) < 1) throw new UsageError(`${name} must be a whole number >= 1, not '${v}'`);
     return Number(v);
   };
+  const outFormat = (v: string) => {
+    if (v !== 'png' && v !== 'jpg' && v !== 'webp') throw new UsageError(`--out-format must be png, jpg or webp, not '${v}'`);
+    return v;
+  };
   const studyArgs = (v: Record<string, unknown>): StudyArgs => {
     const crit = v.criterion as string;
     if (crit !== 'f1' && crit !== 'accuracy') throw new UsageError(`--criterion must be f1 or accuracy, not '${crit}'`);
@@ -220,6 +225,7 @@ async function main(argv: string[]): Promise<number> {
           resume: { type: 'boolean', default: false },
           'max-megapixels': { type: 'string', default: '250' },
           'no-labels': { type: 'boolean', default: false },
+          'out-format': { type: 'string', default: 'png' },
           'no-scores': { type: 'boolean', default: false },
           samples: { type: 'string' },
           sample: { type: 'string' },
@@ -249,6 +255,7 @@ async function main(argv: string[]): Promise<number> {
         resume: v.resume,
         maxPixels: maxMp * 1e6,
         noLabels: v['no-labels'],
+        outFormat: outFormat(v['out-format']),
         noScores: v['no-scores'],
         samples: v.samples,
         sample: v.sample,
