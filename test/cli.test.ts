@@ -486,3 +486,20 @@ test('--out-format jpg|webp writes annotated pictures in that format; re-countin
   assert.equal(run(['count', dir, '--quiet']).status, 2); // nothing but hemocount's own pictures
   assert.match(run(['count', SAMPLES, '--out-format', 'gif']).stderr, /--out-format must be png, jpg or webp, not 'gif'/);
 });
+
+test('--jobs 3 counts the same images in the same order as --jobs 1, and the ledger records every picture', () => {
+  const [d1, d3] = [tmp(), tmp()];
+  const one = run(['count', SAMPLES, '--jobs', '1', '--json', '-', '--out', d1, '--quiet']);
+  const three = run(['count', SAMPLES, '--jobs', '3', '--json', '-', '--out', d3, '--quiet']);
+  assert.equal(three.status, 0, three.stderr);
+  const pick = (s: string) => JSON.parse(s).images.map((i: { file: string; counts: unknown }) => [i.file, i.counts]);
+  assert.deepEqual(pick(three.stdout), pick(one.stdout));
+  const ledger = JSON.parse(readFileSync(join(d3, '.hemocount-outputs.json'), 'utf8'));
+  assert.deepEqual(
+    Object.keys(ledger).sort(),
+    readdirSync(d3)
+      .filter((f) => f.endsWith('.annotated.png'))
+      .sort(),
+  );
+  assert.equal(Object.keys(ledger).length, 5);
+});

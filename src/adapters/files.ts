@@ -237,6 +237,7 @@ export async function writeAtomic(path: string, data: string | Uint8Array, prote
  */
 export class OutputGuard {
   private ledgers = new Map<string, Record<string, string>>();
+  private writing: Promise<void> = Promise.resolve();
 
   constructor(
     private readonly protect: Set<string> = new Set(),
@@ -280,10 +281,15 @@ export class OutputGuard {
   }
 
   private async record(path: string, bytes: Uint8Array): Promise<void> {
-    const abs = resolve(path);
-    const l = await this.ledger(dirname(abs));
-    l[basename(abs)] = sha256(bytes);
-    await writeAtomic(join(dirname(abs), LEDGER), JSON.stringify(l) + '\n');
+    // one ledger write at a time: images counted in parallel must not lose each other's entries
+    const run = this.writing.then(async () => {
+      const abs = resolve(path);
+      const l = await this.ledger(dirname(abs));
+      l[basename(abs)] = sha256(bytes);
+      await writeAtomic(join(dirname(abs), LEDGER), JSON.stringify(l) + '\n');
+    });
+    this.writing = run.catch(() => {});
+    return run;
   }
 }
 

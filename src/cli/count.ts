@@ -26,6 +26,8 @@ export interface CountArgs {
   recursive: boolean;
   /** Replace existing outputs that hemocount did not write (or that were changed since). */
   overwrite?: boolean;
+  /** Images in flight at once (default 1). */
+  jobs?: number;
   /** Annotated pictures as PNG (default), JPEG or WebP. */
   outFormat?: 'png' | 'jpg' | 'webp';
   /** Annotated pictures without box labels, or without the probabilities in them. */
@@ -134,22 +136,17 @@ export async function runCount(a: CountArgs): Promise<number> {
   if (!files.length && !results.length) throw new UsageError(`no image found in ${a.inputs.join(', ')} (hemocount reads JPEG, PNG, TIFF, WebP, GIF and AVIF)`);
   if (a.jsonl && a.jsonl !== '-' && !a.resume) await guard.write(a.jsonl, '');
   const progress = new Progress(files.length, a.quiet);
-  for (const [i, f] of files.entries()) {
-    progress.tick(i, basename(f.path));
+  const countOne = async (i: number): Promise<ImageResult> => {
+    const f = files[i];
     const before = done.get(resolve(f.path));
-    if (before) {
-      results.push(before);
-      continue;
-    }
+    if (before) return before;
     let r: ImageResult;
     try {
       r = await model.count(f.path, { thresholds: th.count, review: th.review, candidates: a.candidates, scale: a.scale, tta: a.tta, maxPixels: a.maxPixels });
     } catch (e) {
-      results.push({ ...failedResult(f.path, (e as Error).message.replace(`${f.path}: `, '')), ...(f.sample !== undefined && { sample: f.sample }) });
-      continue;
+      return { ...failedResult(f.path, (e as Error).message.replace(`${f.path}: `, '')), ...(f.sample !== undefined && { sample: f.sample }) };
     }
     if (f.sample !== undefined) r.sample = f.sample;
-    results.push(r);
     const stem = stems[i];
     try {
       if (a.out)
@@ -173,7 +170,21 @@ export async function runCount(a: CountArgs): Promise<number> {
     }
     if (a.jsonl === '-') process.stdout.write(JSON.stringify(roundResult(r)) + '\n');
     else if (a.jsonl) await appendFile(a.jsonl, JSON.stringify(roundResult(r)) + '\n');
-  }
+    return r;
+  };
+  // --jobs images in flight: one image's decoding, drawing and writing overlap another's
+  // network pass; results keep the input order
+  const perFile: ImageResult[] = new Array(files.length);
+  let next = 0;
+  let finished = 0;
+  const lane = async () => {
+    for (let i = next++; i < files.length; i = next++) {
+      perFile[i] = await countOne(i);
+      progress.tick(++finished, basename(files[i].path));
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(a.jobs ?? 1, files.length)) }, lane));
+  results.push(...perFile);
   progress.done();
   if (a.jsonl && a.jsonl !== '-') await guard.adopt(a.jsonl);
   const doc = countDocument(model.info, th, results, rbcCount);

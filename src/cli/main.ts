@@ -54,6 +54,8 @@ const SECTIONS: Record<string, string> = {
                         default only files hemocount wrote, still unchanged, are replaced)
   --quiet               no progress bar or table
   --threads N           onnxruntime threads
+  --jobs N              images in flight at once (default 1): decoding, drawing and writing of one
+                        overlap the network pass of another
   --scale auto|1|F      magnification: auto (default) measures the cells and rescales images
                         whose cells are outside the training range; 1 = off; F = force factor F
   --tta                 test-time augmentation: average over the image and its two flips (3x time)
@@ -226,6 +228,7 @@ async function main(argv: string[]): Promise<number> {
           'max-megapixels': { type: 'string', default: '250' },
           'no-labels': { type: 'boolean', default: false },
           'out-format': { type: 'string', default: 'png' },
+          jobs: { type: 'string' },
           'no-scores': { type: 'boolean', default: false },
           samples: { type: 'string' },
           sample: { type: 'string' },
@@ -256,6 +259,7 @@ async function main(argv: string[]): Promise<number> {
         maxPixels: maxMp * 1e6,
         noLabels: v['no-labels'],
         outFormat: outFormat(v['out-format']),
+        jobs: whole(v.jobs, '--jobs'),
         noScores: v['no-scores'],
         samples: v.samples,
         sample: v.sample,

@@ -1,0 +1,63 @@
+/**
+ * Folder throughput in one run: `hemocount count` on the same 100 CBC smears (640 x 480),
+ * without and with annotated pictures, 1 and 2 images in flight (--jobs), fp32 and int8.
+ * Wall time of the whole command (process start and model load included), best of 2.
+ * Usage: node dist/bench/throughput.js [N] [--out docs/throughput.json]
+ */
+import { spawnSync } from 'node:child_process';
+import { copyFileSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, totalmem } from 'node:os';
+import { join } from 'node:path';
+import { CLI, ROOT, SAMPLES, tmp } from '../test/helpers.js';
+
+const n = Number(process.argv[2] && !process.argv[2].startsWith('--') ? process.argv[2] : 100);
+const outAt = process.argv.indexOf('--out');
+const dir = tmp('hemocount-bench-throughput-');
+const images = join(dir, 'images');
+mkdirSync(images);
+const cbc = join(ROOT, '..', 'shared', 'datasets', 'cbc', 'images');
+let pool: string[];
+try {
+  pool = readdirSync(cbc)
+    .filter((f) => f.endsWith('.jpg'))
+    .sort()
+    .map((f) => join(cbc, f));
+} catch {
+  pool = readdirSync(SAMPLES)
+    .filter((f) => f.endsWith('.jpg'))
+    .map((f) => join(SAMPLES, f));
+}
+for (let i = 0; i < n; i++) copyFileSync(pool[i % pool.length], join(images, `f${String(i).padStart(4, '0')}.jpg`));
+
+const time = (args: string[]) => {
+  let best = Infinity;
+  for (let k = 0; k < 2; k++) {
+    rmSync(join(dir, 'out'), { recursive: true, force: true });
+    const t0 = performance.now();
+    const r = spawnSync(process.execPath, [CLI, 'count', images, '--quiet', '--json', join(dir, 'r.json'), '--overwrite', ...args], {
+      cwd: ROOT,
+      encoding: 'utf8',
+    });
+    if (r.status !== 0) throw new Error(`${args.join(' ')}: ${r.stderr}`);
+    best = Math.min(best, (performance.now() - t0) / 1000);
+  }
+  return { seconds: +best.toFixed(2), imagesPerS: +(n / best).toFixed(1) };
+};
+const pics = ['--out', join(dir, 'out')];
+const results: Record<string, { seconds: number; imagesPerS: number }> = {
+  'fp32, no pictures, --jobs 1': time(['--jobs', '1']),
+  'fp32, no pictures, --jobs 2': time(['--jobs', '2']),
+  'fp32, --out PNG, --jobs 1': time([...pics, '--jobs', '1']),
+  'fp32, --out PNG, --jobs 2': time([...pics, '--jobs', '2']),
+  'fp32, --out JPEG, --jobs 2': time([...pics, '--out-format', 'jpg', '--jobs', '2']),
+  'int8, no pictures, --jobs 2': time(['--model', 'int8', '--jobs', '2']),
+  'int8, --out JPEG, --jobs 2': time(['--model', 'int8', ...pics, '--out-format', 'jpg', '--jobs', '2']),
+};
+const doc = {
+  machine: `${cpus()[0]?.model ?? 'unknown CPU'}, ${cpus().length} cores, ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}`,
+  images: n,
+  note: 'wall time of the whole command (process start and model load included), best of 2 runs',
+  results,
+};
+console.log(JSON.stringify(doc, null, 1));
+if (outAt > 0) writeFileSync(process.argv[outAt + 1], JSON.stringify(doc, null, 1) + '\n');
