@@ -106,7 +106,6 @@ export function metadataProblem(m: ModelMetadata): string | null {
   // models before the vocabulary file carry none: version 1 is what they were made with
   if (m.vocabulary !== undefined && (!Number.isInteger(m.vocabulary) || m.vocabulary > VOCABULARY_VERSION))
     return `its cell vocabulary version ${String(m.vocabulary)} is newer than this hemocount's (${VOCABULARY_VERSION}): update hemocount`;
-  if (!Array.isArray(m.classes) || m.classes.map((c) => c?.name).join() !== CLASSES.join()) return `classes must be ${CLASSES.join(', ')}`;
   for (const k of CLASSES) {
     if (!num(m.thresholds?.[k]) || m.thresholds[k] < 0 || m.thresholds[k] > 1) return `thresholds.${k} must be a number from 0 to 1`;
     if (m.review !== undefined && m.review[k] !== undefined && !num(m.review[k])) return `review.${k} must be a number`;
@@ -117,6 +116,7 @@ export function metadataProblem(m: ModelMetadata): string | null {
   if (!num(m.input?.pad_multiple) || !Array.isArray(m.input?.mean) || !Array.isArray(m.input?.std)) return 'input (pad_multiple, mean, std) is missing';
   if (!num(m.postprocess?.score_floor) || !num(m.postprocess?.nms_iou)) return 'postprocess (score_floor, nms_iou) is missing';
   if (!Array.isArray(m.box_coder?.weights)) return 'box_coder.weights is missing';
+  if (!Array.isArray(m.classes) || m.classes.map((c) => c?.name).join() !== CLASSES.join()) return `classes must be ${CLASSES.join(', ')}`;
   return null;
 }
 
