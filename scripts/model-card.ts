@@ -143,14 +143,19 @@ The default model shipped with hemocount: \`models/hemocount-default.onnx\`
   - TXL-PBC's 416 x 416 augmented copies of training smears and its close-ups (575 x 575,
     360 x 363, 366 x 369) are used as they are. ${p.train_images} training images per epoch
     (oversampling ${JSON.stringify(split.oversample ?? 'none')}: full fields with complete labels count three times).
-- **Recipe:** fine-tuned from the previous release (\`--init\` from its ONNX file: its
-  convolutions carry the folded BatchNorm, so BatchNorm statistics stay frozen), ${p.epochs} epochs of
+- **Recipe:** fine-tuned in two stages from the first release (trained from scratch on CBC's
+  incomplete labels): 11 epochs from its ONNX file (its convolutions carry the folded BatchNorm,
+  so BatchNorm statistics stay frozen; epoch 10 became the second release), then, from that
+  checkpoint (\`--init ${p.init}\`), ${p.epochs} epochs of
   ${steps.length / epochs.length} steps, batch ${p.batch_size}, random ${p.crop} x ${p.crop} crops at native resolution, AdamW
   (lr ${p.lr}, weight decay 1e-4), warm-up then cosine decay, gradient clipping at 10, seed ${p.seed}.
   Augmentation: log-uniform scale jitter 0.6-1.6, crops that keep a cell cut by the crop edge
   as a target while 35 % of it is visible (complete labels box cells cut by the border),
-  flips, 90-degree rotations, stain jitter (brightness, contrast, saturation, hue), defocus blur.
-  The previous release was trained from scratch for 28 epochs on CBC's incomplete labels.
+  flips, 90-degree rotations, stain jitter (brightness, contrast, saturation, hue), defocus blur,
+  and in the second stage copy-paste (\`--copy-paste 0.5\`: half of the crops get 1-3 white cells
+  or platelets from other images with complete labels of that class, resized by the two images'
+  red-cell sizes and blended where they hide no labelled cell). Epoch 15 of 16 was chosen by
+  \`scripts/select-epochs.sh training/runs/v3 12 13 14 15 16\` (\`docs/validation/select.txt\`).
 - **Hardware and time:** ${speed.machine.replace(/, Node.*/, '')}, CPU only, 2 threads:
   ${(trainSeconds / 60).toFixed(0)} minutes for ${epochs.length} epochs (sum of the epoch times in
   \`models/train_log.jsonl\`; the machine was shared with other work), a median of

@@ -63,6 +63,14 @@ if q8:
 {q8['int8_p50']} ms, **{q8['speedup']}x**. Its accuracy against fp32 on the validation split (the release
 gate: mAP@0.5 and each class's F1 within 0.5 points, on each subset): `docs/validation/int8-gate.txt`."""
 try:
+    tp = json.load(open("docs/throughput.json"))
+    speed += f"""
+
+**A folder of {tp['images']} CBC smears** (640 x 480; `npm run bench:throughput`, wall time of the whole
+command, best of 2), images/s: """ + "; ".join(f"{k} **{v['imagesPerS']}**" for k, v in tp["results"].items()) + "."
+except FileNotFoundError:
+    pass
+try:
     qb = json.load(open("docs/queue.json"))
     r = qb["results"]
     speed += f"""

@@ -60,7 +60,7 @@ def metadata(model, ck, name):
         "provenance": {"arch": ck.get("arch"), "head_norm": ck.get("head_norm", "group"), "epochs": ck.get("epoch"), "seed": ck.get("seed"),
                        "batch_size": ck.get("batch_size"), "crop": ck.get("crop"), "lr": ck.get("lr"),
                        "train_images": ck.get("train_images"), "split": ck.get("split"),
-                       "init": ck.get("init"), "frozen_bn": ck.get("frozen_bn", False),
+                       "init": ck.get("init"), "frozen_bn": ck.get("frozen_bn", False), "config": ck.get("config"),
                        "parameters": M.count_parameters(model),
                        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                        "git_commit": git_commit(), "validation": None},
