@@ -191,10 +191,14 @@ export async function collect(
   const check = async (id: string) => {
     const i = index.get(id)!;
     if (out[i]) return;
+    // the state first, then the job: a job read before it finished and a state read after
+    // would be "completed" without its result
+    const state = await queue.getJobState(id);
+    if (state === 'unknown') return settle(id, failed(i, 'the job disappeared from the queue (removed or expired): submit again'));
+    if (state !== 'completed' && state !== 'failed') return;
     const job = await Job.fromId<CountJob, CountJobResult>(queue, id);
     if (!job) return settle(id, failed(i, 'the job disappeared from the queue (removed or expired): submit again'));
-    const state = await job.getState();
-    if (state === 'completed') settle(id, job.returnvalue.result, { model: job.returnvalue.model, thresholds: job.returnvalue.thresholds });
+    if (state === 'completed' && job.returnvalue) settle(id, job.returnvalue.result, { model: job.returnvalue.model, thresholds: job.returnvalue.thresholds });
     else if (state === 'failed') settle(id, failed(i, `${job.failedReason} (after ${job.attemptsMade} attempt(s))`));
   };
   try {
