@@ -9,6 +9,8 @@ import { parseCoco, parseCsv, parseVoc, parseYolo, toYolo } from '../src/core/fo
 import { readMetadata } from '../src/adapters/onnx.js';
 import { CLI, pngHeaderOnly, ROOT, SAMPLES, tmp } from './helpers.js';
 
+const MODEL_FILE = join(ROOT, 'models', 'hemocount-default.onnx');
+const pngWidth = (b: Buffer) => b.readUInt32BE(16);
 const run = (args: string[], env: NodeJS.ProcessEnv = {}) =>
   spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', cwd: ROOT, env: { ...process.env, ...env }, maxBuffer: 64 << 20 });
 
@@ -156,6 +158,10 @@ test('report writes HTML, Markdown and figures', () => {
   assert.match(html, /<svg/);
   assert.match(html, /Learning curve/);
   for (const f of ['count-vs-threshold-RBC', 'precision-recall', 'bland-altman-WBC', 'learning-curve']) assert.ok(existsSync(join(dir, `rep-${f}.png`)), f);
+  // the chosen threshold is marked, and the PNGs are at print resolution
+  const meta = readMetadata(new Uint8Array(readFileSync(MODEL_FILE)), MODEL_FILE);
+  assert.match(readFileSync(join(dir, 'rep-count-vs-threshold-RBC.svg'), 'utf8'), new RegExp(`model threshold ${meta.thresholds.RBC.toFixed(2)}`));
+  assert.ok(pngWidth(readFileSync(join(dir, 'rep-f1-vs-threshold.png'))) >= 2000);
 });
 
 test('usage errors exit 2 with a message', () => {

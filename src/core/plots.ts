@@ -17,6 +17,8 @@ export interface ChartOptions {
   xRange?: [number, number];
   yRange?: [number, number];
   hlines?: { y: number; label: string; colour: string; dashed?: boolean }[];
+  /** Vertical markers, e.g. the model's chosen threshold. */
+  vlines?: { x: number; label: string; colour: string; dashed?: boolean }[];
 }
 
 const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;');
@@ -69,9 +71,14 @@ export function lineChart(series: Series[], o: ChartOptions): string {
     parts.push(
       `<line x1="${m.l}" x2="${W - m.r}" y1="${sy(h.y)}" y2="${sy(h.y)}" stroke="${h.colour}" stroke-width="1.5" ${h.dashed ? 'stroke-dasharray="6,4"' : ''}/>`,
     );
+  for (const v of o.vlines ?? [])
+    parts.push(
+      `<line x1="${sx(v.x)}" x2="${sx(v.x)}" y1="${m.t}" y2="${H - m.b}" stroke="${v.colour}" stroke-width="1.5" ${v.dashed ? 'stroke-dasharray="3,3"' : ''}/>`,
+    );
   const legend = [
     ...series.map((s) => ({ name: s.name, colour: s.colour, dashed: s.dashed })),
     ...(o.hlines ?? []).map((h) => ({ name: h.label, colour: h.colour, dashed: h.dashed })),
+    ...(o.vlines ?? []).map((v) => ({ name: v.label, colour: v.colour, dashed: v.dashed })),
   ];
   series.forEach((s) => {
     const pts = s.points.map(([x, y]) => `${sx(x).toFixed(1)},${sy(y).toFixed(1)}`);

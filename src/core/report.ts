@@ -22,11 +22,18 @@ export function reportFigures(rep: Report, images: EvalImage[], logText?: string
       x: 'confidence threshold',
       y: 'cells',
       hlines: [{ y: sw[0].truth, label: 'ground truth', colour: '#000', dashed: true }],
+      vlines: [{ x: rep.thresholds[k], label: `model threshold ${rep.thresholds[k].toFixed(2)}`, colour: '#c00', dashed: true }],
     });
   }
   figs['f1-vs-threshold'] = lineChart(
     CLASSES.map((k) => ({ name: k, colour: COLOURS[k], points: ev.classes[k].sweep.map((r) => [r.threshold, r.f1 ?? 0] as [number, number]) })),
-    { title: 'F1 vs threshold', x: 'confidence threshold', y: 'F1', yRange: [0, 1] },
+    {
+      title: 'F1 vs threshold',
+      x: 'confidence threshold',
+      y: 'F1',
+      yRange: [0, 1],
+      vlines: CLASSES.map((k) => ({ x: rep.thresholds[k], label: `${k} threshold`, colour: COLOURS[k], dashed: true })),
+    },
   );
   figs['precision-recall'] = lineChart(
     CLASSES.map((k) => ({
