@@ -85,7 +85,7 @@ test('review mode: deleting a box lowers the corrected count, not the detected o
   const cli = await model.count(SAMPLE);
   const wbc = cli.detections.filter((d) => !d.uncertain).sort((a, b) => b.score - a.score)[0];
   const box = await page.getByTestId('canvas').boundingBox();
-  const v = await page.evaluate(() => (window as unknown as { __hemocountView: { scale: number; ox: number; oy: number } }).__hemocountView);
+  const v = JSON.parse((await page.getByTestId('canvas').getAttribute('data-view'))!) as { scale: number; ox: number; oy: number };
   // the centre of the most confident detection
   const ix = (wbc.box[0] + wbc.box[2]) / 2;
   const iy = (wbc.box[1] + wbc.box[3]) / 2;

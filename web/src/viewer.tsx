@@ -76,7 +76,8 @@ export function Viewer(p: ViewerProps) {
         ctx.strokeRect(x1, y1, x2 - x1, y2 - y1);
         ctx.setLineDash([]);
       }
-      (window as unknown as { __hemocountView: View }).__hemocountView = { ...v };
+      // where image pixels land on the canvas, for tools that click on a cell (and the browser tests)
+      c.dataset.view = JSON.stringify(v);
     });
   };
   useEffect(redraw, [img, p.detections, p.visible, p.selected]);
