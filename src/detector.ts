@@ -37,6 +37,8 @@ export type { DetectOptions, ScaleEstimate };
 export interface ModelDetectOptions extends DetectOptions {
   /** Refuse images above this many pixels (checked from the header, before decoding). */
   maxPixels?: number;
+  /** Return the decoded pixels (images decoded whole), so a picture can be drawn without decoding again. */
+  keepPixels?: boolean;
 }
 
 export interface CountOptions extends ModelDetectOptions {
@@ -52,6 +54,8 @@ export interface CountOptions extends ModelDetectOptions {
 
 export interface Detected extends CoreDetected {
   ms: number;
+  /** With keepPixels: the image as decoded (oriented 8-bit RGB); absent for images read in tiles. */
+  pixels?: RawImage;
 }
 
 export class Model {
@@ -115,7 +119,7 @@ export class Model {
       return l === 0 && t === 0 && w === whole.width && h === whole.height ? whole : crop(whole, l, t, w, h);
     };
     const det = await detect(this.onnx.run.bind(this.onnx), this.metadata, { width, height, read }, opts);
-    return { ...det, ms: performance.now() - t0 };
+    return { ...det, ms: performance.now() - t0, ...(opts.keepPixels && whole ? { pixels: whole } : {}) };
   }
 
   /** Detect, apply per-class thresholds and the review band, count. */

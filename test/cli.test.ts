@@ -53,6 +53,7 @@ test('count on the samples folder: table, JSON, CSV, pictures, VOC, YOLO, COCO',
   // the picture, and below it a strip with the legend (outside the cells)
   assert.equal(png.width, 640);
   assert.ok(png.height! > 480 && png.height! < 540, `${png.height}`);
+  assert.equal(png.channels, 3);
   const voc = parseVoc(readFileSync(join(out, 'voc', 'BloodImage_00004.xml'), 'utf8'));
   const im4 = doc.images.find((i: { file: string }) => i.file.endsWith('BloodImage_00004.jpg'));
   assert.equal(voc.boxes.length, im4.counts.RBC + im4.counts.WBC + im4.counts.Platelets);

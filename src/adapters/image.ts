@@ -194,7 +194,7 @@ export function overlaySvg(width: number, height: number, dets: Detection[], o: 
 export async function drawAnnotated(input: ImageInput, dets: Detection[], o: DrawOptions & { format?: 'png' | 'jpeg' | 'webp' }): Promise<Buffer> {
   const { width, height } = await probe(input);
   const huge = width * height > 268e6;
-  const base = isRaw(input) ? sharp(Buffer.from(input.data), { raw: { width, height, channels: 3 } }) : pipeline(input, huge).removeAlpha();
+  const base = isRaw(input) ? sharp(Buffer.from(input.data), { raw: { width, height, channels: 3 } }).removeAlpha() : pipeline(input, huge).removeAlpha();
   const svg = overlaySvg(width, height, dets, o);
   const strip = Number(/height="(\d+(?:\.\d+)?)"/.exec(svg)![1]) - height; // the legend's strip below the picture
   const img = base

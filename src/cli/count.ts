@@ -8,7 +8,7 @@ import { drawAnnotated, thumbnail } from '../adapters/image.js';
 import { renderSampleReport } from '../core/sample-report.js';
 import type { ModelMetadata, PerClass } from '../core/types.js';
 import { collectInputs, ensureDir, OutputGuard } from '../adapters/files.js';
-import { Model } from '../detector.js';
+import { type Detected, Model } from '../detector.js';
 import { c, classCols, log, Progress, samplesTable, table } from './ui.js';
 
 export interface CountArgs {
@@ -141,8 +141,11 @@ export async function runCount(a: CountArgs): Promise<number> {
     const before = done.get(resolve(f.path));
     if (before) return before;
     let r: ImageResult;
+    let det: Detected;
     try {
-      r = await model.count(f.path, { thresholds: th.count, review: th.review, candidates: a.candidates, scale: a.scale, tta: a.tta, maxPixels: a.maxPixels });
+      // with pictures, the decoded pixels are kept for drawing: the input is decoded once
+      det = await model.detect(f.path, { scale: a.scale, tta: a.tta, maxPixels: a.maxPixels, keepPixels: !!a.out });
+      r = model.summarise(det, { thresholds: th.count, review: th.review, candidates: a.candidates }, f.path);
     } catch (e) {
       return { ...failedResult(f.path, (e as Error).message.replace(`${f.path}: `, '')), ...(f.sample !== undefined && { sample: f.sample }) };
     }
@@ -152,7 +155,7 @@ export async function runCount(a: CountArgs): Promise<number> {
       if (a.out)
         await guard.write(
           join(a.out, `${stem}.annotated.${ext}`),
-          await drawAnnotated(f.path, r.detections, {
+          await drawAnnotated(det.pixels ?? f.path, r.detections, {
             meta,
             counts: r.counts,
             uncertain: r.uncertain,
