@@ -5,30 +5,14 @@
  * Usage: node dist/bench/queue.js [N images] [--out docs/queue.json]
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { copyFileSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
-import { cpus, totalmem } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { CLI, ROOT, SAMPLES, tmp } from '../test/helpers.js';
+import { CLI, ROOT } from '../test/helpers.js';
+import { machine, smearFolder } from './smears.js';
 
 const n = Number(process.argv[2] && !process.argv[2].startsWith('--') ? process.argv[2] : 100);
 const outAt = process.argv.indexOf('--out');
-const dir = tmp('hemocount-bench-queue-');
-const images = join(dir, 'images');
-mkdirSync(images);
-// CBC smears when the shared datasets are there (640 x 480 full fields), else the samples
-const cbc = join(ROOT, '..', 'shared', 'datasets', 'cbc', 'images');
-let pool: string[];
-try {
-  pool = readdirSync(cbc)
-    .filter((f) => f.endsWith('.jpg'))
-    .sort()
-    .map((f) => join(cbc, f));
-} catch {
-  pool = readdirSync(SAMPLES)
-    .filter((f) => f.endsWith('.jpg'))
-    .map((f) => join(SAMPLES, f));
-}
-for (let i = 0; i < n; i++) copyFileSync(pool[i % pool.length], join(images, `f${String(i).padStart(4, '0')}.jpg`));
+const { dir, images } = smearFolder(n, 'hemocount-bench-queue-');
 
 const port = 20000 + Math.floor(Math.random() * 20000);
 const url = `redis://127.0.0.1:${port}`;
@@ -69,7 +53,7 @@ add('queue, 1 worker (1 thread)', await withWorkers(1, ['--threads', '1']));
 add('queue, 2 workers (1 thread each)', await withWorkers(2, ['--threads', '1']));
 redis.kill();
 const doc = {
-  machine: `${cpus()[0]?.model ?? 'unknown CPU'}, ${cpus().length} cores, ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}`,
+  machine: machine(),
   images: n,
   note: 'wall time of the whole command (process start, model load, queueing and collecting included)',
   results,

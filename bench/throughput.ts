@@ -5,29 +5,14 @@
  * Usage: node dist/bench/throughput.js [N] [--out docs/throughput.json]
  */
 import { spawnSync } from 'node:child_process';
-import { copyFileSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
-import { cpus, totalmem } from 'node:os';
+import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { CLI, ROOT, SAMPLES, tmp } from '../test/helpers.js';
+import { CLI, ROOT } from '../test/helpers.js';
+import { machine, smearFolder } from './smears.js';
 
 const n = Number(process.argv[2] && !process.argv[2].startsWith('--') ? process.argv[2] : 100);
 const outAt = process.argv.indexOf('--out');
-const dir = tmp('hemocount-bench-throughput-');
-const images = join(dir, 'images');
-mkdirSync(images);
-const cbc = join(ROOT, '..', 'shared', 'datasets', 'cbc', 'images');
-let pool: string[];
-try {
-  pool = readdirSync(cbc)
-    .filter((f) => f.endsWith('.jpg'))
-    .sort()
-    .map((f) => join(cbc, f));
-} catch {
-  pool = readdirSync(SAMPLES)
-    .filter((f) => f.endsWith('.jpg'))
-    .map((f) => join(SAMPLES, f));
-}
-for (let i = 0; i < n; i++) copyFileSync(pool[i % pool.length], join(images, `f${String(i).padStart(4, '0')}.jpg`));
+const { dir, images } = smearFolder(n, 'hemocount-bench-throughput-');
 
 const time = (args: string[]) => {
   let best = Infinity;
@@ -54,7 +39,7 @@ const results: Record<string, { seconds: number; imagesPerS: number }> = {
   'int8, --out JPEG, --jobs 2': time(['--model', 'int8', ...pics, '--out-format', 'jpg', '--jobs', '2']),
 };
 const doc = {
-  machine: `${cpus()[0]?.model ?? 'unknown CPU'}, ${cpus().length} cores, ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}`,
+  machine: machine(),
   images: n,
   note: 'wall time of the whole command (process start and model load included), best of 2 runs',
   results,

@@ -26,7 +26,10 @@ import { readFileSync, readdirSync, realpathSync, writeFileSync, existsSync } fr
 import { basename, dirname, join, relative, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import * as ort from 'onnxruntime-node';
-import sharp from 'sharp';
+import { decodeRgb } from '../dist/src/adapters/image.js';
+import { readMetadata } from '../dist/src/adapters/onnx.js';
+import { paddedSize } from '../dist/src/core/decode.js';
+import { toTensor } from '../dist/src/core/pipeline.js';
 
 const { values: a, positionals } = parseArgs({
   allowPositionals: true,
@@ -111,11 +114,7 @@ const concat = (parts) => {
 const bytes = new Uint8Array(readFileSync(modelPath));
 const top = fields(bytes);
 const graphField = top.find((f) => f.no === 7);
-let meta;
-for (const f of top.filter((t) => t.no === 14)) {
-  const [k] = strs(f.body, 1);
-  if (k === 'hemocount') meta = JSON.parse(strs(f.body, 2)[0]);
-}
+const meta = readMetadata(bytes, modelPath);
 if (!graphField || !meta) throw new Error(`${modelPath}: no graph or no hemocount metadata`);
 const gf = fields(graphField.body);
 const initializers = new Set(gf.filter((f) => f.no === 5).map((f) => strs(f.body, 8)[0]));
@@ -187,32 +186,12 @@ if (chosen.some((p) => valImages.has(p))) throw new Error('a validation image wa
 console.error(`${candidates.length} images, ${candidates.length - eligible.length} left out (validation images and their smear units), ${chosen.length} used`);
 
 // ---- preprocessing, as hemocount does it ---------------------------------------------------
+// hemocount's own decoding and tensor layout (dist/ is built by `npm run build`), so the
+// calibrated ranges are those of the tensors that `count` feeds the network
 async function tensorOf(path) {
-  const { data, info } = await sharp(path, { failOn: 'warning' })
-    .rotate()
-    .flatten({ background: '#ffffff' })
-    .toColourspace('srgb')
-    .removeAlpha()
-    .raw()
-    .toBuffer({ resolveWithObject: true });
-  const { width, height, channels: ch } = info;
-  const { scale, mean, std, pad_multiple: m, pad_value: pad } = meta.input;
-  const ph = Math.ceil(height / m) * m,
-    pw = Math.ceil(width / m) * m;
-  const plane = ph * pw;
-  const out = new Float32Array(3 * plane).fill(pad);
-  const A = [0, 1, 2].map((c) => scale / std[c]);
-  const B = [0, 1, 2].map((c) => -mean[c] / std[c]);
-  for (let y = 0; y < height; y++) {
-    let src = y * width * ch;
-    const row = y * pw;
-    for (let x = 0; x < width; x++, src += ch) {
-      out[row + x] = data[src] * A[0] + B[0];
-      out[plane + row + x] = data[src + 1] * A[1] + B[1];
-      out[2 * plane + row + x] = data[src + 2] * A[2] + B[2];
-    }
-  }
-  return new ort.Tensor('float32', out, [1, 3, ph, pw]);
+  const img = await decodeRgb(path);
+  const [ph, pw] = paddedSize(meta, img.height, img.width);
+  return new ort.Tensor('float32', toTensor(img, meta, ph, pw), [1, 3, ph, pw]);
 }
 
 // ---- statistics ----------------------------------------------------------------------------

@@ -159,6 +159,11 @@ function legendLayout(width: number, height: number, o: DrawOptions, colour: Rec
 
 /** SVG overlay: boxes in the paper's colours, label + probability, dashed if uncertain, a legend. */
 export function overlaySvg(width: number, height: number, dets: Detection[], o: DrawOptions): string {
+  return overlay(width, height, dets, o).svg;
+}
+
+/** The overlay and the height of the legend's strip below the picture. */
+function overlay(width: number, height: number, dets: Detection[], o: DrawOptions): { svg: string; strip: number } {
   const colour = Object.fromEntries(o.meta.classes.map((c) => [c.name, c.colour]));
   // box labels are sized by the cells (a big mosaic of smears has cells of the usual size),
   // the legend by the picture (it is read with the whole picture in view)
@@ -187,7 +192,7 @@ export function overlaySvg(width: number, height: number, dets: Detection[], o: 
   }
   const legend = legendLayout(width, height, o, colour);
   parts.push(legend.svg);
-  return `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height + legend.height}">${parts.join('')}</svg>`;
+  return { svg: `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height + legend.height}">${parts.join('')}</svg>`, strip: legend.height };
 }
 
 /** The annotated picture as PNG or JPEG bytes. */
@@ -195,8 +200,7 @@ export async function drawAnnotated(input: ImageInput, dets: Detection[], o: Dra
   const { width, height } = await probe(input);
   const huge = width * height > 268e6;
   const base = isRaw(input) ? sharp(Buffer.from(input.data), { raw: { width, height, channels: 3 } }).removeAlpha() : pipeline(input, huge).removeAlpha();
-  const svg = overlaySvg(width, height, dets, o);
-  const strip = Number(/height="(\d+(?:\.\d+)?)"/.exec(svg)![1]) - height; // the legend's strip below the picture
+  const { svg, strip } = overlay(width, height, dets, o);
   const img = base
     .extend({ bottom: Math.round(strip), background: '#ffffff' })
     .composite([{ input: Buffer.from(svg), top: 0, left: 0, limitInputPixels: false } as sharp.OverlayOptions]);
