@@ -1,14 +1,25 @@
 /**
- * Counts a large smear made by tiling a sample (default 6000x4000) and reports time and
- * peak memory (maxRSS) of this process. Usage: node dist/bench/large.js [W H] [--keep FILE]
+ * Large smears: a smear made by tiling a sample (default 12000 x 9000) counted with the
+ * current tiling and with the first release's (1024 px tiles, 320 px overlap), each in its
+ * own process so that each peak memory (maxRSS) is its own; then, on a 4000 x 3000 smear
+ * that also fits one network pass, tiled counts against whole-image counts.
+ * Usage: node dist/bench/large.js [W H] [--out docs/large.json]
+ *        node dist/bench/large.js --one FILE SIZE OVERLAP   (one measurement, JSON on stdout)
  */
-import { tmpdir } from 'node:os';
+import { execFileSync } from 'node:child_process';
+import { existsSync, writeFileSync } from 'node:fs';
+import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
-import { loadModel } from '../src/index.js';
+import { openOnnx } from '../src/adapters/onnx.js';
+import { applyThresholds } from '../src/core/count.js';
+import { detectPixels, TILE_OVERLAP, TILE_SIZE } from '../src/core/pipeline.js';
+import { decodeRgb } from '../src/adapters/image.js';
+import { defaultModelPath, loadModel } from '../src/index.js';
 import { SAMPLES } from '../test/helpers.js';
 
 export async function makeLargeSmear(width: number, height: number, out: string): Promise<string> {
+  if (existsSync(out)) return out;
   const sample = join(SAMPLES, 'BloodImage_00011.jpg');
   const overlays: sharp.OverlayOptions[] = [];
   for (let y = 0; y < height; y += 480) for (let x = 0; x < width; x += 640) overlays.push({ input: sample, left: x, top: y });
@@ -26,21 +37,69 @@ export async function makeLargeSmear(width: number, height: number, out: string)
   return out;
 }
 
-if (import.meta.url === `file://${process.argv[1]}`) {
-  const [w, h] = [Number(process.argv[2] ?? 6000), Number(process.argv[3] ?? 4000)];
-  const file = await makeLargeSmear(w, h, join(tmpdir(), `hemocount-large-${w}x${h}.jpg`));
+async function one(file: string, size: number, overlap: number) {
   const model = await loadModel();
   const t0 = performance.now();
-  const r = await model.count(file);
+  const r = await model.count(file, { tiling: { size, overlap } });
   const ms = performance.now() - t0;
-  console.log(
-    JSON.stringify({
-      width: r.width,
-      height: r.height,
-      tiles: r.tiles,
-      counts: r.counts,
-      seconds: +(ms / 1000).toFixed(2),
-      maxRssMB: Math.round(process.resourceUsage().maxRSS / 1024),
-    }),
-  );
+  return {
+    tiling: `${size} px tiles, ${overlap} px overlap`,
+    width: r.width,
+    height: r.height,
+    tiles: r.tiles,
+    counts: r.counts,
+    seconds: +(ms / 1000).toFixed(2),
+    maxRssMB: Math.round(process.resourceUsage().maxRSS / 1024),
+  };
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  const args = process.argv.slice(2);
+  if (args[0] === '--one') {
+    console.log(JSON.stringify(await one(args[1]!, Number(args[2]), Number(args[3]))));
+  } else {
+    const outAt = args.indexOf('--out');
+    const out = outAt >= 0 ? args.splice(outAt, 2)[1] : null;
+    const [w, h] = [Number(args[0] ?? 12000), Number(args[1] ?? 9000)];
+    const file = await makeLargeSmear(w, h, join(tmpdir(), `hemocount-large-${w}x${h}.jpg`));
+    const measure = (size: number, overlap: number) =>
+      JSON.parse(execFileSync(process.execPath, [process.argv[1]!, '--one', file, String(size), String(overlap)], { encoding: 'utf8' }));
+    const current = measure(TILE_SIZE, TILE_OVERLAP);
+    const first = measure(1024, 320);
+    console.log(JSON.stringify(current));
+    console.log(JSON.stringify(first));
+
+    // agreement where both fit: tiles (forced small) against one network pass
+    const mid = await makeLargeSmear(4000, 3000, join(tmpdir(), 'hemocount-large-4000x3000.jpg'));
+    const model = await loadModel();
+    const onnx = await openOnnx(defaultModelPath());
+    const whole = applyThresholds(await detectPixels(onnx.run.bind(onnx), onnx.metadata, await decodeRgb(mid)), model.thresholds());
+    const agreement = [];
+    for (const [size, overlap] of [
+      [TILE_SIZE, TILE_OVERLAP],
+      [1024, 320],
+    ] as const) {
+      // scale 1: the same pixels as the one pass, so only the tiling differs
+      const tiled = await model.count(mid, { scale: 1, tiling: { size, overlap } });
+      agreement.push({
+        tiling: `${size} px tiles, ${overlap} px overlap`,
+        tiles: tiled.tiles,
+        tiledCounts: tiled.counts,
+        wholeCounts: whole.counts,
+        differencePct: Object.fromEntries(
+          Object.entries(whole.counts).map(([k, v]) => [k, +((100 * (tiled.counts[k as keyof typeof whole.counts] - v)) / Math.max(1, v)).toFixed(2)]),
+        ),
+      });
+    }
+    console.log(JSON.stringify(agreement));
+    const report = {
+      machine: `${cpus()[0]?.model.trim()}, ${cpus().length} cores, ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}`,
+      image: `${w} x ${h}`,
+      current,
+      firstRelease: first,
+      speedup: +(first.seconds / current.seconds).toFixed(2),
+      agreement,
+    };
+    if (out) writeFileSync(out, JSON.stringify(report, null, 1) + '\n');
+  }
 }

@@ -124,7 +124,7 @@ export class Model {
 
   /** Detect, apply per-class thresholds and the review band, count. */
   async count(input: ImageInput, opts: CountOptions = {}): Promise<ImageResult> {
-    const det = await this.detect(input, { scale: opts.scale, tta: opts.tta, maxPixels: opts.maxPixels });
+    const det = await this.detect(input, { scale: opts.scale, tta: opts.tta, maxPixels: opts.maxPixels, tiling: opts.tiling });
     return this.summarise(det, opts, opts.name ?? (typeof input === 'string' ? input : 'image'));
   }
 

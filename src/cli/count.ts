@@ -4,6 +4,7 @@ import { appendFile, readFile } from 'node:fs/promises';
 import { basename, dirname, extname, join, relative, resolve } from 'node:path';
 import { type CountDocument, countDocument, failedResult, type ImageResult, roundResult, toCoco, toCsv, toSamplesCsv, toVoc, toYolo } from '../core/formats.js';
 import { CLASSES } from '../core/types.js';
+import { DetectorPool } from '../adapters/pool.js';
 import { drawAnnotated, thumbnail } from '../adapters/image.js';
 import { renderSampleReport } from '../core/sample-report.js';
 import type { ModelMetadata, PerClass } from '../core/types.js';
@@ -136,6 +137,10 @@ export async function runCount(a: CountArgs): Promise<number> {
   if (!files.length && !results.length) throw new UsageError(`no image found in ${a.inputs.join(', ')} (hemocount reads JPEG, PNG, TIFF, WebP, GIF and AVIF)`);
   if (a.jsonl && a.jsonl !== '-' && !a.resume) await guard.write(a.jsonl, '');
   const progress = new Progress(files.length, a.quiet);
+  // --jobs N > 1: N worker threads, each with its own network session (onnxruntime-node runs a
+  // pass on the calling thread, so one thread runs one pass at a time)
+  const jobs = Math.max(1, Math.min(a.jobs ?? 1, files.length));
+  const pool = jobs > 1 ? await DetectorPool.open(a.model, { workers: jobs, threads: a.threads }) : null;
   const countOne = async (i: number): Promise<ImageResult> => {
     const f = files[i];
     const before = done.get(resolve(f.path));
@@ -144,7 +149,8 @@ export async function runCount(a: CountArgs): Promise<number> {
     let det: Detected;
     try {
       // with pictures, the decoded pixels are kept for drawing: the input is decoded once
-      det = await model.detect(f.path, { scale: a.scale, tta: a.tta, maxPixels: a.maxPixels, keepPixels: !!a.out });
+      const opts = { scale: a.scale, tta: a.tta, maxPixels: a.maxPixels, keepPixels: !!a.out };
+      det = pool ? await pool.detect(f.path, opts) : await model.detect(f.path, opts);
       r = model.summarise(det, { thresholds: th.count, review: th.review, candidates: a.candidates }, f.path);
     } catch (e) {
       return { ...failedResult(f.path, (e as Error).message.replace(`${f.path}: `, '')), ...(f.sample !== undefined && { sample: f.sample }) };
@@ -175,8 +181,8 @@ export async function runCount(a: CountArgs): Promise<number> {
     else if (a.jsonl) await appendFile(a.jsonl, JSON.stringify(roundResult(r)) + '\n');
     return r;
   };
-  // --jobs images in flight: one image's decoding, drawing and writing overlap another's
-  // network pass; results keep the input order
+  // two images in flight per worker, so that a worker has the next image while this one is
+  // drawn and written; results keep the input order
   const perFile: ImageResult[] = new Array(files.length);
   let next = 0;
   let finished = 0;
@@ -186,7 +192,11 @@ export async function runCount(a: CountArgs): Promise<number> {
       progress.tick(++finished, basename(files[i].path));
     }
   };
-  await Promise.all(Array.from({ length: Math.max(1, Math.min(a.jobs ?? 1, files.length)) }, lane));
+  try {
+    await Promise.all(Array.from({ length: Math.min(2 * jobs, files.length) }, lane));
+  } finally {
+    await pool?.close();
+  }
   results.push(...perFile);
   progress.done();
   if (a.jsonl && a.jsonl !== '-') await guard.adopt(a.jsonl);

@@ -55,27 +55,58 @@ export function paddedSize(meta: ModelMetadata, h: number, w: number): [number, 
   return [Math.ceil(h / m) * m, Math.ceil(w / m) * m];
 }
 
-/** Greedy NMS on one class; returns kept indices in descending score order. */
+/**
+ * Greedy NMS on one class; returns kept indices in descending score order.
+ * A box is kept when no already kept box overlaps it by more than the threshold: the same
+ * result as torchvision's pairwise loop, but each box is compared only with the kept boxes
+ * in the grid cells it covers, so a large smear's tens of thousands of candidates merge in
+ * time linear in their number (cells are small against the image).
+ */
 export function nms(boxes: Box[], scores: number[], iouThreshold: number): number[] {
   const order = scores.map((_, i) => i).sort((a, b) => scores[b] - scores[a] || a - b);
   const keep: number[] = [];
-  const suppressed = new Uint8Array(boxes.length);
-  for (let oi = 0; oi < order.length; oi++) {
-    const i = order[oi];
-    if (suppressed[i]) continue;
+  if (boxes.length === 0) return keep;
+  // grid cell: twice the median box side, so a typical box touches at most 4 cells
+  const sides = boxes.map((b) => Math.max(b[2] - b[0], b[3] - b[1])).sort((a, b) => a - b);
+  const cell = Math.max(1, 2 * sides[sides.length >> 1]);
+  let x0 = Infinity;
+  let y0 = Infinity;
+  for (const b of boxes) {
+    x0 = Math.min(x0, b[0]);
+    y0 = Math.min(y0, b[1]);
+  }
+  const grid = new Map<number, number[]>();
+  // cell keys packed in one number; 2^20 columns is far more than any image needs
+  const span = (b: Box) => [Math.floor((b[0] - x0) / cell), Math.floor((b[1] - y0) / cell), Math.floor((b[2] - x0) / cell), Math.floor((b[3] - y0) / cell)];
+  for (const i of order) {
+    const b = boxes[i];
+    const areaB = (b[2] - b[0]) * (b[3] - b[1]);
+    const [gx1, gy1, gx2, gy2] = span(b);
+    let suppressed = false;
+    search: for (let gy = gy1; gy <= gy2; gy++) {
+      for (let gx = gx1; gx <= gx2; gx++) {
+        for (const k of grid.get(gy * 1048576 + gx) ?? []) {
+          const a = boxes[k];
+          const iw = Math.min(a[2], b[2]) - Math.max(a[0], b[0]);
+          const ih = Math.min(a[3], b[3]) - Math.max(a[1], b[1]);
+          if (iw <= 0 || ih <= 0) continue;
+          const inter = iw * ih;
+          if (inter / ((a[2] - a[0]) * (a[3] - a[1]) + areaB - inter) > iouThreshold) {
+            suppressed = true;
+            break search;
+          }
+        }
+      }
+    }
+    if (suppressed) continue;
     keep.push(i);
-    const a = boxes[i];
-    const areaA = (a[2] - a[0]) * (a[3] - a[1]);
-    for (let oj = oi + 1; oj < order.length; oj++) {
-      const j = order[oj];
-      if (suppressed[j]) continue;
-      const b = boxes[j];
-      const iw = Math.min(a[2], b[2]) - Math.max(a[0], b[0]);
-      const ih = Math.min(a[3], b[3]) - Math.max(a[1], b[1]);
-      if (iw <= 0 || ih <= 0) continue;
-      const inter = iw * ih;
-      const iou = inter / (areaA + (b[2] - b[0]) * (b[3] - b[1]) - inter);
-      if (iou > iouThreshold) suppressed[j] = 1;
+    for (let gy = gy1; gy <= gy2; gy++) {
+      for (let gx = gx1; gx <= gx2; gx++) {
+        const key = gy * 1048576 + gx;
+        const list = grid.get(key);
+        if (list) list.push(i);
+        else grid.set(key, [i]);
+      }
     }
   }
   return keep;
@@ -114,7 +145,7 @@ export function decodeDetections(
   const K = meta.classes.length;
   const [wx, wy, ww, wh] = meta.box_coder.weights;
   const clampV = meta.box_coder.clamp;
-  const topk = meta.postprocess.topk_per_level;
+  const topk = perArea(meta.postprocess.topk_per_level, ph, pw);
   const all: Candidate[] = [];
   grids.forEach((g, li) => {
     const base = baseAnchors(meta.anchors.levels[li]);
@@ -161,5 +192,15 @@ export function decodeDetections(
       all.push({ label, score: scores[start + flat], box });
     }
   });
-  return classwiseNms(all, meta.postprocess.nms_iou, meta.postprocess.max_detections);
+  return classwiseNms(all, meta.postprocess.nms_iou, perArea(meta.postprocess.max_detections, ph, pw));
+}
+
+/**
+ * torchvision's caps (top-k per level, detections per image) are per image; a large image or
+ * tile holds more cells, so above one megapixel the caps grow with the area: a 2048 x 2048
+ * tile of a dense smear must not lose cells to a cap sized for 640 x 480 fields (whose
+ * results, and the parity with torchvision, are unchanged).
+ */
+function perArea(cap: number, ph: number, pw: number): number {
+  return Math.max(cap, Math.ceil((cap * ph * pw) / (1024 * 1024)));
 }

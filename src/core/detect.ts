@@ -6,7 +6,7 @@
  */
 import { iou } from './metrics.js';
 import { classwiseNms } from './decode.js';
-import { detectPixels, detectTiled, type Pixels, type Runner, WHOLE_IMAGE_PIXELS } from './pipeline.js';
+import { detectPixels, detectTiled, type Pixels, type Runner, type Tiling, WHOLE_IMAGE_PIXELS } from './pipeline.js';
 import type { Box, Candidate, ModelMetadata } from './types.js';
 
 export interface PixelSource {
@@ -21,6 +21,8 @@ export interface DetectOptions {
   scale?: 'auto' | number;
   /** Average the network over the image and its horizontal and vertical flips (3 passes). */
   tta?: boolean;
+  /** Tile geometry for images above WHOLE_IMAGE_PIXELS (default 2048 px tiles, 256 px overlap). */
+  tiling?: Tiling;
 }
 
 export interface ScaleEstimate {
@@ -210,7 +212,14 @@ async function detectImage(run: Runner, meta: ModelMetadata, img: Pixels, tta: b
 }
 
 /** One pass over the whole image at `factor` (whole or tiled), boxes in original pixels. */
-async function passAt(run: Runner, meta: ModelMetadata, src: PixelSource, factor: number, tta: boolean): Promise<{ candidates: Candidate[]; tiles: number }> {
+async function passAt(
+  run: Runner,
+  meta: ModelMetadata,
+  src: PixelSource,
+  factor: number,
+  tta: boolean,
+  tiling?: Tiling,
+): Promise<{ candidates: Candidate[]; tiles: number }> {
   const sw = Math.max(1, Math.round(src.width * factor));
   const sh = Math.max(1, Math.round(src.height * factor));
   const fx = sw / src.width;
@@ -247,7 +256,7 @@ async function passAt(run: Runner, meta: ModelMetadata, src: PixelSource, factor
     const img = await readScaled(0, 0, sw, sh);
     return { candidates: (await detectImage(run, meta, img, tta)).map(back), tiles: 1 };
   }
-  const t = await detectTiled((input, h, w) => run(input, h, w), meta, sw, sh, readScaled, tta ? (img) => detectImage(run, meta, img, true) : undefined);
+  const t = await detectTiled(run, meta, sw, sh, readScaled, tta ? (img) => detectImage(run, meta, img, true) : undefined, tiling);
   return { candidates: t.candidates.map(back), tiles: t.tiles };
 }
 
@@ -258,7 +267,7 @@ export async function detect(run: Runner, meta: ModelMetadata, src: PixelSource,
   const { width, height } = src;
   checkScale(scale);
   if (scale !== 'auto') {
-    return { width, height, ...(await passAt(run, meta, src, scale, tta)), scale };
+    return { width, height, ...(await passAt(run, meta, src, scale, tta, opts.tiling)), scale };
   }
   const whole = width * height <= WHOLE_IMAGE_PIXELS;
   // a central region is enough to measure the cells of a large smear
@@ -283,7 +292,7 @@ export async function detect(run: Runner, meta: ModelMetadata, src: PixelSource,
     step = e === null ? 1 : toReference(meta, e);
   }
   if (whole && !tta) return { width, height, ...last, scale: f, estimate: first.estimate };
-  return { width, height, ...(await passAt(run, meta, src, f, tta)), scale: f, estimate: first.estimate };
+  return { width, height, ...(await passAt(run, meta, src, f, tta, opts.tiling)), scale: f, estimate: first.estimate };
 }
 
 /** 'auto' | '1' | '1.6' (CLI flag, form field): 'auto' estimates the magnification, a number forces it. */

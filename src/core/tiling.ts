@@ -16,17 +16,21 @@ export interface Tile {
   core: [number, number, number, number];
 }
 
-function starts(total: number, size: number, overlap: number): number[] {
+function starts(total: number, size: number, overlap: number, align: number): number[] {
   if (total <= size) return [0];
-  const step = size - overlap;
+  // Starts on multiples of `align` (the network's largest stride): a tile then sees each cell
+  // at the same sub-stride offset as one pass over the whole image would, so tiled and whole
+  // counts agree (a convolutional network's scores shift slightly with that offset). The
+  // last tile may be narrower.
+  const step = Math.floor((size - overlap) / align) * align;
+  if (step <= 0) throw new RangeError(`tile size ${size} leaves no step after a ${overlap} px overlap aligned to ${align}`);
   const n = Math.ceil((total - size) / step) + 1;
-  // spread the tiles evenly so that every overlap is at least `overlap`
-  return Array.from({ length: n }, (_, i) => Math.round((i * (total - size)) / (n - 1)));
+  return Array.from({ length: n }, (_, i) => i * step);
 }
 
-export function planTiles(width: number, height: number, size: number, overlap: number): Tile[] {
-  const xs = starts(width, size, overlap);
-  const ys = starts(height, size, overlap);
+export function planTiles(width: number, height: number, size: number, overlap: number, align = 1): Tile[] {
+  const xs = starts(width, size, overlap, align);
+  const ys = starts(height, size, overlap, align);
   const edge = (list: number[], i: number, total: number, lo: boolean) => {
     if (lo) return i === 0 ? 0 : (list[i] + list[i - 1] + size) / 2;
     return i === list.length - 1 ? total : (list[i + 1] + list[i] + size) / 2;

@@ -56,6 +56,47 @@ test('NMS keeps the best of overlapping boxes and distinct cells', () => {
   );
 });
 
+test('grid NMS keeps exactly what the pairwise greedy loop keeps, boxes of any size', () => {
+  // the textbook loop: every kept box suppresses every later box it overlaps too much
+  const pairwise = (boxes: [number, number, number, number][], scores: number[], t: number) => {
+    const order = scores.map((_, i) => i).sort((a, b) => scores[b] - scores[a] || a - b);
+    const gone = new Set<number>();
+    const keep: number[] = [];
+    for (const [k, i] of order.entries()) {
+      if (gone.has(i)) continue;
+      keep.push(i);
+      const a = boxes[i];
+      for (const j of order.slice(k + 1)) {
+        const b = boxes[j];
+        const iw = Math.min(a[2], b[2]) - Math.max(a[0], b[0]);
+        const ih = Math.min(a[3], b[3]) - Math.max(a[1], b[1]);
+        if (iw <= 0 || ih <= 0) continue;
+        const inter = iw * ih;
+        if (inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter) > t) gone.add(j);
+      }
+    }
+    return keep;
+  };
+  let seed = 7;
+  const rnd = () => {
+    seed = (seed * 16807) % 2147483647; // Park-Miller: exact in doubles
+    return seed / 2147483647;
+  };
+  for (let trial = 0; trial < 20; trial++) {
+    // crowded cells of 20-120 px, a few huge boxes, and near-duplicates
+    const boxes: [number, number, number, number][] = [];
+    for (let i = 0; i < 400; i++) {
+      const s = i % 50 === 0 ? 400 + rnd() * 600 : 20 + rnd() * 100;
+      const x = rnd() * 1500;
+      const y = rnd() * 1000;
+      boxes.push([x, y, x + s * (0.7 + rnd() * 0.6), y + s]);
+      if (i % 3 === 0) boxes.push([x + rnd() * 10, y + rnd() * 10, x + s, y + s * 1.1]);
+    }
+    const scores = boxes.map(() => Math.round(rnd() * 100) / 100); // ties on purpose
+    for (const t of [0.3, 0.5]) assert.deepEqual(nms(boxes, scores, t), pairwise(boxes, scores, t));
+  }
+});
+
 test('class-wise NMS never lets one class suppress another', () => {
   const c: Candidate[] = [
     { label: 'RBC', score: 0.9, box: [0, 0, 10, 10] },
@@ -94,10 +135,14 @@ test('threshold specs', () => {
 });
 
 test('tiles cover the image, overlap by at least the requested margin, and cores partition it', () => {
-  const tiles = planTiles(6000, 4000, 1024, 320);
+  const tiles = planTiles(6000, 4000, 1024, 320, 128);
   const xs = [...new Set(tiles.map((t) => t.x))];
   for (let i = 1; i < xs.length; i++) assert.ok(xs[i - 1] + 1024 - xs[i] >= 320);
+  // starts on the network's largest stride, so tiles see cells as one whole pass would
+  for (const t of tiles) assert.ok(t.x % 128 === 0 && t.y % 128 === 0, `${t.x},${t.y}`);
   assert.equal(Math.max(...tiles.map((t) => t.x + t.width)), 6000);
+  assert.equal(Math.max(...tiles.map((t) => t.y + t.height)), 4000);
+  assert.ok(tiles.every((t) => t.width <= 1024 && t.height <= 1024 && t.width > 320 && t.height > 320));
   // every point belongs to exactly one core
   for (const [x, y] of [
     [0, 0],
