@@ -16,7 +16,7 @@ function readVarint(buf: Uint8Array, pos: number): [number, number] {
   let mul = 1;
   for (;;) {
     if (pos >= buf.length) throw new Error('truncated protobuf varint');
-    const b = buf[pos++];
+    const b = buf[pos++]!;
     v += (b & 0x7f) * mul;
     if (b < 0x80) return [v, pos];
     mul *= 128;
@@ -65,7 +65,7 @@ function topLevelFields(buf: Uint8Array): Field[] {
 }
 
 function entry(buf: Uint8Array, [s, e]: [number, number]): [string, string] {
-  const kv: string[] = ['', ''];
+  const kv: [string, string] = ['', ''];
   const dec = new TextDecoder();
   for (const f of topLevelFields(buf.subarray(s, e)))
     if (f.body && (f.no === 1 || f.no === 2)) kv[f.no - 1] = dec.decode(buf.subarray(s + f.body[0], s + f.body[1]));
@@ -176,8 +176,9 @@ export async function openOnnx(path: string, threads?: number): Promise<OnnxMode
     metadata,
     sha256: sha256(bytes),
     async run(input, height, width) {
-      const out = await session.run({ image: new ort.Tensor('float32', input, [1, 3, height, width]) });
-      return { scores: out.scores.data as Float32Array, deltas: out.deltas.data as Float32Array };
+      const { scores, deltas } = await session.run({ image: new ort.Tensor('float32', input, [1, 3, height, width]) });
+      if (!scores || !deltas) throw new Error(`${path}: the model has no 'scores' and 'deltas' outputs`);
+      return { scores: scores.data as Float32Array, deltas: deltas.data as Float32Array };
     },
     release: () => session.release(),
   };
