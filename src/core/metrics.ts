@@ -55,9 +55,10 @@ export function matchClass(dets: Candidate[], truth: Box[], iouThr: number): { s
   for (const d of order) {
     let best = -1;
     let bestIou = iouThr;
-    for (const [g, t] of truth.entries()) {
+    // hot (detections x cells, for every IoU of the AP): a plain indexed loop
+    for (let g = 0; g < truth.length; g++) {
       if (used[g]) continue;
-      const v = iou(d.box, t);
+      const v = iou(d.box, truth[g]!);
       if (v >= bestIou) {
         bestIou = v;
         best = g;
@@ -151,8 +152,7 @@ function rowAt(m: ClassMatches, threshold: number): ClassRow {
   for (const p of m.perImage) {
     let n = 0;
     let t = 0;
-    for (const [i, score] of p.scores.entries()) {
-      if (!(score >= threshold)) break; // not `<`: a NaN score ends the run, as it always did
+    for (let i = 0; i < p.scores.length && p.scores[i]! >= threshold; i++) {
       n++;
       if (p.tp[i]) t++;
     }
@@ -407,9 +407,9 @@ export function errorBreakdown(images: EvalImage[], cls: CellClass, threshold: n
     dets.forEach((d, k) => {
       let best = -1;
       let bestIou = iouThr;
-      for (const [g, t] of truth.entries()) {
+      for (let g = 0; g < truth.length; g++) {
         if (used[g]! >= 0) continue;
-        const v = iou(d.box, t);
+        const v = iou(d.box, truth[g]!);
         if (v >= bestIou) {
           bestIou = v;
           best = g;
