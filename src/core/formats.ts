@@ -229,14 +229,14 @@ export interface ParsedAnnotation {
   problems: string[];
 }
 
+const isBox = (b: number[]): b is Box => b.length === 4;
+
 /**
  * The ground-truth box rules every reader applies (the Python readers in
  * training/hemocount_train/data.py apply the same): a box must be finite with positive size;
  * one reaching more than half a pixel outside the image is clipped with a note, one wholly
  * outside or smaller than 1 px after clipping is dropped with a note.
  */
-const isBox = (b: number[]): b is Box => b.length === 4;
-
 export function checkBox(box: number[], width: number | null, height: number | null): { box?: Box; problem?: string } {
   const where = `[${box.map((v) => (Number.isFinite(v) ? r2(v) : String(v))).join(', ')}]`;
   if (!isBox(box) || box.some((v) => !Number.isFinite(v))) return { problem: `box ${where} is not four numbers: dropped` };
