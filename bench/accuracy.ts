@@ -61,7 +61,7 @@ const bySubset = (images: EvalImage[]): Record<string, PerClass<number | null>> 
   all: f1s(images),
   ...Object.fromEntries([...subsets(images)].map(([n, ims]) => [n, f1s(ims)])),
 });
-const pct = (v: number | null) => (v === null ? '-' : v.toFixed(1));
+const pct = (v: number | null | undefined) => (v == null ? '-' : v.toFixed(1));
 
 const sweep: Record<string, object> = {};
 for (const s of a.scales!.split(',').map(Number)) {
@@ -72,14 +72,14 @@ for (const s of a.scales!.split(',').map(Number)) {
   console.error(`scale ${s}: median factor ${sorted[Math.floor(sorted.length / 2)]}`);
   for (const [n, v] of Object.entries(bySubset(auto.images)))
     console.error(
-      `  ${n}: auto ${CLASSES.map((c) => `${c} ${pct(v[c])}`).join(', ')}; off ${CLASSES.map((c) => `${c} ${pct(bySubset(off.images)[n][c])}`).join(', ')}`,
+      `  ${n}: auto ${CLASSES.map((c) => `${c} ${pct(v[c])}`).join(', ')}; off ${CLASSES.map((c) => `${c} ${pct(bySubset(off.images)[n]?.[c])}`).join(', ')}`,
     );
 }
 
 const plain = await run(1, { scale: 1 });
 const tta = await run(1, { scale: 1, tta: true });
 const out = {
-  machine: `${cpus()[0].model}, ${cpus().length} cores, Node ${process.version}`,
+  machine: `${cpus()[0]?.model ?? 'unknown CPU'}, ${cpus().length} cores, Node ${process.version}`,
   model: { ...model.info, sha256: model.info.sha256.slice(0, 12) },
   data: a.data,
   thresholds: th,

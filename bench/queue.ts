@@ -12,6 +12,8 @@ import { machine, smearFolder } from './smears.js';
 
 const n = Number(process.argv[2] && !process.argv[2].startsWith('--') ? process.argv[2] : 100);
 const outAt = process.argv.indexOf('--out');
+const outFile = outAt > 0 ? process.argv[outAt + 1] : undefined;
+if (outAt > 0 && !outFile) throw new Error('--out needs a file name');
 const { dir, images } = smearFolder(n, 'hemocount-bench-queue-');
 
 const port = 20000 + Math.floor(Math.random() * 20000);
@@ -45,19 +47,21 @@ async function withWorkers(k: number, threads: string[]): Promise<number> {
 
 const results: Record<string, { seconds: number; imagesPerS: number }> = {};
 const add = (name: string, s: number) => {
-  results[name] = { seconds: +s.toFixed(2), imagesPerS: +(n / s).toFixed(2) };
+  const r = { seconds: +s.toFixed(2), imagesPerS: +(n / s).toFixed(2) };
+  results[name] = r;
+  return r;
 };
 add('local count (one process)', timed(['count', images, '--quiet', '--json', join(dir, 'local.json')]));
 add('queue, 1 worker (default threads)', await withWorkers(1, []));
-add('queue, 1 worker (1 thread)', await withWorkers(1, ['--threads', '1']));
-add('queue, 2 workers (1 thread each)', await withWorkers(2, ['--threads', '1']));
+const oneWorker = add('queue, 1 worker (1 thread)', await withWorkers(1, ['--threads', '1']));
+const twoWorkers = add('queue, 2 workers (1 thread each)', await withWorkers(2, ['--threads', '1']));
 redis.kill();
 const doc = {
   machine: machine(),
   images: n,
   note: 'wall time of the whole command (process start, model load, queueing and collecting included)',
   results,
-  ratio2to1: +(results['queue, 1 worker (1 thread)'].seconds / results['queue, 2 workers (1 thread each)'].seconds).toFixed(2),
+  ratio2to1: +(oneWorker.seconds / twoWorkers.seconds).toFixed(2),
 };
 console.log(JSON.stringify(doc, null, 1));
-if (outAt > 0) writeFileSync(process.argv[outAt + 1], JSON.stringify(doc, null, 1) + '\n');
+if (outFile) writeFileSync(outFile, JSON.stringify(doc, null, 1) + '\n');

@@ -20,7 +20,11 @@ export function smearFolder(n: number, prefix: string): { dir: string; images: s
   } catch {
     pool = jpgs(SAMPLES);
   }
-  for (let i = 0; i < n; i++) copyFileSync(pool[i % pool.length], join(images, `f${String(i).padStart(4, '0')}.jpg`));
+  for (let i = 0; i < n; i++) {
+    const src = pool[i % pool.length];
+    if (src === undefined) throw new Error(`no .jpg smears to copy in ${cbc} or ${SAMPLES}`);
+    copyFileSync(src, join(images, `f${String(i).padStart(4, '0')}.jpg`));
+  }
   return { dir, images };
 }
 

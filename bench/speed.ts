@@ -23,7 +23,11 @@ const { values: a } = parseArgs({
   options: { model: { type: 'string' }, runs: { type: 'string', default: '50' }, data: { type: 'string' }, threads: { type: 'string' } },
 });
 const runs = Number(a.runs);
-const q = (xs: number[], p: number) => [...xs].sort((x, y) => x - y)[Math.min(xs.length - 1, Math.floor(p * xs.length))];
+const q = (xs: number[], p: number) => {
+  const v = [...xs].sort((x, y) => x - y)[Math.min(xs.length - 1, Math.floor(p * xs.length))];
+  if (v === undefined) throw new Error('no timings to summarise: --runs must be at least 1, and the samples folder must hold images');
+  return v;
+};
 const path = a.model ?? defaultModelPath();
 
 const onnx = await openOnnx(path, a.threads ? Number(a.threads) : undefined);
@@ -85,7 +89,7 @@ evaluate(got.images); // the paper's 14 thresholds
 const sweepMs = performance.now() - t1;
 
 const out = {
-  machine: `${cpus()[0].model}, ${cpus().length} cores, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}`,
+  machine: `${cpus()[0]?.model ?? 'unknown CPU'}, ${cpus().length} cores, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}`,
   model: { file: path, name: onnx.metadata.name, sha256: onnx.sha256.slice(0, 12) },
   forward_640x480_ms: { input: `${pw}x${ph} (padded)`, runs, p50: +q(fwd, 0.5).toFixed(1), p90: +q(fwd, 0.9).toFixed(1), min: +Math.min(...fwd).toFixed(1) },
   ...(int8 && { forward_int8_vs_fp32_ms: int8 }),

@@ -12,6 +12,8 @@ import { machine, smearFolder } from './smears.js';
 
 const n = Number(process.argv[2] && !process.argv[2].startsWith('--') ? process.argv[2] : 100);
 const outAt = process.argv.indexOf('--out');
+const outFile = outAt > 0 ? process.argv[outAt + 1] : undefined;
+if (outAt > 0 && !outFile) throw new Error('--out needs a file name');
 const { dir, images } = smearFolder(n, 'hemocount-bench-throughput-');
 
 const time = (args: string[]) => {
@@ -45,4 +47,4 @@ const doc = {
   results,
 };
 console.log(JSON.stringify(doc, null, 1));
-if (outAt > 0) writeFileSync(process.argv[outAt + 1], JSON.stringify(doc, null, 1) + '\n');
+if (outFile) writeFileSync(outFile, JSON.stringify(doc, null, 1) + '\n');

@@ -34,7 +34,7 @@ const medianRate = rates[Math.floor(rates.length / 2)] ?? 0;
 const p = meta.provenance as Record<string, unknown>;
 const pct = (v: number | null | undefined) => (v == null ? '-' : (100 * v).toFixed(1));
 const row = (cells: (string | number)[]) => `| ${cells.join(' | ')} |`;
-const lv = meta.anchors.levels;
+const lv = meta.anchors.levels; // never empty: readMetadata rejects a model without anchor levels
 
 const full = rep.subsets?.['full-field'] ?? rep;
 const closeup = rep.subsets?.['close-up'];
@@ -78,15 +78,19 @@ function errorTable(r: Report): string {
   ].join('\n');
 }
 
-const sweepScales = Object.keys(acc.scaleSweep).sort((x, y) => Number(x) - Number(y)); // JS orders integer-like keys first
+const sweep = Object.entries(acc.scaleSweep).sort(([x], [y]) => Number(x) - Number(y)); // JS orders integer-like keys first
+const sweepScales = sweep.map(([s]) => s);
 const sweepRow = (mode: 'auto' | 'off', k: (typeof CLASSES)[number]) =>
-  sweepScales.map((s) => {
-    const v = acc.scaleSweep[s][mode]['full-field']?.[k];
+  sweep.map(([, at]) => {
+    const v = at[mode]['full-field']?.[k];
     return v == null ? '-' : v.toFixed(1);
   });
-const within3 = CLASSES.every((k) =>
-  sweepScales.every((s) => Math.abs((acc.scaleSweep[s].auto['full-field'][k] ?? 0) - (acc.scaleSweep['1'].auto['full-field'][k] ?? 0)) <= 3),
-);
+const fullFieldAuto = (s: string) => {
+  const f = acc.scaleSweep[s]?.auto['full-field'];
+  if (!f) throw new Error(`docs/accuracy.json: the scale sweep has no full-field F1s with --scale auto at ${s}x`);
+  return f;
+};
+const within3 = CLASSES.every((k) => sweepScales.every((s) => Math.abs((fullFieldAuto(s)[k] ?? 0) - (fullFieldAuto('1')[k] ?? 0)) <= 3));
 
 function targets(): string {
   const t = (ok: boolean) => (ok ? 'met' : '**not met**');
@@ -120,7 +124,7 @@ The default model shipped with hemocount: \`models/hemocount-default.onnx\`
   torchvision's L1 box-regression loss. ${Number(p.parameters).toLocaleString('en')} parameters. Native resolution (no
   resize); the input is padded to a multiple of ${meta.input.pad_multiple}.
 - **Anchors:** ${lv.map((l) => `${l.name} stride ${l.stride}: ${l.sizes.map((s) => Math.round(s)).join('/')} px`).join('; ')};
-  aspect ratios ${lv[0].aspect_ratios.join(', ')} (cells are round).
+  aspect ratios ${lv[0]!.aspect_ratios.join(', ')} (cells are round).
 - **Outputs:** per-anchor sigmoid probabilities and box regressions; decoding, per-class
   thresholds and class-wise NMS (IoU ${meta.postprocess.nms_iou}) are done by hemocount from the embedded metadata.
 - **Magnification:** \`count --scale auto\` (the default) measures the median red-cell size on a
@@ -188,7 +192,7 @@ ${row(['class', 'mode', ...sweepScales.map((s) => `${s}x`)])}
 ${row(Array(sweepScales.length + 2).fill('---'))}
 ${CLASSES.flatMap((k) => [row([k, '--scale auto', ...sweepRow('auto', k)]), row([k, '--scale 1 (off)', ...sweepRow('off', k)])]).join('\n')}
 
-Median factor chosen by \`--scale auto\`: ${sweepScales.map((s) => `${s}x -> ${acc.scaleSweep[s].autoScaleMedian}`).join(', ')}.
+Median factor chosen by \`--scale auto\`: ${sweep.map(([s, at]) => `${s}x -> ${at.autoScaleMedian}`).join(', ')}.
 
 ### Test-time augmentation (\`--tta\`: the image and its two flips)
 Full fields: ${CLASSES.map((k) => `${k} F1 ${acc.tta.plain['full-field']?.[k]} -> ${acc.tta.tta['full-field']?.[k]}`).join(', ')};

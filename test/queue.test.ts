@@ -52,7 +52,11 @@ test('submit --wait after a worker is killed returns every image with the counts
   const names = ['BloodImage_00004.jpg', 'BloodImage_00011.jpg', 'BloodImage_00017.jpg', '069e00b1-4852-5629-b1a7-b115562d6bd7.jpg'];
   for (const s of ['A', 'B']) {
     mkdirSync(join(slides, s), { recursive: true });
-    for (let i = 0; i < 12; i++) copyFileSync(join(SAMPLES, names[i % names.length]), join(slides, s, `f${String(i).padStart(2, '0')}.jpg`));
+    for (let i = 0; i < 12; i++) {
+      const name = names[i % names.length];
+      assert.ok(name);
+      copyFileSync(join(SAMPLES, name), join(slides, s, `f${String(i).padStart(2, '0')}.jpg`));
+    }
   }
   const url = await startRedis(dir);
   const w1 = worker(url);

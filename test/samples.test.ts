@@ -5,6 +5,7 @@ import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { parseCsv } from '../src/core/formats.js';
+import { CLASSES, type PerClass } from '../src/core/types.js';
 import { CLI, ROOT, SAMPLES, tmp } from './helpers.js';
 
 const run = (args: string[]) => spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', cwd: ROOT, maxBuffer: 64 << 20 });
@@ -38,10 +39,10 @@ test('count slides/ with two sub-folders gives two samples whose totals are the 
   assert.equal(doc.samples.length, 2);
   for (const s of doc.samples) {
     const fields = doc.images.filter((i: { sample?: string; error?: string }) => i.sample === s.name && !i.error);
-    for (const c of ['RBC', 'WBC', 'Platelets']) {
+    for (const c of CLASSES) {
       assert.equal(
         s.counts[c],
-        fields.reduce((t: number, i: { counts: Record<string, number> }) => t + i.counts[c], 0),
+        fields.reduce((t: number, i: { counts: PerClass<number> }) => t + i.counts[c], 0),
         `${s.name} ${c}`,
       );
       assert.ok(s.ci95[c][0] <= s.counts[c] && s.counts[c] <= s.ci95[c][1]);
@@ -54,8 +55,10 @@ test('count slides/ with two sub-folders gives two samples whose totals are the 
   assert.equal(doc.images.find((i: { file: string }) => i.file.endsWith('loose.jpg')).sample, undefined);
   const csv = parseCsv(readFileSync(join(dir, 's.csv'), 'utf8'));
   assert.equal(csv.length, 3);
-  assert.equal(csv[1][csv[0].indexOf('RBC')], String(A.counts.RBC));
-  assert.equal(parseCsv(readFileSync(join(dir, 'c.csv'), 'utf8'))[0][0], 'sample');
+  const [head] = csv;
+  assert.ok(head);
+  assert.equal(csv[1]?.[head.indexOf('RBC')], String(A.counts.RBC));
+  assert.equal(parseCsv(readFileSync(join(dir, 'c.csv'), 'utf8'))[0]?.[0], 'sample');
   const html = readFileSync(join(dir, 'r.html'), 'utf8');
   assert.match(html, /Sample patient-A/);
   assert.match(html, /ESTIMATE/);

@@ -18,8 +18,8 @@ before(async () => {
     let err = '';
     server.stderr!.on('data', (d) => {
       err += d;
-      const m = /serving .* at (http:\/\/[\d.:]+)/.exec(err);
-      if (m) res(m[1]);
+      const [, url] = /serving .* at (http:\/\/[\d.:]+)/.exec(err) ?? [];
+      if (url) res(url);
     });
     server.on('exit', (code) => rej(new Error(`server exited ${code}: ${err}`)));
   });
@@ -191,7 +191,8 @@ test('beyond loopback the server needs a token', async () => {
     assert.equal((await fetch(`${addr}/api/model`, { headers: { authorization: 'Bearer s3cret' } })).status, 200);
     const link = await fetch(`${addr}/?token=s3cret`, { redirect: 'manual' });
     assert.equal(link.status, 302);
-    const cookie = link.headers.get('set-cookie')!.split(';')[0];
+    const [cookie] = link.headers.get('set-cookie')!.split(';');
+    assert.ok(cookie);
     assert.equal((await fetch(`${addr}/api/model`, { headers: { cookie } })).status, 200);
     assert.equal((await fetch(`${addr}/healthz`)).status, 200);
   } finally {
@@ -208,8 +209,8 @@ test('concurrent maximum-size uploads are budgeted while streaming: memory stays
       let err = '';
       srv.stderr!.on('data', (d) => {
         err += d;
-        const m = /serving .* at (http:\/\/[\d.:]+)/.exec(err);
-        if (m) res(m[1]);
+        const [, url] = /serving .* at (http:\/\/[\d.:]+)/.exec(err) ?? [];
+        if (url) res(url);
       });
       srv.on('exit', (code) => rej(new Error(`server exited ${code}: ${err}`)));
     });

@@ -84,6 +84,7 @@ test('review mode: deleting a box lowers the corrected count, not the detected o
   await page.getByTestId('review-mode').check();
   const cli = await model.count(SAMPLE);
   const wbc = cli.detections.filter((d) => !d.uncertain).sort((a, b) => b.score - a.score)[0];
+  assert.ok(wbc);
   const box = await page.getByTestId('canvas').boundingBox();
   const v = JSON.parse((await page.getByTestId('canvas').getAttribute('data-view'))!) as { scale: number; ox: number; oy: number };
   // the centre of the most confident detection

@@ -172,11 +172,11 @@ export async function collect(
   const out: (ImageResult | undefined)[] = new Array(files.length);
   // the models and thresholds the workers used, by model hash + thresholds
   const runs = new Map<string, Omit<CountJobResult, 'result'>>();
-  const index = new Map(files.map((_, i) => [jobIdOf(batch, i), i]));
+  const index = new Map(files.map((file, i) => [jobIdOf(batch, i), { i, file }]));
   let done = 0;
   let wake = () => {};
   const settle = (id: string, r: ImageResult, run?: Omit<CountJobResult, 'result'>) => {
-    const i = index.get(id);
+    const i = index.get(id)?.i;
     if (i === undefined || out[i]) return;
     out[i] = r;
     if (run) runs.set(JSON.stringify(run), run);
@@ -184,22 +184,22 @@ export async function collect(
     o.progress?.(done, files.length);
     wake();
   };
-  const failed = (i: number, reason: string): ImageResult => ({
-    ...failedResult(files[i].path, reason.replace(`${files[i].path}: `, '')),
-    ...(files[i].sample !== undefined && { sample: files[i].sample }),
+  const failed = (f: Planned, reason: string): ImageResult => ({
+    ...failedResult(f.path, reason.replace(`${f.path}: `, '')),
+    ...(f.sample !== undefined && { sample: f.sample }),
   });
   const check = async (id: string) => {
-    const i = index.get(id)!;
+    const { i, file } = index.get(id)!;
     if (out[i]) return;
     // the state first, then the job: a job read before it finished and a state read after
     // would be "completed" without its result
     const state = await queue.getJobState(id);
-    if (state === 'unknown') return settle(id, failed(i, 'the job disappeared from the queue (removed or expired): submit again'));
+    if (state === 'unknown') return settle(id, failed(file, 'the job disappeared from the queue (removed or expired): submit again'));
     if (state !== 'completed' && state !== 'failed') return;
     const job = await Job.fromId<CountJob, CountJobResult>(queue, id);
-    if (!job) return settle(id, failed(i, 'the job disappeared from the queue (removed or expired): submit again'));
+    if (!job) return settle(id, failed(file, 'the job disappeared from the queue (removed or expired): submit again'));
     if (state === 'completed' && job.returnvalue) settle(id, job.returnvalue.result, { model: job.returnvalue.model, thresholds: job.returnvalue.thresholds });
-    else if (state === 'failed') settle(id, failed(i, `${job.failedReason} (after ${job.attemptsMade} attempt(s))`));
+    else if (state === 'failed') settle(id, failed(file, `${job.failedReason} (after ${job.attemptsMade} attempt(s))`));
   };
   try {
     await events.waitUntilReady();
@@ -210,7 +210,8 @@ export async function collect(
     const ids = [...index.keys()];
     while (done < files.length) {
       if (o.signal?.aborted) throw new Error('interrupted');
-      for (let k = 0; k < 200 && done < files.length; k++, next = (next + 1) % ids.length) await check(ids[next]);
+      // ids is not empty: it has one id per file, and a file is still to come
+      for (let k = 0; k < 200 && done < files.length; k++, next = (next + 1) % ids.length) await check(ids[next]!);
       await new Promise<void>((r) => {
         wake = r;
         setTimeout(r, 1000);

@@ -58,7 +58,7 @@ async function walk(dir: string, recursive: boolean, out: string[], skipped: Ski
 function globToRegExp(glob: string): RegExp {
   let re = '';
   for (let i = 0; i < glob.length; i++) {
-    const c = glob[i];
+    const c = glob.charAt(i);
     if (c === '*' && glob[i + 1] === '*') {
       re += '.*';
       i++;
@@ -90,9 +90,11 @@ export async function expandInputs(args: string[], recursive = true): Promise<{ 
   };
   for (const a of args) {
     if (/[*?]/.test(a) && !existsSync(a)) {
-      const parts = a.split('/');
       const fixed: string[] = [];
-      while (parts.length && !/[*?]/.test(parts[0])) fixed.push(parts.shift()!);
+      for (const part of a.split('/')) {
+        if (/[*?]/.test(part)) break;
+        fixed.push(part);
+      }
       const root = fixed.join('/') || '.';
       const re = globToRegExp(a.startsWith('./') ? a.slice(2) : a);
       const all: string[] = [];
@@ -358,8 +360,9 @@ export async function loadTruth(path: string, format?: 'voc' | 'yolo' | 'coco', 
   const sub = (n: string) => join(path, n);
   const jsons = names.filter((n) => n.endsWith('.json'));
   if (format === 'coco' || (!format && jsons.length === 1 && !names.some((n) => n.endsWith('.xml')) && !names.includes('labels'))) {
-    if (jsons.length !== 1) throw new Error(`${path}: expected exactly one COCO .json file`);
-    return loadTruth(sub(jsons[0]), 'coco', split);
+    const [json, ...more] = jsons;
+    if (json === undefined || more.length) throw new Error(`${path}: expected exactly one COCO .json file`);
+    return loadTruth(sub(json), 'coco', split);
   }
   const yoloNames = ['data.yaml', 'classes.txt'].find((n) => names.includes(n));
   if (format === 'yolo' || (!format && names.includes('labels') && yoloNames)) {
@@ -433,15 +436,15 @@ export async function loadTruth(path: string, format?: 'voc' | 'yolo' | 'coco', 
 
 export function parseClassNames(text: string, name: string): string[] {
   if (name.endsWith('.yaml') || name.endsWith('.yml')) {
-    const m = /names\s*:\s*\[([^\]]*)\]/.exec(text);
-    if (m)
-      return m[1]
+    const [, list] = /names\s*:\s*\[([^\]]*)\]/.exec(text) ?? [];
+    if (list !== undefined)
+      return list
         .split(',')
         .map((s) => s.trim().replace(/^['"]|['"]$/g, ''))
         .filter(Boolean);
-    const block = /names\s*:\s*\n((?:[ \t]+.*\n?)+)/.exec(text);
-    if (block)
-      return block[1]
+    const [, block] = /names\s*:\s*\n((?:[ \t]+.*\n?)+)/.exec(text) ?? [];
+    if (block !== undefined)
+      return block
         .split('\n')
         .map((l) =>
           l

@@ -27,10 +27,10 @@ const nameOf = (input: ImageInput) => (typeof input === 'string' ? input : 'imag
 function describe(e: unknown): string {
   const m = (e as Error).message ?? String(e);
   if (/unsupported image format/i.test(m)) return 'not an image in a format hemocount reads (JPEG, PNG, TIFF, WebP, GIF or AVIF)';
-  if (/premature end|truncated|corrupt|unexpected end|Invalid|bad seek/i.test(m)) return `corrupt or truncated image (${m.trim().split('\n')[0]})`;
+  if (/premature end|truncated|corrupt|unexpected end|Invalid|bad seek/i.test(m)) return `corrupt or truncated image (${m.trim().split('\n')[0] ?? m})`;
   if (/ENOENT|no such file/i.test(m)) return 'no such file';
   if (/pixel limit/i.test(m)) return m;
-  return m.trim().split('\n')[0];
+  return m.trim().split('\n')[0] ?? m;
 }
 
 /** The image format from its first bytes (names lie); null when it is no image hemocount reads. */
@@ -168,7 +168,7 @@ function overlay(width: number, height: number, dets: Detection[], o: DrawOption
   // box labels are sized by the cells (a big mosaic of smears has cells of the usual size),
   // the legend by the picture (it is read with the whole picture in view)
   const sides = dets.map((d) => Math.sqrt(Math.max(1, (d.box[2] - d.box[0]) * (d.box[3] - d.box[1])))).sort((a, b) => a - b);
-  const cell = sides.length ? sides[Math.floor(sides.length / 2)] : 96;
+  const cell = sides[Math.floor(sides.length / 2)] ?? 96;
   const fs = Math.round(Math.min(28, Math.max(9, cell / 8.5)));
   const sw = Math.min(4, Math.max(1.5, cell / 60));
   const parts: string[] = [];
@@ -176,6 +176,7 @@ function overlay(width: number, height: number, dets: Detection[], o: DrawOption
   for (const d of [...dets].sort((a, b) => a.score - b.score)) {
     const [x1, y1, x2, y2] = d.box;
     const c = colour[d.label];
+    if (c === undefined) throw new Error(`the model's metadata gives no colour for class ${d.label}`);
     parts.push(
       `<rect x="${x1.toFixed(1)}" y="${y1.toFixed(1)}" width="${(x2 - x1).toFixed(1)}" height="${(y2 - y1).toFixed(1)}" fill="none" stroke="${c}" stroke-width="${sw}"${d.uncertain ? ` stroke-dasharray="${(4 * sw).toFixed(1)},${(3 * sw).toFixed(1)}"` : ''}/>`,
     );

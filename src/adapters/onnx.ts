@@ -16,7 +16,7 @@ function readVarint(buf: Uint8Array, pos: number): [number, number] {
   let mul = 1;
   for (;;) {
     if (pos >= buf.length) throw new Error('truncated protobuf varint');
-    const b = buf[pos++];
+    const b = buf[pos++]!;
     v += (b & 0x7f) * mul;
     if (b < 0x80) return [v, pos];
     mul *= 128;
@@ -65,7 +65,7 @@ function topLevelFields(buf: Uint8Array): Field[] {
 }
 
 function entry(buf: Uint8Array, [s, e]: [number, number]): [string, string] {
-  const kv: string[] = ['', ''];
+  const kv: [string, string] = ['', ''];
   const dec = new TextDecoder();
   for (const f of topLevelFields(buf.subarray(s, e)))
     if (f.body && (f.no === 1 || f.no === 2)) kv[f.no - 1] = dec.decode(buf.subarray(s + f.body[0], s + f.body[1]));
@@ -114,6 +114,7 @@ export function metadataProblem(m: ModelMetadata): string | null {
   for (const l of m.anchors.levels)
     if (!num(l.stride) || !Array.isArray(l.sizes) || !Array.isArray(l.aspect_ratios)) return 'an anchor level lacks stride, sizes or aspect_ratios';
   if (!num(m.input?.pad_multiple) || !Array.isArray(m.input?.mean) || !Array.isArray(m.input?.std)) return 'input (pad_multiple, mean, std) is missing';
+  if (m.input.mean.length !== 3 || m.input.std.length !== 3) return 'input mean and std need 3 values (R, G, B)';
   if (!num(m.postprocess?.score_floor) || !num(m.postprocess?.nms_iou)) return 'postprocess (score_floor, nms_iou) is missing';
   if (!Array.isArray(m.box_coder?.weights)) return 'box_coder.weights is missing';
   if (!Array.isArray(m.classes) || m.classes.map((c) => c?.name).join() !== CLASSES.join()) return `classes must be ${CLASSES.join(', ')}`;
@@ -176,8 +177,9 @@ export async function openOnnx(path: string, threads?: number): Promise<OnnxMode
     metadata,
     sha256: sha256(bytes),
     async run(input, height, width) {
-      const out = await session.run({ image: new ort.Tensor('float32', input, [1, 3, height, width]) });
-      return { scores: out.scores.data as Float32Array, deltas: out.deltas.data as Float32Array };
+      const { scores, deltas } = await session.run({ image: new ort.Tensor('float32', input, [1, 3, height, width]) });
+      if (!scores || !deltas) throw new Error(`${path}: the model has no 'scores' and 'deltas' outputs`);
+      return { scores: scores.data as Float32Array, deltas: deltas.data as Float32Array };
     },
     release: () => session.release(),
   };

@@ -64,12 +64,13 @@ export function parseRbcCount(spec: string, samples: string[]): Record<string, n
     return v;
   };
   if (!spec.includes('=')) {
-    if (!samples.length) throw new UsageError('--rbc-count needs a sample: put the fields in a sub-folder, give --sample NAME, or a --samples manifest');
-    if (samples.length > 1)
+    const [sample, ...others] = samples;
+    if (sample === undefined) throw new UsageError('--rbc-count needs a sample: put the fields in a sub-folder, give --sample NAME, or a --samples manifest');
+    if (others.length)
       throw new UsageError(
         `--rbc-count ${spec} would apply to ${samples.length} samples (${samples.slice(0, 3).join(', ')}...): give NAME=COUNT for each, or an rbc_count column in the manifest`,
       );
-    return { [samples[0]]: num(spec) };
+    return { [sample]: num(spec) };
   }
   const out: Record<string, number> = {};
   for (const part of spec.split(',')) {
@@ -97,11 +98,11 @@ export async function runCount(a: CountArgs): Promise<number> {
   const guard = new OutputGuard(new Set(files.map((f) => resolve(f.path))), a.overwrite);
   // unique output stem per input, mirroring sub-folders of a counted folder
   const usedNames = new Set<string>();
-  const stems = files.map((f) => {
+  const named = files.map((f) => {
     let stem = stemOf(f.rel);
     for (let k = 2; usedNames.has(stem); k++) stem = `${stemOf(f.rel)}-${k}`;
     usedNames.add(stem);
-    return stem;
+    return { f, stem };
   });
   if ([a.json, a.csv, a.coco, a.jsonl, a.samplesCsv, a.sampleReport].filter((o) => o === '-').length > 1)
     throw new UsageError("only one output can go to stdout ('-')");
@@ -124,7 +125,7 @@ export async function runCount(a: CountArgs): Promise<number> {
   const ext = a.outFormat ?? 'png';
   const planned = [a.json, a.csv, a.coco, a.samplesCsv, a.sampleReport, a.resume ? undefined : a.jsonl].filter((o): o is string => !!o && o !== '-');
   if (a.yolo) planned.push(join(a.yolo, 'classes.txt'));
-  for (const stem of stems) {
+  for (const { stem } of named) {
     if (a.out) planned.push(join(a.out, `${stem}.annotated.${ext}`));
     if (a.voc) planned.push(join(a.voc, `${stem}.xml`));
     if (a.yolo) planned.push(join(a.yolo, `${stem}.txt`));
@@ -141,8 +142,7 @@ export async function runCount(a: CountArgs): Promise<number> {
   // pass on the calling thread, so one thread runs one pass at a time)
   const jobs = Math.max(1, Math.min(a.jobs ?? 1, files.length));
   const pool = jobs > 1 ? await DetectorPool.open(a.model, { workers: jobs, threads: a.threads }) : null;
-  const countOne = async (i: number): Promise<ImageResult> => {
-    const f = files[i];
+  const countOne = async ({ f, stem }: (typeof named)[number]): Promise<ImageResult> => {
     const before = done.get(resolve(f.path));
     if (before) return before;
     let r: ImageResult;
@@ -156,7 +156,6 @@ export async function runCount(a: CountArgs): Promise<number> {
       return { ...failedResult(f.path, (e as Error).message.replace(`${f.path}: `, '')), ...(f.sample !== undefined && { sample: f.sample }) };
     }
     if (f.sample !== undefined) r.sample = f.sample;
-    const stem = stems[i];
     try {
       if (a.out)
         await guard.write(
@@ -184,12 +183,13 @@ export async function runCount(a: CountArgs): Promise<number> {
   // two images in flight per worker, so that a worker has the next image while this one is
   // drawn and written; results keep the input order
   const perFile: ImageResult[] = new Array(files.length);
-  let next = 0;
   let finished = 0;
+  // one iterator shared by the lanes: each takes the next image not yet taken
+  const queue = named.entries();
   const lane = async () => {
-    for (let i = next++; i < files.length; i = next++) {
-      perFile[i] = await countOne(i);
-      progress.tick(++finished, basename(files[i].path));
+    for (const [i, one] of queue) {
+      perFile[i] = await countOne(one);
+      progress.tick(++finished, basename(one.f.path));
     }
   };
   try {

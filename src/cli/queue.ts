@@ -125,7 +125,8 @@ export async function runSubmit(a: SubmitArgs): Promise<number> {
     const results: ImageResult[] = [
       ...missing.map((m) => failedResult(m, 'no such file, folder or matching glob')),
       ...skipped.filter((x) => x.error).map((s) => failedResult(s.path, s.reason)),
-      ...got.results.map((r, i) => ({ ...r, file: files[i].path })),
+      // collect gives one result per file, in input order
+      ...got.results.map((r, i) => ({ ...r, file: files[i]!.path })),
     ];
     const run = got.runs[0];
     // without any counted image, the document names the bundled model; the sample

@@ -187,12 +187,12 @@ export async function runSelect(a: StudyArgs & { models: string[] }): Promise<nu
       `Table ${i + 1}. ${k} F1-Score [%]\n` +
         table(
           ['Threshold', ...names],
-          PAPER_THRESHOLDS.map((t, j) => [t.toFixed(2), ...results.map((r) => pct(r.ev.classes[k].sweep[j].f1))]),
+          PAPER_THRESHOLDS.map((t, j) => [t.toFixed(2), ...results.map((r) => pct(r.ev.classes[k].sweep[j]?.f1))]),
         ) +
         '\n',
     );
   });
-  const partNames = Object.keys(results[0].parts);
+  const partNames = Object.keys(results[0]!.parts); // one result per model, and there is at least one
   const best = selectBest(results);
   const score = selectionScore;
   say(

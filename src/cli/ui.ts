@@ -46,10 +46,12 @@ export class Progress {
 }
 
 export function table(head: string[], rows: (string | number)[][], align: ('l' | 'r')[] = []): string {
-  const cells = [head, ...rows.map((r) => r.map(String))];
+  const body = rows.map((r) => r.map(String));
+  const cells = [head, ...body];
   const w = head.map((_, i) => Math.max(...cells.map((r) => (r[i] ?? '').length)));
-  const fmt = (r: string[]) => r.map((v, i) => ((align[i] ?? (i ? 'r' : 'l')) === 'l' ? v.padEnd(w[i]) : v.padStart(w[i]))).join('  ');
-  return [fmt(cells[0]), w.map((x) => '-'.repeat(x)).join('  '), ...cells.slice(1).map(fmt)].join('\n');
+  // a cell past the head's columns is not padded
+  const fmt = (r: string[]) => r.map((v, i) => ((align[i] ?? (i ? 'r' : 'l')) === 'l' ? v.padEnd(w[i] ?? 0) : v.padStart(w[i] ?? 0))).join('  ');
+  return [fmt(head), w.map((x) => '-'.repeat(x)).join('  '), ...body.map(fmt)].join('\n');
 }
 
 export const pct = (v: number | null | undefined) => (v === null || v === undefined ? '-' : (100 * v).toFixed(2));

@@ -45,10 +45,10 @@ export function parseThresholds(spec: string, base: PerClass<number>): PerClass<
     return perClass(() => v);
   }
   for (const part of s.split(',')) {
-    const m = /^\s*([A-Za-z]+)\s*[=:]\s*([\d.]+)\s*$/.exec(part);
-    const cls = m && classFromName(m[1]);
-    if (!m || !cls) throw new Error(`bad threshold '${part}': use 0.4 or RBC=0.25,WBC=0.65,Platelets=0.35`);
-    out[cls] = checkProbability(Number(m[2]), part);
+    const [, name, value] = /^\s*([A-Za-z]+)\s*[=:]\s*([\d.]+)\s*$/.exec(part) ?? [];
+    const cls = name === undefined ? null : classFromName(name);
+    if (!cls) throw new Error(`bad threshold '${part}': use 0.4 or RBC=0.25,WBC=0.65,Platelets=0.35`);
+    out[cls] = checkProbability(Number(value), part);
   }
   return out;
 }

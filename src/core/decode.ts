@@ -63,12 +63,12 @@ export function paddedSize(meta: ModelMetadata, h: number, w: number): [number, 
  * time linear in their number (cells are small against the image).
  */
 export function nms(boxes: Box[], scores: number[], iouThreshold: number): number[] {
-  const order = scores.map((_, i) => i).sort((a, b) => scores[b] - scores[a] || a - b);
+  const order = scores.map((_, i) => i).sort((a, b) => scores[b]! - scores[a]! || a - b);
   const keep: number[] = [];
   if (boxes.length === 0) return keep;
   // grid cell: twice the median box side, so a typical box touches at most 4 cells
   const sides = boxes.map((b) => Math.max(b[2] - b[0], b[3] - b[1])).sort((a, b) => a - b);
-  const cell = Math.max(1, 2 * sides[sides.length >> 1]);
+  const cell = Math.max(1, 2 * sides[sides.length >> 1]!);
   let x0 = Infinity;
   let y0 = Infinity;
   for (const b of boxes) {
@@ -77,16 +77,21 @@ export function nms(boxes: Box[], scores: number[], iouThreshold: number): numbe
   }
   const grid = new Map<number, number[]>();
   // cell keys packed in one number; 2^20 columns is far more than any image needs
-  const span = (b: Box) => [Math.floor((b[0] - x0) / cell), Math.floor((b[1] - y0) / cell), Math.floor((b[2] - x0) / cell), Math.floor((b[3] - y0) / cell)];
+  const span = (b: Box): Box => [
+    Math.floor((b[0] - x0) / cell),
+    Math.floor((b[1] - y0) / cell),
+    Math.floor((b[2] - x0) / cell),
+    Math.floor((b[3] - y0) / cell),
+  ];
   for (const i of order) {
-    const b = boxes[i];
+    const b = boxes[i]!;
     const areaB = (b[2] - b[0]) * (b[3] - b[1]);
     const [gx1, gy1, gx2, gy2] = span(b);
     let suppressed = false;
     search: for (let gy = gy1; gy <= gy2; gy++) {
       for (let gx = gx1; gx <= gx2; gx++) {
         for (const k of grid.get(gy * 1048576 + gx) ?? []) {
-          const a = boxes[k];
+          const a = boxes[k]!;
           const iw = Math.min(a[2], b[2]) - Math.max(a[0], b[0]);
           const ih = Math.min(a[3], b[3]) - Math.max(a[1], b[1]);
           if (iw <= 0 || ih <= 0) continue;
@@ -122,7 +127,7 @@ export function classwiseNms<T extends Candidate>(cands: T[], iou: number, maxDe
       group.map((c) => c.score),
       iou,
     ))
-      kept.push(group[i]);
+      kept.push(group[i]!);
   }
   kept.sort((a, b) => b.score - a.score);
   return kept.slice(0, maxDetections);
@@ -147,38 +152,39 @@ export function decodeDetections(
   const clampV = meta.box_coder.clamp;
   const topk = perArea(meta.postprocess.topk_per_level, ph, pw);
   const all: Candidate[] = [];
-  grids.forEach((g, li) => {
-    const base = baseAnchors(meta.anchors.levels[li]);
+  for (const [li, level] of meta.anchors.levels.entries()) {
+    const g = grids[li]!;
+    const base = baseAnchors(level);
     const A = g.anchorsPerCell;
     const start = g.offset * K;
     const end = (g.offset + g.height * g.width * A) * K;
     // keep scores above the floor, then the top-k of this level (torchvision order)
     const idx: number[] = [];
-    for (let i = start; i < end; i++) if (scores[i] > floor) idx.push(i - start);
-    idx.sort((a, b) => scores[start + b] - scores[start + a] || a - b);
+    for (let i = start; i < end; i++) if (scores[i]! > floor) idx.push(i - start);
+    idx.sort((a, b) => scores[start + b]! - scores[start + a]! || a - b);
     if (idx.length > topk) idx.length = topk;
     for (const flat of idx) {
       const anchorIdx = Math.floor(flat / K);
-      const label = CLASSES[flat % K];
+      const label = CLASSES[flat % K]!;
       const a = anchorIdx % A;
       const cell = Math.floor(anchorIdx / A);
       const gx = cell % g.width;
       const gy = Math.floor(cell / g.width);
       const sx = gx * g.stride;
       const sy = gy * g.stride;
-      const ax1 = f32(sx + base[a * 4]);
-      const ay1 = f32(sy + base[a * 4 + 1]);
-      const ax2 = f32(sx + base[a * 4 + 2]);
-      const ay2 = f32(sy + base[a * 4 + 3]);
+      const ax1 = f32(sx + base[a * 4]!);
+      const ay1 = f32(sy + base[a * 4 + 1]!);
+      const ax2 = f32(sx + base[a * 4 + 2]!);
+      const ay2 = f32(sy + base[a * 4 + 3]!);
       const aw = f32(ax2 - ax1);
       const ah = f32(ay2 - ay1);
       const cx = f32(ax1 + f32(0.5 * aw));
       const cy = f32(ay1 + f32(0.5 * ah));
       const d = (g.offset + anchorIdx) * 4;
-      const dx = f32(deltas[d] / wx);
-      const dy = f32(deltas[d + 1] / wy);
-      const dw = Math.min(f32(deltas[d + 2] / ww), clampV);
-      const dh = Math.min(f32(deltas[d + 3] / wh), clampV);
+      const dx = f32(deltas[d]! / wx);
+      const dy = f32(deltas[d + 1]! / wy);
+      const dw = Math.min(f32(deltas[d + 2]! / ww), clampV);
+      const dh = Math.min(f32(deltas[d + 3]! / wh), clampV);
       const pcx = f32(f32(dx * aw) + cx);
       const pcy = f32(f32(dy * ah) + cy);
       const pw2 = f32(0.5 * f32(f32(Math.exp(dw)) * aw));
@@ -189,9 +195,9 @@ export function decodeDetections(
         Math.min(Math.max(f32(pcx + pw2), 0), w),
         Math.min(Math.max(f32(pcy + ph2), 0), h),
       ];
-      all.push({ label, score: scores[start + flat], box });
+      all.push({ label, score: scores[start + flat]!, box });
     }
-  });
+  }
   return classwiseNms(all, meta.postprocess.nms_iou, perArea(meta.postprocess.max_detections, ph, pw));
 }
 

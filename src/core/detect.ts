@@ -61,9 +61,10 @@ export function scaleModel(meta: ModelMetadata) {
 export function estimateScale(meta: ModelMetadata, cands: Candidate[], at = 1): { factor: number; estimate: ScaleEstimate } {
   const s = scaleModel(meta);
   const size = (b: Box) => at * Math.sqrt(Math.max(0, b[2] - b[0]) * Math.max(0, b[3] - b[1]));
+  // only called with at least one value (see below)
   const median = (v: number[]) => {
     const a = [...v].sort((x, y) => x - y);
-    return a.length % 2 ? a[(a.length - 1) / 2] : (a[a.length / 2 - 1] + a[a.length / 2]) / 2;
+    return a.length % 2 ? a[(a.length - 1) / 2]! : (a[a.length / 2 - 1]! + a[a.length / 2]!) / 2;
   };
   const rbc = cands.filter((c) => c.label === 'RBC' && c.score >= s.min_score).map((c) => size(c.box));
   const wbc = cands.filter((c) => c.label === 'WBC' && c.score >= s.min_score).map((c) => size(c.box));
@@ -115,15 +116,15 @@ export function resizePixels(img: Pixels, width: number, height: number): Pixels
   for (let y = 0; y < img.height; y++) {
     const row = y * img.width * ch;
     for (let x = 0; x < width; x++) {
-      const { idx, w } = wx[x];
+      const { idx, w } = wx[x]!;
       let r = 0,
         g = 0,
         b = 0;
       for (let k = 0; k < idx.length; k++) {
-        const p = row + idx[k] * ch;
-        r += img.data[p] * w[k];
-        g += img.data[p + 1] * w[k];
-        b += img.data[p + 2] * w[k];
+        const p = row + idx[k]! * ch;
+        r += img.data[p]! * w[k]!;
+        g += img.data[p + 1]! * w[k]!;
+        b += img.data[p + 2]! * w[k]!;
       }
       const o = (y * width + x) * 3;
       tmp[o] = r;
@@ -133,16 +134,16 @@ export function resizePixels(img: Pixels, width: number, height: number): Pixels
   }
   const out = new Uint8Array(width * height * 3);
   for (let y = 0; y < height; y++) {
-    const { idx, w } = wy[y];
+    const { idx, w } = wy[y]!;
     for (let x = 0; x < width; x++) {
       let r = 0,
         g = 0,
         b = 0;
       for (let k = 0; k < idx.length; k++) {
-        const p = (idx[k] * width + x) * 3;
-        r += tmp[p] * w[k];
-        g += tmp[p + 1] * w[k];
-        b += tmp[p + 2] * w[k];
+        const p = (idx[k]! * width + x) * 3;
+        r += tmp[p]! * w[k]!;
+        g += tmp[p + 1]! * w[k]!;
+        b += tmp[p + 2]! * w[k]!;
       }
       const o = (y * width + x) * 3;
       out[o] = Math.round(r);
@@ -162,7 +163,7 @@ export function flipPixels(img: Pixels, horizontal: boolean): Pixels {
       const sx = horizontal ? width - 1 - x : x;
       const s = (sy * width + sx) * ch;
       const d = (y * width + x) * ch;
-      for (let c = 0; c < ch; c++) out[d + c] = img.data[s + c];
+      for (let c = 0; c < ch; c++) out[d + c] = img.data[s + c]!;
     }
   }
   return { data: out, width, height, channels: ch };
@@ -179,7 +180,7 @@ export function mergePasses(passes: Candidate[][], nmsIou: number, matchIou = 0.
   const out: Candidate[] = [];
   for (const k of kept) {
     let total = 0;
-    const acc = [0, 0, 0, 0];
+    const acc: Box = [0, 0, 0, 0];
     for (const pass of passes) {
       let best: Candidate | null = null;
       let bestIou = matchIou;
@@ -193,7 +194,11 @@ export function mergePasses(passes: Candidate[][], nmsIou: number, matchIou = 0.
       }
       if (!best) continue;
       total += best.score;
-      for (let i = 0; i < 4; i++) acc[i] += best.box[i] * best.score;
+      const { box: b, score: s } = best;
+      acc[0] += b[0] * s;
+      acc[1] += b[1] * s;
+      acc[2] += b[2] * s;
+      acc[3] += b[3] * s;
     }
     const score = total / passes.length;
     if (score > floor && total > 0) out.push({ label: k.label, score, box: acc.map((v) => v / total) as Box });
@@ -245,9 +250,9 @@ async function passAt(
         const xx = Math.min(x, cw - 1);
         const s = ((dy + yy) * scaled.width + dx + xx) * 3;
         const d = (y * w + x) * 3;
-        out[d] = scaled.data[s];
-        out[d + 1] = scaled.data[s + 1];
-        out[d + 2] = scaled.data[s + 2];
+        out[d] = scaled.data[s]!;
+        out[d + 1] = scaled.data[s + 1]!;
+        out[d + 2] = scaled.data[s + 2]!;
       }
     }
     return { data: out, width: w, height: h, channels: 3 };

@@ -229,6 +229,8 @@ export interface ParsedAnnotation {
   problems: string[];
 }
 
+const isBox = (b: number[]): b is Box => b.length === 4;
+
 /**
  * The ground-truth box rules every reader applies (the Python readers in
  * training/hemocount_train/data.py apply the same): a box must be finite with positive size;
@@ -237,7 +239,7 @@ export interface ParsedAnnotation {
  */
 export function checkBox(box: number[], width: number | null, height: number | null): { box?: Box; problem?: string } {
   const where = `[${box.map((v) => (Number.isFinite(v) ? r2(v) : String(v))).join(', ')}]`;
-  if (box.length !== 4 || box.some((v) => !Number.isFinite(v))) return { problem: `box ${where} is not four numbers: dropped` };
+  if (!isBox(box) || box.some((v) => !Number.isFinite(v))) return { problem: `box ${where} is not four numbers: dropped` };
   const [x1, y1, x2, y2] = box;
   if (x2 <= x1 || y2 <= y1) return { problem: `box ${where} has ${x2 < x1 || y2 < y1 ? 'inverted corners' : 'zero size'}: dropped` };
   if (!width || !height) return { box: [x1, y1, x2, y2] };
@@ -262,11 +264,11 @@ export function parseVoc(xml: string): ParsedAnnotation {
   const h = Number(tag(size, 'height')) || null;
   const objects = [...xml.matchAll(/<object>([\s\S]*?)<\/object>/g)];
   if (objects.length !== opened) throw new Error(`malformed Pascal VOC XML (${opened} <object> opened, ${objects.length} closed)`);
-  objects.forEach((m, i) => {
-    const body = m[1];
+  objects.forEach(([, body = ''], i) => {
     const name = tag(body, 'name') ?? '';
     const label = classFromName(name);
-    const nums = ['xmin', 'ymin', 'xmax', 'ymax'].map((k) => Number(tag(body, k) ?? NaN));
+    const num = (k: string) => Number(tag(body, k) ?? NaN);
+    const nums: Box = [num('xmin'), num('ymin'), num('xmax'), num('ymax')];
     if (!label) {
       problems.push(`object ${i + 1}: unknown class '${name}'`);
       return;
@@ -304,9 +306,10 @@ export function parseYolo(text: string, width: number, height: number, names: re
   text.split(/\r?\n/).forEach((line, i) => {
     const p = line.trim().split(/\s+/);
     if (!line.trim()) return;
-    const v = p.slice(1, 5).map(Number);
-    const label = names[Number(p[0])] !== undefined ? classFromName(names[Number(p[0])]) : null;
-    if (p.length < 5 || v.some((x) => !Number.isFinite(x))) {
+    const [cx = NaN, cy = NaN, w = NaN, h = NaN] = p.slice(1, 5).map(Number);
+    const name = names[Number(p[0])];
+    const label = name !== undefined ? classFromName(name) : null;
+    if (p.length < 5 || [cx, cy, w, h].some((x) => !Number.isFinite(x))) {
       problems.push(`line ${i + 1} is not 'class cx cy w h'`);
       return;
     }
@@ -314,7 +317,7 @@ export function parseYolo(text: string, width: number, height: number, names: re
       problems.push(`line ${i + 1}: unknown class id ${p[0]}`);
       return;
     }
-    const c = checkBox([(v[0] - v[2] / 2) * width, (v[1] - v[3] / 2) * height, (v[0] + v[2] / 2) * width, (v[1] + v[3] / 2) * height], width, height);
+    const c = checkBox([(cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height], width, height);
     if (c.problem) problems.push(`line ${i + 1} (${label}): ${c.problem}`);
     if (c.box) boxes.push({ label, box: c.box });
   });

@@ -55,9 +55,10 @@ export function matchClass(dets: Candidate[], truth: Box[], iouThr: number): { s
   for (const d of order) {
     let best = -1;
     let bestIou = iouThr;
+    // hot (detections x cells, for every IoU of the AP): a plain indexed loop
     for (let g = 0; g < truth.length; g++) {
       if (used[g]) continue;
-      const v = iou(d.box, truth[g]);
+      const v = iou(d.box, truth[g]!);
       if (v >= bestIou) {
         bestIou = v;
         best = g;
@@ -84,7 +85,7 @@ export function f1(p: number | null, r: number | null): number | null {
  */
 export function averagePrecision(scores: number[], tp: boolean[], numTruth: number): number | null {
   if (numTruth === 0) return null;
-  const order = scores.map((_, i) => i).sort((a, b) => scores[b] - scores[a] || a - b);
+  const order = scores.map((_, i) => i).sort((a, b) => scores[b]! - scores[a]! || a - b);
   const prec: number[] = [];
   const rec: number[] = [];
   let ctp = 0;
@@ -95,13 +96,13 @@ export function averagePrecision(scores: number[], tp: boolean[], numTruth: numb
     prec.push(ctp / (ctp + cfp));
     rec.push(ctp / numTruth);
   }
-  for (let i = prec.length - 2; i >= 0; i--) prec[i] = Math.max(prec[i], prec[i + 1]);
+  for (let i = prec.length - 2; i >= 0; i--) prec[i] = Math.max(prec[i]!, prec[i + 1]!);
   let sum = 0;
   let k = 0;
   for (let r = 0; r <= 100; r++) {
     const target = r / 100;
-    while (k < rec.length && rec[k] < target - 1e-12) k++;
-    sum += k < prec.length ? prec[k] : 0;
+    while (k < rec.length && rec[k]! < target - 1e-12) k++;
+    sum += prec[k] ?? 0; // past the end when recall never reaches the target
   }
   return sum / 101;
 }
@@ -151,7 +152,7 @@ function rowAt(m: ClassMatches, threshold: number): ClassRow {
   for (const p of m.perImage) {
     let n = 0;
     let t = 0;
-    for (let i = 0; i < p.scores.length && p.scores[i] >= threshold; i++) {
+    for (let i = 0; i < p.scores.length && p.scores[i]! >= threshold; i++) {
       n++;
       if (p.tp[i]) t++;
     }
@@ -284,9 +285,10 @@ export function confusionMatrix(images: EvalImage[], thresholds: PerClass<number
           best = g;
         }
       });
-      if (best >= 0) {
+      const matched = best >= 0 ? im.truth[best] : undefined;
+      if (matched) {
         used[best] = 1;
-        m[im.truth[best].label][d.label]++;
+        m[matched.label][d.label]++;
       } else m.background[d.label]++;
     }
     im.truth.forEach((t, g) => {
@@ -305,9 +307,9 @@ export function pearson(x: number[], y: number[]): number | null {
   let sxx = 0;
   let syy = 0;
   for (let i = 0; i < n; i++) {
-    sxy += (x[i] - mx) * (y[i] - my);
-    sxx += (x[i] - mx) ** 2;
-    syy += (y[i] - my) ** 2;
+    sxy += (x[i]! - mx) * (y[i]! - my);
+    sxx += (x[i]! - mx) ** 2;
+    syy += (y[i]! - my) ** 2;
   }
   return sxx === 0 || syy === 0 ? null : sxy / Math.sqrt(sxx * syy);
 }
@@ -325,7 +327,7 @@ export interface BlandAltman {
 /** Bland-Altman agreement of per-image counts: bias and 95 % limits (bias +- 1.96 SD, sample SD). */
 export function blandAltman(expert: number[], counted: number[]): BlandAltman {
   const n = expert.length;
-  const diffs = counted.map((c, i) => c - expert[i]);
+  const diffs = counted.map((c, i) => c - expert[i]!);
   const bias = n ? diffs.reduce((a, b) => a + b, 0) / n : 0;
   const sd = n > 1 ? Math.sqrt(diffs.reduce((s, d) => s + (d - bias) ** 2, 0) / (n - 1)) : 0;
   return {
@@ -334,7 +336,7 @@ export function blandAltman(expert: number[], counted: number[]): BlandAltman {
     sd,
     lower: bias - 1.96 * sd,
     upper: bias + 1.96 * sd,
-    points: diffs.map((d, i) => ({ mean: (counted[i] + expert[i]) / 2, diff: d })),
+    points: diffs.map((d, i) => ({ mean: (counted[i]! + expert[i]!) / 2, diff: d })),
   };
 }
 
@@ -406,8 +408,8 @@ export function errorBreakdown(images: EvalImage[], cls: CellClass, threshold: n
       let best = -1;
       let bestIou = iouThr;
       for (let g = 0; g < truth.length; g++) {
-        if (used[g] >= 0) continue;
-        const v = iou(d.box, truth[g]);
+        if (used[g]! >= 0) continue;
+        const v = iou(d.box, truth[g]!);
         if (v >= bestIou) {
           bestIou = v;
           best = g;
@@ -418,14 +420,14 @@ export function errorBreakdown(images: EvalImage[], cls: CellClass, threshold: n
     });
     out.truth += truth.length;
     truth.forEach((b, g) => {
-      if (used[g] >= 0) return;
+      if (used[g]! >= 0) return;
       out.missed++;
       if (b[0] <= borderPx || b[1] <= borderPx || b[2] >= W - borderPx || b[3] >= H - borderPx) out.missedAtBorder++;
     });
     for (const d of unmatched) {
       out.false++;
       const best = Math.max(0, ...truth.map((t) => iou(d.box, t)));
-      const bestMatched = Math.max(0, ...truth.filter((_, g) => used[g] >= 0).map((t) => iou(d.box, t)));
+      const bestMatched = Math.max(0, ...truth.filter((_, g) => used[g]! >= 0).map((t) => iou(d.box, t)));
       if (bestMatched >= 0.5) out.falseDuplicate++;
       else if (best >= 0.3) out.falseLoose++;
       else if (Math.max(0, ...others.map((t) => iou(d.box, t))) >= 0.5) out.falseWrongClass++;

@@ -38,16 +38,18 @@ export function toTensor(img: Pixels, meta: ModelMetadata, paddedH: number, padd
   const { scale, mean, std } = meta.input;
   const plane = paddedH * paddedW;
   const out = new Float32Array(3 * plane).fill(meta.input.pad_value);
-  const a = [scale / std[0], scale / std[1], scale / std[2]];
-  const b = [-mean[0] / std[0], -mean[1] / std[1], -mean[2] / std[2]];
+  const [m0, m1, m2] = mean;
+  const [s0, s1, s2] = std;
+  const [a0, a1, a2] = [scale / s0, scale / s1, scale / s2];
+  const [b0, b1, b2] = [-m0 / s0, -m1 / s1, -m2 / s2];
   const { data, width, height, channels: ch } = img;
   for (let y = 0; y < height; y++) {
     let src = y * width * ch;
     const row = y * paddedW;
     for (let x = 0; x < width; x++, src += ch) {
-      out[row + x] = data[src] * a[0] + b[0];
-      out[plane + row + x] = data[src + 1] * a[1] + b[1];
-      out[2 * plane + row + x] = data[src + 2] * a[2] + b[2];
+      out[row + x] = data[src]! * a0 + b0;
+      out[plane + row + x] = data[src + 1]! * a1 + b1;
+      out[2 * plane + row + x] = data[src + 2]! * a2 + b2;
     }
   }
   return out;
@@ -79,7 +81,7 @@ export async function detectTiled(
   const perTile: Candidate[][] = [];
   for (const y of [...new Set(tiles.map((t) => t.y))]) {
     const row = tiles.filter((t) => t.y === y);
-    const strip = await readStrip(0, y, width, row[0].height);
+    const strip = await readStrip(0, y, width, Math.max(...row.map((t) => t.height)));
     for (const t of row) perTile.push(ownedByTile(t, await detectTile(crop(strip, t.x, 0, t.width, t.height))));
   }
   return { candidates: mergeTiles(perTile, meta.postprocess.nms_iou), tiles: tiles.length };

@@ -21,7 +21,8 @@ export function reportFigures(rep: Report, images: EvalImage[], logText?: string
       title: `Number of detected ${k} vs threshold`,
       x: 'confidence threshold',
       y: 'cells',
-      hlines: [{ y: sw[0].truth, label: 'ground truth', colour: '#000', dashed: true }],
+      // every row of the sweep has the same ground truth
+      hlines: [{ y: ev.classes[k].best.truth, label: 'ground truth', colour: '#000', dashed: true }],
       vlines: [{ x: rep.thresholds[k], label: `model threshold ${rep.thresholds[k].toFixed(2)}`, colour: '#c00', dashed: true }],
     });
   }
@@ -218,30 +219,36 @@ function mdToHtml(md: string): string {
       .replace(/</g, '&lt;')
       .replace(/\*\*(.+?)\*\*/g, '<b>$1</b>')
       .replace(/`(.+?)`/g, '<code>$1</code>');
-  for (let i = 0; i < lines.length; i++) {
-    const l = lines[i];
+  // the rows of the table being read; written out at the first line after it
+  let rows: string[][] = [];
+  const endTable = () => {
+    if (!rows.length) return;
+    out.push(
+      '<table>' +
+        rows
+          .filter((r) => !r.every((x) => /^-+$/.test(x)))
+          .map((r, j) => `<tr>${r.map((x) => (j ? `<td>${inline(x)}</td>` : `<th>${inline(x)}</th>`)).join('')}</tr>`)
+          .join('') +
+        '</table>',
+    );
+    rows = [];
+  };
+  for (const l of lines) {
+    if (l.startsWith('|')) {
+      rows.push(
+        l
+          .slice(1, -1)
+          .split('|')
+          .map((x) => x.trim()),
+      );
+      continue;
+    }
+    endTable();
     if (l.startsWith('#')) {
       const n = l.match(/^#+/)![0].length;
       out.push(`<h${n}>${inline(l.slice(n).trim())}</h${n}>`);
-    } else if (l.startsWith('|')) {
-      const rows: string[][] = [];
-      while (i < lines.length && lines[i].startsWith('|'))
-        rows.push(
-          lines[i++]
-            .slice(1, -1)
-            .split('|')
-            .map((x) => x.trim()),
-        );
-      i--;
-      out.push(
-        '<table>' +
-          rows
-            .filter((r) => !r.every((x) => /^-+$/.test(x)))
-            .map((r, j) => `<tr>${r.map((x) => (j ? `<td>${inline(x)}</td>` : `<th>${inline(x)}</th>`)).join('')}</tr>`)
-            .join('') +
-          '</table>',
-      );
     } else if (l.trim()) out.push(`<p>${inline(l)}</p>`);
   }
+  endTable();
   return out.join('\n');
 }

@@ -128,9 +128,9 @@ function logGamma(x: number): number {
   ];
   if (x < 0.5) return Math.log(Math.PI / Math.sin(Math.PI * x)) - logGamma(1 - x);
   x -= 1;
-  let a = g[0];
+  let a = 0;
   const t = x + 7.5;
-  for (let i = 1; i < 9; i++) a += g[i] / (x + i);
+  for (const [i, c] of g.entries()) a += i === 0 ? c : c / (x + i);
   return 0.5 * Math.log(2 * Math.PI) + (x + 0.5) * Math.log(t) - t + Math.log(a);
 }
 

@@ -31,9 +31,10 @@ function starts(total: number, size: number, overlap: number, align: number): nu
 export function planTiles(width: number, height: number, size: number, overlap: number, align = 1): Tile[] {
   const xs = starts(width, size, overlap, align);
   const ys = starts(height, size, overlap, align);
+  // a core ends at the middle of its overlap with the next tile (i: an index into `list`)
   const edge = (list: number[], i: number, total: number, lo: boolean) => {
-    if (lo) return i === 0 ? 0 : (list[i] + list[i - 1] + size) / 2;
-    return i === list.length - 1 ? total : (list[i + 1] + list[i] + size) / 2;
+    if (lo) return i === 0 ? 0 : (list[i]! + list[i - 1]! + size) / 2;
+    return i === list.length - 1 ? total : (list[i + 1]! + list[i]! + size) / 2;
   };
   const tiles: Tile[] = [];
   for (const [j, y] of ys.entries()) {

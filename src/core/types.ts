@@ -33,7 +33,15 @@ export interface ModelMetadata {
   name: string;
   version: string;
   classes: { name: CellClass; colour: string }[];
-  input: { layout: 'NCHW'; channels: 'RGB'; scale: number; mean: number[]; std: number[]; pad_multiple: number; pad_value: number };
+  input: {
+    layout: 'NCHW';
+    channels: 'RGB';
+    scale: number;
+    mean: [number, number, number];
+    std: [number, number, number];
+    pad_multiple: number;
+    pad_value: number;
+  };
   anchors: { levels: AnchorLevel[] };
   box_coder: { weights: [number, number, number, number]; clamp: number };
   postprocess: { score_floor: number; topk_per_level: number; nms_iou: number; max_detections: number };

@@ -30,8 +30,8 @@ test('level grids: exact strides on padded input, offsets accumulate', () => {
       [4, 5],
     ],
   );
-  assert.equal(g[1].offset, 64 * 80 * 9);
-  assert.equal(g[4].offset, (64 * 80 + 32 * 40 + 16 * 20 + 8 * 10) * 9);
+  assert.equal(g[1]?.offset, 64 * 80 * 9);
+  assert.equal(g[4]?.offset, (64 * 80 + 32 * 40 + 16 * 20 + 8 * 10) * 9);
 });
 
 test('NMS keeps the best of overlapping boxes and distinct cells', () => {
@@ -59,15 +59,15 @@ test('NMS keeps the best of overlapping boxes and distinct cells', () => {
 test('grid NMS keeps exactly what the pairwise greedy loop keeps, boxes of any size', () => {
   // the textbook loop: every kept box suppresses every later box it overlaps too much
   const pairwise = (boxes: [number, number, number, number][], scores: number[], t: number) => {
-    const order = scores.map((_, i) => i).sort((a, b) => scores[b] - scores[a] || a - b);
+    const order = scores.map((_, i) => i).sort((a, b) => scores[b]! - scores[a]! || a - b);
     const gone = new Set<number>();
     const keep: number[] = [];
     for (const [k, i] of order.entries()) {
       if (gone.has(i)) continue;
       keep.push(i);
-      const a = boxes[i];
+      const a = boxes[i]!;
       for (const j of order.slice(k + 1)) {
-        const b = boxes[j];
+        const b = boxes[j]!;
         const iw = Math.min(a[2], b[2]) - Math.max(a[0], b[0]);
         const ih = Math.min(a[3], b[3]) - Math.max(a[1], b[1]);
         if (iw <= 0 || ih <= 0) continue;
@@ -137,7 +137,10 @@ test('threshold specs', () => {
 test('tiles cover the image, overlap by at least the requested margin, and cores partition it', () => {
   const tiles = planTiles(6000, 4000, 1024, 320, 128);
   const xs = [...new Set(tiles.map((t) => t.x))];
-  for (let i = 1; i < xs.length; i++) assert.ok(xs[i - 1] + 1024 - xs[i] >= 320);
+  xs.reduce((prev, x) => {
+    assert.ok(prev + 1024 - x >= 320);
+    return x;
+  });
   // starts on the network's largest stride, so tiles see cells as one whole pass would
   for (const t of tiles) assert.ok(t.x % 128 === 0 && t.y % 128 === 0, `${t.x},${t.y}`);
   assert.equal(Math.max(...tiles.map((t) => t.x + t.width)), 6000);
@@ -150,7 +153,7 @@ test('tiles cover the image, overlap by at least the requested margin, and cores
     [700, 700],
     [704, 1000],
     [3000.5, 2000.5],
-  ]) {
+  ] as const) {
     assert.equal(tiles.filter((t) => x >= t.core[0] && x < t.core[2] && y >= t.core[1] && y < t.core[3]).length, 1, `${x},${y}`);
   }
 });
@@ -158,12 +161,13 @@ test('tiles cover the image, overlap by at least the requested margin, and cores
 test('a cell seen by two tiles is kept once, by the tile owning its centre', () => {
   const tiles = planTiles(2000, 1000, 1024, 320);
   const [a, b] = tiles;
+  assert.ok(a && b);
   const seam = a.core[2];
   const cell: [number, number, number, number] = [seam - 50, 400, seam + 40, 490]; // centre just left of the seam
   const local = (t: typeof a) => [{ label: 'WBC' as const, score: 0.9, box: [cell[0] - t.x, cell[1] - t.y, cell[2] - t.x, cell[3] - t.y] as typeof cell }];
   const merged = mergeTiles([ownedByTile(a, local(a)), ownedByTile(b, local(b))], 0.5);
   assert.equal(merged.length, 1);
-  assert.deepEqual(merged[0].box, cell);
+  assert.deepEqual(merged[0]?.box, cell);
 });
 
 test('resizing keeps the picture: a flat colour stays flat, a gradient keeps its mean', () => {
@@ -175,14 +179,14 @@ test('resizing keeps the picture: a flat colour stays flat, a gradient keeps its
     [20, 15],
     [80, 60],
     [13, 7],
-  ]) {
+  ] as const) {
     const r = resizePixels({ data, width: w, height: h, channels: 3 }, nw, nh);
     assert.equal(r.data.length, nw * nh * 3);
     let mean = 0;
     for (let i = 0; i < nw * nh; i++) {
       assert.equal(r.data[i * 3], 200);
       assert.equal(r.data[i * 3 + 1], 100);
-      mean += r.data[i * 3 + 2] / (nw * nh);
+      mean += r.data[i * 3 + 2]! / (nw * nh);
     }
     assert.ok(Math.abs(mean - 127.5) < 4, `${nw}x${nh}: mean ${mean}`);
   }

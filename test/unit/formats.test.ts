@@ -18,7 +18,8 @@ import {
 } from '../../src/core/formats.js';
 import type { Box, CellClass } from '../../src/core/types.js';
 
-const boxes: { label: CellClass; box: Box }[] = [
+type Labelled = { label: CellClass; box: Box };
+const boxes: [Labelled, Labelled, Labelled] = [
   { label: 'RBC', box: [10, 20, 110, 120] },
   { label: 'WBC', box: [200, 150, 390, 340] },
   { label: 'Platelets', box: [0, 0, 35, 30] },
@@ -50,9 +51,9 @@ test('VOC reader reports unknown classes and zero-size boxes', () => {
 
 test('YOLO round trip with hemocount class order and with TXL-PBC order', () => {
   const txt = toYolo(640, 480, boxes);
-  assert.equal(txt.split('\n')[0].split(' ')[0], '0');
+  assert.equal(txt.split('\n')[0]?.split(' ')[0], '0');
   const back = parseYolo(txt, 640, 480, ['RBC', 'WBC', 'Platelets']);
-  for (const [i, b] of back.boxes.entries()) for (const [k, v] of b.box.entries()) assert.ok(Math.abs(v - boxes[i].box[k]) < 1e-3);
+  for (const [i, b] of back.boxes.entries()) for (const [k, v] of b.box.entries()) assert.ok(Math.abs(v - (boxes[i]?.box[k] ?? NaN)) < 1e-3);
   const txl = parseYolo('2 0.5 0.5 0.1 0.1\n7 0.5 0.5 0.1 0.1\n', 100, 100, ['WBC', 'RBC', 'PC']);
   assert.deepEqual(
     txl.boxes.map((b) => b.label),
@@ -66,7 +67,7 @@ test('COCO round trip', () => {
   const back = parseCoco(doc);
   assert.equal(back.images.length, 1);
   assert.deepEqual(
-    back.images[0].boxes.map((b) => b.box),
+    back.images[0]?.boxes.map((b) => b.box),
     boxes.map((b) => b.box),
   );
   assert.throws(() => parseCoco('{}'), /not a COCO/);
@@ -92,11 +93,13 @@ test('CSV: a row per image and a totals row, errors kept', () => {
   };
   const rows = parseCsv(toCsv(doc));
   assert.equal(rows.length, 4);
-  assert.equal(rows[1][0], 'x,1.jpg');
-  assert.equal(rows[1][rows[0].indexOf('RBC')], '3');
-  assert.equal(rows[2][rows[0].indexOf('error')], 'corrupt');
-  assert.equal(rows[3][0], 'TOTAL');
-  assert.equal(rows[3][rows[0].indexOf('RBC_uncertain')], '1');
+  const [head, first, second, total] = rows;
+  assert.ok(head && first && second && total);
+  assert.equal(first[0], 'x,1.jpg');
+  assert.equal(first[head.indexOf('RBC')], '3');
+  assert.equal(second[head.indexOf('error')], 'corrupt');
+  assert.equal(total[0], 'TOTAL');
+  assert.equal(total[head.indexOf('RBC_uncertain')], '1');
   assert.equal(doc.totals.failed, 1);
 });
 
@@ -109,7 +112,7 @@ test('ground truth rules: truncated XML, boxes outside, inverted, zero-size and 
     `<annotation><filename>a.jpg</filename><size><width>100</width><height>80</height></size>${obj(1, 1, 50, 40)}${obj(60, 10, 140, 50)}${obj(50, 50, 20, 60)}${obj(10, 10, 10, 30)}${obj(200, 200, 260, 260)}</annotation>`,
   );
   assert.equal(voc.boxes.length, 2);
-  assert.deepEqual(voc.boxes[1].box, [59, 9, 100, 50]);
+  assert.deepEqual(voc.boxes[1]?.box, [59, 9, 100, 50]);
   assert.match(voc.problems.join('\n'), /object 2 \(RBC\): box \[59, 9, 140, 50\] reaches outside the 100x80 image: clipped/);
   assert.match(voc.problems.join('\n'), /object 3 \(RBC\): .*inverted corners: dropped/);
   assert.match(voc.problems.join('\n'), /object 4 \(RBC\): .*zero size: dropped/);
@@ -130,7 +133,7 @@ test('ground truth rules: truncated XML, boxes outside, inverted, zero-size and 
       ],
     }),
   );
-  assert.equal(coco.images[0].boxes.length, 1);
+  assert.equal(coco.images[0]?.boxes.length, 1);
   assert.match(coco.problems.join('\n'), /annotation 1: bbox "10 10 5 5" is not \[x, y, width, height\] numbers: dropped/);
   assert.match(coco.problems.join('\n'), /annotation 2: bbox null/);
   assert.match(coco.problems.join('\n'), /annotations\[2\] is not an object/);

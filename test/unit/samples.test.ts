@@ -37,6 +37,7 @@ test('a sample sums its counted fields; failed fields add nothing; estimates fol
     [f('1', 'A', 100, 1, 10, 2), f('2', 'A', 300, 3, 20), f('3', 'B', 50, 0, 5), f('4', 'A', 0, 0, 0, 0, 'corrupt'), f('5', undefined, 9, 9, 9)],
     { A: 5e6 },
   );
+  assert.ok(a && b);
   assert.equal(a.name, 'A');
   assert.deepEqual(a.counts, { RBC: 400, WBC: 4, Platelets: 30 });
   assert.equal(a.fields, 2);

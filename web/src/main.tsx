@@ -65,9 +65,10 @@ function App() {
     const { added, errs } = await countFiles(files, privateMode, setBusy);
     setBusy(null);
     setErrors(errs);
-    if (added.length) {
+    const [first] = added;
+    if (first) {
       setItems((xs) => [...xs, ...added]);
-      setCurrent(added[0].id);
+      setCurrent(first.id);
       setSelected(null);
     }
   }

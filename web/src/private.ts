@@ -38,8 +38,9 @@ async function pixelsOf(blob: Blob): Promise<Pixels> {
 export async function detectInBrowser(blob: Blob, opts: DetectOptions = {}): Promise<Detected> {
   const { session, ort, meta } = await load();
   const run = async (input: Float32Array, h: number, w: number) => {
-    const out = await session.run({ image: new ort.Tensor('float32', input, [1, 3, h, w]) });
-    return { scores: out.scores.data as Float32Array, deltas: out.deltas.data as Float32Array };
+    const { scores, deltas } = await session.run({ image: new ort.Tensor('float32', input, [1, 3, h, w]) });
+    if (!scores || !deltas) throw new Error("the model has no 'scores' and 'deltas' outputs");
+    return { scores: scores.data as Float32Array, deltas: deltas.data as Float32Array };
   };
   const px = await pixelsOf(blob);
   const read = async (l: number, t: number, w: number, h: number) => (l === 0 && t === 0 && w === px.width && h === px.height ? px : crop(px, l, t, w, h));

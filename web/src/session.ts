@@ -62,7 +62,10 @@ export async function countFiles(files: File[], privateMode: boolean, setBusy: (
       const body = await res.json();
       if (!res.ok) errs.push(body.error ?? `server answered ${res.status}`);
       else {
+        // one result per image sent, in the order sent
         (body as CountDocument).images.forEach((r: ImageResult, k: number) => {
+          const blob = files[k];
+          if (!blob) throw new Error(`the server answered with more results than the ${files.length} image(s) sent`);
           if (r.error) errs.push(`${r.file}: ${r.error}`);
           else
             added.push({
@@ -73,7 +76,7 @@ export async function countFiles(files: File[], privateMode: boolean, setBusy: (
               candidates: r.candidates ?? [],
               mode: 'server',
               corrections: noCorrections(),
-              blob: files[k],
+              blob,
             });
         });
       }

@@ -87,7 +87,7 @@ export function Viewer(p: ViewerProps) {
     return () => window.removeEventListener('resize', onResize);
   });
 
-  const toImage = (e: MouseEvent) => {
+  const toImage = (e: MouseEvent): [number, number] => {
     const r = canvas.current!.getBoundingClientRect();
     const v = view.current;
     return [(e.clientX - r.left - v.ox) / v.scale, (e.clientY - r.top - v.oy) / v.scale];
