@@ -15,8 +15,11 @@ import {
   reviewThreshold,
   subsets,
 } from './core/metrics.js';
+import { resolve } from 'node:path';
 import { type ModelMetadata, type PerClass, perClass } from './core/types.js';
-import type { TruthSet } from './adapters/files.js';
+import { type TruthSet, writeAtomic } from './adapters/files.js';
+import { readMetadata, withMetadata } from './adapters/onnx.js';
+import { CLASSES } from './core/types.js';
 import type { DetectOptions, Model } from './detector.js';
 
 export interface Collected {
@@ -79,6 +82,38 @@ export const CALIBRATION_TOLERANCE = 0.005;
 
 /** Fine grid for calibration: 0.10 ... 0.90 in steps of 0.01. */
 export const CALIBRATION_GRID = Array.from({ length: 81 }, (_, i) => Math.round((0.1 + i * 0.01) * 100) / 100);
+
+export interface CalibrateFileOptions {
+  /** The new model file (never the input model). */
+  out: string;
+  /** What the thresholds were chosen on, as recorded in the model (e.g. the data folder). */
+  data: string;
+  criterion?: Criterion;
+  iou?: number;
+  /** Annotated cells needed per class (default 10). */
+  minCells?: number;
+  /** Told when a class has fewer than 50 annotated cells (thresholds from so few are uncertain). */
+  warn?: (message: string) => void;
+}
+
+/**
+ * Calibrate and write the result as a new model file: the model's network with the chosen
+ * thresholds and review bands in its metadata. Refuses too few annotated cells, proves the
+ * new file parses before it replaces anything, and never overwrites the input model.
+ */
+export async function calibrateToFile(model: Model, images: EvalImage[], o: CalibrateFileOptions): Promise<ModelMetadata> {
+  const min = o.minCells ?? 10;
+  for (const k of CLASSES) {
+    const n = images.reduce((s, im) => s + im.truth.filter((t) => t.label === k).length, 0);
+    if (n < min) throw new Error(`${o.data}: only ${n} ${k} cell(s) annotated; calibration needs at least ${min} per class (--min-cells)`);
+    if (n < 50) o.warn?.(`only ${n} ${k} cells annotated; thresholds from fewer than 50 cells are uncertain`);
+  }
+  const meta = calibrate(model.metadata, images, o.data, o.criterion, o.iou);
+  const bytes = withMetadata(model.bytes, meta);
+  readMetadata(bytes);
+  await writeAtomic(o.out, bytes, new Set([resolve(model.path)]));
+  return meta;
+}
 
 /** Pick per-class thresholds and review bands on `images`; returns new metadata. */
 export function calibrate(meta: ModelMetadata, images: EvalImage[], data: string, criterion: Criterion = 'f1', iou = 0.5): ModelMetadata {

@@ -497,13 +497,23 @@ test('--out-format jpg|webp writes annotated pictures in that format; re-countin
   assert.match(run(['count', SAMPLES, '--out-format', 'gif']).stderr, /--out-format must be png, jpg or webp, not 'gif'/);
 });
 
-test('--jobs 3 counts the same images in the same order as --jobs 1, and the ledger records every picture', () => {
+test('--jobs 3 (worker threads) counts the same images in the same order as --jobs 1, reports a corrupt one, and the ledger records every picture', () => {
   const [d1, d3] = [tmp(), tmp()];
-  const one = run(['count', SAMPLES, '--jobs', '1', '--json', '-', '--out', d1, '--quiet']);
-  const three = run(['count', SAMPLES, '--jobs', '3', '--json', '-', '--out', d3, '--quiet']);
-  assert.equal(three.status, 0, three.stderr);
-  const pick = (s: string) => JSON.parse(s).images.map((i: { file: string; counts: unknown }) => [i.file, i.counts]);
+  const data = join(tmp(), 'batch');
+  mkdirSync(data);
+  for (const f of readdirSync(SAMPLES).filter((f) => f.endsWith('.jpg'))) copyFileSync(join(SAMPLES, f), join(data, f));
+  const jpg = readFileSync(join(SAMPLES, 'BloodImage_00011.jpg'));
+  writeFileSync(join(data, 'BloodImage_00012_truncated.jpg'), jpg.subarray(0, Math.floor(jpg.length / 2)));
+  const one = run(['count', data, '--jobs', '1', '--json', '-', '--out', d1, '--quiet']);
+  const three = run(['count', data, '--jobs', '3', '--json', '-', '--out', d3, '--quiet']);
+  assert.equal(three.status, 1, three.stderr);
+  assert.match(three.stderr, /BloodImage_00012_truncated\.jpg: .*(corrupt|truncated|premature)/i);
+  const pick = (s: string) =>
+    JSON.parse(s).images.map((i: { file: string; counts: unknown; candidates: unknown; error?: string }) => [i.file, i.counts, i.error]);
   assert.deepEqual(pick(three.stdout), pick(one.stdout));
+  // the same boxes to the pixel: the workers run the same model on the same pixels
+  const boxes = (s: string) => JSON.parse(s).images.map((i: { detections?: { box: number[] }[] }) => i.detections?.map((d) => d.box));
+  assert.deepEqual(boxes(three.stdout), boxes(one.stdout));
   const ledger = JSON.parse(readFileSync(join(d3, '.hemocount-outputs.json'), 'utf8'));
   assert.deepEqual(
     Object.keys(ledger).sort(),

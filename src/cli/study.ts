@@ -1,13 +1,12 @@
 import { readFile } from 'node:fs/promises';
-import { basename, resolve } from 'node:path';
+import { basename } from 'node:path';
 import { type ClassRow, type Criterion, type EvalImage, evaluate, PAPER_THRESHOLDS, subsets } from '../core/metrics.js';
 import { meanBestF1, reportFigures, reportHtml, reportMarkdown, selectBest, selectionScore } from '../core/report.js';
 import { CLASSES, type CellClass, type PerClass } from '../core/types.js';
 import { loadTruth, writeAtomic } from '../adapters/files.js';
-import { readMetadata, withMetadata } from '../adapters/onnx.js';
 import { svgToPng } from '../adapters/image.js';
 import { Model } from '../detector.js';
-import { buildReport, calibrate, collect, type Report } from '../evaluation.js';
+import { buildReport, calibrateToFile, collect, type Report } from '../evaluation.js';
 import { c, log, pct, Progress, table } from './ui.js';
 import { UsageError } from './count.js';
 
@@ -124,23 +123,19 @@ export function summaryTable(rep: Report): string {
   );
 }
 
-const MIN_CALIBRATION_CELLS = 10;
-
 export async function runCalibrate(a: StudyArgs & { out?: string; minCells?: number }): Promise<number> {
   if (!a.out) throw new UsageError('calibrate: --out FILE.onnx is required (the input model is never modified)');
   const model = await Model.load(a.model, { threads: a.threads });
   const images = await run(model, a);
-  // thresholds from a handful of cells are noise: refuse, and warn below a comfortable amount
-  for (const k of CLASSES) {
-    const n = images.reduce((s, im) => s + im.truth.filter((t) => t.label === k).length, 0);
-    const min = a.minCells ?? MIN_CALIBRATION_CELLS;
-    if (n < min) throw new Error(`${a.data}: only ${n} ${k} cell(s) annotated; calibration needs at least ${min} per class (--min-cells)`);
-    if (n < 50) log(c.yellow(`warning: only ${n} ${k} cells annotated; thresholds from fewer than 50 cells are uncertain`));
-  }
-  const meta = calibrate(model.metadata, images, a.subset ? `${a.data}#${a.subset}` : a.data!, a.criterion, a.iou);
-  const bytes = withMetadata(model.bytes, meta);
-  readMetadata(bytes); // proves the rewritten file parses before it replaces anything
-  await writeAtomic(a.out, bytes, new Set([resolve(model.path)]));
+  // thresholds from a handful of cells are noise: refused, and warned about below 50
+  const meta = await calibrateToFile(model, images, {
+    out: a.out,
+    data: a.subset ? `${a.data}#${a.subset}` : a.data!,
+    criterion: a.criterion,
+    iou: a.iou,
+    minCells: a.minCells,
+    warn: (m) => log(c.yellow(`warning: ${m}`)),
+  });
   say(
     a,
     table(
