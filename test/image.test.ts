@@ -4,7 +4,8 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import sharp from 'sharp';
-import { decodeRgb, drawAnnotated, overlaySvg, probe, sniffImageType } from '../src/adapters/image.js';
+import { decodeRgb, drawAnnotated, probe, sniffImageType } from '../src/adapters/image.js';
+import { annotationLayout, legendLayout } from '../src/core/raster.js';
 import type { Detection, ModelMetadata } from '../src/core/types.js';
 import { loadModel } from '../src/index.js';
 import { MODEL, SAMPLES, tmp } from './helpers.js';
@@ -78,14 +79,17 @@ test('the annotated picture has the boxes in the paper colours', async () => {
   assert.ok(near, `WBC edge colour ${JSON.stringify([x - 1, x, x + 1].map(px))}`);
 });
 
+const PAPER = {
+  classes: [
+    { name: 'RBC', colour: '#ff8c00' },
+    { name: 'WBC', colour: '#66ccff' },
+    { name: 'Platelets', colour: '#1f3fbf' },
+  ],
+} as unknown as ModelMetadata;
+const colours = Object.fromEntries(PAPER.classes.map((c) => [c.name, c.colour]));
+const none = { RBC: 0, WBC: 0, Platelets: 0 };
+
 test('box labels are sized by the cells, not the picture: a big mosaic keeps legible, small labels', () => {
-  const model = {
-    classes: [
-      { name: 'RBC', colour: '#ff8c00' },
-      { name: 'WBC', colour: '#66ccff' },
-      { name: 'Platelets', colour: '#1f3fbf' },
-    ],
-  } as unknown as ModelMetadata;
   const cells = (n: number): Detection[] =>
     Array.from({ length: n }, (_, i) => ({
       label: 'RBC',
@@ -93,17 +97,76 @@ test('box labels are sized by the cells, not the picture: a big mosaic keeps leg
       uncertain: false,
       box: [(i % 10) * 100, Math.floor(i / 10) * 100, (i % 10) * 100 + 96, Math.floor(i / 10) * 100 + 96],
     }));
-  const o = { meta: model, counts: { RBC: 1, WBC: 0, Platelets: 0 }, uncertain: { RBC: 0, WBC: 0, Platelets: 0 } };
-  const font = (svg: string) => Number(/<text[^>]*font-size="(\d+)"[^>]*>RBC/.exec(svg)![1]);
-  const small = overlaySvg(640, 480, cells(20), o);
-  const mosaic = overlaySvg(6400, 4320, cells(100), o);
-  assert.equal(font(mosaic), font(small), 'same cells, same label size');
-  assert.ok(font(small) >= 9 && font(small) <= 16);
-  assert.match(overlaySvg(640, 480, cells(2), { ...o, scores: false }), />RBC<\/text>/);
-  assert.doesNotMatch(overlaySvg(640, 480, cells(2), { ...o, labels: false }), />RBC 0\.90/);
+  const small = annotationLayout(640, 480, cells(20), { colours });
+  const mosaic = annotationLayout(6400, 4320, cells(100), { colours });
+  assert.equal(mosaic.fontSize, small.fontSize, 'same cells, same label size');
+  assert.equal(mosaic.boxes[0]!.label!.height, small.boxes[0]!.label!.height);
+  assert.ok(small.fontSize >= 9 && small.fontSize <= 16);
+  assert.deepEqual(
+    small.boxes.map((b) => b.label?.text),
+    cells(20).map(() => 'RBC 0.90'),
+  );
+  assert.deepEqual(
+    annotationLayout(640, 480, cells(2), { colours, scores: false }).boxes.map((b) => b.label?.text),
+    ['RBC', 'RBC'],
+  );
+  assert.ok(annotationLayout(640, 480, cells(2), { colours, labels: false }).boxes.every((b) => b.label === null));
   // the legend lies in a strip below the picture, wrapping on a narrow one
-  const legendY = (svg: string) => [...svg.matchAll(/<text x="[\d.]+" y="([\d.]+)"[^>]*>(RBC|WBC|Platelets): /g)].map((m) => Number(m[1]));
-  assert.ok(legendY(small).every((y) => y > 480));
-  assert.equal(new Set(legendY(small)).size, 1);
-  assert.ok(new Set(legendY(overlaySvg(200, 480, cells(2), o))).size > 1);
+  const counts = { RBC: 1, WBC: 0, Platelets: 0 };
+  const wide = legendLayout(640, 480, counts, none, colours);
+  assert.ok(wide.entries.every((e) => e.y > 480));
+  assert.equal(wide.rows, 1);
+  assert.equal(new Set(wide.entries.map((e) => e.y)).size, 1);
+  const narrow = legendLayout(200, 480, counts, none, colours);
+  assert.ok(narrow.rows > 1 && new Set(narrow.entries.map((e) => e.y)).size > 1);
+  assert.ok(narrow.height > wide.height);
+});
+
+test("labels, boxes and legend are drawn into the pixels; the caller's pixels are left alone", async () => {
+  const width = 320;
+  const height = 240;
+  const white = new Uint8Array(width * height * 3).fill(255);
+  const raw = { data: white, width, height, channels: 3 as const };
+  const dets: Detection[] = [{ label: 'RBC', score: 0.9, uncertain: false, box: [100, 100, 196, 196] }];
+  const draw = async (o: { labels?: boolean; scores?: boolean }) => {
+    const png = await drawAnnotated(raw, dets, { meta: PAPER, counts: { RBC: 1, WBC: 0, Platelets: 0 }, uncertain: none, ...o });
+    const { data, info } = await sharp(png).raw().toBuffer({ resolveWithObject: true });
+    const at = (x: number, y: number) => [...data.subarray((y * info.width + x) * info.channels, (y * info.width + x) * info.channels + 3)];
+    // the label's text: dark pixels (black on orange) in the band above the box
+    let dark = 0;
+    let right = 0;
+    for (let y = 80; y < 100; y++)
+      for (let x = 100; x < 200; x++)
+        if (at(x, y).every((v) => v < 100)) {
+          dark++;
+          right = Math.max(right, x);
+        }
+    return { info, at, dark, right };
+  };
+  const full = await draw({});
+  assert.ok(
+    white.every((v) => v === 255),
+    'the input pixels are not drawn on',
+  );
+  assert.equal(full.info.width, width);
+  assert.ok(full.info.height > height, 'a legend strip below the picture');
+  assert.deepEqual(full.at(100, 150), [0xff, 0x8c, 0x00], 'the box frame in the class colour');
+  assert.ok(full.dark > 30, `label text drawn (${full.dark} dark pixels)`);
+  // the label background: orange at 0.75 over white
+  const fs = annotationLayout(width, height, dets, { colours }).fontSize;
+  const [r, g, b] = full.at(101, 100 - fs);
+  assert.ok(Math.abs(r! - 255) < 4 && Math.abs(g! - 169) < 4 && Math.abs(b! - 64) < 4, `label background ${[r, g, b]}`);
+  const bare = await draw({ scores: false });
+  assert.ok(bare.dark > 10 && bare.right < full.right - 10, 'no score: a shorter label');
+  const unlabelled = await draw({ labels: false });
+  assert.equal(unlabelled.dark, 0, 'no labels');
+  assert.deepEqual(unlabelled.at(101, 100 - fs), [255, 255, 255]);
+  // the legend's colour square, in the strip
+  let orange = 0;
+  for (let y = height; y < full.info.height; y++)
+    for (let x = 0; x < 40; x++) {
+      const [rr, gg, bb] = full.at(x, y);
+      if (rr! > 240 && Math.abs(gg! - 0x8c) < 10 && bb! < 20) orange++;
+    }
+  assert.ok(orange > 50, `legend colour square (${orange} px)`);
 });

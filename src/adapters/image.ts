@@ -6,8 +6,8 @@ import { constants } from 'node:fs';
 import { access, stat } from 'node:fs/promises';
 import sharp from 'sharp';
 import { crop } from '../core/pipeline.js';
-import { SHORT } from '../core/vocabulary.js';
-import { CLASSES, type Detection, type ModelMetadata, type PerClass } from '../core/types.js';
+import { ATLAS_COUNT, ATLAS_FIRST, annotationLayout, atlasCell, drawAnnotations, type GlyphAtlas, type LegendLayout, legendLayout } from '../core/raster.js';
+import type { Detection, ModelMetadata, PerClass } from '../core/types.js';
 
 export type ImageInput = string | Uint8Array | RawImage;
 export interface RawImage {
@@ -89,9 +89,15 @@ function pipeline(input: string | Uint8Array, huge: boolean) {
 
 /** Decode to 8-bit RGB (whole image, sharp's default pixel limit). */
 export async function decodeRgb(input: ImageInput): Promise<RawImage> {
-  if (isRaw(input)) return input;
+  return isRaw(input) ? input : decodeWhole(input, false);
+}
+
+/** The whole image as 8-bit RGB, with `bottom` white rows added below it. */
+async function decodeWhole(input: string | Uint8Array, huge: boolean, bottom = 0): Promise<RawImage> {
   try {
-    const { data, info } = await pipeline(input, false).removeAlpha().raw().toBuffer({ resolveWithObject: true });
+    const img = pipeline(input, huge).removeAlpha();
+    if (bottom > 0) img.extend({ bottom, background: '#ffffff' });
+    const { data, info } = await img.raw().toBuffer({ resolveWithObject: true });
     if (info.channels !== 3) throw new Error(`unexpected ${info.channels} channels`);
     return { data: new Uint8Array(data.buffer, data.byteOffset, data.length), width: info.width, height: info.height, channels: 3 };
   } catch (e) {
@@ -110,15 +116,6 @@ export async function readRegion(input: ImageInput, left: number, top: number, w
   }
 }
 
-/** Black or white text, whichever reads better on a #rrggbb background. */
-export function textOn(hex: string): string {
-  const v = parseInt(hex.slice(1), 16);
-  const lum = 0.299 * (v >> 16) + 0.587 * ((v >> 8) & 255) + 0.114 * (v & 255);
-  return lum > 140 ? '#000' : '#fff';
-}
-
-const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;');
-
 export interface DrawOptions {
   meta: ModelMetadata;
   counts: PerClass<number>;
@@ -129,86 +126,109 @@ export interface DrawOptions {
   scores?: boolean;
 }
 
+const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
+
+const MONO = 'DejaVu Sans Mono, monospace';
+/** Glyph atlases by font size, rendered once each (labels are 9 to 28 px: at most 20 of them). */
+const atlases = new Map<number, Promise<GlyphAtlas>>();
+
+/** The label font's coverage masks at one size, rendered by sharp (librsvg) once and kept. */
+export function glyphAtlas(fontSize: number): Promise<GlyphAtlas> {
+  let a = atlases.get(fontSize);
+  if (!a) {
+    a = renderAtlas(fontSize);
+    atlases.set(fontSize, a);
+    a.catch(() => atlases.delete(fontSize));
+  }
+  return a;
+}
+
+async function renderAtlas(fontSize: number): Promise<GlyphAtlas> {
+  const { cellWidth: cw, cellHeight: ch, originX, baseline } = atlasCell(fontSize);
+  // one row of cells, each character alone in its own, white on transparent
+  const texts: string[] = [];
+  for (let g = 1; g < ATLAS_COUNT; g++) {
+    const c = String.fromCharCode(ATLAS_FIRST + g);
+    texts.push(`<text x="${g * cw + originX}" y="${baseline}">${esc(c)}</text>`);
+  }
+  const svg =
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${ATLAS_COUNT * cw}" height="${ch}">` +
+    `<g font-family="${MONO}" font-size="${fontSize}" fill="#fff">${texts.join('')}</g></svg>`;
+  const { data, info } = await sharp(Buffer.from(svg)).ensureAlpha().extractChannel(3).raw().toBuffer({ resolveWithObject: true });
+  if (info.channels !== 1 || info.width !== ATLAS_COUNT * cw || info.height !== ch)
+    throw new Error(`glyph atlas rendered as ${info.width} x ${info.height} x ${info.channels}`);
+  // cell after cell, so that a glyph's mask is contiguous
+  const mask = new Uint8Array(ATLAS_COUNT * cw * ch);
+  for (let g = 0; g < ATLAS_COUNT; g++)
+    for (let y = 0; y < ch; y++) mask.set(data.subarray(y * info.width + g * cw, y * info.width + (g + 1) * cw), (g * ch + y) * cw);
+  return { fontSize, cellWidth: cw, cellHeight: ch, originX, baseline, mask };
+}
+
 /**
- * The legend (counts per class, in the box colours) in a white strip below the picture, so
- * that it hides no cell; entries wrap onto more rows on a narrow picture.
+ * The legend strip below the picture as RGB pixels (width x legend.height): a small SVG
+ * (proportional text) on white, rendered by sharp (librsvg).
  */
-function legendLayout(width: number, height: number, o: DrawOptions, colour: Record<string, string>): { height: number; svg: string } {
-  const s = Math.max(1, Math.min(width, height) / 480);
-  const fs = Math.round(13 * s);
-  const pad = Math.round(6 * s);
-  const items = CLASSES.map((k) => ({ k, text: `${k}: ${o.counts[k]}${o.uncertain[k] ? ` (+${o.uncertain[k]} to review)` : ''}` }));
-  const parts: string[] = [];
-  let x = pad;
-  let row = 0;
-  for (const { k, text } of items) {
-    const w = fs + 6 + text.length * fs * 0.62 + 3 * pad;
-    if (x > pad && x + w > width) {
-      x = pad;
-      row++;
-    }
-    const y = height + pad + row * (fs + pad);
-    parts.push(
-      `<rect x="${x}" y="${y}" width="${fs}" height="${fs}" fill="${colour[k]}"/>` +
-        `<text x="${x + fs + 6}" y="${y + fs - 2}" font-family="DejaVu Sans, sans-serif" font-size="${fs}" fill="#000">${esc(text)}</text>`,
-    );
-    x += w;
-  }
-  return { height: (row + 1) * (fs + pad) + pad, svg: parts.join('') };
+async function legendPixels(width: number, height: number, legend: LegendLayout): Promise<Uint8Array> {
+  const fs = legend.fontSize;
+  const parts = legend.entries.map(
+    ({ x, y, colour, text }) =>
+      `<rect x="${x}" y="${y - height}" width="${fs}" height="${fs}" fill="${colour}"/>` +
+      `<text x="${x + fs + 6}" y="${y - height + fs - 2}">${esc(text)}</text>`,
+  );
+  const svg =
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${legend.height}">` +
+    `<g font-family="DejaVu Sans, sans-serif" font-size="${fs}" fill="#000">${parts.join('')}</g></svg>`;
+  const { data, info } = await sharp(Buffer.from(svg), { limitInputPixels: false })
+    .flatten({ background: '#ffffff' })
+    .removeAlpha()
+    .raw()
+    .toBuffer({ resolveWithObject: true });
+  if (info.width !== width || info.height !== legend.height || info.channels !== 3)
+    throw new Error(`legend rendered as ${info.width} x ${info.height} x ${info.channels}`);
+  return data;
 }
 
-/** SVG overlay: boxes in the paper's colours, label + probability, dashed if uncertain, a legend. */
-export function overlaySvg(width: number, height: number, dets: Detection[], o: DrawOptions): string {
-  return overlay(width, height, dets, o).svg;
-}
-
-/** The overlay and the height of the legend's strip below the picture. */
-function overlay(width: number, height: number, dets: Detection[], o: DrawOptions): { svg: string; strip: number } {
-  const colour = Object.fromEntries(o.meta.classes.map((c) => [c.name, c.colour]));
-  // box labels are sized by the cells (a big mosaic of smears has cells of the usual size),
-  // the legend by the picture (it is read with the whole picture in view)
-  const sides = dets.map((d) => Math.sqrt(Math.max(1, (d.box[2] - d.box[0]) * (d.box[3] - d.box[1])))).sort((a, b) => a - b);
-  const cell = sides[Math.floor(sides.length / 2)] ?? 96;
-  const fs = Math.round(Math.min(28, Math.max(9, cell / 8.5)));
-  const sw = Math.min(4, Math.max(1.5, cell / 60));
-  const parts: string[] = [];
-  // draw low scores first so that confident boxes and their labels stay on top
-  for (const d of [...dets].sort((a, b) => a.score - b.score)) {
-    const [x1, y1, x2, y2] = d.box;
-    const c = colour[d.label];
-    if (c === undefined) throw new Error(`the model's metadata gives no colour for class ${d.label}`);
-    parts.push(
-      `<rect x="${x1.toFixed(1)}" y="${y1.toFixed(1)}" width="${(x2 - x1).toFixed(1)}" height="${(y2 - y1).toFixed(1)}" fill="none" stroke="${c}" stroke-width="${sw}"${d.uncertain ? ` stroke-dasharray="${(4 * sw).toFixed(1)},${(3 * sw).toFixed(1)}"` : ''}/>`,
-    );
-    if (o.labels !== false) {
-      const text = `${SHORT[d.label]}${o.scores !== false ? ` ${d.score.toFixed(2)}` : ''}${d.uncertain ? '?' : ''}`;
-      const tw = text.length * fs * 0.6 + 4;
-      const ty = y1 >= fs + 2 ? y1 - fs - 2 : y1;
-      const tx = Math.max(0, Math.min(x1, width - tw)); // keep labels inside the picture
-      parts.push(
-        `<rect x="${tx.toFixed(1)}" y="${ty.toFixed(1)}" width="${tw.toFixed(1)}" height="${fs + 2}" fill="${c}" fill-opacity="0.75"/>` +
-          `<text x="${(tx + 2).toFixed(1)}" y="${(ty + fs - 1).toFixed(1)}" font-family="DejaVu Sans Mono, monospace" font-size="${fs}" fill="${textOn(c)}">${esc(text)}</text>`,
-      );
-    }
-  }
-  const legend = legendLayout(width, height, o, colour);
-  parts.push(legend.svg);
-  return { svg: `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height + legend.height}">${parts.join('')}</svg>`, strip: legend.height };
-}
-
-/** The annotated picture as PNG or JPEG bytes. */
+/**
+ * The annotated picture as PNG, JPEG or WebP bytes: boxes in the paper's colours, label and
+ * probability above each (dashed boxes and "?" for cells to review), and the counts in a
+ * legend strip below the picture. Boxes and labels are drawn into the pixels (a glyph atlas
+ * for the text), the legend strip is rendered on its own; the caller's pixels are not changed.
+ */
 export async function drawAnnotated(input: ImageInput, dets: Detection[], o: DrawOptions & { format?: 'png' | 'jpeg' | 'webp' }): Promise<Buffer> {
   const { width, height } = await probe(input);
   const huge = width * height > 268e6;
-  const base = isRaw(input) ? sharp(Buffer.from(input.data), { raw: { width, height, channels: 3 } }).removeAlpha() : pipeline(input, huge).removeAlpha();
-  const { svg, strip } = overlay(width, height, dets, o);
-  const img = base
-    .extend({ bottom: Math.round(strip), background: '#ffffff' })
-    .composite([{ input: Buffer.from(svg), top: 0, left: 0, limitInputPixels: false } as sharp.OverlayOptions]);
-  if (o.format === 'jpeg') return img.jpeg({ quality: 90 }).toBuffer();
-  if (o.format === 'webp') return img.webp({ quality: 85, effort: 2 }).toBuffer();
+  const colours = Object.fromEntries(o.meta.classes.map((c) => [c.name, c.colour]));
+  const layout = annotationLayout(width, height, dets, { colours, labels: o.labels, scores: o.scores });
+  const legend = legendLayout(width, height, o.counts, o.uncertain, colours);
+  const size = width * height * 3;
+  // the picture with room for the strip below it, in a buffer of our own; atlas and legend meanwhile
+  const [img, atlas, strip] = await Promise.all([
+    isRaw(input) ? ownCopy(input, size + width * legend.height * 3) : decodeWhole(input, huge, legend.height),
+    layout.boxes.some((b) => b.label) ? glyphAtlas(layout.fontSize) : null,
+    legendPixels(width, height, legend),
+  ]);
+  if (img.width !== width || img.data.length !== size + strip.length)
+    throw new Error(`image: decoded as ${img.width} x ${img.height}, not ${width} x ${height}`);
+  drawAnnotations({ data: img.data, width, height, channels: 3 }, layout, atlas);
+  img.data.set(strip, size);
+  const out = sharp(Buffer.from(img.data.buffer, img.data.byteOffset, img.data.length), {
+    raw: { width, height: height + legend.height, channels: 3 },
+    limitInputPixels: huge ? HUGE_PIXEL_LIMIT : undefined,
+  });
+  if (o.format === 'jpeg') return out.jpeg({ quality: 90 }).toBuffer();
+  if (o.format === 'webp') return out.webp({ quality: 85, effort: 2 }).toBuffer();
   // zlib level 3 instead of 6: about as small on photographs, much faster to write
-  return img.png({ compressionLevel: 3 }).toBuffer();
+  return out.png({ compressionLevel: 3 }).toBuffer();
+}
+
+/** Raw pixels copied into a new buffer of `bytes` bytes (the caller's are never drawn on). */
+async function ownCopy(input: RawImage, bytes: number): Promise<RawImage> {
+  if (input.data.length !== input.width * input.height * 3) {
+    throw new Error(`image: ${input.width} x ${input.height} RGB pixels need ${input.width * input.height * 3} bytes, not ${input.data.length}`);
+  }
+  const data = new Uint8Array(bytes);
+  data.set(input.data);
+  return { data, width: input.width, height: bytes / (input.width * 3), channels: 3 };
 }
 
 /**
