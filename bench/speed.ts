@@ -1,10 +1,12 @@
 /**
  * Speed benchmark: the network's forward pass at 640x480 in onnxruntime-node (p50/p90),
  * the whole count of each sample (decode + network + decoding + NMS), and the cost of a
- * threshold sweep against one evaluation pass.
+ * threshold sweep against one evaluation pass, and PyTorch eager on the same weights and
+ * images (the machine's torch, found as `hemocount train` finds it).
  * Usage: node dist/bench/speed.js [--model M] [--runs 50] [--data DIR]
  */
-import { cpus, totalmem } from 'node:os';
+import { spawnSync } from 'node:child_process';
+import { availableParallelism, cpus, totalmem } from 'node:os';
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -17,7 +19,8 @@ import { loadTruth } from '../src/adapters/files.js';
 import { openOnnx } from '../src/adapters/onnx.js';
 import { defaultModelPath } from '../src/detector.js';
 import { collect } from '../src/evaluation.js';
-import { SAMPLES } from '../test/helpers.js';
+import { findTorchPython } from '../src/adapters/python.js';
+import { ROOT, SAMPLES } from '../test/helpers.js';
 
 const { values: a } = parseArgs({
   options: { model: { type: 'string' }, runs: { type: 'string', default: '50' }, data: { type: 'string' }, threads: { type: 'string' } },
@@ -82,6 +85,33 @@ for (let r = 0; r < Math.max(1, Math.round(runs / 10)); r++) {
   }
 }
 
+// PyTorch eager on the same weights and images, where a Python with torch is found
+let eager: Record<string, unknown> | undefined;
+try {
+  const { python } = findTorchPython();
+  const r = spawnSync(
+    python,
+    [
+      '-m',
+      'hemocount_train',
+      'eager-bench',
+      '--model',
+      path,
+      '--runs',
+      String(Math.max(1, Math.round(runs / 10))),
+      '--threads',
+      String(availableParallelism()),
+      ...files,
+    ],
+    { cwd: join(ROOT, 'training'), encoding: 'utf8' },
+  );
+  if (r.status !== 0) throw new Error(r.stderr.trim().split('\n').pop());
+  const e = JSON.parse(r.stdout) as { per_image_ms: { p50: number } };
+  eager = { ...e, hemocount_speedup_p50: +(e.per_image_ms.p50 / q(whole, 0.5)).toFixed(1) };
+} catch (e) {
+  eager = { skipped: (e as Error).message.split('\n')[0] };
+}
+
 const truth = await loadTruth(a.data ?? SAMPLES);
 const got = await collect(model, truth);
 const t1 = performance.now();
@@ -94,6 +124,7 @@ const out = {
   forward_640x480_ms: { input: `${pw}x${ph} (padded)`, runs, p50: +q(fwd, 0.5).toFixed(1), p90: +q(fwd, 0.9).toFixed(1), min: +Math.min(...fwd).toFixed(1) },
   ...(int8 && { forward_int8_vs_fp32_ms: int8 }),
   count_per_image_ms: { images: whole.length, p50: +q(whole, 0.5).toFixed(1), p90: +q(whole, 0.9).toFixed(1) },
+  pytorch_eager_same_weights: eager,
   sweep: {
     images: got.images.length,
     evaluation_pass_ms: Math.round(got.ms),

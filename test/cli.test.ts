@@ -8,6 +8,9 @@ import sharp from 'sharp';
 import { parseCoco, parseCsv, parseVoc, parseYolo, toYolo } from '../src/core/formats.js';
 import { readMetadata } from '../src/adapters/onnx.js';
 import { CLI, pngHeaderOnly, ROOT, SAMPLES, tmp } from './helpers.js';
+import { makeLargeSmear } from '../bench/large.js';
+import { TILE_OVERLAP, TILE_SIZE } from '../src/core/pipeline.js';
+import { planTiles } from '../src/core/tiling.js';
 
 const MODEL_FILE = join(ROOT, 'models', 'hemocount-default.onnx');
 const pngWidth = (b: Buffer) => b.readUInt32BE(16);
@@ -178,12 +181,15 @@ test('usage errors exit 2 with a message', () => {
   assert.match(info.stderr, /BloodImage_00004\.jpg: not an ONNX model/);
 });
 
-test('a 6000x4000 smear is counted in tiles with peak memory under 1 GB', () => {
-  const r = spawnSync(process.execPath, [join(ROOT, 'dist', 'bench', 'large.js'), '6000', '4000'], { encoding: 'utf8' });
+test('a 6000x4000 smear is counted in tiles with peak memory under 1 GB', async () => {
+  const file = await makeLargeSmear(6000, 4000, join(tmp(), 'large.jpg'));
+  const r = spawnSync(process.execPath, [join(ROOT, 'dist', 'bench', 'large.js'), '--one', file, String(TILE_SIZE), String(TILE_OVERLAP)], {
+    encoding: 'utf8',
+  });
   assert.equal(r.status, 0, r.stderr);
   const m = JSON.parse(r.stdout.trim().split('\n').pop()!);
   assert.deepEqual([m.width, m.height], [6000, 4000]);
-  assert.ok(m.tiles >= 24);
+  assert.equal(m.tiles, planTiles(6000, 4000, TILE_SIZE, TILE_OVERLAP, 128).length);
   assert.ok(m.maxRssMB < 1024, `peak RSS ${m.maxRssMB} MB`);
   assert.ok(m.counts.WBC >= 70, `about one WBC per 640x480 field: ${m.counts.WBC}`);
 });

@@ -102,6 +102,12 @@ def main(argv=None):
     p = sub.add_parser("check", help="read a dataset and list its annotation defects")
     p.add_argument("data")
 
+    p = sub.add_parser("eager-bench", help="time PyTorch eager inference of a shipped ONNX model's weights (JSON)")
+    p.add_argument("--model", required=True, help="ONNX file exported by hemocount")
+    p.add_argument("--runs", type=int, default=5, help="passes over the images")
+    p.add_argument("--threads", type=int)
+    p.add_argument("images", nargs="+")
+
     args = ap.parse_args(argv)
     if args.cmd == "check":
         from .data import Defects, mark_unlabelled, read_dataset
@@ -172,6 +178,9 @@ def main(argv=None):
         out = _os.path.splitext(args.onnx)[0] + ".parity.json"
         write_fixture(model, args.images, out, args.onnx)
         print(json.dumps({"out": out, "images": len(args.images)}))
+    elif args.cmd == "eager-bench":
+        from .export import eager_bench
+        print(json.dumps(eager_bench(args.model, args.images, args.runs, args.threads)))
     elif args.cmd == "export":
         from .export import export
         meta = export(args.checkpoint, args.out, args.name, args.fixture)

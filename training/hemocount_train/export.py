@@ -120,3 +120,35 @@ def write_fixture(model, images, path, onnx_path):
     with open(path + ".tmp", "w") as f:
         json.dump(doc, f)
     os.replace(path + ".tmp", path)
+
+
+def eager_bench(onnx_path, images, runs=5, threads=None):
+    """PyTorch eager inference on the weights of a shipped ONNX model, timed the way
+    `hemocount count` is: read and decode the file, normalise, network, decoding and NMS
+    (torchvision's RetinaNet does the last three), per image. For the speed benchmark."""
+    import time
+    if threads:
+        torch.set_num_threads(threads)
+    model = M.build_model("compact")
+    M.load_init(model, onnx_path)
+    model.eval()
+    times, fwd = [], []
+    with torch.no_grad():
+        for p in images[:2]:  # warm-up
+            model([load_rgb(p).float() / 255.0])
+        for _ in range(runs):
+            for p in images:
+                t0 = time.perf_counter()
+                x = load_rgb(p).float() / 255.0
+                t1 = time.perf_counter()
+                model([x])
+                t2 = time.perf_counter()
+                times.append((t2 - t0) * 1000)
+                fwd.append((t2 - t1) * 1000)
+
+    def q(xs, p):
+        xs = sorted(xs)
+        return round(xs[min(len(xs) - 1, int(p * len(xs)))], 1)
+    return {"torch": torch.__version__, "threads": torch.get_num_threads(), "images": len(times),
+            "per_image_ms": {"p50": q(times, 0.5), "p90": q(times, 0.9)},
+            "network_and_postprocess_ms": {"p50": q(fwd, 0.5), "p90": q(fwd, 0.9)}}
