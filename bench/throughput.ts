@@ -1,6 +1,8 @@
 /**
  * Folder throughput in one run: `hemocount count` on the same 100 CBC smears (640 x 480),
- * without and with annotated pictures, 1 and 2 images in flight (--jobs), fp32 and int8.
+ * without and with annotated pictures, one process (--jobs 1: one network pass at a time,
+ * onnxruntime's threads on both cores) and two worker threads (--jobs 2: one pass per core),
+ * fp32 and int8; one core alone for the scaling.
  * Wall time of the whole command (process start and model load included), best of 2.
  * Usage: node dist/bench/throughput.js [N] [--out docs/throughput.json]
  */
@@ -32,6 +34,7 @@ const time = (args: string[]) => {
 };
 const pics = ['--out', join(dir, 'out')];
 const results: Record<string, { seconds: number; imagesPerS: number }> = {
+  'fp32, no pictures, one core (--jobs 1 --threads 1)': time(['--jobs', '1', '--threads', '1']),
   'fp32, no pictures, --jobs 1': time(['--jobs', '1']),
   'fp32, no pictures, --jobs 2': time(['--jobs', '2']),
   'fp32, --out PNG, --jobs 1': time([...pics, '--jobs', '1']),

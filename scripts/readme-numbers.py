@@ -40,6 +40,13 @@ acc = (f"**Full-field smears** (whole fields of view, the images labs take):\n\n
        + ", ".join(f"{k} {acc_doc['tta']['plain']['full-field'][k]} -> {acc_doc['tta']['tta']['full-field'][k]}" for k in ("RBC", "WBC", "Platelets"))
        + ". Targets, what is not met yet and why: [the model card](models/MODEL_CARD.md).")
 f, c, s = sp["forward_640x480_ms"], sp["count_per_image_ms"], sp["sweep"]
+cur, old = large["current"], large["firstRelease"]
+
+
+def diff(a):
+    return ", ".join(f"{k} {v:+.2f} %" for k, v in a["differencePct"].items())
+
+
 speed = f"""Measured on this project's CI-class machine ({sp['machine']}), default model:
 
 | what | p50 | p90 |
@@ -47,12 +54,23 @@ speed = f"""Measured on this project's CI-class machine ({sp['machine']}), defau
 | network forward pass, 640 x 480 (padded to {f['input'].split(' ')[0]}), onnxruntime-node, {f['runs']} runs | {f['p50']} ms | {f['p90']} ms |
 | whole count of a sample image (decode, network, decoding, NMS) | {c['p50']} ms | {c['p90']} ms |
 
-A {large['width']} x {large['height']} smear ({large['tiles']} tiles) is counted in {large['seconds']} s with a peak of
-{large['maxRssMB']} MB (`node dist/bench/large.js 6000 4000`). Evaluating {s['images']} annotated sample images takes
+A {large['image']} smear is counted in {cur['seconds']} s ({cur['tiles']} tiles of 2048 px) with a peak of
+{cur['maxRssMB']} MB; the first release's tiling (1024 px tiles, 320 px overlap: {old['tiles']} tiles) took
+{old['seconds']} s in the same run, **x{large['speedup']}** (`node dist/bench/large.js --out docs/large.json`).
+Tiled counts against one network pass over a 4000 x 3000 smear: {diff(large['agreement'][0])}
+(the first release's tiling: {diff(large['agreement'][1])}). Evaluating {s['images']} annotated sample images takes
 {s['evaluation_pass_ms'] / 1000:.1f} s; the whole 14-threshold sweep on top of it costs {s['sweep_ms']:.0f} ms
 (x{s['ratio_pass_plus_sweep_to_pass']} of one evaluation pass), because thresholds are applied to stored candidates.
 Absolute timings on this shared 2-core machine vary between sessions (the same network measured
 33 ms in an earlier session and 48-57 ms in another): compare ratios taken in one run."""
+eager = sp.get("pytorch_eager_same_weights") or {}
+if "per_image_ms" in eager:
+    speed += f"""
+
+**Against PyTorch eager** on the same weights and sample images (Debian's torch {eager['torch']},
+{eager['threads']} threads; `python3 -m hemocount_train eager-bench`): {eager['per_image_ms']['p50']} ms per image
+p50, end to end (read, decode, network, decoding, NMS); hemocount's count is **x{eager['hemocount_speedup_p50']}**
+faster in the same run."""
 q8 = sp.get("forward_int8_vs_fp32_ms")
 if q8:
     speed += f"""
@@ -119,6 +137,5 @@ b = t.index("```\n", a + 10) + 4
 t = t[:a] + example + t[b:]
 t = re.sub(r"<!-- accuracy:start -->.*?<!-- accuracy:end -->", lambda m: f"<!-- accuracy:start -->\n{acc}\n<!-- accuracy:end -->", t, flags=re.S)
 t = re.sub(r"<!-- speed:start -->.*?<!-- speed:end -->", lambda m: f"<!-- speed:start -->\n{speed}\n<!-- speed:end -->", t, flags=re.S)
-t = re.sub(r"a 6000 x 4000 smear peaks at about [\d.]+ GB", f"a 6000 x 4000 smear peaks at about {large['maxRssMB'] / 1024:.2f} GB", t)
 open("README.md", "w").write(t)
 print("README numbers refreshed")
