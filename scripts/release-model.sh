@@ -33,7 +33,7 @@ node bin/hemocount.js report --data "$VAL" --out docs/validation/report.html --l
 node bin/hemocount.js evaluate --data "$VAL" --json docs/validation/evaluate.json --quiet > docs/validation/evaluate.txt
 node dist/bench/accuracy.js --data "$VAL" --out docs/accuracy.json > /dev/null
 node dist/bench/speed.js > docs/speed.json
-node dist/bench/large.js 6000 4000 > docs/large.json
+node dist/bench/large.js 12000 9000 --out docs/large.json > /dev/null
 node bin/hemocount.js count samples/BloodImage_00011.jpg --out "$TMP/pic" --quiet
 cp "$TMP/pic/BloodImage_00011.annotated.png" docs/annotated-example.png
 node bin/hemocount.js count $($PY -c "import json; d=json.load(open('$VAL')); print(' '.join(['training/splits/' + i['file_name'] for i in d['images'] if i.get('subset') == 'full-field'][4:8]))") --json "$TMP/ff.json" --quiet

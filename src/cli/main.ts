@@ -54,8 +54,8 @@ const SECTIONS: Record<string, string> = {
                         default only files hemocount wrote, still unchanged, are replaced)
   --quiet               no progress bar or table
   --threads N           onnxruntime threads
-  --jobs N              images in flight at once (default 1): decoding, drawing and writing of one
-                        overlap the network pass of another
+  --jobs N              N worker threads, each running the network on its share of the cores
+                        (default 1: one network pass at a time, onnxruntime's threads on all cores)
   --scale auto|1|F      magnification: auto (default) measures the cells and rescales images
                         whose cells are outside the training range; 1 = off; F = force factor F
   --tta                 test-time augmentation: average over the image and its two flips (3x time)
