@@ -1,10 +1,10 @@
 /**
  * Large smears: a smear made by tiling a sample (default 12000 x 9000) counted with the
- * current tiling and with the first release's (1024 px tiles, 320 px overlap), each in its
- * own process so that each peak memory (maxRSS) is its own; then, on a 4000 x 3000 smear
- * that also fits one network pass, tiled counts against whole-image counts.
+ * current tiling, with the first release's (1024 px tiles, 320 px overlap) and with the int8
+ * model, each in its own process so that each peak memory (maxRSS) is its own; then, on a
+ * 4000 x 3000 smear that also fits one network pass, tiled counts against whole-image counts.
  * Usage: node dist/bench/large.js [W H] [--out docs/large.json]
- *        node dist/bench/large.js --one FILE SIZE OVERLAP   (one measurement, JSON on stdout)
+ *        node dist/bench/large.js --one FILE SIZE OVERLAP [fp32|int8]   (one measurement)
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync, writeFileSync } from 'node:fs';
@@ -14,7 +14,7 @@ import sharp from 'sharp';
 import { openOnnx } from '../src/adapters/onnx.js';
 import { applyThresholds } from '../src/core/count.js';
 import { detectPixels, TILE_OVERLAP, TILE_SIZE } from '../src/core/pipeline.js';
-import { decodeRgb } from '../src/adapters/image.js';
+import { decodeRgb, readImagesOnce } from '../src/adapters/image.js';
 import { defaultModelPath, loadModel } from '../src/index.js';
 import { SAMPLES } from '../test/helpers.js';
 
@@ -37,13 +37,15 @@ export async function makeLargeSmear(width: number, height: number, out: string)
   return out;
 }
 
-async function one(file: string, size: number, overlap: number) {
-  const model = await loadModel();
+async function one(file: string, size: number, overlap: number, precision: 'fp32' | 'int8' = 'fp32') {
+  readImagesOnce(); // as the CLI does
+  const model = await loadModel(precision);
   const t0 = performance.now();
   const r = await model.count(file, { tiling: { size, overlap } });
   const ms = performance.now() - t0;
   return {
     tiling: `${size} px tiles, ${overlap} px overlap`,
+    model: precision,
     width: r.width,
     height: r.height,
     tiles: r.tiles,
@@ -56,18 +58,18 @@ async function one(file: string, size: number, overlap: number) {
 if (import.meta.url === `file://${process.argv[1]}`) {
   const args = process.argv.slice(2);
   if (args[0] === '--one') {
-    console.log(JSON.stringify(await one(args[1]!, Number(args[2]), Number(args[3]))));
+    console.log(JSON.stringify(await one(args[1]!, Number(args[2]), Number(args[3]), args[4] === 'int8' ? 'int8' : 'fp32')));
   } else {
     const outAt = args.indexOf('--out');
     const out = outAt >= 0 ? args.splice(outAt, 2)[1] : null;
     const [w, h] = [Number(args[0] ?? 12000), Number(args[1] ?? 9000)];
     const file = await makeLargeSmear(w, h, join(tmpdir(), `hemocount-large-${w}x${h}.jpg`));
-    const measure = (size: number, overlap: number) =>
-      JSON.parse(execFileSync(process.execPath, [process.argv[1]!, '--one', file, String(size), String(overlap)], { encoding: 'utf8' }));
+    const measure = (size: number, overlap: number, precision = 'fp32') =>
+      JSON.parse(execFileSync(process.execPath, [process.argv[1]!, '--one', file, String(size), String(overlap), precision], { encoding: 'utf8' }));
     const current = measure(TILE_SIZE, TILE_OVERLAP);
     const first = measure(1024, 320);
-    console.log(JSON.stringify(current));
-    console.log(JSON.stringify(first));
+    const int8 = measure(TILE_SIZE, TILE_OVERLAP, 'int8');
+    for (const r of [current, first, int8]) console.log(JSON.stringify(r));
 
     // agreement where both fit: tiles (forced small) against one network pass
     const mid = await makeLargeSmear(4000, 3000, join(tmpdir(), 'hemocount-large-4000x3000.jpg'));
@@ -98,6 +100,7 @@ if (import.meta.url === `file://${process.argv[1]}`) {
       current,
       firstRelease: first,
       speedup: +(first.seconds / current.seconds).toFixed(2),
+      int8,
       agreement,
     };
     if (out) writeFileSync(out, JSON.stringify(report, null, 1) + '\n');

@@ -54,9 +54,10 @@ speed = f"""Measured on this project's CI-class machine ({sp['machine']}), defau
 | network forward pass, 640 x 480 (padded to {f['input'].split(' ')[0]}), onnxruntime-node, {f['runs']} runs | {f['p50']} ms | {f['p90']} ms |
 | whole count of a sample image (decode, network, decoding, NMS) | {c['p50']} ms | {c['p90']} ms |
 
-A {large['image']} smear is counted in {cur['seconds']} s ({cur['tiles']} tiles of 2048 px) with a peak of
+A {large['image']} smear is counted in {cur['seconds']} s ({cur['tiles']} tiles of 1792 px) with a peak of
 {cur['maxRssMB']} MB; the first release's tiling (1024 px tiles, 320 px overlap: {old['tiles']} tiles) took
-{old['seconds']} s in the same run, **x{large['speedup']}** (`node dist/bench/large.js --out docs/large.json`).
+{old['seconds']} s in the same run, **x{large['speedup']}**; with `--model int8`, {large['int8']['seconds']} s and
+{large['int8']['maxRssMB']} MB (`node dist/bench/large.js --out docs/large.json`).
 Tiled counts against one network pass over a 4000 x 3000 smear: {diff(large['agreement'][0])}
 (the first release's tiling: {diff(large['agreement'][1])}). Evaluating {s['images']} annotated sample images takes
 {s['evaluation_pass_ms'] / 1000:.1f} s; the whole 14-threshold sweep on top of it costs {s['sweep_ms']:.0f} ms

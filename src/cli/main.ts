@@ -5,6 +5,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { parseScale as parseScaleSpec } from '../core/detect.js';
+import { readImagesOnce } from '../adapters/image.js';
 import { readMetadata } from '../adapters/onnx.js';
 import { CLASSES, type ModelMetadata, type PerClass } from '../core/types.js';
 import { findTorchPython } from '../adapters/python.js';
@@ -136,6 +137,7 @@ const here = dirname(fileURLToPath(import.meta.url));
 const trainingDir = () => join(here, '..', '..', '..', 'training');
 
 async function main(argv: string[]): Promise<number> {
+  readImagesOnce();
   const [cmd, ...rest] = argv;
   if (!cmd || cmd === '--help' || cmd === '-h' || cmd === 'help') {
     process.stdout.write(HELP);
