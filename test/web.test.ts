@@ -1,8 +1,11 @@
 /** The web app in a real browser (Debian's Chromium driven by playwright-core) against a real server. */
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { type IncomingHttpHeaders, request } from 'node:http';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
 import { after, before, test } from 'node:test';
+import { brotliDecompressSync, gunzipSync } from 'node:zlib';
 import { type Browser, chromium, type Page } from 'playwright-core';
 import { parseVoc } from '../src/core/formats.js';
 import { loadModel, type Model } from '../src/index.js';
@@ -149,4 +152,70 @@ test('private mode counts in the browser and agrees with server mode', { timeout
   const cli = await model.count(join(SAMPLES, 'BloodImage_00017.jpg'));
   assert.deepEqual(await counts('detected'), cli.counts);
   assert.ok(await page.evaluate(() => self.crossOriginIsolated), 'COOP/COEP make threaded WASM possible');
+  // the model the server offers private mode, by its content-addressed URL
+  const fetched = await page.evaluate(() => performance.getEntriesByType('resource').map((e) => new URL(e.name).pathname));
+  assert.ok(fetched.includes(`/api/models/${model.info.sha256}.onnx`), fetched.join(' '));
+});
+
+/** A GET with any headers (Host included): status, headers, body. */
+function get(base: string, path: string, headers: Record<string, string> = {}) {
+  return new Promise<{ status: number; headers: IncomingHttpHeaders; body: Buffer }>((resolve, reject) => {
+    const u = new URL(base);
+    const q = request({ host: u.hostname, port: u.port, path, headers }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }));
+      res.on('error', reject);
+    });
+    q.on('error', reject);
+    q.end();
+  });
+}
+
+test('private mode downloads: the model cached for good, onnxruntime revalidated by ETag, compressed for browsers elsewhere', async () => {
+  const info = (await (await fetch(`${url}/api/model`)).json()) as { browser: { model: string; precision: string } };
+  // the int8 twin counts differently from fp32 on a sample, in the browser as on the server (docs/browser.json): private mode runs fp32
+  assert.deepEqual(info.browser, { model: `/api/models/${model.info.sha256}.onnx`, precision: 'server' });
+  const onnx = readFileSync(MODEL);
+  const m = await get(url, info.browser.model);
+  assert.equal(m.headers['cache-control'], 'public, max-age=31536000, immutable');
+  assert.ok(m.body.equals(onnx));
+  assert.equal((await get(url, info.browser.model, { 'if-none-match': String(m.headers.etag) })).status, 304);
+  assert.equal((await get(url, `/api/models/${'0'.repeat(64)}.onnx`)).status, 404);
+  const int8 = await get(url, '/api/model.onnx?precision=int8');
+  assert.ok(int8.body.equals(readFileSync(MODEL.replace(/\.onnx$/, '.int8.onnx'))));
+  // onnxruntime-web: revalidated (304) by a strong ETag; sent as it is to a browser on this machine
+  const wasmFile = readFileSync(join(dirname(createRequire(import.meta.url).resolve('onnxruntime-web')), 'ort-wasm-simd-threaded.wasm'));
+  const wasm = await get(url, '/ort/ort-wasm-simd-threaded.wasm', { 'accept-encoding': 'gzip, br' });
+  assert.equal(wasm.headers['cache-control'], 'no-cache');
+  assert.equal(wasm.headers['content-type'], 'application/wasm');
+  assert.equal(wasm.headers['content-encoding'], undefined);
+  assert.ok(wasm.body.equals(wasmFile));
+  assert.match(String(wasm.headers.etag), /^"[0-9a-f]{32}"$/);
+  assert.equal((await get(url, '/ort/ort-wasm-simd-threaded.wasm', { 'if-none-match': String(wasm.headers.etag) })).status, 304);
+  // by another host name: compressed, once, in the background (the bytes go as they are meanwhile)
+  const app = await buildServer({ model, allowHosts: ['hemocount.test'] });
+  const other = await app.listen({ port: 0, host: '127.0.0.1' });
+  try {
+    for (const [enc, decode] of [
+      ['br', brotliDecompressSync],
+      ['gzip', gunzipSync],
+    ] as const) {
+      let r = await get(other, '/ort/ort-wasm-simd-threaded.wasm', { host: 'hemocount.test', 'accept-encoding': enc });
+      for (let k = 0; k < 100 && r.headers['content-encoding'] !== enc; k++) {
+        await new Promise((res) => setTimeout(res, 100));
+        r = await get(other, '/ort/ort-wasm-simd-threaded.wasm', { host: 'hemocount.test', 'accept-encoding': enc });
+      }
+      assert.equal(r.headers['content-encoding'], enc);
+      assert.ok(r.body.length < wasmFile.length / 3, `${enc}: ${r.body.length} bytes`);
+      assert.ok(decode(r.body).equals(wasmFile));
+      assert.equal(r.headers.vary, 'Accept-Encoding');
+      // any form the browser holds is still good
+      const again = await get(other, '/ort/ort-wasm-simd-threaded.wasm', { host: 'hemocount.test', 'if-none-match': String(r.headers.etag) });
+      assert.equal(again.status, 304);
+      assert.match(String(again.headers['content-security-policy']), /script-src 'self' 'wasm-unsafe-eval'/);
+    }
+  } finally {
+    await app.close();
+  }
 });

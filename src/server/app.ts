@@ -3,16 +3,20 @@
  * Limits answer with JSON errors; inference goes through a bounded queue.
  */
 import { parseScale } from '../core/detect.js';
+import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { brotliCompress, constants as zlibConstants, gzip } from 'node:zlib';
 import multipart from '@fastify/multipart';
 import fastifyStatic from '@fastify/static';
-import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify';
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { type CountDocument, countDocument, failedResult, type ImageResult } from '../core/formats.js';
 import { probe, sniffImageType } from '../adapters/image.js';
-import type { Model } from '../detector.js';
+import { defaultModelPath, type Model } from '../detector.js';
 import { openapi } from './openapi.js';
 import { InferenceQueue, QueueFullError } from './queue.js';
 
@@ -32,6 +36,11 @@ export interface ServerOptions {
   allowHosts?: string[];
   /** Required as `Authorization: Bearer TOKEN` (or the cookie set by `/?token=TOKEN`) when given. */
   token?: string;
+  /**
+   * The model private mode runs in the browser when the server runs the bundled fp32 model:
+   * that model ('fp32', the default) or its int8 twin. Any other model is served as it is.
+   */
+  browserPrecision?: 'fp32' | 'int8';
 }
 
 /** Loopback names and addresses: the only Host headers a default server answers. */
@@ -131,14 +140,44 @@ export async function buildServer(o: ServerOptions): Promise<FastifyInstance> {
 
   app.setNotFoundHandler((req, reply) => sendError(reply, 404, `no such endpoint: ${req.method} ${req.url.split('?')[0]}`));
   app.get('/healthz', async () => ({ ok: true, model: model.info, queue: queue.size, rssMB: Math.round(process.memoryUsage().rss / 1048576) }));
-  app.get('/api/model', async () => ({
-    ...model.info,
-    metadata: model.metadata,
-    limits: { maxFileBytes: lim.maxFileBytes, maxFiles: lim.maxFiles, maxPixels: lim.maxPixels, concurrency: lim.concurrency, maxQueued: lim.maxQueued },
-  }));
+  // the model files private mode may download: the server's own, and the bundled model's int8 twin
+  const own = new Asset(() => Promise.resolve(Buffer.from(model.bytes.buffer, model.bytes.byteOffset, model.bytes.byteLength)), ONNX, model.info.sha256);
+  const int8 = bundled(model) ? twin() : undefined;
+  const browserModel = o.browserPrecision === 'int8' && int8 ? { asset: int8, precision: 'int8' } : { asset: own, precision: 'server' };
+  const web = join(root, 'web', 'dist');
+  const hasWeb = existsSync(web);
+  // onnxruntime-web, wherever npm put it (hoisted when hemocount is itself a dependency)
+  const ortDist = dirname(createRequire(import.meta.url).resolve('onnxruntime-web'));
+  const ortAssets = new Map(
+    hasWeb ? ORT_FILES.map((f) => [f, new Asset(() => readFile(join(ortDist, f)), f.endsWith('.wasm') ? 'application/wasm' : 'text/javascript')]) : [],
+  );
+
+  app.get('/api/model', async (req) => {
+    // the web app's first request (a browser's fetch): what private mode would download is compressed meanwhile
+    const enc = encodingFor(req);
+    if (req.headers['sec-fetch-site'] === 'same-origin' && enc !== 'identity') for (const a of [browserModel.asset, ...ortAssets.values()]) a.prepare(enc);
+    return {
+      ...model.info,
+      metadata: model.metadata,
+      limits: { maxFileBytes: lim.maxFileBytes, maxFiles: lim.maxFiles, maxPixels: lim.maxPixels, concurrency: lim.concurrency, maxQueued: lim.maxQueued },
+      // what private mode runs: a content-addressed URL (cached for good); 'server': the model this server runs
+      browser: { model: `/api/models/${await browserModel.asset.sha256()}.onnx`, precision: browserModel.precision },
+    };
+  });
   app.get('/api/openapi.json', async () => openapi(lim));
-  // the same model file, for private mode in the browser
-  app.get('/api/model.onnx', async (_req, reply) => reply.type('application/octet-stream').header('Cache-Control', 'no-cache').send(Buffer.from(model.bytes)));
+  // the model file (for private mode in the browser); ?precision=int8: the bundled model's int8 twin
+  app.get('/api/model.onnx', async (req, reply) => {
+    const { precision } = req.query as Record<string, string | undefined>;
+    if (precision !== undefined && precision !== 'int8') throw new HttpError(400, `precision: int8 or none (the server's model), not '${precision}'`);
+    const asset = precision === 'int8' ? int8 : own;
+    if (!asset) throw new HttpError(404, 'no int8 model here: only the bundled model has an int8 twin');
+    return asset.send(req, reply, 'no-cache');
+  });
+  app.get('/api/models/:file', async (req, reply) => {
+    const { file } = req.params as { file: string };
+    for (const asset of int8 ? [own, int8] : [own]) if (file === `${await asset.sha256()}.onnx`) return asset.send(req, reply, IMMUTABLE);
+    throw new HttpError(404, `no model ${file} here`);
+  });
 
   app.post('/api/count', async (req, reply) => {
     if (!req.isMultipart()) throw new HttpError(415, 'send images as multipart/form-data in a field named "images"');
@@ -225,11 +264,10 @@ export async function buildServer(o: ServerOptions): Promise<FastifyInstance> {
     return doc;
   });
 
-  const web = join(root, 'web', 'dist');
-  if (existsSync(web)) {
+  if (hasWeb) {
     await app.register(fastifyStatic, { root: web, prefix: '/', index: 'index.html' });
-    // wherever npm put onnxruntime-web (hoisted when hemocount is itself a dependency)
-    const ortDist = dirname(createRequire(import.meta.url).resolve('onnxruntime-web'));
+    // the files private mode loads from memory, compressed, revalidated by ETag; the rest as files
+    for (const [f, asset] of ortAssets) app.get(`/ort/${f}`, (req, reply) => asset.send(req, reply, 'no-cache'));
     await app.register(fastifyStatic, { root: ortDist, prefix: '/ort/', decorateReply: false });
   } else {
     app.get('/', async (_req, reply) => reply.type('text/plain').send('hemocount API is running; the web app is not built (npm run build).\n'));
@@ -247,6 +285,129 @@ function hostOf(origin: string): string | null {
 }
 
 const mb = (b: number) => `${(b / 1024 / 1024).toFixed(0)} MB`;
+
+const ONNX = 'application/octet-stream';
+const IMMUTABLE = 'public, max-age=31536000, immutable';
+/** What private mode loads from onnxruntime-web (its wasm-only build, SIMD and threads). */
+const ORT_FILES = ['ort.wasm.min.mjs', 'ort-wasm-simd-threaded.mjs', 'ort-wasm-simd-threaded.wasm'];
+
+/** Whether a model is the bundled fp32 one (which has an int8 twin). */
+function bundled(model: Model): boolean {
+  try {
+    return model.path === defaultModelPath('fp32');
+  } catch {
+    return false;
+  }
+}
+
+/** The bundled int8 model, where this installation has it. */
+function twin(): Asset | undefined {
+  try {
+    const path = defaultModelPath('int8');
+    return new Asset(() => readFile(path), ONNX);
+  } catch {
+    return undefined;
+  }
+}
+
+type Encoding = 'br' | 'gzip' | 'identity';
+
+/** The best encoding an Accept-Encoding header takes: brotli, then gzip, else none. */
+function negotiate(header: string | string[] | undefined): Encoding {
+  const q = new Map<string, number>();
+  for (const part of String(header ?? '').split(',')) {
+    const [name, ...params] = part.trim().toLowerCase().split(';');
+    const qv = params.map((p) => /^\s*q=([\d.]+)\s*$/.exec(p)?.[1]).find((v) => v !== undefined);
+    if (name) q.set(name, qv === undefined ? 1 : Number(qv));
+  }
+  const ok = (e: string) => (q.get(e) ?? q.get('*') ?? 0) > 0;
+  return ok('br') ? 'br' : ok('gzip') ? 'gzip' : 'identity';
+}
+
+/**
+ * The encoding to send a client: none to a browser on this machine (a loopback Host), where
+ * moving the bytes costs next to nothing and decompressing does not (no consistent gain on
+ * loopback in bench/browser.ts; fetching and compiling the wasm alone took ~0.1 s longer with
+ * brotli); else the best it accepts. A reverse proxy that connects with a loopback Host can
+ * compress itself.
+ */
+function encodingFor(req: FastifyRequest): Encoding {
+  const host = (req.headers.host ?? '').toLowerCase().replace(/:\d+$/, '');
+  return isLoopback(host) ? 'identity' : negotiate(req.headers['accept-encoding']);
+}
+
+const compressors: Record<Exclude<Encoding, 'identity'>, (b: Buffer) => Promise<Buffer>> = {
+  // made once per asset: brotli's quality 5 is 20 % smaller than gzip on the wasm for 0.5 s, once
+  br: (b) => promisify(brotliCompress)(b, { params: { [zlibConstants.BROTLI_PARAM_QUALITY]: 5, [zlibConstants.BROTLI_PARAM_SIZE_HINT]: b.length } }),
+  gzip: (b) => promisify(gzip)(b, { level: 9 }),
+};
+
+/**
+ * A file served from memory with a strong ETag (its sha256) and its compressed forms, each
+ * made once in the background on first need: until one is ready the bytes go as they are,
+ * so compression never delays a response.
+ */
+class Asset {
+  private bytes: Promise<Buffer> | null = null;
+  private hash: Promise<string> | null = null;
+  private readonly encoded = new Map<Encoding, Buffer | null>();
+
+  constructor(
+    private readonly load: () => Promise<Buffer>,
+    private readonly type: string,
+    sha256?: string,
+  ) {
+    if (sha256) this.hash = Promise.resolve(sha256);
+  }
+
+  private body(): Promise<Buffer> {
+    this.bytes ??= this.load().catch((e) => {
+      this.bytes = null;
+      throw e;
+    });
+    return this.bytes;
+  }
+
+  sha256(): Promise<string> {
+    this.hash ??= this.body().then((b) => createHash('sha256').update(b).digest('hex'));
+    return this.hash;
+  }
+
+  /** Start making the `enc` form (once); null marks one that is being made or did not pay. */
+  prepare(enc: Exclude<Encoding, 'identity'>): void {
+    if (this.encoded.has(enc)) return;
+    this.encoded.set(enc, null);
+    this.body()
+      .then(async (b) => {
+        const z = await compressors[enc](b);
+        // a form that saves less than 2 % is not worth the client's decompression
+        if (z.length < b.length * 0.98) this.encoded.set(enc, z);
+      })
+      .catch(() => {});
+  }
+
+  async send(req: FastifyRequest, reply: FastifyReply, cacheControl: string) {
+    const body = await this.body();
+    const tag = (await this.sha256()).slice(0, 32);
+    const wanted = encodingFor(req);
+    if (wanted !== 'identity') this.prepare(wanted);
+    const z = wanted === 'identity' ? null : (this.encoded.get(wanted) ?? null);
+    const etag = z ? `"${tag}-${wanted}"` : `"${tag}"`;
+    reply.header('Cache-Control', cacheControl).header('Vary', 'Accept-Encoding').header('ETag', etag).type(this.type);
+    // any form of these bytes the client holds is still good
+    const held = String(req.headers['if-none-match'] ?? '')
+      .split(',')
+      .map((t) => t.trim().replace(/^W\//, ''));
+    const match = held.find((t) => t === '*' || t === `"${tag}"` || t.startsWith(`"${tag}-`));
+    if (match)
+      return reply
+        .header('ETag', match === '*' ? etag : match)
+        .code(304)
+        .send();
+    if (z) reply.header('Content-Encoding', wanted);
+    return reply.send(z ?? body);
+  }
+}
 
 function sendError(reply: FastifyReply, status: number, error: string, file?: string) {
   return reply.code(status).send({ error, status, ...(file ? { file } : {}) });

@@ -1,25 +1,55 @@
 /**
  * Private mode: the same ONNX model runs in this browser with onnxruntime-web, through the
  * same post-processing module as the server (src/core/pipeline.ts), so images never leave
- * the machine.
+ * the machine. The load and each image are on the page's performance timeline
+ * ('hemocount:*' measures), which bench/browser.ts reads.
  */
 import type * as Ort from 'onnxruntime-web';
 import { type DetectOptions, type Detected, detect } from '../../src/core/detect.js';
 import { crop, type Pixels } from '../../src/core/pipeline.js';
 import type { ModelMetadata } from '../../src/core/types.js';
 
-let ready: Promise<{ session: Ort.InferenceSession; ort: typeof Ort; meta: ModelMetadata }> | null = null;
+interface Loaded {
+  session: Ort.InferenceSession;
+  ort: typeof Ort;
+  meta: ModelMetadata;
+}
 
-function load() {
-  ready ??= (async () => {
-    // served by hemocount itself (no CDN); loaded at run time so the bundle stays small
-    const ort: typeof Ort = await import(/* @vite-ignore */ `${location.origin}/ort/ort.wasm.min.mjs`);
+let ready: Promise<Loaded> | null = null;
+
+const since = (name: string, start: number) => performance.measure(`hemocount:${name}`, { start, end: performance.now() });
+
+function load(): Promise<Loaded> {
+  if (ready) return ready;
+  ready = (async () => {
+    const t0 = performance.now();
+    // the model the server offers private mode (a content-addressed URL, cached for good) ...
+    const info: Promise<{ metadata: ModelMetadata; browser?: { model: string } }> = fetch('/api/model').then((r) => r.json());
+    const bytes = info.then(async (i) => {
+      const r = await fetch(i.browser?.model ?? '/api/model.onnx');
+      if (!r.ok) throw new Error(`the model download failed (${r.status})`);
+      const b = await r.arrayBuffer();
+      since('model-download', t0);
+      return new Uint8Array(b);
+    });
+    // ... downloads while onnxruntime-web loads: served by hemocount itself (no CDN), at run time so the bundle stays small
+    const runtime = import(/* @vite-ignore */ `${location.origin}/ort/ort.wasm.min.mjs`) as Promise<typeof Ort>;
+    const [ort, i, buffer] = await Promise.all([runtime, info, bytes]);
     ort.env.wasm.wasmPaths = '/ort/';
+    // threads need a cross-origin isolated page; one per core, at most 4 (on 2 cores, 2 threads took 13-46 % off
+    // each image, unless other work kept both cores busy, when 1 thread was faster: bench/browser.ts)
     ort.env.wasm.numThreads = self.crossOriginIsolated ? Math.max(1, Math.min(4, navigator.hardwareConcurrency || 1)) : 1;
-    const [bytes, info] = await Promise.all([fetch('/api/model.onnx').then((r) => r.arrayBuffer()), fetch('/api/model').then((r) => r.json())]);
-    const session = await ort.InferenceSession.create(new Uint8Array(bytes), { executionProviders: ['wasm'], graphOptimizationLevel: 'all' });
-    return { session, ort, meta: info.metadata as ModelMetadata };
+    const t1 = performance.now();
+    // the WebAssembly runtime (download, compile) starts with the first session
+    const session = await ort.InferenceSession.create(buffer, { executionProviders: ['wasm'], graphOptimizationLevel: 'all' });
+    since('session', t1);
+    since('load', t0);
+    return { session, ort, meta: i.metadata };
   })();
+  // a failed load (say, the server was down) is tried again on the next image
+  ready.catch(() => {
+    ready = null;
+  });
   return ready;
 }
 
@@ -35,8 +65,36 @@ async function pixelsOf(blob: Blob): Promise<Pixels> {
   return { data, width: canvas.width, height: canvas.height, channels: 4 };
 }
 
+let warming: Promise<unknown> | null = null;
+let counting = false;
+
+/**
+ * Get private mode ready before the first image: load onnxruntime-web, the model and the
+ * session, and run the network once on an empty 640 x 480 field, which pays the first pass's
+ * one-time costs (WebAssembly compiled on first call, buffers), unless an image is already
+ * waiting. For when private mode is switched on; detectInBrowser waits for it.
+ */
+export function preparePrivateMode(): void {
+  warming ??= load()
+    .then(async ({ session, ort, meta }) => {
+      if (counting) return; // the image pays those costs itself, sooner
+      const t0 = performance.now();
+      const m = meta.input.pad_multiple;
+      const [h, w] = [Math.ceil(480 / m) * m, Math.ceil(640 / m) * m];
+      await session.run({ image: new ort.Tensor('float32', new Float32Array(3 * h * w), [1, 3, h, w]) });
+      since('warm-up', t0);
+    })
+    .catch(() => {
+      warming = null;
+    });
+}
+
 export async function detectInBrowser(blob: Blob, opts: DetectOptions = {}): Promise<Detected> {
+  counting = true;
+  warming ??= Promise.resolve(); // no warm-up once counting has begun
   const { session, ort, meta } = await load();
+  await warming; // one run at a time on a session
+  const t0 = performance.now();
   const run = async (input: Float32Array, h: number, w: number) => {
     const { scores, deltas } = await session.run({ image: new ort.Tensor('float32', input, [1, 3, h, w]) });
     if (!scores || !deltas) throw new Error("the model has no 'scores' and 'deltas' outputs");
@@ -44,5 +102,7 @@ export async function detectInBrowser(blob: Blob, opts: DetectOptions = {}): Pro
   };
   const px = await pixelsOf(blob);
   const read = async (l: number, t: number, w: number, h: number) => (l === 0 && t === 0 && w === px.width && h === px.height ? px : crop(px, l, t, w, h));
-  return detect(run, meta, { width: px.width, height: px.height, read }, opts);
+  const found = await detect(run, meta, { width: px.width, height: px.height, read }, opts);
+  since('detect', t0);
+  return found;
 }
