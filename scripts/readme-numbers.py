@@ -64,6 +64,22 @@ Tiled counts against one network pass over a 4000 x 3000 smear: {diff(large['agr
 (x{s['ratio_pass_plus_sweep_to_pass']} of one evaluation pass), because thresholds are applied to stored candidates.
 Absolute timings on this shared 2-core machine vary between sessions (the same network measured
 33 ms in an earlier session and 48-57 ms in another): compare ratios taken in one run."""
+try:
+    br = json.load(open("docs/browser.json"))
+    f32 = br["results"]["fp32"]
+    d0 = (br["results"]["int8"].get("disagreements") or [{}])[0]
+    dis = (f"{d0['image']}: {d0['browser']['RBC']} red cells against {d0['server']['RBC']}" if d0 else "no disagreement")
+    speed += f"""
+
+**The browser's private mode** (`npm run bench:browser`: headless Chromium {br['chromium']}, loopback, a fresh
+browser context, the machine shared with other work): first image {f32['firstImageMs']['median'] / 1000:.1f} s (loading the runtime and
+model {f32['firstImageParts']['load'] / 1000:.1f} s, then its first pass), then {f32['perImage640x480Ms']['p50']:.0f} ms per 640 x 480 image (p50); counts
+agree with the server's. The int8 model would take x{br['ratios']['int8VsFp32']['perImage640x480']} of that time per image, but it counts
+differently from the server's fp32 ({dis}), so private mode keeps fp32 by default. The model
+is content-addressed and cached as immutable; onnxruntime-web's files are served with ETags and, to
+other hosts than loopback, brotli or gzip."""
+except FileNotFoundError:
+    pass
 eager = sp.get("pytorch_eager_same_weights") or {}
 if "per_image_ms" in eager:
     speed += f"""

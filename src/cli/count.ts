@@ -1,5 +1,6 @@
 /** hemocount count: files, folders and globs in; counts, pictures and annotations out. */
 import { existsSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { appendFile, readFile } from 'node:fs/promises';
 import { basename, dirname, extname, join, relative, resolve } from 'node:path';
 import { type CountDocument, countDocument, failedResult, type ImageResult, roundResult, toCoco, toCsv, toSamplesCsv, toVoc, toYolo } from '../core/formats.js';
@@ -140,7 +141,9 @@ export async function runCount(a: CountArgs): Promise<number> {
   const progress = new Progress(files.length, a.quiet);
   // --jobs N > 1: N worker threads, each with its own network session (onnxruntime-node runs a
   // pass on the calling thread, so one thread runs one pass at a time)
-  const jobs = Math.max(1, Math.min(a.jobs ?? 1, files.length));
+  // default: one worker per core (measured: 1.25x the images/s of one process on 2 cores, 1.3x
+  // with pictures; docs/throughput.json)
+  const jobs = Math.max(1, Math.min(a.jobs ?? availableParallelism(), files.length));
   const pool = jobs > 1 ? await DetectorPool.open(a.model, { workers: jobs, threads: a.threads }) : null;
   const countOne = async ({ f, stem }: (typeof named)[number]): Promise<ImageResult> => {
     const before = done.get(resolve(f.path));

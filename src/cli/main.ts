@@ -56,7 +56,7 @@ const SECTIONS: Record<string, string> = {
   --quiet               no progress bar or table
   --threads N           onnxruntime threads
   --jobs N              N worker threads, each running the network on its share of the cores
-                        (default 1: one network pass at a time, onnxruntime's threads on all cores)
+                        (default: one per core; 1 = one network pass at a time on all cores)
   --scale auto|1|F      magnification: auto (default) measures the cells and rescales images
                         whose cells are outside the training range; 1 = off; F = force factor F
   --tta                 test-time augmentation: average over the image and its two flips (3x time)

@@ -49,7 +49,18 @@ export function openapi(lim: { maxFileBytes: number; maxFiles: number; maxPixels
         },
       },
       '/api/model': { get: { summary: 'Model name, version, sha256 and decoding metadata', responses: { 200: { description: 'model' } } } },
-      '/api/model.onnx': { get: { summary: 'The ONNX model file (for in-browser private mode)', responses: { 200: { description: 'bytes' } } } },
+      '/api/model.onnx': {
+        get: {
+          summary: "The server's ONNX model file (no-cache + ETag); ?precision=int8 gives the int8 twin of the default model",
+          responses: { 200: { description: 'bytes' }, 304: { description: 'not modified' } },
+        },
+      },
+      '/api/models/{sha256}.onnx': {
+        get: {
+          summary: "The model private mode loads (named in /api/model's 'browser' field): content-addressed, cached immutable",
+          responses: { 200: { description: 'bytes' }, 404: { description: 'no such model' } },
+        },
+      },
       '/healthz': { get: { summary: 'Liveness', responses: { 200: { description: 'ok' } } } },
     },
     components: {

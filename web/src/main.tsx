@@ -9,6 +9,7 @@ import { type Item, restore, save } from './store.js';
 import { ImageCounts, SampleForm, ThresholdsPanel } from './panels.js';
 import { annotatedPng, countFiles, download, type ModelInfo, rbcPerUl, sampleDocument, stem, thumbnail } from './session.js';
 import { Viewer } from './viewer.js';
+import { preparePrivateMode } from './private.js';
 
 const fmt = (v: number | null, d = 1) => (v === null ? '-' : v.toFixed(d));
 
@@ -150,8 +151,18 @@ function App() {
           }}
         />
         <label class="toggle" title="Run the model in this browser: images never leave the machine">
-          <input type="checkbox" data-testid="private" checked={privateMode} onChange={(e) => setPrivateMode((e.target as HTMLInputElement).checked)} /> private
-          mode
+          <input
+            type="checkbox"
+            data-testid="private"
+            checked={privateMode}
+            onChange={(e) => {
+              const on = (e.target as HTMLInputElement).checked;
+              setPrivateMode(on);
+              // load the runtime and the model while the user picks images
+              if (on) preparePrivateMode();
+            }}
+          />{' '}
+          private mode
         </label>
         <span class="mode" data-testid="mode">
           {item
