@@ -25,7 +25,7 @@ import { probe } from '../src/adapters/image.js';
 import { CLASSES, type PerClass } from '../src/core/types.js';
 import { loadModel } from '../src/index.js';
 import { buildServer } from '../src/server/app.js';
-import { SAMPLES } from '../test/helpers.js';
+import { CHROMIUM_ARGS, SAMPLES } from '../test/helpers.js';
 
 const arg = (name: string, dflt: string) => {
   const at = process.argv.indexOf(name);
@@ -50,16 +50,6 @@ type Variant = keyof typeof VARIANTS;
 const variants = arg('--variants', Object.keys(VARIANTS).join(',')).split(',') as Variant[];
 for (const v of variants) if (!(v in VARIANTS)) throw new Error(`--variants: ${Object.keys(VARIANTS).join(', ')}; not '${v}'`);
 
-const CHROMIUM_ARGS = [
-  '--headless=new',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
 const samples = readdirSync(SAMPLES)
   .filter((f) => f.endsWith('.jpg'))
   .sort()

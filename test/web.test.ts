@@ -10,18 +10,7 @@ import { type Browser, chromium, type Page } from 'playwright-core';
 import { parseVoc } from '../src/core/formats.js';
 import { loadModel, type Model } from '../src/index.js';
 import { buildServer } from '../src/server/app.js';
-import { MODEL, SAMPLES, tmp } from './helpers.js';
-
-export const CHROMIUM_ARGS = [
-  '--headless=new',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
+import { CHROMIUM_ARGS, MODEL, SAMPLES, tmp } from './helpers.js';
 
 let browser: Browser;
 let page: Page;

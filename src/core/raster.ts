@@ -179,23 +179,7 @@ function checkRgb(img: Pixels): void {
 
 /** Fill [x0, x1) x [y0, y1) (clipped to the picture) with an opaque colour 0xrrggbb. */
 export function fillRect(img: Pixels, x0: number, y0: number, x1: number, y1: number, rgb: number): void {
-  const l = Math.max(0, x0);
-  const r = Math.min(img.width, x1);
-  const t = Math.max(0, y0);
-  const b = Math.min(img.height, y1);
-  if (l >= r || t >= b) return;
-  const d = img.data;
-  const cr = (rgb >> 16) & 255;
-  const cg = (rgb >> 8) & 255;
-  const cb = rgb & 255;
-  for (let y = t; y < b; y++) {
-    const end = (y * img.width + r) * 3;
-    for (let i = (y * img.width + l) * 3; i < end; i += 3) {
-      d[i] = cr;
-      d[i + 1] = cg;
-      d[i + 2] = cb;
-    }
-  }
+  blendRect(img, x0, y0, x1, y1, rgb, 256); // alpha 256: exactly the colour
 }
 
 /** Blend a colour 0xrrggbb over [x0, x1) x [y0, y1) (clipped), alpha in 256ths. */
