@@ -27,7 +27,9 @@ const nameOf = (input: ImageInput) => (typeof input === 'string' ? input : 'imag
 function describe(e: unknown): string {
   const m = (e as Error).message ?? String(e);
   if (/unsupported image format/i.test(m)) return 'not an image in a format hemocount reads (JPEG, PNG, TIFF, WebP, GIF or AVIF)';
-  if (/premature end|truncated|corrupt|unexpected end|Invalid|bad seek/i.test(m)) return `corrupt or truncated image (${m.trim().split('\n')[0] ?? m})`;
+  // a decoder warning made an error by failOn: a damaged file (in a worker thread libvips may not say which warning)
+  if (/premature end|truncated|corrupt|unexpected end|Invalid|bad seek|Warning treated as error/i.test(m))
+    return `corrupt or truncated image (${m.trim().split('\n')[0] ?? m})`;
   if (/ENOENT|no such file/i.test(m)) return 'no such file';
   if (/pixel limit/i.test(m)) return m;
   return m.trim().split('\n')[0] ?? m;
