@@ -6,6 +6,25 @@ import { type CellClass, CLASSES, type ModelMetadata, type Thresholds } from '..
 import { COLOURS } from './draw.js';
 import type { SampleInfo } from './store.js';
 
+/** One threshold: a range input 0.05-0.95 and its value. */
+function Slider(p: { name: string; testId: string; value: number; onInput: (v: number) => void }) {
+  return (
+    <div>
+      {p.name} &ge;{' '}
+      <input
+        type="range"
+        min="0.05"
+        max="0.95"
+        step="0.01"
+        value={p.value}
+        data-testid={p.testId}
+        onInput={(e) => p.onInput(Number((e.target as HTMLInputElement).value))}
+      />{' '}
+      <b>{p.value.toFixed(2)}</b>
+    </div>
+  );
+}
+
 export function ThresholdsPanel(p: {
   th: Thresholds;
   setTh: (t: Thresholds) => void;
@@ -23,38 +42,18 @@ export function ThresholdsPanel(p: {
             <span class="swatch" style={{ background: COLOURS[c] }} />
             <input type="checkbox" checked={visible[c]} data-testid={`show-${c}`} onChange={() => setVisible({ ...visible, [c]: !visible[c] })} /> {c}
           </label>
-          <div>
-            count &ge;{' '}
-            <input
-              type="range"
-              min="0.05"
-              max="0.95"
-              step="0.01"
-              value={th.count[c]}
-              data-testid={`th-${c}`}
-              onInput={(e) => {
-                const v = Number((e.target as HTMLInputElement).value);
-                setTh({ count: { ...th.count, [c]: v }, review: { ...th.review, [c]: Math.min(th.review[c], v) } });
-              }}
-            />{' '}
-            <b>{th.count[c].toFixed(2)}</b>
-          </div>
-          <div>
-            review &ge;{' '}
-            <input
-              type="range"
-              min="0.05"
-              max="0.95"
-              step="0.01"
-              value={th.review[c]}
-              data-testid={`rv-${c}`}
-              onInput={(e) => {
-                const v = Number((e.target as HTMLInputElement).value);
-                setTh({ ...th, review: { ...th.review, [c]: Math.min(v, th.count[c]) } });
-              }}
-            />{' '}
-            <b>{th.review[c].toFixed(2)}</b>
-          </div>
+          <Slider
+            name="count"
+            testId={`th-${c}`}
+            value={th.count[c]}
+            onInput={(v) => setTh({ count: { ...th.count, [c]: v }, review: { ...th.review, [c]: Math.min(th.review[c], v) } })}
+          />
+          <Slider
+            name="review"
+            testId={`rv-${c}`}
+            value={th.review[c]}
+            onInput={(v) => setTh({ ...th, review: { ...th.review, [c]: Math.min(v, th.count[c]) } })}
+          />
         </div>
       ))}
       <button type="button" onClick={() => setTh({ count: { ...p.meta.thresholds }, review: { ...p.meta.review } })}>
