@@ -60,7 +60,8 @@ def main(argv=None):
     p.add_argument("--out", default="runs/compact", help="run folder: checkpoints and train_log.jsonl")
     # run settings default to None here: TrainConfig holds the defaults, and --resume must
     # tell a setting the user gave from one left alone
-    p.add_argument("--arch", choices=["compact", "resnet50"], help="default compact")
+    p.add_argument("--arch", choices=["compact", "compact-wide", "resnet50"],
+                   help="default compact; compact-wide with --init from a compact model widens it")
     p.add_argument("--epochs", type=int, help="default 30; with --resume, a larger number trains on")
     p.add_argument("--batch-size", type=int, help="default 8")
     p.add_argument("--lr", type=float, help="default 0.002")
@@ -107,6 +108,9 @@ def main(argv=None):
     p.add_argument("--runs", type=int, default=5, help="passes over the images")
     p.add_argument("--threads", type=int)
     p.add_argument("images", nargs="+")
+
+    p = sub.add_parser("arch-candidates", help="export the architecture candidates (random weights) for bench/architectures")
+    p.add_argument("--out", required=True, help="folder for the ONNX files and candidates.json")
 
     args = ap.parse_args(argv)
     if args.cmd == "check":
@@ -178,6 +182,9 @@ def main(argv=None):
         out = _os.path.splitext(args.onnx)[0] + ".parity.json"
         write_fixture(model, args.images, out, args.onnx)
         print(json.dumps({"out": out, "images": len(args.images)}))
+    elif args.cmd == "arch-candidates":
+        from .export import arch_candidates
+        print(json.dumps(arch_candidates(args.out)))
     elif args.cmd == "eager-bench":
         from .export import eager_bench
         print(json.dumps(eager_bench(args.model, args.images, args.runs, args.threads)))

@@ -67,6 +67,68 @@ def metadata(model, ck, name):
     }
 
 
+# Architecture candidates measured for speed (bench/architectures.ts): name -> (C1-C5
+# widths, FPN channels, convs per subnet, stride-4 level). Only the network's forward pass
+# is timed, so weights are random and anchors are not set up for the stride-4 level.
+CANDIDATES = {
+    "compact": ((16, 32, 48, 96, 160), 64, 2, False),
+    "compact-wide": ((16, 32, 64, 128, 256), 64, 2, False),
+    "compact, FPN 96": ((16, 32, 48, 96, 160), 96, 2, False),
+    "compact, 3 convs per subnet": ((16, 32, 48, 96, 160), 64, 3, False),
+    "compact, backbone x1.5": ((16, 32, 72, 144, 240), 64, 2, False),
+    "compact + stride-4 level (P2)": ((16, 32, 48, 96, 160), 64, 2, True),
+}
+
+
+def conv_gflops(module, x):
+    """Multiply-adds of every convolution x 2, for input x."""
+    total = [0]
+
+    def hook(m, _, out):
+        total[0] += out.numel() * m.weight[0].numel()
+    hooks = [m.register_forward_hook(hook) for m in module.modules() if isinstance(m, torch.nn.Conv2d)]
+    with torch.no_grad():
+        module(x)
+    for h in hooks:
+        h.remove()
+    return 2 * total[0] / 1e9
+
+
+def arch_candidates(out_dir, height=512, width=640):
+    """Export each candidate (random weights) to out_dir; list params and GFLOP in candidates.json."""
+    from torchvision.models.detection.retinanet import RetinaNetHead
+    os.makedirs(out_dir, exist_ok=True)
+    listed = []
+    for i, (name, (widths, fpn, convs, p2)) in enumerate(CANDIDATES.items()):
+        torch.manual_seed(0)
+        body = M.CompactBackbone(widths, c2=p2)
+        head = RetinaNetHead(fpn, M.anchor_generator().num_anchors_per_location()[0], len(CLASSES))
+        for sub in (head.classification_head, head.regression_head):
+            sub.conv = sub.conv[:convs]
+        net = torch.nn.Module()
+        net.backbone, net.head = M.BackboneWithFPN(body, fpn), head
+        wrapper = M.ExportWrapper(net).eval()
+        x = torch.rand(1, 3, height, width)
+        path = os.path.join(out_dir, f"candidate-{i}.onnx")
+        torch.onnx.export(wrapper, (x,), path, input_names=["image"], output_names=["scores", "deltas"],
+                          dynamic_axes={"image": {2: "height", 3: "width"}}, opset_version=17,
+                          do_constant_folding=True, **legacy_exporter())
+        listed.append({"name": name, "file": path, "backbone_widths": list(widths), "fpn_channels": fpn,
+                       "convs_per_subnet": convs, "stride4_level": p2,
+                       "parameters": sum(p.numel() for p in net.parameters()),
+                       "gflop": round(conv_gflops(wrapper, x), 2), "input": f"{width}x{height}"})
+    with open(os.path.join(out_dir, "candidates.json"), "w") as f:
+        json.dump(listed, f, indent=1)
+    return listed
+
+
+def onnx_arch(path):
+    """The architecture a hemocount ONNX file was exported from (its metadata's provenance)."""
+    import onnx
+    props = {p.key: p.value for p in onnx.load(path, load_external_data=False).metadata_props}
+    return (json.loads(props.get("hemocount", "{}")).get("provenance") or {}).get("arch") or "compact"
+
+
 def legacy_exporter():
     # PyTorch >= 2.5 defaults to the dynamo exporter; the TorchScript one handles the
     # dynamic H/W of this graph on every version (Debian's 1.13 has no such flag).
@@ -129,7 +191,7 @@ def eager_bench(onnx_path, images, runs=5, threads=None):
     import time
     if threads:
         torch.set_num_threads(threads)
-    model = M.build_model("compact")
+    model = M.build_model(onnx_arch(onnx_path))
     M.load_init(model, onnx_path)
     model.eval()
     times, fwd = [], []

@@ -1,9 +1,13 @@
 """RetinaNet built from torchvision's parts: a backbone with a feature pyramid (P3-P7),
 a classification and a box-regression subnet shared across levels, focal loss.
 
-Two configurations:
-  resnet50 - the paper's: ResNet-50 + FPN(256), 4 convs of 256 channels per subnet.
-  compact  - the CPU default: a narrow residual backbone, FPN(64), 2 convs per subnet.
+Configurations (ARCHS):
+  resnet50     - the paper's: ResNet-50 + FPN(256), 4 convs of 256 channels per subnet.
+  compact      - a narrow residual backbone (C3-C5: 48, 96, 160 channels), FPN(64),
+                 2 convs per subnet: 5.4 GFLOP at 640x480.
+  compact-wide - the same with C3-C5 at 64, 128, 256 channels: 7.4 GFLOP, twice the
+                 backbone parameters. --init from a compact model widens it without
+                 changing what it computes (widen_state).
 Both train from scratch with trainable BatchNorm in the backbone and no normalisation in
 the shared heads (no ImageNet weights can be downloaded here); --backbone-weights and
 --freeze-backbone give the paper's transfer-learning recipe, --init fine-tunes a model."""
@@ -66,21 +70,24 @@ class Block(nn.Module):
 
 
 class CompactBackbone(nn.Module):
-    """Strides 2-4-8-16-32; returns C3, C4, C5 like a ResNet body."""
+    """Strides 2-4-8-16-32; returns C3, C4, C5 like a ResNet body (and the stride-4 C2
+    first with c2=True: a candidate pyramid level for small cells, see arch_candidates)."""
 
-    def __init__(self, widths=(16, 32, 48, 96, 160)):
+    def __init__(self, widths=(16, 32, 48, 96, 160), c2=False):
         super().__init__()
         w = widths
         self.stem = nn.Sequential(conv_bn(3, w[0], 2), conv_bn(w[0], w[1], 2))
         self.layer2 = nn.Sequential(Block(w[1], w[2], 2), Block(w[2], w[2], 1))
         self.layer3 = nn.Sequential(Block(w[2], w[3], 2), Block(w[3], w[3], 1))
         self.layer4 = nn.Sequential(Block(w[3], w[4], 2), Block(w[4], w[4], 1))
-        self.channels = w[2:]
+        self.c2 = c2
+        self.channels = w[1:] if c2 else w[2:]
 
     def forward(self, x):
-        c3 = self.layer2(self.stem(x))
+        c2 = self.stem(x)
+        c3 = self.layer2(c2)
         c4 = self.layer3(c3)
-        return c3, c4, self.layer4(c4)
+        return (c2, c3, c4, self.layer4(c4)) if self.c2 else (c3, c4, self.layer4(c4))
 
 
 class ResNet50Body(nn.Module):
@@ -107,8 +114,8 @@ class BackboneWithFPN(nn.Module):
         self.out_channels = fpn_channels
 
     def forward(self, x):
-        c3, c4, c5 = self.body(x)
-        return self.fpn(OrderedDict([("p3", c3), ("p4", c4), ("p5", c5)]))
+        feats = self.body(x)
+        return self.fpn(OrderedDict((f"p{i + 6 - len(feats)}", f) for i, f in enumerate(feats)))
 
 
 class MaskedClassificationHead(RetinaNetClassificationHead):
@@ -136,13 +143,19 @@ class MaskedClassificationHead(RetinaNetClassificationHead):
         return sum(losses) / len(targets)
 
 
+# name -> (backbone widths (stem, stem, C3, C4, C5) or None for ResNet-50, FPN channels, convs per subnet)
+ARCHS = {
+    "compact": ((16, 32, 48, 96, 160), 64, 2),
+    "compact-wide": ((16, 32, 64, 128, 256), 64, 2),
+    "resnet50": (None, 256, 4),
+}
+
+
 def build_model(arch="compact", num_classes=len(CLASSES), head_norm="none"):
-    if arch == "compact":
-        body, fpn_ch, head_convs = CompactBackbone(), 64, 2
-    elif arch == "resnet50":
-        body, fpn_ch, head_convs = ResNet50Body(), 256, 4
-    else:
-        raise ValueError(f"unknown architecture '{arch}' (compact or resnet50)")
+    if arch not in ARCHS:
+        raise ValueError(f"unknown architecture '{arch}' ({', '.join(ARCHS)})")
+    widths, fpn_ch, head_convs = ARCHS[arch]
+    body = ResNet50Body() if widths is None else CompactBackbone(widths)
     backbone = BackboneWithFPN(body, fpn_ch)
     anchors = anchor_generator()
     A = anchors.num_anchors_per_location()[0]
@@ -215,6 +228,30 @@ class ExportWrapper(nn.Module):
         return torch.sigmoid(out["cls_logits"]), out["bbox_regression"]
 
 
+def widen_state(new, old, path="checkpoint"):
+    """Embed a narrower model's weights in a wider one of the same layout so that the wider
+    model computes exactly what the narrow one did (function-preserving widening): old
+    weights fill the leading slices; weights that read a new input channel are zero, so the
+    new channels (randomly initialised, as built) start with no effect downstream and the
+    first gradient steps switch them on. Identical shapes are copied as they are."""
+    out = {}
+    for k, v in new.items():
+        w = old.get(k)
+        if w is None:
+            raise ValueError(f"{path}: no weight '{k}' (a different architecture?)")
+        if w.shape == v.shape:
+            out[k] = w
+            continue
+        if w.dim() != v.dim() or any(a > b for a, b in zip(w.shape, v.shape)):
+            raise ValueError(f"{path}: '{k}' is {tuple(w.shape)}, which does not fit {tuple(v.shape)}")
+        t = v.clone()
+        if t.dim() >= 2:
+            t[:, w.shape[1]:] = 0  # reads a new input channel
+        t[tuple(slice(0, n) for n in w.shape)] = w
+        out[k] = t
+    return out
+
+
 def load_init(model, path):
     """Start from a trained model: a training checkpoint (.pt) or a shipped ONNX file.
     The ONNX export folds each BatchNorm into its convolution, so the backbone's
@@ -223,7 +260,7 @@ def load_init(model, path):
     training must then keep BatchNorm statistics frozen (eval mode)."""
     if not path.endswith(".onnx"):
         ck = torch.load(path, map_location="cpu", weights_only=False)
-        model.load_state_dict(ck["model"] if "model" in ck else ck)
+        model.load_state_dict(widen_state(model.state_dict(), ck["model"] if "model" in ck else ck, path))
         return bool(ck.get("frozen_bn", False)) if isinstance(ck, dict) else False
     import onnx
     from onnx import numpy_helper

@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import ROOT, SAMPLES
 from hemocount_train.data import read_voc
-from hemocount_train.model import build_model, count_parameters
+from hemocount_train.model import build_model, count_parameters, widen_state
 from hemocount_train.train import CropDataset, TrainConfig, train
 
 
@@ -41,6 +41,29 @@ def test_eval_mode_matches_training_statistics():
     # statistics and collapses eval-mode scores; none may be present
     model = build_model("compact")
     assert not [m for m in model.head.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+
+
+def test_widening_keeps_what_the_narrow_model_computes():
+    torch.manual_seed(0)
+    narrow = build_model("compact")
+    with torch.no_grad():  # trained-looking BatchNorm statistics, so slices must line up
+        for m in narrow.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+    wide = build_model("compact-wide")
+    wide.load_state_dict(widen_state(wide.state_dict(), narrow.state_dict()))
+    assert count_parameters(wide) > 1.8 * count_parameters(narrow)
+    x = torch.rand(1, 3, 256, 384)
+    with torch.no_grad():
+        a = narrow.head(list(narrow.eval().backbone(x).values()))
+        b = wide.head(list(wide.eval().backbone(x).values()))
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-5), k
+    with pytest.raises(ValueError, match="does not fit"):
+        widen_state(narrow.state_dict(), wide.state_dict())
 
 
 def test_resume_continues_exactly(tmp_path):
