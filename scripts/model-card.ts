@@ -35,6 +35,18 @@ const p = meta.provenance as Record<string, unknown>;
 const pct = (v: number | null | undefined) => (v == null ? '-' : (100 * v).toFixed(1));
 const row = (cells: (string | number)[]) => `| ${cells.join(' | ')} |`;
 const lv = meta.anchors.levels; // never empty: readMetadata rejects a model without anchor levels
+// models exported before the metadata named the shape were all 'compact'
+const widths = ((p.backbone_widths as number[] | undefined) ?? [16, 32, 48, 96, 160]).join('-');
+const fpnCh = (p.fpn_channels as number | undefined) ?? 64;
+const convs = (p.convs_per_subnet as number | undefined) ?? 2;
+/** The architecture candidates' cost, measured in one run by bench/architectures.ts. */
+const archs: { machine: string; input: string; candidates: { name: string; parameters: number; gflop: number; forward_p50_ms: number; vs_compact: number }[] } =
+  JSON.parse(readFileSync(join(ROOT, 'docs', 'architectures.json'), 'utf8'));
+const archTable = [
+  row(['candidate', 'parameters', 'GFLOP', 'forward p50', 'vs compact']),
+  row(Array(5).fill('---')),
+  ...archs.candidates.map((c) => row([c.name, `${(c.parameters / 1e6).toFixed(2)} M`, c.gflop, `${c.forward_p50_ms} ms`, `${c.vs_compact}x`])),
+].join('\n');
 
 const full = rep.subsets?.['full-field'] ?? rep;
 const closeup = rep.subsets?.['close-up'];
@@ -118,9 +130,9 @@ The default model shipped with hemocount: \`models/hemocount-default.onnx\`
 - **Task:** detect and classify red blood cells (RBC), white blood cells (WBC) and platelets in
   stained peripheral blood smear photographs (light microscope, ~100x objective, as in BCCD).
 - **Architecture:** RetinaNet (torchvision parts), \`${p.arch}\` configuration: a residual
-  backbone (ResNet basic blocks, widths 16-32-48-96-160, BatchNorm) giving C3-C5, a feature
-  pyramid P3-P7 with 64 channels, classification and box subnets shared across levels with 2
-  convolutions of 64 channels each (${p.head_norm === 'group' ? 'with GroupNorm' : "no normalisation, as in the original RetinaNet: a shared BatchNorm would mix the levels' statistics, and GroupNorm would make a cell's score depend on the rest of the image"}), focal loss (alpha 0.25, gamma 2) and
+  backbone (ResNet basic blocks, widths ${widths}, BatchNorm) giving C3-C5, a feature
+  pyramid P3-P7 with ${fpnCh} channels, classification and box subnets shared across levels with ${convs}
+  convolutions of ${fpnCh} channels each (${p.head_norm === 'group' ? 'with GroupNorm' : "no normalisation, as in the original RetinaNet: a shared BatchNorm would mix the levels' statistics, and GroupNorm would make a cell's score depend on the rest of the image"}), focal loss (alpha 0.25, gamma 2) and
   torchvision's L1 box-regression loss. ${Number(p.parameters).toLocaleString('en')} parameters. Native resolution (no
   resize); the input is padded to a multiple of ${meta.input.pad_multiple}.
 - **Anchors:** ${lv.map((l) => `${l.name} stride ${l.stride}: ${l.sizes.map((s) => Math.round(s)).join('/')} px`).join('; ')};
@@ -130,6 +142,12 @@ The default model shipped with hemocount: \`models/hemocount-default.onnx\`
 - **Magnification:** \`count --scale auto\` (the default) measures the median red-cell size on a
   first pass and, when it lies outside ${meta.scale?.min_px}-${meta.scale?.max_px} px, rescales the image so that red cells
   measure about ${meta.scale?.reference_px} px (the full-field training smears' median), then maps the boxes back.
+- **Choosing the architecture.** The candidates' cost, in one run of \`npm run bench:architectures\`
+  (${archs.machine}, ${archs.input}, \`docs/architectures.json\`; absolute times drift between
+  sessions on this machine, the ratios hold):
+
+${archTable.replace(/^/gm, '  ')}
+
 - The paper's configuration (ResNet-50 + FPN, 4 x 256-channel subnets, 36 M parameters) is
   \`--arch resnet50\`; it builds, trains and exports, but was not trained for this release (no GPU).
 

@@ -17,7 +17,8 @@ FIX=(samples/BloodImage_00004.jpg samples/BloodImage_00011.jpg samples/0aa766fb-
 export PYTHONPATH=training
 npm run build --silent
 $PY -m hemocount_train split --out "$VAL"
-$PY -m hemocount_train export "$CKPT" --out "$TMP/raw.onnx" --name hemocount-compact
+ARCH=$($PY -c "import sys, torch; print(torch.load(sys.argv[1], map_location='cpu', weights_only=False)['arch'])" "$CKPT")
+$PY -m hemocount_train export "$CKPT" --out "$TMP/raw.onnx" --name "hemocount-$ARCH"
 node bin/hemocount.js calibrate --data "$VAL" ${CALIBRATE_SUBSET:+--subset "$CALIBRATE_SUBSET"} --model "$TMP/raw.onnx" --out models/hemocount-default.onnx --quiet
 $PY -m hemocount_train fixture "$CKPT" --onnx models/hemocount-default.onnx "${FIX[@]}"
 # int8: activations calibrated on training images only, then the gate against fp32

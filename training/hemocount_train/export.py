@@ -62,6 +62,8 @@ def metadata(model, ck, name):
                        "train_images": ck.get("train_images"), "split": ck.get("split"),
                        "init": ck.get("init"), "frozen_bn": ck.get("frozen_bn", False), "config": ck.get("config"),
                        "parameters": M.count_parameters(model),
+                       "backbone_widths": list(M.ARCHS[ck.get("arch")][0] or []) if ck.get("arch") in M.ARCHS else None,
+                       "fpn_channels": model.backbone.out_channels, "convs_per_subnet": model.head_convs,
                        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                        "git_commit": git_commit(), "validation": None},
     }
