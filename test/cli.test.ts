@@ -154,6 +154,9 @@ test('evaluate prints the paper tables; calibrate writes a new model that loads'
   assert.match(sel.stdout, /Table 1\. RBC F1-Score \[%\]/);
   assert.match(sel.stdout, /Table 3\. Platelets F1-Score \[%\]/);
   assert.match(sel.stdout, /best model: /);
+  // the other model's gap to the best, with an interval around it
+  assert.match(sel.stdout, /Against the best model \(paired bootstrap over images, 1000 resamples/);
+  assert.match(sel.stdout, /\.onnx\s+[-+]\d+\.\d\d\s+[-+]\d+\.\d\d \.\. [-+]\d+\.\d\d/);
 });
 
 test('report writes HTML, Markdown and figures', () => {

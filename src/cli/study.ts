@@ -1,13 +1,13 @@
 import { readFile } from 'node:fs/promises';
 import { basename } from 'node:path';
-import { type ClassRow, type Criterion, type EvalImage, evaluate, PAPER_THRESHOLDS, subsets } from '../core/metrics.js';
-import { meanBestF1, reportFigures, reportHtml, reportMarkdown, selectBest, selectionScore } from '../core/report.js';
+import { type ClassRow, type Criterion, type EvalImage, evaluate, PAPER_THRESHOLDS, pairedBootstrap, subsets } from '../core/metrics.js';
+import { meanBestF1, reportFigures, reportHtml, reportMarkdown, scoreOfParts, selectBest, selectionScore } from '../core/report.js';
 import { CLASSES, type CellClass, type PerClass } from '../core/types.js';
 import { loadTruth, writeAtomic } from '../adapters/files.js';
 import { svgToPng } from '../adapters/image.js';
 import { Model } from '../detector.js';
 import { buildReport, calibrateToFile, collect, type Report } from '../evaluation.js';
-import { c, log, pct, Progress, table } from './ui.js';
+import { c, log, pct, Progress, signed, table } from './ui.js';
 import { UsageError } from './count.js';
 
 export interface StudyArgs {
@@ -166,13 +166,13 @@ export async function runCalibrate(a: StudyArgs & { out?: string; minCells?: num
 
 export async function runSelect(a: StudyArgs & { models: string[] }): Promise<number> {
   if (a.models.length < 1) throw new UsageError('select: name the model files (.onnx) to compare');
-  const results: { model: string; ev: ReturnType<typeof evaluate>; parts: Record<string, ReturnType<typeof evaluate>> }[] = [];
+  const results: { model: string; images: EvalImage[]; ev: ReturnType<typeof evaluate>; parts: Record<string, ReturnType<typeof evaluate>> }[] = [];
   for (const m of a.models) {
     const model = await Model.load(m, { threads: a.threads });
     log(`evaluating ${m}`);
     const images = await run(model, a);
     const parts = Object.fromEntries([...subsets(images)].map(([n, ims]) => [n, evaluate(ims, { iou: a.iou, criterion: a.criterion })]));
-    results.push({ model: m, ev: evaluate(images, { iou: a.iou, criterion: a.criterion }), parts });
+    results.push({ model: m, images, ev: evaluate(images, { iou: a.iou, criterion: a.criterion }), parts });
     await model.release();
   }
   const names = results.map((r) => basename(r.model, '.onnx'));
@@ -204,7 +204,45 @@ export async function runSelect(a: StudyArgs & { models: string[] }): Promise<nu
     ),
   );
   say(a, `best model: ${best.model}`);
-  await output(a, { best: best.model, models: results.map((r) => ({ model: r.model, meanBestF1: score(r), evaluation: r.ev, subsets: r.parts })) });
+  // how much of each gap a validation set this size can tell from chance
+  const gaps = new Map(
+    results
+      .filter((r) => r !== best)
+      .map((r) => {
+        // an image one model could not read is left out of both
+        const byFile = new Map(r.images.map((im) => [im.file, im]));
+        const shared = best.images.filter((im) => byFile.has(im.file));
+        return [
+          r.model,
+          pairedBootstrap(
+            shared,
+            shared.map((im) => byFile.get(im.file)!),
+            scoreOfParts,
+            { iou: a.iou, criterion: a.criterion },
+          ),
+        ] as const;
+      }),
+  );
+  if (gaps.size) {
+    say(
+      a,
+      `\nAgainst the best model (paired bootstrap over images, ${[...gaps.values()][0]!.rounds} resamples within each subset: this model's mean best F1 minus the best's, and its 95 % interval;\nan interval that holds 0 is a gap this validation set cannot tell from chance):\n` +
+        table(
+          ['model', 'difference', '95 % interval'],
+          [...gaps].map(([m, g]) => [basename(m), signed(g.diff), `${signed(g.low)} .. ${signed(g.high)}`]),
+        ),
+    );
+  }
+  await output(a, {
+    best: best.model,
+    models: results.map((r) => ({
+      model: r.model,
+      meanBestF1: score(r),
+      evaluation: r.ev,
+      subsets: r.parts,
+      ...(gaps.has(r.model) && { againstBest: gaps.get(r.model) }),
+    })),
+  });
   return 0;
 }
 

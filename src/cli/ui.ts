@@ -55,6 +55,8 @@ export function table(head: string[], rows: (string | number)[][], align: ('l' |
 }
 
 export const pct = (v: number | null | undefined) => (v === null || v === undefined ? '-' : (100 * v).toFixed(2));
+/** A difference in percentage points, with its sign. */
+export const signed = (v: number) => `${v >= 0 ? '+' : ''}${(100 * v).toFixed(2)}`;
 export const classCols = <T>(p: PerClass<T>, f: (v: T) => string | number) => CLASSES.map((k) => f(p[k]));
 
 /** Samples for the terminal: the report's summary lines, one block per sample. */

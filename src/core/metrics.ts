@@ -258,6 +258,70 @@ export function evaluate(images: EvalImage[], opts: { iou?: number; thresholds?:
   };
 }
 
+export interface PairedBootstrap {
+  /** score(b) - score(a) on the images as they are. */
+  diff: number;
+  /** 95 % percentile interval of that difference over the resamples. */
+  low: number;
+  high: number;
+  rounds: number;
+}
+
+/**
+ * Is model b really better than model a on this validation set? A paired bootstrap over
+ * images: both models are scored on the same resampled images (drawn with replacement
+ * within each subset, so a subset keeps its size), `rounds` times. `score` turns the
+ * evaluations of the subsets (or of the whole set when no image has one) into one number,
+ * e.g. the selection rule. Images are matched once; a resample only re-reads the sweep.
+ * The evaluations passed to `score` carry the F1 sweep, not AP (null there).
+ */
+export function pairedBootstrap(
+  a: EvalImage[],
+  b: EvalImage[],
+  score: (parts: Evaluation[]) => number,
+  opts: { iou?: number; thresholds?: number[]; criterion?: Criterion; rounds?: number; seed?: number } = {},
+): PairedBootstrap {
+  if (a.length !== b.length || a.some((im, i) => im.file !== b[i]!.file))
+    throw new Error('pairedBootstrap: both models must be evaluated on the same images, in the same order');
+  const iouThr = opts.iou ?? 0.5;
+  const thresholds = opts.thresholds ?? PAPER_THRESHOLDS;
+  const rounds = opts.rounds ?? 1000;
+  const groups = a.some((im) => im.subset)
+    ? [...subsets(a.map((im, i) => ({ i, subset: im.subset })))].map(([, g]) => g.map((x) => x.i))
+    : [a.map((_, i) => i)];
+  const matched = [a, b].map((ims) => perClass((cls) => classMatches(ims, cls, iouThr).perImage));
+  const scoreOf = (m: (typeof matched)[number], draws: number[][]) =>
+    score(
+      draws.map((idx) => {
+        const classes = perClass((cls): ClassEvaluation => {
+          const perImage = idx.map((i) => m[cls][i]!);
+          const sweep = thresholds.map((t) => rowAt({ perImage, truth: perImage.reduce((s, p) => s + p.truth, 0) }, t));
+          return { sweep, best: bestRow(sweep, opts.criterion), ap50: null, ap5095: null };
+        });
+        return { images: idx.length, iou: iouThr, classes, mAP50: null, mAP5095: null };
+      }),
+    );
+  const [ma, mb] = matched as [(typeof matched)[number], (typeof matched)[number]];
+  const diff = scoreOf(mb, groups) - scoreOf(ma, groups);
+  // mulberry32: a seeded generator, so the interval is the same on every run
+  let state = (opts.seed ?? 1) >>> 0;
+  const random = () => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+  const diffs: number[] = [];
+  for (let r = 0; r < rounds; r++) {
+    const draws = groups.map((g) => g.map(() => g[Math.floor(random() * g.length)]!));
+    diffs.push(scoreOf(mb, draws) - scoreOf(ma, draws));
+  }
+  diffs.sort((x, y) => x - y);
+  const at = (q: number) => diffs[Math.min(diffs.length - 1, Math.floor(q * diffs.length))] ?? diff;
+  return { diff, low: at(0.025), high: at(0.975), rounds };
+}
+
 /** Metrics of one class at one threshold (e.g. the model's recommended thresholds). */
 export function classAt(images: EvalImage[], cls: CellClass, threshold: number, iouThr = 0.5): ClassRow {
   return rowAt(classMatches(images, cls, iouThr), threshold);

@@ -198,8 +198,11 @@ export const meanBestF1 = (ev: Evaluation) => CLASSES.reduce((s, k) => s + (ev.c
  */
 export function selectionScore(r: Candidate): number {
   const parts = Object.values(r.parts);
-  return parts.length ? parts.reduce((s, ev) => s + meanBestF1(ev), 0) / parts.length : meanBestF1(r.ev);
+  return scoreOfParts(parts.length ? parts : [r.ev]);
 }
+
+/** The selection rule's number for the evaluations of the subsets (or of the whole set). */
+export const scoreOfParts = (parts: Evaluation[]) => parts.reduce((s, ev) => s + meanBestF1(ev), 0) / parts.length;
 
 export function selectBest<T extends Candidate>(results: T[]): T {
   return results.reduce((b, r) =>

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { scoreOfParts, selectionScore } from '../../src/core/report.js';
 import {
   agreement,
   averagePrecision,
@@ -12,6 +13,7 @@ import {
   f1,
   iou,
   matchClass,
+  pairedBootstrap,
   pearson,
   PAPER_THRESHOLDS,
   reviewThreshold,
@@ -203,4 +205,31 @@ test('bestRow with a tolerance: near-equal F1 is a tie that count accuracy decid
   assert.equal(bestRow(rows, 'f1').threshold, 0.6);
   assert.equal(bestRow(rows, 'f1', 0.005).threshold, 0.5);
   assert.equal(bestRow(rows, 'f1', 0.0001).threshold, 0.6);
+});
+
+test('paired bootstrap: no gap between a model and itself, a clear one against a worse model, the selection score on the images as they are', () => {
+  // 40 images in two subsets, 6 red cells and 1 white cell each; model b finds every cell,
+  // model a misses a red cell on every other image and adds a false white cell on every third
+  const images = (miss: boolean): EvalImage[] =>
+    Array.from({ length: 40 }, (_, i) => {
+      const truth = [
+        ...Array.from({ length: 6 }, (_, k) => ({ label: 'RBC' as const, box: [k * 50, 0, k * 50 + 40, 40] as [number, number, number, number] })),
+        { label: 'WBC' as const, box: [0, 100, 80, 180] as [number, number, number, number] },
+      ];
+      const found = truth.filter((_, k) => !(miss && i % 2 === 0 && k === 0)).map((t) => ({ ...t, score: 0.9 }));
+      if (miss && i % 3 === 0) found.push({ label: 'WBC', box: [200, 100, 280, 180], score: 0.8 });
+      return { file: `f${i}.jpg`, truth, candidates: found, subset: i < 20 ? 'full-field' : 'close-up' };
+    });
+  const [a, b] = [images(true), images(false)];
+  const same = pairedBootstrap(a, a, scoreOfParts, { rounds: 200 });
+  assert.deepEqual([same.diff, same.low, same.high], [0, 0, 0]);
+  const gap = pairedBootstrap(a, b, scoreOfParts, { rounds: 200 });
+  assert.ok(gap.low > 0 && gap.low <= gap.diff && gap.diff <= gap.high, JSON.stringify(gap));
+  // the observed difference is the selection rule's own, read from full evaluations
+  const sel = (ims: EvalImage[]) =>
+    selectionScore({ model: 'm', ev: evaluate(ims), parts: { 'full-field': evaluate(ims.slice(0, 20)), 'close-up': evaluate(ims.slice(20)) } });
+  close(gap.diff, sel(b) - sel(a), 1e-12);
+  // seeded: the same interval on every run
+  assert.deepEqual(pairedBootstrap(a, b, scoreOfParts, { rounds: 200 }), gap);
+  assert.throws(() => pairedBootstrap(a, b.slice(1), scoreOfParts), /same images/);
 });
