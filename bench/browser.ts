@@ -229,7 +229,7 @@ async function run(browser: Browser, url: string, variant: Variant, round: numbe
   }
 }
 
-const model = await loadModel();
+const model = await loadModel('fp32'); // the variants choose what the browser runs
 const ORT = ['/ort/ort.wasm.min.mjs', '/ort/ort-wasm-simd-threaded.mjs', '/ort/ort-wasm-simd-threaded.wasm'];
 interface Served {
   url: string;

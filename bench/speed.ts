@@ -31,7 +31,8 @@ const q = (xs: number[], p: number) => {
   if (v === undefined) throw new Error('no timings to summarise: --runs must be at least 1, and the samples folder must hold images');
   return v;
 };
-const path = a.model ?? defaultModelPath();
+// fp32 by default: PyTorch eager can only load full-precision weights (int8 is compared below)
+const path = a.model ?? defaultModelPath('fp32');
 
 const onnx = await openOnnx(path, a.threads ? Number(a.threads) : undefined);
 const img = await decodeRgb(join(SAMPLES, 'BloodImage_00004.jpg'));

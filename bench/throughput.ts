@@ -33,13 +33,14 @@ const time = (args: string[]) => {
   return { seconds: +best.toFixed(2), imagesPerS: +(n / best).toFixed(1) };
 };
 const pics = ['--out', join(dir, 'out')];
+const fp32 = ['--model', 'fp32'];
 const results: Record<string, { seconds: number; imagesPerS: number }> = {
-  'fp32, no pictures, one core (--jobs 1 --threads 1)': time(['--jobs', '1', '--threads', '1']),
-  'fp32, no pictures, --jobs 1': time(['--jobs', '1']),
-  'fp32, no pictures, --jobs 2': time(['--jobs', '2']),
-  'fp32, --out PNG, --jobs 1': time([...pics, '--jobs', '1']),
-  'fp32, --out PNG, --jobs 2': time([...pics, '--jobs', '2']),
-  'fp32, --out JPEG, --jobs 2': time([...pics, '--out-format', 'jpg', '--jobs', '2']),
+  'fp32, no pictures, one core (--jobs 1 --threads 1)': time([...fp32, '--jobs', '1', '--threads', '1']),
+  'fp32, no pictures, --jobs 1': time([...fp32, '--jobs', '1']),
+  'fp32, no pictures, --jobs 2': time([...fp32, '--jobs', '2']),
+  'fp32, --out PNG, --jobs 1': time([...fp32, ...pics, '--jobs', '1']),
+  'fp32, --out PNG, --jobs 2': time([...fp32, ...pics, '--jobs', '2']),
+  'fp32, --out JPEG, --jobs 2': time([...fp32, ...pics, '--out-format', 'jpg', '--jobs', '2']),
   'int8, no pictures, --jobs 2': time(['--model', 'int8', '--jobs', '2']),
   'int8, --out JPEG, --jobs 2': time(['--model', 'int8', ...pics, '--out-format', 'jpg', '--jobs', '2']),
 };

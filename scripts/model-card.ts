@@ -123,8 +123,13 @@ function targets(): string {
 
 const card = `# Model card: ${meta.name} (${meta.version})
 
-The default model shipped with hemocount: \`models/hemocount-default.onnx\`
-(${(statSync(model).size / 1e6).toFixed(1)} MB, sha256 \`${rep.model.sha256}\`).
+The network shipped with hemocount: \`models/hemocount-default.onnx\` (fp32,
+${(statSync(model).size / 1e6).toFixed(1)} MB, sha256 \`${rep.model.sha256}\`), and its int8 version
+\`models/hemocount-default.int8.onnx\` (${(statSync(model.replace(/\.onnx$/, '.int8.onnx')).size / 1e6).toFixed(1)} MB), which is the default model:
+static QDQ quantisation with per-channel weights and activation ranges from training images,
+gated by the release within 0.5 points of fp32 (mAP@0.5 and each class's F1, on each
+validation subset: \`docs/validation/int8-gate.txt\`). \`--model fp32\` selects the full-precision
+network. The figures below are fp32's unless stated.
 
 ## What it is
 - **Task:** detect and classify red blood cells (RBC), white blood cells (WBC) and platelets in

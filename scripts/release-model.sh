@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Turns a training run into the shipped default model, reproducibly:
+# Turns a training run into the shipped models (fp32, and its int8 version: the default),
+# reproducibly; the reports describe the fp32 network, the int8 gate compares the two:
 #   export -> calibrate thresholds on the validation split -> parity fixture ->
 #   evaluation report (full fields and close-ups apart), learning curve ->
 #   accuracy benchmark (magnification sweep, TTA) -> speed benchmark -> model card, README.
@@ -30,14 +31,14 @@ rm -f models/hemocount-default.int8.onnx
 node scripts/int8-gate.mjs "$TMP/fp32.json" "$TMP/int8.json" | tee docs/validation/int8-gate.txt
 cp "$TMP/int8.onnx" models/hemocount-default.int8.onnx
 cp "$RUN/train_log.jsonl" models/train_log.jsonl
-node bin/hemocount.js report --data "$VAL" --out docs/validation/report.html --log models/train_log.jsonl --quiet
-node bin/hemocount.js evaluate --data "$VAL" --json docs/validation/evaluate.json --quiet > docs/validation/evaluate.txt
-node dist/bench/accuracy.js --data "$VAL" --out docs/accuracy.json > /dev/null
+node bin/hemocount.js report --model fp32 --data "$VAL" --out docs/validation/report.html --log models/train_log.jsonl --quiet
+node bin/hemocount.js evaluate --model fp32 --data "$VAL" --json docs/validation/evaluate.json --quiet > docs/validation/evaluate.txt
+node dist/bench/accuracy.js --model fp32 --data "$VAL" --out docs/accuracy.json > /dev/null
 node dist/bench/speed.js > docs/speed.json
 node dist/bench/large.js 12000 9000 --out docs/large.json > /dev/null
 node bin/hemocount.js count samples/BloodImage_00011.jpg --out "$TMP/pic" --quiet
 cp "$TMP/pic/BloodImage_00011.annotated.png" docs/annotated-example.png
-node bin/hemocount.js count $($PY -c "import json; d=json.load(open('$VAL')); print(' '.join(['training/splits/' + i['file_name'] for i in d['images'] if i.get('subset') == 'full-field'][4:8]))") --json "$TMP/ff.json" --quiet
+node bin/hemocount.js count $($PY -c "import json; d=json.load(open('$VAL')); print(' '.join(['training/splits/' + i['file_name'] for i in d['images'] if i.get('subset') == 'full-field'][4:8]))") --model fp32 --json "$TMP/ff.json" --quiet
 $PY scripts/error-pictures.py "$TMP/ff.json" docs/validation/errors-full-field.png 4
 node dist/scripts/model-card.js
 $PY scripts/readme-numbers.py

@@ -149,8 +149,10 @@ test('library arguments are checked sharp-style: the argument and the bad value 
   await assert.rejects(loadModel(MODEL, { threads: -2 }), /threads must be a whole number >= 1, not -2/);
 });
 
-test('the bundled int8 model carries the same metadata, is smaller, and finds the same cells as fp32 on the samples', async () => {
+test('the bundled int8 model is the default, carries the same metadata, is smaller, and finds the same cells as fp32 on the samples', async () => {
   const q = await loadModel('int8');
+  assert.equal((await loadModel()).info.sha256, q.info.sha256);
+  assert.equal((await loadModel('fp32')).info.sha256, model.info.sha256);
   assert.deepEqual(q.metadata, model.metadata);
   assert.ok(readFileSync(q.path).length < readFileSync(MODEL).length / 2.5);
   let matched = 0;

@@ -4,7 +4,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { loadModel } from '../src/index.js';
+import { defaultModelPath, loadModel } from '../src/index.js';
 import { CLI, MODEL, pngHeaderOnly, SAMPLES } from './helpers.js';
 
 let server: ChildProcess;
@@ -45,7 +45,7 @@ test('POST /api/count returns the CLI document plus candidates; same counts as t
   assert.equal(r.status, 200);
   assert.equal(r.headers.get('cross-origin-embedder-policy'), 'require-corp');
   const doc = await r.json();
-  const model = await loadModel(MODEL);
+  const model = await loadModel(); // the server's default model, the bundled int8 one
   const lib = await model.count(join(SAMPLES, 'BloodImage_00011.jpg'), { thresholds: { RBC: 0.3 } });
   assert.deepEqual(doc.images[0].counts, lib.counts);
   assert.equal(doc.thresholds.RBC, 0.3);
@@ -58,8 +58,12 @@ test('model, OpenAPI and health endpoints', async () => {
   assert.deepEqual(Object.keys(m.metadata.thresholds), ['RBC', 'WBC', 'Platelets']);
   const o = await (await fetch(`${base}/api/openapi.json`)).json();
   assert.ok(o.paths['/api/count'].post.responses['503']);
+  // the default server runs the bundled int8 model, and offers it to private mode (also as ?precision=int8)
+  const int8 = readFileSync(defaultModelPath('int8'));
   const onnx = await fetch(`${base}/api/model.onnx`);
-  assert.equal(Buffer.from(await onnx.arrayBuffer()).length, readFileSync(MODEL).length);
+  assert.ok(Buffer.from(await onnx.arrayBuffer()).equals(int8));
+  assert.ok(Buffer.from(await (await fetch(`${base}/api/model.onnx?precision=int8`)).arrayBuffer()).equals(int8));
+  assert.deepEqual(m.browser, { model: `/api/models/${m.sha256}.onnx`, precision: 'server' });
 });
 
 test('a 20 MB upload is refused with 413 JSON', async () => {

@@ -38,7 +38,7 @@ Commands:
 
 const SECTIONS: Record<string, string> = {
   count: `count options:
-  --model FILE|int8     ONNX model (default: the bundled fp32 model; int8: its quantised twin, faster)
+  --model FILE|fp32     ONNX model (default: the bundled int8 model; fp32: the full-precision network it was built from)
   --threshold SPEC      0.4, or RBC=0.25,WBC=0.65,Platelets=0.35 (default: the model's calibrated ones)
   --review SPEC         lower edge of the review band, same syntax (between it and the threshold: uncertain)
   --out DIR             annotated images (<name>.annotated.png); --no-labels, --no-scores to declutter

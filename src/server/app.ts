@@ -37,8 +37,9 @@ export interface ServerOptions {
   /** Required as `Authorization: Bearer TOKEN` (or the cookie set by `/?token=TOKEN`) when given. */
   token?: string;
   /**
-   * The model private mode runs in the browser when the server runs the bundled fp32 model:
-   * that model ('fp32', the default) or its int8 twin. Any other model is served as it is.
+   * The model private mode runs in the browser when the server runs the bundled fp32 model
+   * (`--model fp32`): that model ('fp32', the default) or the bundled int8 one. Any other
+   * model, the bundled int8 default included, is served as it is.
    */
   browserPrecision?: 'fp32' | 'int8';
 }
@@ -140,9 +141,10 @@ export async function buildServer(o: ServerOptions): Promise<FastifyInstance> {
 
   app.setNotFoundHandler((req, reply) => sendError(reply, 404, `no such endpoint: ${req.method} ${req.url.split('?')[0]}`));
   app.get('/healthz', async () => ({ ok: true, model: model.info, queue: queue.size, rssMB: Math.round(process.memoryUsage().rss / 1048576) }));
-  // the model files private mode may download: the server's own, and the bundled model's int8 twin
+  // the model files private mode may download: the server's own, and the bundled int8 model
+  // (the server's own when it runs that one, the default)
   const own = new Asset(() => Promise.resolve(Buffer.from(model.bytes.buffer, model.bytes.byteOffset, model.bytes.byteLength)), ONNX, model.info.sha256);
-  const int8 = bundled(model) ? twin() : undefined;
+  const int8 = bundled(model, 'int8') ? own : bundled(model, 'fp32') ? twin() : undefined;
   const browserModel = o.browserPrecision === 'int8' && int8 ? { asset: int8, precision: 'int8' } : { asset: own, precision: 'server' };
   const web = join(root, 'web', 'dist');
   const hasWeb = existsSync(web);
@@ -170,12 +172,12 @@ export async function buildServer(o: ServerOptions): Promise<FastifyInstance> {
     const { precision } = req.query as Record<string, string | undefined>;
     if (precision !== undefined && precision !== 'int8') throw new HttpError(400, `precision: int8 or none (the server's model), not '${precision}'`);
     const asset = precision === 'int8' ? int8 : own;
-    if (!asset) throw new HttpError(404, 'no int8 model here: only the bundled model has an int8 twin');
+    if (!asset) throw new HttpError(404, 'no int8 model here: only the bundled model has an int8 version');
     return asset.send(req, reply, 'no-cache');
   });
   app.get('/api/models/:file', async (req, reply) => {
     const { file } = req.params as { file: string };
-    for (const asset of int8 ? [own, int8] : [own]) if (file === `${await asset.sha256()}.onnx`) return asset.send(req, reply, IMMUTABLE);
+    for (const asset of int8 && int8 !== own ? [own, int8] : [own]) if (file === `${await asset.sha256()}.onnx`) return asset.send(req, reply, IMMUTABLE);
     throw new HttpError(404, `no model ${file} here`);
   });
 
@@ -291,10 +293,10 @@ const IMMUTABLE = 'public, max-age=31536000, immutable';
 /** What private mode loads from onnxruntime-web (its wasm-only build, SIMD and threads). */
 const ORT_FILES = ['ort.wasm.min.mjs', 'ort-wasm-simd-threaded.mjs', 'ort-wasm-simd-threaded.wasm'];
 
-/** Whether a model is the bundled fp32 one (which has an int8 twin). */
-function bundled(model: Model): boolean {
+/** Whether a model is the bundled one of that precision. */
+function bundled(model: Model, precision: 'fp32' | 'int8'): boolean {
   try {
-    return model.path === defaultModelPath('fp32');
+    return model.path === defaultModelPath(precision);
   } catch {
     return false;
   }
