@@ -71,19 +71,21 @@ if (import.meta.url === `file://${process.argv[1]}`) {
     const int8 = measure(TILE_SIZE, TILE_OVERLAP, 'int8');
     for (const r of [current, first, int8]) console.log(JSON.stringify(r));
 
-    // agreement where both fit: tiles (forced small) against one network pass
+    // agreement where both fit: tiles (forced small) against one network pass, per model
     const mid = await makeLargeSmear(4000, 3000, join(tmpdir(), 'hemocount-large-4000x3000.jpg'));
-    const model = await loadModel();
-    const onnx = await openOnnx(defaultModelPath());
-    const whole = applyThresholds(await detectPixels(onnx.run.bind(onnx), onnx.metadata, await decodeRgb(mid)), model.thresholds());
     const agreement = [];
-    for (const [size, overlap] of [
-      [TILE_SIZE, TILE_OVERLAP],
-      [1024, 320],
+    for (const [precision, size, overlap] of [
+      ['fp32', TILE_SIZE, TILE_OVERLAP],
+      ['fp32', 1024, 320],
+      ['int8', TILE_SIZE, TILE_OVERLAP],
     ] as const) {
+      const model = await loadModel(precision);
+      const onnx = await openOnnx(defaultModelPath(precision));
+      const whole = applyThresholds(await detectPixels(onnx.run.bind(onnx), onnx.metadata, await decodeRgb(mid)), model.thresholds());
       // scale 1: the same pixels as the one pass, so only the tiling differs
       const tiled = await model.count(mid, { scale: 1, tiling: { size, overlap } });
       agreement.push({
+        model: precision,
         tiling: `${size} px tiles, ${overlap} px overlap`,
         tiles: tiled.tiles,
         tiledCounts: tiled.counts,

@@ -77,12 +77,17 @@ const model = await loadModel(path, { threads: a.threads ? Number(a.threads) : u
 const files = readdirSync(SAMPLES)
   .filter((f) => f.endsWith('.jpg'))
   .map((f) => join(SAMPLES, f));
+// whole counts, this model and (when it is the bundled fp32 one) the default int8 model, interleaved
+const int8Model = a.model ? undefined : await loadModel('int8', { threads: a.threads ? Number(a.threads) : undefined });
 const whole: number[] = [];
+const wholeInt8: number[] = [];
 for (let r = 0; r < Math.max(1, Math.round(runs / 10)); r++) {
   for (const f of files) {
-    const t = performance.now();
-    await model.count(f);
-    whole.push(performance.now() - t);
+    for (const [m, out] of [[model, whole] as const, ...(int8Model ? [[int8Model, wholeInt8] as const] : [])]) {
+      const t = performance.now();
+      await m.count(f);
+      out.push(performance.now() - t);
+    }
   }
 }
 
@@ -125,6 +130,7 @@ const out = {
   forward_640x480_ms: { input: `${pw}x${ph} (padded)`, runs, p50: +q(fwd, 0.5).toFixed(1), p90: +q(fwd, 0.9).toFixed(1), min: +Math.min(...fwd).toFixed(1) },
   ...(int8 && { forward_int8_vs_fp32_ms: int8 }),
   count_per_image_ms: { images: whole.length, p50: +q(whole, 0.5).toFixed(1), p90: +q(whole, 0.9).toFixed(1) },
+  ...(wholeInt8.length && { count_per_image_int8_ms: { images: wholeInt8.length, p50: +q(wholeInt8, 0.5).toFixed(1), p90: +q(wholeInt8, 0.9).toFixed(1) } }),
   pytorch_eager_same_weights: eager,
   sweep: {
     images: got.images.length,

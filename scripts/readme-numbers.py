@@ -70,7 +70,8 @@ A {large['image']} smear is counted in {cur['seconds']} s ({cur['tiles']} tiles 
 {old['seconds']} s in the same run, **x{large['speedup']}**; with the default int8 model, {large['int8']['seconds']} s and
 {large['int8']['maxRssMB']} MB (`node dist/bench/large.js --out docs/large.json`).
 Tiled counts against one network pass over a 4000 x 3000 smear: {diff(large['agreement'][0])}
-(the first release's tiling: {diff(large['agreement'][1])}). Evaluating {s['images']} annotated sample images takes
+(the first release's tiling: {diff(large['agreement'][1])}; the default int8 model with the current tiling:
+{diff(large['agreement'][2]) if len(large['agreement']) > 2 else '-'}). Evaluating {s['images']} annotated sample images takes
 {s['evaluation_pass_ms'] / 1000:.1f} s; the whole 14-threshold sweep on top of it costs {s['sweep_ms']:.0f} ms
 (x{s['ratio_pass_plus_sweep_to_pass']} of one evaluation pass), because thresholds are applied to stored candidates.
 Absolute timings on this shared 2-core machine vary between sessions (the same network measured

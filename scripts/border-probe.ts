@@ -1,0 +1,35 @@
+/**
+ * Probe for models/LIMITS.md: would red cells cut by the image border be counted better with
+ * their own, lower threshold? Boxes touching the border (within 3 px) are kept from `border`
+ * up, the rest from the model's threshold; F1 by the one matching in core/metrics.ts.
+ * Usage: node dist/scripts/border-probe.js [--model M] [--data training/splits/val.json] [--subset full-field]
+ */
+import { parseArgs } from 'node:util';
+import { loadTruth } from '../src/adapters/files.js';
+import { classAt, type EvalImage } from '../src/core/metrics.js';
+import type { Box } from '../src/core/types.js';
+import { collect } from '../src/evaluation.js';
+import { loadModel } from '../src/index.js';
+
+const { values: a } = parseArgs({
+  options: {
+    model: { type: 'string', default: 'fp32' },
+    data: { type: 'string', default: 'training/splits/val.json' },
+    subset: { type: 'string', default: 'full-field' },
+  },
+});
+const model = await loadModel(a.model);
+const truth = await loadTruth(a.data!);
+truth.images = truth.images.filter((t) => t.subset === a.subset);
+const { images } = await collect(model, truth);
+const inner = model.metadata.thresholds.RBC;
+const touches = (b: Box, w: number, h: number) => b[0] <= 3 || b[1] <= 3 || b[2] >= w - 3 || b[3] >= h - 3;
+console.log(`${images.length} images (${a.subset}), RBC, interior threshold ${inner}`);
+for (const border of [inner, 0.4, 0.35, 0.3, 0.25, 0.2]) {
+  const kept: EvalImage[] = images.map((im) => ({
+    ...im,
+    candidates: im.candidates.filter((c) => c.label !== 'RBC' || c.score >= (touches(c.box, im.width ?? Infinity, im.height ?? Infinity) ? border : inner)),
+  }));
+  const r = classAt(kept, 'RBC', 0);
+  console.log(`border threshold ${border.toFixed(2)}: found ${r.tp}, missed ${r.fn}, false ${r.fp}, F1 ${(100 * (r.f1 ?? 0)).toFixed(1)}`);
+}
