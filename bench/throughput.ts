@@ -42,6 +42,7 @@ const results: Record<string, { seconds: number; imagesPerS: number }> = {
   'fp32, --out PNG, --jobs 2': time([...fp32, ...pics, '--jobs', '2']),
   'fp32, --out JPEG, --jobs 2': time([...fp32, ...pics, '--out-format', 'jpg', '--jobs', '2']),
   'int8, no pictures, --jobs 2': time(['--model', 'int8', '--jobs', '2']),
+  'int8, --out PNG, --jobs 2': time(['--model', 'int8', ...pics, '--jobs', '2']),
   'int8, --out JPEG, --jobs 2': time(['--model', 'int8', ...pics, '--out-format', 'jpg', '--jobs', '2']),
 };
 const doc = {
