@@ -36,7 +36,10 @@ const pct = (v: number | null | undefined) => (v == null ? '-' : (100 * v).toFix
 const row = (cells: (string | number)[]) => `| ${cells.join(' | ')} |`;
 const lv = meta.anchors.levels; // never empty: readMetadata rejects a model without anchor levels
 // models exported before the metadata named the shape were all 'compact'
-const widths = ((p.backbone_widths as number[] | undefined) ?? [16, 32, 48, 96, 160]).join('-');
+const body =
+  p.arch === 'resnet50'
+    ? 'a ResNet-50 body (bottleneck blocks, BatchNorm)'
+    : `a residual backbone (ResNet basic blocks, widths ${((p.backbone_widths as number[] | undefined) ?? [16, 32, 48, 96, 160]).join('-')}, BatchNorm)`;
 const fpnCh = (p.fpn_channels as number | undefined) ?? 64;
 const convs = (p.convs_per_subnet as number | undefined) ?? 2;
 /** The architecture candidates' cost, measured in one run by bench/architectures.ts. */
@@ -134,8 +137,8 @@ network. The figures below are fp32's unless stated.
 ## What it is
 - **Task:** detect and classify red blood cells (RBC), white blood cells (WBC) and platelets in
   stained peripheral blood smear photographs (light microscope, ~100x objective, as in BCCD).
-- **Architecture:** RetinaNet (torchvision parts), \`${p.arch}\` configuration: a residual
-  backbone (ResNet basic blocks, widths ${widths}, BatchNorm) giving C3-C5, a feature
+- **Architecture:** RetinaNet (torchvision parts), \`${p.arch}\` configuration: ${body}
+  giving C3-C5, a feature
   pyramid P3-P7 with ${fpnCh} channels, classification and box subnets shared across levels with ${convs}
   convolutions of ${fpnCh} channels each (${p.head_norm === 'group' ? 'with GroupNorm' : "no normalisation, as in the original RetinaNet: a shared BatchNorm would mix the levels' statistics, and GroupNorm would make a cell's score depend on the rest of the image"}), focal loss (alpha 0.25, gamma 2) and
   torchvision's L1 box-regression loss. ${Number(p.parameters).toLocaleString('en')} parameters. Native resolution (no

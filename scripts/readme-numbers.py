@@ -50,6 +50,7 @@ acc = (f"**Full-field smears** (whole fields of view, the images labs take):\n\n
        + ", ".join(f"{k} F1 {gate[('full-field', 'F1 ' + k)][1]:.2f} %" for k in ("RBC", "WBC", "Platelets"))
        + " (`docs/validation/int8-gate.txt`).")
 f, c, s = sp["forward_640x480_ms"], sp["count_per_image_ms"], sp["sweep"]
+c8 = sp.get("count_per_image_int8_ms") or {"p50": "-", "p90": "-"}
 cur, old = large["current"], large["firstRelease"]
 
 
@@ -64,6 +65,7 @@ own figures follow):
 |---|---|---|
 | network forward pass, 640 x 480 (padded to {f['input'].split(' ')[0]}), onnxruntime-node, {f['runs']} runs | {f['p50']} ms | {f['p90']} ms |
 | whole count of a sample image (decode, network, decoding, NMS) | {c['p50']} ms | {c['p90']} ms |
+| the same with the default int8 model, interleaved | {c8['p50']} ms | {c8['p90']} ms |
 
 A {large['image']} smear is counted in {cur['seconds']} s ({cur['tiles']} tiles of 1792 px) with a peak of
 {cur['maxRssMB']} MB; the first release's tiling (1024 px tiles, 320 px overlap: {old['tiles']} tiles) took
@@ -106,8 +108,8 @@ if q8:
     speed += f"""
 
 **int8**, the default model (`--model fp32` selects the full-precision network): the same network with static QDQ int8 quantisation
-(`scripts/quantize.py`, activations calibrated on training images only), {q8['int8_mb']} MB instead of
-{q8['fp32_mb']} MB. Forward pass p50, interleaved in the same run: fp32 {q8['fp32_p50']} ms, int8
+(`scripts/quantize.py`, activations calibrated on training images only), {q8['int8_mb']} MiB instead of
+{q8['fp32_mb']} MiB. Forward pass p50, interleaved in the same run: fp32 {q8['fp32_p50']} ms, int8
 {q8['int8_p50']} ms, **{q8['speedup']}x**. Its accuracy against fp32 on the validation split (the release
 gate: mAP@0.5 and each class's F1 within 0.5 points, on each subset): `docs/validation/int8-gate.txt`. Per
 field the two can differ by a cell or two (one more or one fewer borderline cell above a threshold)."""

@@ -163,7 +163,7 @@ function get(base: string, path: string, headers: Record<string, string> = {}) {
 
 test('private mode downloads: the model cached for good, onnxruntime revalidated by ETag, compressed for browsers elsewhere', async () => {
   const info = (await (await fetch(`${url}/api/model`)).json()) as { browser: { model: string; precision: string } };
-  // the int8 twin counts differently from fp32 on a sample, in the browser as on the server (docs/browser.json): private mode runs fp32
+  // private mode runs the server's own model (here the bundled fp32 one; int8 counts a sample differently, docs/browser.json)
   assert.deepEqual(info.browser, { model: `/api/models/${model.info.sha256}.onnx`, precision: 'server' });
   const onnx = readFileSync(MODEL);
   const m = await get(url, info.browser.model);

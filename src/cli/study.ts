@@ -226,7 +226,7 @@ export async function runSelect(a: StudyArgs & { models: string[] }): Promise<nu
   if (gaps.size) {
     say(
       a,
-      `\nAgainst the best model (paired bootstrap over images, ${[...gaps.values()][0]!.rounds} resamples within each subset: this model's mean best F1 minus the best's, and its 95 % interval;\nan interval that holds 0 is a gap this validation set cannot tell from chance):\n` +
+      `\nAgainst the best model (paired bootstrap over images, ${[...gaps.values()][0]!.rounds} resamples${partNames.length ? ' within each subset' : ''}: this model's mean best F1 minus the best's, and its 95 % interval;\nan interval that holds 0 is a gap this validation set cannot tell from chance):\n` +
         table(
           ['model', 'difference', '95 % interval'],
           [...gaps].map(([m, g]) => [basename(m), signed(g.diff), `${signed(g.low)} .. ${signed(g.high)}`]),

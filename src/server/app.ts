@@ -167,7 +167,7 @@ export async function buildServer(o: ServerOptions): Promise<FastifyInstance> {
     };
   });
   app.get('/api/openapi.json', async () => openapi(lim));
-  // the model file (for private mode in the browser); ?precision=int8: the bundled model's int8 twin
+  // the model file (for private mode in the browser); ?precision=int8: the bundled int8 model
   app.get('/api/model.onnx', async (req, reply) => {
     const { precision } = req.query as Record<string, string | undefined>;
     if (precision !== undefined && precision !== 'int8') throw new HttpError(400, `precision: int8 or none (the server's model), not '${precision}'`);

@@ -51,7 +51,8 @@ export function openapi(lim: { maxFileBytes: number; maxFiles: number; maxPixels
       '/api/model': { get: { summary: 'Model name, version, sha256 and decoding metadata', responses: { 200: { description: 'model' } } } },
       '/api/model.onnx': {
         get: {
-          summary: "The server's ONNX model file (no-cache + ETag); ?precision=int8 gives the int8 twin of the default model",
+          summary:
+            "The server's ONNX model file (no-cache + ETag); ?precision=int8 gives the bundled int8 model (the default; under --model fp32, the int8 version of it)",
           responses: { 200: { description: 'bytes' }, 304: { description: 'not modified' } },
         },
       },

@@ -233,7 +233,12 @@ def widen_state(new, old, path="checkpoint"):
     model computes exactly what the narrow one did (function-preserving widening): old
     weights fill the leading slices; weights that read a new input channel are zero, so the
     new channels (randomly initialised, as built) start with no effect downstream and the
-    first gradient steps switch them on. Identical shapes are copied as they are."""
+    first gradient steps switch them on. Identical shapes are copied as they are; only the
+    backbone and the FPN's lateral convolutions (which read it) may differ."""
+    extra = sorted(set(old) - set(new))
+    if extra:
+        raise ValueError(f"{path}: weights this architecture does not have ({', '.join(extra[:3])}...): "
+                         "a different --arch or --head-norm?")
     out = {}
     for k, v in new.items():
         w = old.get(k)
@@ -242,7 +247,8 @@ def widen_state(new, old, path="checkpoint"):
         if w.shape == v.shape:
             out[k] = w
             continue
-        if w.dim() != v.dim() or any(a > b for a, b in zip(w.shape, v.shape)):
+        widenable = k.startswith("backbone.body.") or k.startswith("backbone.fpn.inner_blocks.")
+        if not widenable or w.dim() != v.dim() or any(a > b for a, b in zip(w.shape, v.shape)):
             raise ValueError(f"{path}: '{k}' is {tuple(w.shape)}, which does not fit {tuple(v.shape)}")
         t = v.clone()
         if t.dim() >= 2:
@@ -270,6 +276,9 @@ def load_init(model, path):
     anonymous = [v for k, v in inits.items() if k not in state]
     convs = [m for m in model.backbone.body.modules() if isinstance(m, nn.Conv2d)]
     bns = [m for m in model.backbone.body.modules() if isinstance(m, nn.BatchNorm2d)]
+    if any(named[k].shape != state[k].shape for k in named):
+        raise ValueError(f"{path}: its weights do not fit the {model.arch} architecture (to widen a shipped "
+                         "model, --init a training checkpoint .pt of it, or fine-tune it as it is first)")
     if len(anonymous) != 2 * len(convs) or len(bns) != len(convs):
         raise ValueError(f"{path}: its weights do not fit the {model.arch} architecture "
                          f"({len(anonymous)} folded tensors for {len(convs)} convolutions)")

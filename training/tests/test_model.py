@@ -64,6 +64,10 @@ def test_widening_keeps_what_the_narrow_model_computes():
         assert torch.allclose(a[k], b[k], atol=1e-5), k
     with pytest.raises(ValueError, match="does not fit"):
         widen_state(narrow.state_dict(), wide.state_dict())
+    # only the backbone widens: other weights must match, and none may be left over
+    grouped = build_model("compact-wide", head_norm="group").state_dict()
+    with pytest.raises(ValueError, match="does not have"):
+        widen_state(wide.state_dict(), grouped)
 
 
 def test_resume_continues_exactly(tmp_path):
