@@ -59,6 +59,7 @@ redis.kill();
 const doc = {
   machine: machine(),
   images: n,
+  model: 'the bundled default (int8)',
   note: 'wall time of the whole command (process start, model load, queueing and collecting included)',
   results,
   ratio2to1: +(oneWorker.seconds / twoWorkers.seconds).toFixed(2),

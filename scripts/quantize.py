@@ -31,7 +31,8 @@ and an 8-bit Resize):
   graph input float too (float image in, 8-bit out).
 - --act int8 writes int8 activations; onnxruntime's x86 CPU EP does not fuse int8-activation
   Convs (session.qdqisint8allowed is off there), so that model is slower than fp32.
-Everything else of the model (metadata_props included) is copied unchanged.
+Everything else of the model is copied unchanged, metadata included, except that the
+model's name gets an "-int8" suffix (so counts and reports say which of the two ran).
 """
 import argparse
 import json
@@ -73,6 +74,16 @@ def topo_sort(nodes, graph_inputs, initializers):
             raise RuntimeError(f"graph is not a DAG after rewriting (stuck at {rest[0].name})")
         pending = rest
     return out
+
+
+def name_int8(model):
+    """The hemocount metadata's name, suffixed "-int8" (once)."""
+    for p in model.metadata_props:
+        if p.key == "hemocount":
+            meta = json.loads(p.value)
+            if not meta["name"].endswith("-int8"):
+                meta["name"] += "-int8"
+            p.value = json.dumps(meta)
 
 
 def main(argv=None):
@@ -259,6 +270,7 @@ def main(argv=None):
     g.input.extend(keep_in)
     del g.value_info[:]
 
+    name_int8(model)
     onnx.checker.check_model(model)
     onnx.save(model, a.output)
     n_conv = sum(1 for n in nodes if n.op_type == "Conv")

@@ -126,7 +126,7 @@ try:
     r = qb["results"]
     speed += f"""
 
-**Scale-out** (`npm run bench:queue`: {qb['images']} CBC smears, Redis + BullMQ workers on this machine,
+**Scale-out** (`npm run bench:queue`: {qb['images']} CBC smears, Redis + BullMQ workers on this machine, {qb.get('model', 'the fp32 model')},
 wall time of the whole command): """ + "; ".join(f"{k} {v['imagesPerS']} images/s" for k, v in r.items()) + f""".
 Two single-threaded workers against one: x{qb['ratio2to1']}."""
 except FileNotFoundError:
