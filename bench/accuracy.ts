@@ -4,7 +4,6 @@
  * and cost of test-time augmentation, per subset, at the model's thresholds.
  * Usage: node dist/bench/accuracy.js [--data training/splits/val.json] [--model M] [--out docs/accuracy.json]
  */
-import { cpus } from 'node:os';
 import { parseArgs } from 'node:util';
 import sharp from 'sharp';
 import { classAt, type EvalImage, subsets } from '../src/core/metrics.js';
@@ -12,6 +11,7 @@ import { CLASSES, type PerClass, perClass } from '../src/core/types.js';
 import type { DetectOptions } from '../src/core/detect.js';
 import { loadTruth, writeAtomic } from '../src/adapters/files.js';
 import { loadModel } from '../src/index.js';
+import { machine } from './smears.js';
 
 const { values: a } = parseArgs({
   options: {
@@ -79,7 +79,7 @@ for (const s of a.scales!.split(',').map(Number)) {
 const plain = await run(1, { scale: 1 });
 const tta = await run(1, { scale: 1, tta: true });
 const out = {
-  machine: `${cpus()[0]?.model ?? 'unknown CPU'}, ${cpus().length} cores, Node ${process.version}`,
+  machine: machine(),
   model: { ...model.info, sha256: model.info.sha256.slice(0, 12) },
   data: a.data,
   thresholds: th,

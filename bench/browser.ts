@@ -18,14 +18,15 @@
  */
 import { readdirSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
-import { cpus, loadavg } from 'node:os';
+import { loadavg } from 'node:os';
 import { basename, join } from 'node:path';
-import { type Browser, type BrowserContext, chromium, type Page } from 'playwright-core';
+import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { probe } from '../src/adapters/image.js';
 import { CLASSES, type PerClass } from '../src/core/types.js';
 import { loadModel } from '../src/index.js';
-import { buildServer } from '../src/server/app.js';
-import { CHROMIUM_ARGS, SAMPLES } from '../test/helpers.js';
+import { buildServer, ORT_FILES } from '../src/server/app.js';
+import { launchChromium, SAMPLES } from '../test/helpers.js';
+import { machine } from './smears.js';
 
 const arg = (name: string, dflt: string) => {
   const at = process.argv.indexOf(name);
@@ -230,7 +231,7 @@ async function run(browser: Browser, url: string, variant: Variant, round: numbe
 }
 
 const model = await loadModel('fp32'); // the variants choose what the browser runs
-const ORT = ['/ort/ort.wasm.min.mjs', '/ort/ort-wasm-simd-threaded.mjs', '/ort/ort-wasm-simd-threaded.wasm'];
+const ORT = ORT_FILES.map((f) => `/ort/${f}`);
 interface Served {
   url: string;
   close: () => Promise<unknown>;
@@ -265,7 +266,7 @@ for (const v of variants) {
   }
   servers[v] = { url, close: () => app.close(), browser: info.browser ?? null, assets };
 }
-const browser = await chromium.launch({ executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium', args: CHROMIUM_ARGS });
+const browser = await launchChromium();
 const chromiumVersion = browser.version();
 const load0 = loadavg();
 const results: RunResult[] = [];
@@ -321,7 +322,7 @@ function summarise(v: Variant) {
 const summary: Partial<Record<Variant, ReturnType<typeof summarise>>> = Object.fromEntries(variants.map((v) => [v, summarise(v)]));
 const ratio = (a: number, b: number) => Math.round((a / b) * 100) / 100;
 const doc = {
-  machine: `${cpus()[0]?.model ?? 'unknown CPU'}, ${cpus().length} cores, Node ${process.version}`,
+  machine: machine(),
   chromium: chromiumVersion,
   loadavg: { start: load0.map(r1), end: load1.map(r1) },
   note: "Loopback, headless Chromium (--disable-gpu), a fresh browser context per run (empty HTTP cache). Times are taken inside the page: from the file input's change event to the page showing the counts (first image) or moving on to the next image. The machine was shared with other work (see loadavg) and times vary by hundreds of ms from run to run: compare the variants through their ratios in this run.",

@@ -8,7 +8,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync, writeFileSync } from 'node:fs';
-import { cpus, tmpdir, totalmem } from 'node:os';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { openOnnx } from '../src/adapters/onnx.js';
@@ -17,6 +17,7 @@ import { detectPixels, TILE_OVERLAP, TILE_SIZE } from '../src/core/pipeline.js';
 import { decodeRgb, readImagesOnce } from '../src/adapters/image.js';
 import { defaultModelPath, loadModel } from '../src/index.js';
 import { SAMPLES } from '../test/helpers.js';
+import { machine } from './smears.js';
 
 export async function makeLargeSmear(width: number, height: number, out: string): Promise<string> {
   if (existsSync(out)) return out;
@@ -74,30 +75,39 @@ if (import.meta.url === `file://${process.argv[1]}`) {
     // agreement where both fit: tiles (forced small) against one network pass, per model
     const mid = await makeLargeSmear(4000, 3000, join(tmpdir(), 'hemocount-large-4000x3000.jpg'));
     const agreement = [];
-    for (const [precision, size, overlap] of [
-      ['fp32', TILE_SIZE, TILE_OVERLAP],
-      ['fp32', 1024, 320],
-      ['int8', TILE_SIZE, TILE_OVERLAP],
+    const pixels = await decodeRgb(mid);
+    for (const [precision, tilings] of [
+      [
+        'fp32',
+        [
+          [TILE_SIZE, TILE_OVERLAP],
+          [1024, 320],
+        ],
+      ],
+      ['int8', [[TILE_SIZE, TILE_OVERLAP]]],
     ] as const) {
       const model = await loadModel(precision);
       const onnx = await openOnnx(defaultModelPath(precision));
-      const whole = applyThresholds(await detectPixels(onnx.run.bind(onnx), onnx.metadata, await decodeRgb(mid)), model.thresholds());
-      // scale 1: the same pixels as the one pass, so only the tiling differs
-      const tiled = await model.count(mid, { scale: 1, tiling: { size, overlap } });
-      agreement.push({
-        model: precision,
-        tiling: `${size} px tiles, ${overlap} px overlap`,
-        tiles: tiled.tiles,
-        tiledCounts: tiled.counts,
-        wholeCounts: whole.counts,
-        differencePct: Object.fromEntries(
-          Object.entries(whole.counts).map(([k, v]) => [k, +((100 * (tiled.counts[k as keyof typeof whole.counts] - v)) / Math.max(1, v)).toFixed(2)]),
-        ),
-      });
+      const whole = applyThresholds(await detectPixels(onnx.run.bind(onnx), onnx.metadata, pixels), model.thresholds());
+      for (const [size, overlap] of tilings) {
+        // scale 1: the same pixels as the one pass, so only the tiling differs
+        const tiled = await model.count(mid, { scale: 1, tiling: { size, overlap } });
+        agreement.push({
+          model: precision,
+          tiling: `${size} px tiles, ${overlap} px overlap`,
+          tiles: tiled.tiles,
+          tiledCounts: tiled.counts,
+          wholeCounts: whole.counts,
+          differencePct: Object.fromEntries(
+            Object.entries(whole.counts).map(([k, v]) => [k, +((100 * (tiled.counts[k as keyof typeof whole.counts] - v)) / Math.max(1, v)).toFixed(2)]),
+          ),
+        });
+      }
+      await onnx.release();
     }
     console.log(JSON.stringify(agreement));
     const report = {
-      machine: `${cpus()[0]?.model.trim()}, ${cpus().length} cores, ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}`,
+      machine: machine(),
       image: `${w} x ${h}`,
       current,
       firstRelease: first,

@@ -6,7 +6,7 @@
  * Usage: node dist/bench/speed.js [--model M] [--runs 50] [--data DIR]
  */
 import { spawnSync } from 'node:child_process';
-import { availableParallelism, cpus, totalmem } from 'node:os';
+import { availableParallelism } from 'node:os';
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -21,6 +21,7 @@ import { defaultModelPath } from '../src/detector.js';
 import { collect } from '../src/evaluation.js';
 import { findTorchPython } from '../src/adapters/python.js';
 import { ROOT, SAMPLES } from '../test/helpers.js';
+import { machine } from './smears.js';
 
 const { values: a } = parseArgs({
   options: { model: { type: 'string' }, runs: { type: 'string', default: '50' }, data: { type: 'string' }, threads: { type: 'string' } },
@@ -34,7 +35,10 @@ const q = (xs: number[], p: number) => {
 // fp32 by default: PyTorch eager can only load full-precision weights (int8 is compared below)
 const path = a.model ?? defaultModelPath('fp32');
 
-const onnx = await openOnnx(path, a.threads ? Number(a.threads) : undefined);
+const threads = a.threads ? Number(a.threads) : undefined;
+/** Passes over the samples for the whole counts (and PyTorch eager's). */
+const passes = Math.max(1, Math.round(runs / 10));
+const onnx = await openOnnx(path, threads);
 const img = await decodeRgb(join(SAMPLES, 'BloodImage_00004.jpg'));
 const [ph, pw] = paddedSize(onnx.metadata, img.height, img.width);
 const input = toTensor(img, onnx.metadata, ph, pw);
@@ -49,7 +53,6 @@ for (let i = 0; i < runs; i++) {
 // int8 against fp32 on the same input, interleaved in one run (the machine's speed drifts)
 let int8: Record<string, number | string> | undefined;
 if (!a.model) {
-  const threads = a.threads ? Number(a.threads) : undefined;
   const [f, i8] = [await openOnnx(defaultModelPath('fp32'), threads), await openOnnx(defaultModelPath('int8'), threads)];
   for (let i = 0; i < 5; i++) for (const m of [f, i8]) await m.run(input, ph, pw);
   const tf: number[] = [];
@@ -73,15 +76,15 @@ if (!a.model) {
   };
 }
 
-const model = await loadModel(path, { threads: a.threads ? Number(a.threads) : undefined });
+const model = await loadModel(path, { threads });
 const files = readdirSync(SAMPLES)
   .filter((f) => f.endsWith('.jpg'))
   .map((f) => join(SAMPLES, f));
 // whole counts, this model and (when it is the bundled fp32 one) the default int8 model, interleaved
-const int8Model = a.model ? undefined : await loadModel('int8', { threads: a.threads ? Number(a.threads) : undefined });
+const int8Model = a.model ? undefined : await loadModel('int8', { threads });
 const whole: number[] = [];
 const wholeInt8: number[] = [];
-for (let r = 0; r < Math.max(1, Math.round(runs / 10)); r++) {
+for (let r = 0; r < passes; r++) {
   for (const f of files) {
     for (const [m, out] of [[model, whole] as const, ...(int8Model ? [[int8Model, wholeInt8] as const] : [])]) {
       const t = performance.now();
@@ -97,18 +100,7 @@ try {
   const { python } = findTorchPython();
   const r = spawnSync(
     python,
-    [
-      '-m',
-      'hemocount_train',
-      'eager-bench',
-      '--model',
-      path,
-      '--runs',
-      String(Math.max(1, Math.round(runs / 10))),
-      '--threads',
-      String(availableParallelism()),
-      ...files,
-    ],
+    ['-m', 'hemocount_train', 'eager-bench', '--model', path, '--runs', String(passes), '--threads', String(availableParallelism()), ...files],
     { cwd: join(ROOT, 'training'), encoding: 'utf8' },
   );
   if (r.status !== 0) throw new Error(r.stderr.trim().split('\n').pop());
@@ -125,7 +117,7 @@ evaluate(got.images); // the paper's 14 thresholds
 const sweepMs = performance.now() - t1;
 
 const out = {
-  machine: `${cpus()[0]?.model ?? 'unknown CPU'}, ${cpus().length} cores, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}`,
+  machine: machine(),
   model: { file: path, name: onnx.metadata.name, sha256: onnx.sha256.slice(0, 12) },
   forward_640x480_ms: { input: `${pw}x${ph} (padded)`, runs, p50: +q(fwd, 0.5).toFixed(1), p90: +q(fwd, 0.9).toFixed(1), min: +Math.min(...fwd).toFixed(1) },
   ...(int8 && { forward_int8_vs_fp32_ms: int8 }),

@@ -33,8 +33,7 @@ export function pngHeaderOnly(width: number, height: number): Buffer {
   ]);
 }
 
-/** Headless Debian Chromium as the web tests and the browser benchmark run it. */
-export const CHROMIUM_ARGS = [
+const CHROMIUM_ARGS = [
   '--headless=new',
   '--no-sandbox',
   '--disable-gpu',
@@ -44,3 +43,6 @@ export const CHROMIUM_ARGS = [
   '--disable-component-update',
   '--disable-sync',
 ];
+/** Headless Debian Chromium as the web tests and the browser benchmark run it (loaded only by them). */
+export const launchChromium = async () =>
+  (await import('playwright-core')).chromium.launch({ executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium', args: CHROMIUM_ARGS });

@@ -6,11 +6,11 @@ import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { brotliDecompressSync, gunzipSync } from 'node:zlib';
-import { type Browser, chromium, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
 import { parseVoc } from '../src/core/formats.js';
 import { loadModel, type Model } from '../src/index.js';
 import { buildServer } from '../src/server/app.js';
-import { CHROMIUM_ARGS, MODEL, SAMPLES, tmp } from './helpers.js';
+import { launchChromium, MODEL, SAMPLES, tmp } from './helpers.js';
 
 let browser: Browser;
 let page: Page;
@@ -24,7 +24,7 @@ before(async () => {
   const app = await buildServer({ model });
   url = await app.listen({ port: 0, host: '127.0.0.1' });
   close = () => app.close();
-  browser = await chromium.launch({ executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium', args: CHROMIUM_ARGS });
+  browser = await launchChromium();
   page = await (await browser.newContext({ viewport: { width: 1280, height: 800 }, acceptDownloads: true })).newPage();
   await page.goto(url);
 });

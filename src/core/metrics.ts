@@ -233,13 +233,19 @@ const mean = (xs: (number | null)[]): number | null => {
   return v.length ? v.reduce((a, b) => a + b, 0) / v.length : null;
 };
 
+/** Every threshold's row read off one matching, and the best of them. */
+function sweepOf(m: ClassMatches, thresholds: number[], criterion?: Criterion): { sweep: ClassRow[]; best: ClassRow } {
+  const sweep = thresholds.map((t) => rowAt(m, t));
+  return { sweep, best: bestRow(sweep, criterion) };
+}
+
 /** Match once per class, then read every threshold of the sweep off that one matching. */
 export function evaluate(images: EvalImage[], opts: { iou?: number; thresholds?: number[]; criterion?: Criterion } = {}): Evaluation {
   const iouThr = opts.iou ?? 0.5;
   const thresholds = opts.thresholds ?? PAPER_THRESHOLDS;
   const classes = perClass((cls): ClassEvaluation => {
     const m = classMatches(images, cls, iouThr);
-    const sweep = thresholds.map((t) => rowAt(m, t));
+    const { sweep, best } = sweepOf(m, thresholds, opts.criterion);
     const ap50 = averagePrecision(
       m.perImage.flatMap((p) => p.scores),
       m.perImage.flatMap((p) => p.tp),
@@ -247,7 +253,7 @@ export function evaluate(images: EvalImage[], opts: { iou?: number; thresholds?:
     );
     // IoU 0.5 is the matching already done above; only the nine stricter ones are new
     const ap5095 = mean([ap50, ...Array.from({ length: 9 }, (_, i) => pooledAp(images, cls, 0.55 + 0.05 * i))]);
-    return { sweep, best: bestRow(sweep, opts.criterion), ap50, ap5095 };
+    return { sweep, best, ap50, ap5095 };
   });
   return {
     images: images.length,
@@ -295,8 +301,7 @@ export function pairedBootstrap(
       draws.map((idx) => {
         const classes = perClass((cls): ClassEvaluation => {
           const perImage = idx.map((i) => m[cls][i]!);
-          const sweep = thresholds.map((t) => rowAt({ perImage, truth: perImage.reduce((s, p) => s + p.truth, 0) }, t));
-          return { sweep, best: bestRow(sweep, opts.criterion), ap50: null, ap5095: null };
+          return { ...sweepOf({ perImage, truth: perImage.reduce((s, p) => s + p.truth, 0) }, thresholds, opts.criterion), ap50: null, ap5095: null };
         });
         return { images: idx.length, iou: iouThr, classes, mAP50: null, mAP5095: null };
       }),

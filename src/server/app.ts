@@ -3,7 +3,6 @@
  * Limits answer with JSON errors; inference goes through a bounded queue.
  */
 import { parseScale } from '../core/detect.js';
-import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
@@ -16,6 +15,7 @@ import fastifyStatic from '@fastify/static';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { type CountDocument, countDocument, failedResult, type ImageResult } from '../core/formats.js';
 import { probe, sniffImageType } from '../adapters/image.js';
+import { sha256 } from '../adapters/onnx.js';
 import { defaultModelPath, type Model } from '../detector.js';
 import { openapi } from './openapi.js';
 import { InferenceQueue, QueueFullError } from './queue.js';
@@ -94,7 +94,7 @@ export async function buildServer(o: ServerOptions): Promise<FastifyInstance> {
 
   app.addHook('onRequest', async (req, reply) => {
     // DNS rebinding: a page on evil.example resolving to this machine sends Host: evil.example
-    const host = (req.headers.host ?? '').toLowerCase().replace(/:\d+$/, '');
+    const host = hostName(req);
     if (!allowed.has(host) && !isLoopback(host))
       return sendError(reply, 421, `host '${host}' is not served here (allowed: ${[...allowed].join(', ')}; see --allow-host)`);
     // cross-site requests (another page posting to this server) are refused
@@ -291,7 +291,7 @@ const mb = (b: number) => `${(b / 1024 / 1024).toFixed(0)} MB`;
 const ONNX = 'application/octet-stream';
 const IMMUTABLE = 'public, max-age=31536000, immutable';
 /** What private mode loads from onnxruntime-web (its wasm-only build, SIMD and threads). */
-const ORT_FILES = ['ort.wasm.min.mjs', 'ort-wasm-simd-threaded.mjs', 'ort-wasm-simd-threaded.wasm'];
+export const ORT_FILES = ['ort.wasm.min.mjs', 'ort-wasm-simd-threaded.mjs', 'ort-wasm-simd-threaded.wasm'];
 
 /** Whether a model is the bundled one of that precision. */
 function bundled(model: Model, precision: 'fp32' | 'int8'): boolean {
@@ -334,8 +334,12 @@ function negotiate(header: string | string[] | undefined): Encoding {
  * compress itself.
  */
 function encodingFor(req: FastifyRequest): Encoding {
-  const host = (req.headers.host ?? '').toLowerCase().replace(/:\d+$/, '');
-  return isLoopback(host) ? 'identity' : negotiate(req.headers['accept-encoding']);
+  return isLoopback(hostName(req)) ? 'identity' : negotiate(req.headers['accept-encoding']);
+}
+
+/** The Host header's name, lower case, without its port. */
+function hostName(req: FastifyRequest): string {
+  return (req.headers.host ?? '').toLowerCase().replace(/:\d+$/, '');
 }
 
 const compressors: Record<Exclude<Encoding, 'identity'>, (b: Buffer) => Promise<Buffer>> = {
@@ -371,7 +375,7 @@ class Asset {
   }
 
   sha256(): Promise<string> {
-    this.hash ??= this.body().then((b) => createHash('sha256').update(b).digest('hex'));
+    this.hash ??= this.body().then(sha256);
     return this.hash;
   }
 

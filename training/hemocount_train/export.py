@@ -98,18 +98,13 @@ def conv_gflops(module, x):
 
 def arch_candidates(out_dir, height=512, width=640):
     """Export each candidate (random weights) to out_dir; list params and GFLOP in candidates.json."""
-    from torchvision.models.detection.retinanet import RetinaNetHead
     os.makedirs(out_dir, exist_ok=True)
     listed = []
-    for i, (name, (widths, fpn, convs, p2)) in enumerate(CANDIDATES.items()):
+    for i, (name, shape) in enumerate(CANDIDATES.items()):
         torch.manual_seed(0)
-        body = M.CompactBackbone(widths, c2=p2)
-        head = RetinaNetHead(fpn, M.anchor_generator().num_anchors_per_location()[0], len(CLASSES))
-        for sub in (head.classification_head, head.regression_head):
-            sub.conv = sub.conv[:convs]
-        net = torch.nn.Module()
-        net.backbone, net.head = M.BackboneWithFPN(body, fpn), head
+        net = M.build_model(name, shape=shape)
         wrapper = M.ExportWrapper(net).eval()
+        widths, fpn, convs, p2 = shape
         x = torch.rand(1, 3, height, width)
         path = os.path.join(out_dir, f"candidate-{i}.onnx")
         torch.onnx.export(wrapper, (x,), path, input_names=["image"], output_names=["scores", "deltas"],
@@ -117,7 +112,7 @@ def arch_candidates(out_dir, height=512, width=640):
                           do_constant_folding=True, **legacy_exporter())
         listed.append({"name": name, "file": path, "backbone_widths": list(widths), "fpn_channels": fpn,
                        "convs_per_subnet": convs, "stride4_level": p2,
-                       "parameters": sum(p.numel() for p in net.parameters()),
+                       "parameters": M.count_parameters(net),
                        "gflop": round(conv_gflops(wrapper, x), 2), "input": f"{width}x{height}"})
     with open(os.path.join(out_dir, "candidates.json"), "w") as f:
         json.dump(listed, f, indent=1)

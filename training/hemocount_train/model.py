@@ -151,11 +151,13 @@ ARCHS = {
 }
 
 
-def build_model(arch="compact", num_classes=len(CLASSES), head_norm="none"):
-    if arch not in ARCHS:
+def build_model(arch="compact", num_classes=len(CLASSES), head_norm="none", shape=None):
+    """shape: (widths, FPN channels, convs per subnet, stride-4 level) in place of ARCHS[arch]'s,
+    for the architecture candidates (export.arch_candidates), which are timed, not trained."""
+    if shape is None and arch not in ARCHS:
         raise ValueError(f"unknown architecture '{arch}' ({', '.join(ARCHS)})")
-    widths, fpn_ch, head_convs = ARCHS[arch]
-    body = ResNet50Body() if widths is None else CompactBackbone(widths)
+    widths, fpn_ch, head_convs, c2 = shape or (*ARCHS[arch], False)
+    body = ResNet50Body() if widths is None else CompactBackbone(widths, c2=c2)
     backbone = BackboneWithFPN(body, fpn_ch)
     anchors = anchor_generator()
     A = anchors.num_anchors_per_location()[0]

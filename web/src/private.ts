@@ -6,6 +6,7 @@
  */
 import type * as Ort from 'onnxruntime-web';
 import { type DetectOptions, type Detected, detect } from '../../src/core/detect.js';
+import { paddedSize } from '../../src/core/decode.js';
 import { crop, type Pixels } from '../../src/core/pipeline.js';
 import type { ModelMetadata } from '../../src/core/types.js';
 
@@ -79,8 +80,7 @@ export function preparePrivateMode(): void {
     .then(async ({ session, ort, meta }) => {
       if (counting) return; // the image pays those costs itself, sooner
       const t0 = performance.now();
-      const m = meta.input.pad_multiple;
-      const [h, w] = [Math.ceil(480 / m) * m, Math.ceil(640 / m) * m];
+      const [h, w] = paddedSize(meta, 480, 640);
       await session.run({ image: new ort.Tensor('float32', new Float32Array(3 * h * w), [1, 3, h, w]) });
       since('warm-up', t0);
     })
