@@ -71,7 +71,7 @@ def main(argv=None):
                                                          "(settings that contradict them are refused)")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
     p.add_argument("--workers", type=int, help="DataLoader worker processes preparing batches "
-                                               "(default: 0 on CPU, 8 on CUDA)")
+                                               "(default: 0 on CPU; on CUDA, all cores but two)")
     p.add_argument("--amp", action="store_true", help="bfloat16 mixed precision (CUDA only)")
     p.add_argument("--init", help="start from a trained model: a checkpoint .pt or an ONNX file exported by hemocount")
     p.add_argument("--scale-range", help="scale jitter range (log-uniform), default 0.6,1.6")
@@ -173,7 +173,8 @@ def main(argv=None):
                 train_s = train_s + extra * (int(k) - 1)
             info = {**info, "oversample": cfg.oversample}
         train(cfg, train_s, val_s, args.out, resume=args.resume, device=device, threads=args.threads, split_info=info,
-              workers=args.workers if args.workers is not None else (8 if device.startswith("cuda") else 0),
+              workers=args.workers if args.workers is not None else
+              (max(1, (os.cpu_count() or 2) - 2) if device.startswith("cuda") else 0),
               amp=args.amp, log=lambda m: print(m, file=sys.stderr, flush=True))
     elif args.cmd == "fixture":
         import os as _os

@@ -2,7 +2,6 @@
 with warm-up and cosine decay, a checkpoint every epoch and an exact --resume."""
 from __future__ import annotations
 
-import contextlib
 from dataclasses import asdict, dataclass
 import json
 import math
@@ -13,6 +12,7 @@ import time
 import torch
 import torchvision.transforms.functional as TF
 from PIL import Image
+from torchvision.ops import roi_align
 
 from .data import CLASSES, Sample
 from .model import build_model, count_parameters, load_backbone_weights, load_init
@@ -70,11 +70,7 @@ class CropDataset:
             # `count --scale auto` rescaling to the training scale, this keeps the first
             # (size-estimating) pass reliable on cells 0.5-2x the training size
             f = math.exp(rng.uniform(math.log(self.scale[0]), math.log(self.scale[1])))
-            h, w = img.shape[1:]
-            nh, nw = max(32, round(h * f)), max(32, round(w * f))
-            img = torch.nn.functional.interpolate(img[None], (nh, nw), mode="bilinear", align_corners=False)[0]
-            boxes = boxes * torch.tensor([nw / w, nh / h, nw / w, nh / h])
-            img, boxes, labels = self._crop(img, boxes, labels, rng)
+            img, boxes, labels = self._scaled_crop(img, boxes, labels, f, rng)
             if self.copy_paste and rng.random() < self.copy_paste:
                 img, boxes, labels = self._paste(img, boxes, labels, f, i, rng)
             if rng.random() < 0.5:
@@ -90,21 +86,27 @@ class CropDataset:
             img = TF.adjust_brightness(img, rng.uniform(0.75, 1.25))
             img = TF.adjust_contrast(img, rng.uniform(0.75, 1.25))
             img = TF.adjust_saturation(img, rng.uniform(0.7, 1.3))
-            img = TF.adjust_hue(img, rng.uniform(-0.05, 0.05))
+            img = hue_rotate(img, rng.uniform(-0.05, 0.05))
             if rng.random() < 0.2:  # defocus: focus varies across a smear and between slides
                 k = rng.choice((3, 5))
                 img = TF.gaussian_blur(img, [k, k], [rng.uniform(0.5, 1.5)] * 2)
             img = img.clamp(0, 1)
         return img, {"boxes": boxes.reshape(-1, 4), "labels": labels, **class_masks(s)}
 
-    def _crop(self, img, boxes, labels, rng):
+    def _scaled_crop(self, img, boxes, labels, f, rng):
+        """A random crop of the image scaled by f, sampled straight from the source pixels
+        (roi_align: bilinear at each output pixel's centre, as interpolate-then-crop would be)
+        rather than scaling the whole image first: the same pixels at a fraction of the cost."""
         h, w = img.shape[1:]
-        ch, cw = min(self.crop, h), min(self.crop, w)
-        y0, x0 = rng.randint(0, h - ch), rng.randint(0, w - cw)
-        img = img[:, y0:y0 + ch, x0:x0 + cw]
+        nh, nw = max(32, round(h * f)), max(32, round(w * f))
+        fy, fx = nh / h, nw / w
+        ch, cw = min(self.crop, nh), min(self.crop, nw)
+        y0, x0 = rng.randint(0, nh - ch), rng.randint(0, nw - cw)
+        region = torch.tensor([[0, x0 / fx, y0 / fy, (x0 + cw) / fx, (y0 + ch) / fy]], dtype=torch.float32)
+        img = roi_align(img[None], region, (ch, cw), spatial_scale=1.0, sampling_ratio=1, aligned=True)[0]
         if len(boxes) == 0:
             return img, boxes, labels
-        b = boxes - torch.tensor([x0, y0, x0, y0], dtype=torch.float32)
+        b = boxes * torch.tensor([fx, fy, fx, fy]) - torch.tensor([x0, y0, x0, y0], dtype=torch.float32)
         area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
         c = torch.stack([b[:, 0].clamp(0, cw), b[:, 1].clamp(0, ch), b[:, 2].clamp(0, cw), b[:, 3].clamp(0, ch)], 1)
         carea = (c[:, 2] - c[:, 0]) * (c[:, 3] - c[:, 1])
@@ -160,6 +162,15 @@ class CropDataset:
         return img, boxes, labels
 
 
+def hue_rotate(img, turns):
+    """Hue shift by a rotation about the grey axis of RGB space: a 3x3 matrix, where the
+    HSV round trip of adjust_hue cost half of the whole augmentation's time."""
+    a = 2 * math.pi * turns
+    c, k, r = math.cos(a), (1 - math.cos(a)) / 3, math.sin(a) / math.sqrt(3)
+    m = torch.tensor([[c + k, k - r, k + r], [k + r, c + k, k - r], [k - r, k + r, c + k]], dtype=img.dtype)
+    return (m @ img.reshape(3, -1)).reshape(img.shape)
+
+
 def _overlaps(box, boxes, margin=2.0):
     return bool(((box[0] < boxes[:, 2] + margin) & (box[2] > boxes[:, 0] - margin) &
                  (box[1] < boxes[:, 3] + margin) & (box[3] > boxes[:, 1] - margin)).any())
@@ -170,18 +181,20 @@ def class_masks(s: Sample) -> dict:
             "incomplete_classes": torch.tensor([c in s.incomplete for c in range(len(CLASSES))])}
 
 
-class EpochItems(torch.utils.data.Dataset):
-    """(index -> augmented item) for one epoch, so DataLoader workers can prepare batches
-    while the device trains (the augmentation is CPU-bound)."""
+class RunItems(torch.utils.data.Dataset):
+    """Position -> augmented item for the whole run: (epoch, image) pairs in training order.
+    One DataLoader serves every epoch, so its worker processes (and their decoded-image
+    caches) live for the run and keep preparing batches while the device validates."""
 
-    def __init__(self, ds: CropDataset, order: list[int], epoch: int):
-        self.ds, self.order, self.epoch = ds, order, epoch
+    def __init__(self, ds: CropDataset, pairs: list[tuple[int, int]]):
+        self.ds, self.pairs = ds, pairs
 
     def __len__(self):
-        return len(self.order)
+        return len(self.pairs)
 
     def __getitem__(self, k):
-        return self.ds.get(self.order[k], self.epoch)
+        epoch, i = self.pairs[k]
+        return self.ds.get(i, epoch)
 
 
 def _truncate_log(path, epoch):
@@ -202,6 +215,18 @@ def _truncate_log(path, epoch):
     os.replace(path + ".tmp", path)
 
 
+def autocast_networks(model, device_type="cuda"):
+    """bfloat16 for the convolutions only: autocast around the whole RetinaNet would make
+    its anchors bfloat16 too (they take the feature maps' dtype), a few pixels off at 640 px,
+    and the matching and box targets with them. Instance-level forwards keep state_dict keys."""
+    for part in (model.backbone, model.head):
+        def forward(*a, _orig=part.forward):
+            with torch.autocast(device_type, dtype=torch.bfloat16):
+                out = _orig(*a)
+            return type(out)((k, v.float()) for k, v in out.items())
+        part.forward = forward
+
+
 def set_bn_eval(model):
     for m in model.modules():
         if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
@@ -216,20 +241,27 @@ def lr_at(step, total, base, warmup):
 
 
 @torch.no_grad()
-def validation_loss(model, samples, crop_cache):
-    """Mean losses on the whole validation images (no augmentation), BN in eval mode."""
+def validation_loss(model, samples, crop_cache, device="cpu", batch=8):
+    """Mean losses on the whole validation images (no augmentation), BN in eval mode.
+    Images of one size go through together (no padding changes a loss), batch at a time."""
     model.train()
     set_bn_eval(model)
     tot = {"classification": 0.0, "bbox_regression": 0.0}
+    by_size: dict = {}
     for i, s in enumerate(samples):
         if i not in crop_cache:
             crop_cache[i] = load_rgb(s.image)
-        img = crop_cache[i].float() / 255.0
-        tgt = {"boxes": torch.tensor(s.boxes, dtype=torch.float32).reshape(-1, 4),
-               "labels": torch.tensor(s.labels, dtype=torch.int64), **class_masks(s)}
-        losses = model([img], [tgt])
-        for k in tot:
-            tot[k] += float(losses[k])
+        by_size.setdefault(tuple(crop_cache[i].shape), []).append(i)
+    for idx in by_size.values():
+        for k in range(0, len(idx), batch):
+            part = idx[k:k + batch]
+            imgs = [(crop_cache[i].float() / 255.0).to(device) for i in part]
+            tgts = [{"boxes": torch.tensor(samples[i].boxes, dtype=torch.float32).reshape(-1, 4),
+                     "labels": torch.tensor(samples[i].labels, dtype=torch.int64), **class_masks(samples[i])}
+                    for i in part]
+            losses = model(imgs, [{kk: v.to(device) for kk, v in t.items()} for t in tgts])
+            for kk in tot:  # the heads average over the batch's images
+                tot[kk] += float(losses[kk]) * len(part)
     n = max(1, len(samples))
     return {"val_loss_cls": tot["classification"] / n, "val_loss_box": tot["bbox_regression"] / n,
             "val_loss": (tot["classification"] + tot["bbox_regression"]) / n}
@@ -297,6 +329,8 @@ def train(cfg: TrainConfig, train_samples, val_samples, out_dir, resume=False, d
         log(f"initialised from {init}{' (BatchNorm folded: statistics frozen)' if frozen_bn else ''}")
     model.to(device)
     amp = amp and str(device).startswith("cuda")
+    if amp:
+        autocast_networks(model)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
     ds = CropDataset(train_samples, crop=crop, seed=seed, scale=scale, copy_paste=cfg.copy_paste)
@@ -327,32 +361,34 @@ def train(cfg: TrainConfig, train_samples, val_samples, out_dir, resume=False, d
     log(f"{arch}: {count_parameters(model):,} parameters; {len(train_samples)} train / {len(val_samples)} "
         f"validation images; {steps_per_epoch} steps x {epochs} epochs, batch {batch_size}, crop {crop}")
     val_cache: dict = {}
+    pairs, batches = [], []
     for epoch in range(start_epoch, epochs):
         g = torch.Generator().manual_seed(seed * 7919 + epoch)
-        order = torch.randperm(len(train_samples), generator=g).tolist()
+        order = torch.randperm(len(train_samples), generator=g).tolist()[:steps_per_epoch * batch_size]
+        batches += [list(range(len(pairs) + k, len(pairs) + min(k + batch_size, len(order))))
+                    for k in range(0, len(order), batch_size)]
+        pairs += [(epoch, i) for i in order]
+    loader = iter(torch.utils.data.DataLoader(RunItems(ds, pairs), batch_sampler=batches, num_workers=workers,
+                                              collate_fn=list, pin_memory=str(device).startswith("cuda"),
+                                              **({"prefetch_factor": 4} if workers else {})))
+    for epoch in range(start_epoch, epochs):
         model.train()
         if freeze_backbone:
             model.backbone.body.eval()
         if frozen_bn:
             set_bn_eval(model)
-        loader = torch.utils.data.DataLoader(EpochItems(ds, order[:steps_per_epoch * batch_size], epoch),
-                                             batch_size=batch_size, num_workers=workers, collate_fn=list,
-                                             pin_memory=str(device).startswith("cuda"),
-                                             **({"prefetch_factor": 4} if workers else {}))
-        batches = iter(loader)
         sums = {"loss_cls": 0.0, "loss_box": 0.0, "loss": 0.0}
         t_epoch = time.time()
         for k in range(steps_per_epoch):
             step = epoch * steps_per_epoch + k
             t0 = time.time()
-            items = next(batches, None) or [ds.get(i, epoch) for i in order[:batch_size]]
+            items = next(loader)
             imgs = [im.to(device, non_blocking=True) for im, _ in items]
             tgts = [{kk: v.to(device, non_blocking=True) for kk, v in t.items()} for _, t in items]
             cur_lr = lr_at(step, total, lr, warmup)
             for gp in opt.param_groups:
                 gp["lr"] = cur_lr
-            with torch.autocast("cuda", dtype=torch.bfloat16) if amp else contextlib.nullcontext():
-                losses = model(imgs, tgts)
+            losses = model(imgs, tgts)
             loss = losses["classification"].float() + losses["bbox_regression"].float()
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -360,9 +396,9 @@ def train(cfg: TrainConfig, train_samples, val_samples, out_dir, resume=False, d
             opt.step()
             dt = time.time() - t0
             rec = {"type": "step", "epoch": epoch + 1, "step": step + 1,
-                   "loss_cls": round(float(losses["classification"]), 5),
-                   "loss_box": round(float(losses["bbox_regression"]), 5),
-                   "loss": round(float(loss), 5), "lr": cur_lr, "time": round(dt, 4),
+                   "loss_cls": round(losses["classification"].item(), 5),
+                   "loss_box": round(losses["bbox_regression"].item(), 5),
+                   "loss": round(loss.item(), 5), "lr": cur_lr, "time": round(dt, 4),
                    "images_per_s": round(len(imgs) / dt, 2)}
             logf.write(json.dumps(rec) + "\n")
             logf.flush()  # a kill loses no step; --resume drops the interrupted epoch's records
@@ -373,7 +409,7 @@ def train(cfg: TrainConfig, train_samples, val_samples, out_dir, resume=False, d
                "lr": cur_lr, "time": round(time.time() - t_epoch, 1),
                "images_per_s": round(n * batch_size / (time.time() - t_epoch), 2)}
         if val_samples:
-            rec.update({k: round(v, 5) for k, v in validation_loss(model, val_samples, val_cache).items()})
+            rec.update({k: round(v, 5) for k, v in validation_loss(model, val_samples, val_cache, device).items()})
         logf.write(json.dumps(rec) + "\n")
         logf.flush()
         log(json.dumps(rec))

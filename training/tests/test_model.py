@@ -190,3 +190,59 @@ def test_resume_restores_the_run_and_refuses_contradicting_flags(tmp_path):
     assert ok.returncode == 0, ok.stderr
     assert "resuming" in ok.stderr and "5 train" not in ok.stderr.split("resuming")[0]
     assert torch.load(os.path.join(out, "last.pt"), map_location="cpu", weights_only=False)["epoch"] == 2
+
+
+def test_scaled_crop_samples_what_scaling_the_whole_image_would():
+    # the crop is taken straight from the source pixels (roi_align); it must equal
+    # scaling the whole image first and cropping after, for shrinking and enlarging
+    import random
+
+    from hemocount_train.train import load_rgb
+    s = two_images()[0]
+    img = load_rgb(s.image).float() / 255.0
+    ds = CropDataset([s], crop=256)
+    boxes = torch.tensor(s.boxes, dtype=torch.float32)
+    checked = 0
+    for f in (0.55, 0.8, 1.7):
+        out, b, _ = ds._scaled_crop(img, boxes, torch.tensor(s.labels), f, random.Random(3))
+        r = random.Random(3)  # the crop position drawn as _scaled_crop draws it
+        nh, nw = round(img.shape[1] * f), round(img.shape[2] * f)
+        y0, x0 = r.randint(0, nh - 256), r.randint(0, nw - 256)
+        ref = torch.nn.functional.interpolate(img[None], (nh, nw), mode="bilinear", align_corners=False)[0]
+        assert out.shape == (3, 256, 256)
+        assert (out - ref[:, y0:y0 + 256, x0:x0 + 256]).abs().max() < 1e-3, f
+        assert len(b) > 0 and float(b.min()) >= 0 and float(b.max()) <= 256
+        # the boxes lying wholly inside the crop come out scaled and shifted, unclipped
+        scaled = boxes * torch.tensor([nw / img.shape[2], nh / img.shape[1]] * 2) - torch.tensor([x0, y0, x0, y0])
+        inside = scaled[(scaled[:, :2] >= 0).all(1) & (scaled[:, 2:] <= 256).all(1)]
+        checked += len(inside)
+        assert all(any(torch.allclose(row, got, atol=1e-3) for got in b) for row in inside)
+    assert checked > 0
+
+
+def test_hue_rotation_keeps_greys_and_shifts_colours():
+    from hemocount_train.train import hue_rotate
+    grey = torch.full((3, 4, 4), 0.4)
+    assert torch.allclose(hue_rotate(grey, 0.05), grey, atol=1e-6)
+    red = torch.zeros(3, 2, 2)
+    red[0] = 1
+    shifted = hue_rotate(red, 1 / 3)  # a third of a turn takes red to green
+    assert shifted[1].min() > 0.99 and shifted[0].abs().max() < 1e-5
+
+
+def test_mixed_precision_keeps_the_weights_names_and_float_outputs():
+    # bfloat16 in the networks only: the anchors and losses stay float32 (tested with the
+    # CPU's autocast, which CUDA's mirrors), and checkpoints keep their keys
+    from hemocount_train.train import autocast_networks
+    torch.manual_seed(0)
+    model = build_model("compact")
+    keys = list(model.state_dict())
+    autocast_networks(model, "cpu")
+    assert list(model.state_dict()) == keys
+    feats = model.backbone(torch.rand(1, 3, 128, 128))
+    assert all(v.dtype == torch.float32 for v in feats.values())
+    model.train()
+    ds = CropDataset(two_images(), augment=False)
+    img, tgt = ds.get(0, 0)
+    losses = model([img], [tgt])
+    assert all(torch.isfinite(v) and v.dtype == torch.float32 for v in losses.values())
