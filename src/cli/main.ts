@@ -469,7 +469,12 @@ async function train(args: string[]): Promise<number> {
     const p = spawn(python, ['-m', 'hemocount_train', ...sub], {
       stdio: 'inherit',
       cwd: process.cwd(),
-      env: { ...process.env, PYTHONPATH: [trainingDir(), process.env.PYTHONPATH].filter(Boolean).join(':') },
+      // HEMOCOUNT_NODE: --patience scores each epoch with this same Node and hemocount CLI
+      env: {
+        ...process.env,
+        HEMOCOUNT_NODE: process.env.HEMOCOUNT_NODE ?? process.execPath,
+        PYTHONPATH: [trainingDir(), process.env.PYTHONPATH].filter(Boolean).join(':'),
+      },
     });
     p.on('exit', (code) => res(code ?? 1));
   });

@@ -238,6 +238,7 @@ export async function runSelect(a: StudyArgs & { models: string[] }): Promise<nu
     models: results.map((r) => ({
       model: r.model,
       meanBestF1: score(r),
+      subsetMeanBestF1: Object.fromEntries(partNames.map((n) => [n, r.parts[n] ? meanBestF1(r.parts[n]) : null])),
       evaluation: r.ev,
       subsets: r.parts,
       ...(gaps.has(r.model) && { againstBest: gaps.get(r.model) }),

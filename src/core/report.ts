@@ -60,17 +60,15 @@ export function reportFigures(rep: Report, images: EvalImage[], logText?: string
   if (logText) {
     const lc = learningCurve(logText);
     if (lc) figs['learning-curve'] = lc;
+    const f1 = validationCurve(logText);
+    if (f1) figs['learning-curve-f1'] = f1;
   }
   return figs;
 }
 
 /** Figure 5: classification, regression and total loss per epoch from a train_log.jsonl. */
 export function learningCurve(logText: string): string | null {
-  const ep = logText
-    .split('\n')
-    .filter(Boolean)
-    .map((l) => JSON.parse(l))
-    .filter((r) => r.type === 'epoch');
+  const ep = epochRecords(logText);
   if (!ep.length) return null;
   const s = (key: string, name: string, colour: string, dashed = false) => ({
     name,
@@ -82,6 +80,31 @@ export function learningCurve(logText: string): string | null {
   if (ep.some((r) => r.val_loss !== undefined)) series.push(s('val_loss', 'validation total', '#555', true));
   return lineChart(series, { title: 'Learning curve', x: 'epoch', y: 'loss' });
 }
+
+/** Validation mean best F1 per epoch (overall and per subset), where training scored epochs (--patience). */
+export function validationCurve(logText: string): string | null {
+  const ep = epochRecords(logText).filter((r) => r.val_f1 !== undefined);
+  if (!ep.length) return null;
+  const keys = [...new Set(ep.flatMap((r) => Object.keys(r).filter((k) => k.startsWith('val_f1'))))];
+  const colours = ['#000', '#d62728', '#1f77b4', '#2ca02c'];
+  const series = keys.map((k, i) => ({
+    name: k === 'val_f1' ? 'validation mean best F1' : k.slice('val_f1_'.length),
+    colour: colours[i % colours.length]!,
+    dashed: k !== 'val_f1',
+    points: ep.filter((r) => r[k] !== undefined).map((r) => [r.epoch, r[k]] as [number, number]),
+  }));
+  const ys = series.flatMap((x) => x.points.map((p) => p[1]));
+  // zoomed on the scores: the gains between epochs are a point or two
+  const yRange: [number, number] = [Math.floor(Math.min(...ys) - 2), Math.min(100, Math.ceil(Math.max(...ys) + 2))];
+  return lineChart(series, { title: 'Validation F1 per epoch', x: 'epoch', y: 'F1 [%]', yRange });
+}
+
+const epochRecords = (logText: string) =>
+  logText
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l))
+    .filter((r) => r.type === 'epoch');
 
 /** The report in Markdown: per subset and together, at the model's thresholds; confusion; sweeps. */
 export function reportMarkdown(rep: Report, parts: Record<string, Report>): string[] {

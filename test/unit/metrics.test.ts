@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { scoreOfParts, selectionScore } from '../../src/core/report.js';
+import { scoreOfParts, selectionScore, validationCurve } from '../../src/core/report.js';
 import {
   agreement,
   averagePrecision,
@@ -232,4 +232,18 @@ test('paired bootstrap: no gap between a model and itself, a clear one against a
   // seeded: the same interval on every run
   assert.deepEqual(pairedBootstrap(a, b, scoreOfParts, { rounds: 200 }), gap);
   assert.throws(() => pairedBootstrap(a, b.slice(1), scoreOfParts), /same images/);
+});
+
+test('validationCurve plots the validation F1 that training logged per epoch, per subset too', () => {
+  const rec = (epoch: number, f1?: number) =>
+    JSON.stringify({ type: 'epoch', epoch, loss: 0.3, ...(f1 !== undefined && { val_f1: f1, 'val_f1_full-field': f1 - 1, 'val_f1_close-up': f1 + 1 }) });
+  const log = [rec(1, 88.5), JSON.stringify({ type: 'step', epoch: 2, step: 9, loss: 0.2 }), rec(2, 90.25)].join('\n');
+  const svg = validationCurve(log);
+  assert.ok(svg);
+  assert.match(svg, /Validation F1 per epoch/);
+  assert.match(svg, /full-field/);
+  assert.match(svg, /close-up/);
+  // zoomed on the scores, not drawn from 0
+  assert.doesNotMatch(svg, />0<\/text>/);
+  assert.equal(validationCurve([rec(1), rec(2)].join('\n')), null);
 });

@@ -20,6 +20,40 @@ def need_torch():
                  "and point HEMOCOUNT_PYTHON at an interpreter that can import torch (e.g. /usr/bin/python3).")
 
 
+def epoch_scorer(val_samples, out_dir):
+    """Each epoch's mean best F1 on the validation images (per subset too), computed by
+    `hemocount select`, so that training stops on the metric every report uses, from the
+    one implementation of it (the TypeScript core)."""
+    import shutil
+    import subprocess
+    from .coco import write_coco
+    from .export import export
+    node = os.environ.get("HEMOCOUNT_NODE") or shutil.which("node")
+    cli = os.path.normpath(os.path.join(HERE, "..", "..", "bin", "hemocount.js"))
+    if not node or not os.path.isfile(cli):
+        sys.exit(f"--patience scores each epoch with hemocount's evaluation, which needs Node and {cli} "
+                 f"(node: {node or 'not found'}); run it through `hemocount train`, or leave --patience out")
+    if not val_samples:
+        sys.exit("--patience needs validation images: --val, or the shared split (no --data)")
+    val_json = os.path.join(out_dir, "val.json")
+    write_coco(val_samples, val_json)
+
+    def score(ckpt):
+        onnx_path = os.path.splitext(ckpt)[0] + ".onnx"
+        export(ckpt, onnx_path)
+        try:
+            r = subprocess.run([node, cli, "select", "--data", val_json, "--quiet", "--json", "-", onnx_path],
+                               capture_output=True, text=True)
+        finally:
+            os.remove(onnx_path)
+        if r.returncode != 0:
+            raise RuntimeError(f"scoring {ckpt} with hemocount select failed: {r.stderr.strip()}")
+        m = json.loads(r.stdout)["models"][0]
+        parts = {f"val_f1_{k}": round(100 * v, 2) for k, v in m["subsetMeanBestF1"].items() if v is not None}
+        return {"val_f1": round(100 * m["meanBestF1"], 2), **parts}
+    return score
+
+
 def load_samples(args):
     from .data import Defects, mark_unlabelled, read_dataset, shared_split
     defects = Defects()
@@ -75,6 +109,9 @@ def main(argv=None):
     p.add_argument("--amp", action="store_true", help="bfloat16 mixed precision (CUDA only)")
     p.add_argument("--init", help="start from a trained model: a checkpoint .pt or an ONNX file exported by hemocount")
     p.add_argument("--scale-range", help="scale jitter range (log-uniform), default 0.6,1.6")
+    p.add_argument("--patience", type=int,
+                   help="score every epoch on the validation images (hemocount's mean best F1, needs Node) and "
+                        "stop after this many epochs without a better one; best.pt is the best epoch")
     p.add_argument("--copy-paste", type=float, help="probability (0-1) that a training crop gets 1-3 white cells or "
                                                     "platelets pasted from other images (default 0)")
     p.add_argument("--threads", type=int, help="CPU threads for torch")
@@ -147,7 +184,8 @@ def main(argv=None):
                  "oversample": args.oversample, "arch": args.arch, "head_norm": args.head_norm, "epochs": args.epochs,
                  "batch_size": args.batch_size, "lr": args.lr, "crop": args.crop, "scale": scale, "seed": args.seed,
                  "init": args.init, "backbone_weights": args.backbone_weights, "freeze_backbone": args.freeze_backbone,
-                 "max_steps_per_epoch": args.max_steps_per_epoch, "copy_paste": args.copy_paste}
+                 "max_steps_per_epoch": args.max_steps_per_epoch, "copy_paste": args.copy_paste,
+                 "patience": args.patience}
         if args.resume:
             ckpt = os.path.join(args.out, "last.pt")
             if not os.path.isfile(ckpt):
@@ -159,6 +197,8 @@ def main(argv=None):
                          "\nresume with the run's own settings (leave them out), or start a new --out")
             if args.epochs:
                 cfg.epochs = args.epochs
+            if args.patience is not None:
+                cfg.patience = args.patience
         else:
             cfg = TrainConfig(**{k: v for k, v in given.items() if v is not None})
         args.data, args.val = cfg.data, cfg.val
@@ -175,7 +215,8 @@ def main(argv=None):
         train(cfg, train_s, val_s, args.out, resume=args.resume, device=device, threads=args.threads, split_info=info,
               workers=args.workers if args.workers is not None else
               (max(1, (os.cpu_count() or 2) - 2) if device.startswith("cuda") else 0),
-              amp=args.amp, log=lambda m: print(m, file=sys.stderr, flush=True))
+              amp=args.amp, log=lambda m: print(m, file=sys.stderr, flush=True),
+              epoch_score=epoch_scorer(val_s, args.out) if cfg.patience else None)
     elif args.cmd == "fixture":
         import os as _os
         from .export import load_checkpoint, write_fixture

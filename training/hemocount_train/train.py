@@ -7,6 +7,7 @@ import json
 import math
 import os
 import random
+import shutil
 import time
 
 import torch
@@ -197,6 +198,15 @@ class RunItems(torch.utils.data.Dataset):
         return self.ds.get(i, epoch)
 
 
+def best_epoch(path):
+    """(epoch, validation F1) of the log's best-scoring epoch (the earliest of equals), or None."""
+    if not os.path.isfile(path):
+        return None
+    scored = [(r["epoch"], r["val_f1"]) for r in map(json.loads, open(path, encoding="utf-8"))
+              if r.get("type") == "epoch" and r.get("val_f1") is not None]
+    return max(scored, key=lambda e: (e[1], -e[0])) if scored else None
+
+
 def _truncate_log(path, epoch):
     """Drop the records of the epoch a kill interrupted (and any half-written line): the
     resumed run writes that epoch again."""
@@ -286,9 +296,10 @@ class TrainConfig:
     freeze_backbone: bool = False
     max_steps_per_epoch: int | None = None
     copy_paste: float = 0.0          # probability that a crop gets 1-3 pasted WBC/platelets
+    patience: int | None = None      # stop after this many epochs without a better validation F1
 
     # may differ on --resume: training longer is what resuming is for
-    RESUMABLE = ("epochs",)
+    RESUMABLE = ("epochs", "patience")
 
     @classmethod
     def from_checkpoint(cls, ck: dict) -> "TrainConfig":
@@ -311,7 +322,10 @@ class TrainConfig:
 
 
 def train(cfg: TrainConfig, train_samples, val_samples, out_dir, resume=False, device="cpu", log=print, threads=None,
-          split_info=None, workers=0, amp=False):
+          split_info=None, workers=0, amp=False, epoch_score=None):
+    """epoch_score(checkpoint path) -> {"val_f1": ...}: scores each epoch on the validation
+    data (hemocount's own evaluation); with cfg.patience, training stops once that many
+    epochs in a row have not beaten the best, and best.pt is the best epoch's checkpoint."""
     arch, epochs, batch_size, lr, crop, seed = cfg.arch, cfg.epochs, cfg.batch_size, cfg.lr, cfg.crop, cfg.seed
     head_norm, init, scale, max_steps_per_epoch = cfg.head_norm, cfg.init, cfg.scale, cfg.max_steps_per_epoch
     backbone_weights, freeze_backbone = cfg.backbone_weights, cfg.freeze_backbone
@@ -354,6 +368,11 @@ def train(cfg: TrainConfig, train_samples, val_samples, out_dir, resume=False, d
         _truncate_log(log_path, start_epoch)
         if start_epoch >= epochs:
             log("training already complete")
+            return model
+        best = best_epoch(log_path)
+        if cfg.patience and best and start_epoch - best[0] >= cfg.patience:
+            log(f"training stopped early at epoch {start_epoch} (best: epoch {best[0]}, validation F1 {best[1]}); "
+                "a larger --patience continues it")
             return model
     elif os.path.exists(log_path):
         os.remove(log_path)  # a fresh run starts a fresh log; --resume appends
@@ -410,16 +429,27 @@ def train(cfg: TrainConfig, train_samples, val_samples, out_dir, resume=False, d
                "images_per_s": round(n * batch_size / (time.time() - t_epoch), 2)}
         if val_samples:
             rec.update({k: round(v, 5) for k, v in validation_loss(model, val_samples, val_cache, device).items()})
-        logf.write(json.dumps(rec) + "\n")
-        logf.flush()
-        log(json.dumps(rec))
         state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
                  "config": asdict(cfg), "arch": arch, "head_norm": head_norm, "frozen_bn": frozen_bn, "init": init,
                  "seed": seed, "epochs": epochs, "batch_size": batch_size, "lr": lr, "crop": crop,
                  "split": split_info or {}, "train_images": len(train_samples)}
+        epoch_path = os.path.join(out_dir, f"epoch_{epoch + 1:03d}.pt")
+        torch.save(state, epoch_path)
+        if epoch_score:
+            rec.update(epoch_score(epoch_path))
+        # the epoch's record before last.pt: a kill in between replays the epoch on --resume
+        logf.write(json.dumps(rec) + "\n")
+        logf.flush()
+        log(json.dumps(rec))
         tmp = ckpt_path + ".tmp"
         torch.save(state, tmp)
         os.replace(tmp, ckpt_path)  # atomic: a kill mid-save never corrupts last.pt
-        torch.save(state, os.path.join(out_dir, f"epoch_{epoch + 1:03d}.pt"))
+        best = best_epoch(log_path)
+        if best and best[0] == epoch + 1:
+            shutil.copyfile(epoch_path, os.path.join(out_dir, "best.pt"))
+        if cfg.patience and best and epoch + 1 - best[0] >= cfg.patience:
+            log(f"no better validation F1 for {cfg.patience} epochs: stopping after epoch {epoch + 1} "
+                f"(best: epoch {best[0]}, validation F1 {best[1]}, {os.path.join(out_dir, 'best.pt')})")
+            break
     logf.close()
     return model

@@ -246,3 +246,33 @@ def test_mixed_precision_keeps_the_weights_names_and_float_outputs():
     img, tgt = ds.get(0, 0)
     losses = model([img], [tgt])
     assert all(torch.isfinite(v) and v.dtype == torch.float32 for v in losses.values())
+
+
+def test_patience_scores_each_epoch_with_hemocounts_evaluation_and_stops(tmp_path):
+    # lr 0 from the shipped model (its BatchNorm is folded, so frozen): every epoch is the
+    # same model, so epoch 1 stays best and patience 1 stops after epoch 2 of 4. The F1
+    # logged must be exactly what `hemocount select` reports for the shipped model.
+    import shutil
+    node = shutil.which("node")
+    if not node or not os.path.isfile(os.path.join(ROOT, "dist", "src", "cli", "main.js")):
+        pytest.skip("needs Node and the built CLI (npm run build)")
+    out = str(tmp_path / "run")
+    model = os.path.join(ROOT, "models", "hemocount-default.onnx")
+    env = {**os.environ, "PYTHONPATH": os.path.join(ROOT, "training"), "HEMOCOUNT_NODE": node}
+    base = [sys.executable, "-m", "hemocount_train", "train", "--out", out, "--threads", "1", "--patience", "1"]
+    r = subprocess.run(base + ["--data", SAMPLES, "--val", SAMPLES, "--init", model, "--lr", "0", "--epochs", "4",
+                               "--batch-size", "2", "--crop", "256", "--max-steps-per-epoch", "1"],
+                       capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    epochs = [json.loads(x) for x in open(os.path.join(out, "train_log.jsonl")) if '"type": "epoch"' in x]
+    assert [e["epoch"] for e in epochs] == [1, 2]
+    assert epochs[0]["val_f1"] == epochs[1]["val_f1"] > 50
+    assert "no better validation F1 for 1 epochs: stopping after epoch 2 (best: epoch 1" in r.stderr
+    assert torch.load(os.path.join(out, "best.pt"), map_location="cpu", weights_only=False)["epoch"] == 1
+    assert not [f for f in os.listdir(out) if f.endswith(".onnx")]
+    sel = subprocess.run([node, os.path.join(ROOT, "bin", "hemocount.js"), "select", "--quiet", "--json", "-",
+                          "--data", os.path.join(out, "val.json"), model], capture_output=True, text=True)
+    assert sel.returncode == 0, sel.stderr
+    assert abs(100 * json.loads(sel.stdout)["models"][0]["meanBestF1"] - epochs[0]["val_f1"]) < 0.01
+    again = subprocess.run(base + ["--resume"], capture_output=True, text=True, env=env)
+    assert again.returncode == 0 and "training stopped early at epoch 2" in again.stderr, again.stderr
