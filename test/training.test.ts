@@ -8,7 +8,12 @@ import { CLI, ROOT, tmp } from './helpers.js';
 
 test('training pytest suite (readers, loss, resume, export)', { timeout: 900_000 }, () => {
   const { python } = findTorchPython();
-  const r = spawnSync(python, ['-m', 'pytest', '-q', '-p', 'no:cacheprovider', 'tests'], { cwd: join(ROOT, 'training'), encoding: 'utf8' });
+  // HEMOCOUNT_NODE: the --patience test scores epochs with this Node, as `hemocount train` does
+  const r = spawnSync(python, ['-m', 'pytest', '-q', '-p', 'no:cacheprovider', 'tests'], {
+    cwd: join(ROOT, 'training'),
+    encoding: 'utf8',
+    env: { ...process.env, HEMOCOUNT_NODE: process.execPath },
+  });
   const tail = (r.stdout + r.stderr).trim().split('\n').slice(-25).join('\n');
   process.stderr.write(tail.split('\n').slice(-1)[0] + '\n');
   assert.equal(r.status, 0, tail);

@@ -253,7 +253,7 @@ def test_patience_scores_each_epoch_with_hemocounts_evaluation_and_stops(tmp_pat
     # same model, so epoch 1 stays best and patience 1 stops after epoch 2 of 4. The F1
     # logged must be exactly what `hemocount select` reports for the shipped model.
     import shutil
-    node = shutil.which("node")
+    node = os.environ.get("HEMOCOUNT_NODE") or shutil.which("node")
     if not node or not os.path.isfile(os.path.join(ROOT, "dist", "src", "cli", "main.js")):
         pytest.skip("needs Node and the built CLI (npm run build)")
     out = str(tmp_path / "run")
