@@ -62,11 +62,12 @@ export interface Detected extends CoreDetected {
 export class Model {
   private constructor(private readonly onnx: OnnxModel) {}
 
-  static async load(path?: string, opts: { threads?: number } = {}): Promise<Model> {
+  /** lazy: open the network session at the first detection (see openOnnx). */
+  static async load(path?: string, opts: { threads?: number; lazy?: boolean } = {}): Promise<Model> {
     if (path !== undefined && typeof path !== 'string') throw new TypeError(`model path must be a string, not ${typeof path}`);
     if (opts.threads !== undefined && !(Number.isInteger(opts.threads) && opts.threads >= 1))
       throw new RangeError(`threads must be a whole number >= 1, not ${String(opts.threads)}`);
-    return new Model(await openOnnx(modelPath(path), opts.threads));
+    return new Model(await openOnnx(modelPath(path), opts.threads, opts.lazy));
   }
 
   get metadata(): ModelMetadata {

