@@ -16,6 +16,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -24,7 +25,7 @@ T0 = time.time()
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "training"))
 out, budget, extra = sys.argv[1], float(sys.argv[2]), sys.argv[3:]
-work = os.path.join(os.environ.get("TMPDIR", "/tmp"), "hemocount-device-train")  # OUT gets only the results
+work = tempfile.mkdtemp(prefix="hemocount-device-train-")  # OUT gets only the results
 os.makedirs(out, exist_ok=True)
 shared = os.path.join(os.path.dirname(ROOT), "shared")
 if not os.path.isdir(os.path.join(shared, "datasets")) and os.path.isdir(os.path.join(ROOT, ".data")):
@@ -51,7 +52,7 @@ def arg(name, default):
 
 batch = int(arg("--batch-size", 16))
 full = sum(1 for s in tr if s.source == "full")
-times = int(dict(kv.split("=") for kv in arg("--oversample", "full=1").split(","))["full"])
+times = int(dict(kv.split("=") for kv in arg("--oversample", "full=1").split(",")).get("full", 1))
 per_epoch = len(tr) + (times - 1) * full
 
 
@@ -85,7 +86,7 @@ try:
     rc = subprocess.call(cmd, cwd=os.path.join(ROOT, "training"), timeout=max(60, budget - (time.time() - T0) - 15))
 except subprocess.TimeoutExpired:
     rc = "killed at the budget"
-done = sorted(f for f in os.listdir(run) if f.startswith("epoch_"))
+done = sorted(f for f in (os.listdir(run) if os.path.isdir(run) else []) if f.startswith("epoch_") and f.endswith(".pt"))
 print(f"train exited {rc}; {len(done)} epochs saved", flush=True)
 keep = done[-8:]
 for k in range(0, len(keep), 2):

@@ -185,8 +185,13 @@ export async function openOnnx(path: string, threads?: number, lazy = false): Pr
       if (!scores || !deltas) throw new Error(`${path}: the model has no 'scores' and 'deltas' outputs`);
       return { scores: scores.data as Float32Array, deltas: deltas.data as Float32Array };
     },
+    // a session that failed to open has nothing to release
     release: async () => {
-      if (session) await (await session).release();
+      if (session)
+        await session.then(
+          (x) => x.release(),
+          () => undefined,
+        );
     },
   };
 }

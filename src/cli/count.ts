@@ -87,8 +87,14 @@ const stemOf = (rel: string) => rel.slice(0, rel.length - extname(rel).length);
 
 export async function runCount(a: CountArgs): Promise<number> {
   if (!a.inputs.length && !a.samples) throw new UsageError('count: name at least one image, folder or glob (or --samples FILE)');
+  const { files, missing, skipped, rbcCount } = await planInputs(a);
+  // --jobs N > 1: N worker threads, each with its own network session (onnxruntime-node runs a
+  // pass on the calling thread, so one thread runs one pass at a time)
+  // default: one worker per core (measured: 1.25x the images/s of one process on 2 cores, 1.3x
+  // with pictures; docs/throughput.json)
+  const jobs = Math.max(1, Math.min(a.jobs ?? availableParallelism(), files.length));
   // with worker threads the network runs there: this process needs the model's metadata only
-  const model = await Model.load(a.model, { threads: a.threads, lazy: (a.jobs ?? availableParallelism()) > 1 });
+  const model = await Model.load(a.model, { threads: a.threads, lazy: jobs > 1 });
   const meta = model.metadata;
   let th: ReturnType<Model['thresholds']>;
   try {
@@ -96,7 +102,6 @@ export async function runCount(a: CountArgs): Promise<number> {
   } catch (e) {
     throw new UsageError((e as Error).message);
   }
-  const { files, missing, skipped, rbcCount } = await planInputs(a);
   const guard = new OutputGuard(new Set(files.map((f) => resolve(f.path))), a.overwrite);
   // unique output stem per input, mirroring sub-folders of a counted folder
   const usedNames = new Set<string>();
@@ -140,11 +145,6 @@ export async function runCount(a: CountArgs): Promise<number> {
   if (!files.length && !results.length) throw new UsageError(`no image found in ${a.inputs.join(', ')} (hemocount reads JPEG, PNG, TIFF, WebP, GIF and AVIF)`);
   if (a.jsonl && a.jsonl !== '-' && !a.resume) await guard.write(a.jsonl, '');
   const progress = new Progress(files.length, a.quiet);
-  // --jobs N > 1: N worker threads, each with its own network session (onnxruntime-node runs a
-  // pass on the calling thread, so one thread runs one pass at a time)
-  // default: one worker per core (measured: 1.25x the images/s of one process on 2 cores, 1.3x
-  // with pictures; docs/throughput.json)
-  const jobs = Math.max(1, Math.min(a.jobs ?? availableParallelism(), files.length));
   const pool = jobs > 1 ? await DetectorPool.open(a.model, { workers: jobs, threads: a.threads }) : null;
   const countOne = async ({ f, stem }: (typeof named)[number]): Promise<ImageResult> => {
     const before = done.get(resolve(f.path));

@@ -232,7 +232,10 @@ test('scale estimate: cells in the training range keep native resolution, small 
 
 test('topAbove orders as the comparator sort does: score descending, ties by index, at most k', () => {
   let seed = 7;
-  const rand = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
+  const rand = () => {
+    seed = (seed * 1103515245 + 12345) % 2 ** 31;
+    return seed / 2 ** 31;
+  };
   // coarse values so that ties are common, zeros and exact floor values included
   const v = Float32Array.from({ length: 5000 }, () => Math.round(rand() * 40) / 40);
   for (const [start, end, floor, k] of [
@@ -246,4 +249,21 @@ test('topAbove orders as the comparator sort does: score descending, ties by ind
     ref.sort((a, b) => v[start + b]! - v[start + a]! || a - b);
     assert.deepEqual(topAbove(v, start, end, floor, k), ref.slice(0, k), `${start}-${end} > ${floor}, k ${k}`);
   }
+  const ref = (x: Float32Array, start: number, end: number, floor: number, k: number) => {
+    const r: number[] = [];
+    for (let i = start; i < end; i++) if (x[i]! > floor) r.push(i - start);
+    return r.sort((a, b) => x[start + b]! - x[start + a]! || a - b).slice(0, k);
+  };
+  // a view into a larger buffer (the network's outputs), with extremes: Infinity, a
+  // denormal, -0, NaN; a negative floor and more than 2^21 values take the comparator path
+  const buf = new Float32Array(64);
+  buf.set([0.3, Infinity, 1e-45, -0, Number.NaN, 0.3, -2, 0.7], 8);
+  const view = buf.subarray(8, 16);
+  assert.deepEqual(topAbove(view, 0, 8, 0, 10), ref(view, 0, 8, 0, 10));
+  assert.deepEqual(topAbove(view, 0, 8, -5, 10), ref(view, 0, 8, -5, 10));
+  const big = new Float32Array(2 ** 21 + 5);
+  big[2 ** 21 + 3] = 0.9;
+  big[7] = 0.9;
+  big[100] = 0.95;
+  assert.deepEqual(topAbove(big, 0, big.length, 0.05, 10), [100, 7, 2 ** 21 + 3]);
 });

@@ -30,9 +30,14 @@ def epoch_scorer(val_samples, out_dir):
     from .export import export
     node = os.environ.get("HEMOCOUNT_NODE") or shutil.which("node")
     cli = os.path.normpath(os.path.join(HERE, "..", "..", "bin", "hemocount.js"))
-    if not node or not os.path.isfile(cli):
-        sys.exit(f"--patience scores each epoch with hemocount's evaluation, which needs Node and {cli} "
-                 f"(node: {node or 'not found'}); run it through `hemocount train`, or leave --patience out")
+    try:  # found, and it runs (a checkout needs `npm run build`): know before the first epoch
+        ok = bool(node) and subprocess.run([node, cli, "--version"], capture_output=True, timeout=60).returncode == 0
+    except OSError:
+        ok = False
+    if not ok:
+        sys.exit(f"--patience scores each epoch with hemocount's evaluation, which needs Node and a working {cli} "
+                 f"(node: {node or 'not found'}; in a checkout, run `npm run build`); run it through "
+                 "`hemocount train`, or leave --patience out")
     if not val_samples:
         sys.exit("--patience needs validation images: --val, or the shared split (no --data)")
     val_json = os.path.join(out_dir, "val.json")
@@ -175,6 +180,8 @@ def main(argv=None):
     if args.cmd == "train":
         from .train import TrainConfig, train
         device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+        if args.patience is not None and args.patience < 1:
+            sys.exit(f"--patience must be a whole number of epochs >= 1, not {args.patience}")
         try:
             scale = tuple(float(v) for v in args.scale_range.split(",")) if args.scale_range else None
             assert scale is None or (len(scale) == 2 and 0 < scale[0] <= scale[1])

@@ -198,6 +198,22 @@ class RunItems(torch.utils.data.Dataset):
         return self.ds.get(i, epoch)
 
 
+def _save(obj, path):
+    """torch.save through a temporary file: a kill mid-save never leaves a truncated checkpoint."""
+    torch.save(obj, path + ".tmp")
+    os.replace(path + ".tmp", path)
+
+
+def _sync_best(out_dir, log_path):
+    """best.pt = the checkpoint of the log's best-scoring epoch (also after a kill or resume)."""
+    best = best_epoch(log_path)
+    src = best and os.path.join(out_dir, f"epoch_{best[0]:03d}.pt")
+    if src and os.path.isfile(src):
+        shutil.copyfile(src, os.path.join(out_dir, "best.pt.tmp"))
+        os.replace(os.path.join(out_dir, "best.pt.tmp"), os.path.join(out_dir, "best.pt"))
+    return best
+
+
 def best_epoch(path):
     """(epoch, validation F1) of the log's best-scoring epoch (the earliest of equals), or None."""
     if not os.path.isfile(path):
@@ -329,6 +345,8 @@ def train(cfg: TrainConfig, train_samples, val_samples, out_dir, resume=False, d
     arch, epochs, batch_size, lr, crop, seed = cfg.arch, cfg.epochs, cfg.batch_size, cfg.lr, cfg.crop, cfg.seed
     head_norm, init, scale, max_steps_per_epoch = cfg.head_norm, cfg.init, cfg.scale, cfg.max_steps_per_epoch
     backbone_weights, freeze_backbone = cfg.backbone_weights, cfg.freeze_backbone
+    if cfg.patience is not None and (cfg.patience < 1 or epoch_score is None):
+        raise ValueError("patience must be a whole number >= 1, and needs an epoch_score to stop on")
     os.makedirs(out_dir, exist_ok=True)
     if threads:
         torch.set_num_threads(threads)
@@ -369,13 +387,15 @@ def train(cfg: TrainConfig, train_samples, val_samples, out_dir, resume=False, d
         if start_epoch >= epochs:
             log("training already complete")
             return model
-        best = best_epoch(log_path)
+        best = _sync_best(out_dir, log_path)
         if cfg.patience and best and start_epoch - best[0] >= cfg.patience:
             log(f"training stopped early at epoch {start_epoch} (best: epoch {best[0]}, validation F1 {best[1]}); "
                 "a larger --patience continues it")
             return model
-    elif os.path.exists(log_path):
-        os.remove(log_path)  # a fresh run starts a fresh log; --resume appends
+    else:  # a fresh run starts a fresh log (--resume appends) and has no best epoch yet
+        for stale in (log_path, os.path.join(out_dir, "best.pt")):
+            if os.path.exists(stale):
+                os.remove(stale)
     logf = open(log_path, "a", encoding="utf-8")
     log(f"{arch}: {count_parameters(model):,} parameters; {len(train_samples)} train / {len(val_samples)} "
         f"validation images; {steps_per_epoch} steps x {epochs} epochs, batch {batch_size}, crop {crop}")
@@ -434,19 +454,16 @@ def train(cfg: TrainConfig, train_samples, val_samples, out_dir, resume=False, d
                  "seed": seed, "epochs": epochs, "batch_size": batch_size, "lr": lr, "crop": crop,
                  "split": split_info or {}, "train_images": len(train_samples)}
         epoch_path = os.path.join(out_dir, f"epoch_{epoch + 1:03d}.pt")
-        torch.save(state, epoch_path)
+        _save(state, epoch_path)
         if epoch_score:
-            rec.update(epoch_score(epoch_path))
-        # the epoch's record before last.pt: a kill in between replays the epoch on --resume
+            with torch.random.fork_rng(devices=[]):  # scoring must not move the run's random state
+                rec.update(epoch_score(epoch_path))
+        # record, best.pt, then last.pt: a kill before last.pt replays this epoch on --resume
         logf.write(json.dumps(rec) + "\n")
         logf.flush()
         log(json.dumps(rec))
-        tmp = ckpt_path + ".tmp"
-        torch.save(state, tmp)
-        os.replace(tmp, ckpt_path)  # atomic: a kill mid-save never corrupts last.pt
-        best = best_epoch(log_path)
-        if best and best[0] == epoch + 1:
-            shutil.copyfile(epoch_path, os.path.join(out_dir, "best.pt"))
+        best = _sync_best(out_dir, log_path)
+        _save(state, ckpt_path)
         if cfg.patience and best and epoch + 1 - best[0] >= cfg.patience:
             log(f"no better validation F1 for {cfg.patience} epochs: stopping after epoch {epoch + 1} "
                 f"(best: epoch {best[0]}, validation F1 {best[1]}, {os.path.join(out_dir, 'best.pt')})")

@@ -239,6 +239,9 @@ def test_mixed_precision_keeps_the_weights_names_and_float_outputs():
     keys = list(model.state_dict())
     autocast_networks(model, "cpu")
     assert list(model.state_dict()) == keys
+    seen = []
+    model.backbone.body.stem[0][0].register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    model.head.classification_head.cls_logits.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
     feats = model.backbone(torch.rand(1, 3, 128, 128))
     assert all(v.dtype == torch.float32 for v in feats.values())
     model.train()
@@ -246,6 +249,8 @@ def test_mixed_precision_keeps_the_weights_names_and_float_outputs():
     img, tgt = ds.get(0, 0)
     losses = model([img], [tgt])
     assert all(torch.isfinite(v) and v.dtype == torch.float32 for v in losses.values())
+    # inside, the convolutions did run in bfloat16 (backbone and head)
+    assert seen and set(seen) == {torch.bfloat16}, seen
 
 
 def test_patience_scores_each_epoch_with_hemocounts_evaluation_and_stops(tmp_path):
@@ -274,5 +279,7 @@ def test_patience_scores_each_epoch_with_hemocounts_evaluation_and_stops(tmp_pat
                           "--data", os.path.join(out, "val.json"), model], capture_output=True, text=True)
     assert sel.returncode == 0, sel.stderr
     assert abs(100 * json.loads(sel.stdout)["models"][0]["meanBestF1"] - epochs[0]["val_f1"]) < 0.01
+    os.remove(os.path.join(out, "best.pt"))  # as a kill before it was written would leave it
     again = subprocess.run(base + ["--resume"], capture_output=True, text=True, env=env)
     assert again.returncode == 0 and "training stopped early at epoch 2" in again.stderr, again.stderr
+    assert torch.load(os.path.join(out, "best.pt"), map_location="cpu", weights_only=False)["epoch"] == 1
