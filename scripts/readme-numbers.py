@@ -131,6 +131,18 @@ wall time of the whole command): """ + "; ".join(f"{k} {v['imagesPerS']} images/
 Two single-threaded workers against one: x{qb['ratio2to1']}."""
 except FileNotFoundError:
     pass
+try:
+    ag = json.load(open("docs/against.json"))
+    speed += f"""
+
+**Against an earlier build, side by side** (`node dist/bench/against.js --base DIR`: both CLIs on the
+same {ag['images']} CBC smears, alternating, best of 3; this build {ag['this']['commit']} against {ag['base']['commit']}), later in
+the day on the same machine: """ + "; ".join(
+        f"{k} {v['baseSeconds']} s -> {v['thisSeconds']} s, **x{v['speedup']}**" for k, v in ag["results"].items()) + """.
+The figures above are from an earlier run; this shared machine ran about 30 % slower during this one,
+which is why only ratios within one run compare."""
+except FileNotFoundError:
+    pass
 import subprocess  # noqa: E402  (the sample output is made after the tables above)
 out = subprocess.run(["node", "bin/hemocount.js", "count", "samples/BloodImage_00011.jpg", "--json", "-", "--quiet"],
                      capture_output=True, text=True, check=True).stdout

@@ -1,0 +1,56 @@
+/**
+ * This build against another build of hemocount, in one run: `hemocount count` with both
+ * CLIs on the same CBC smears, configuration by configuration and alternating between the
+ * two (this shared 2-core machine's speed drifts by 20 % over an hour, so only ratios taken
+ * side by side mean anything), best of 3. Wall time of the whole command, start included.
+ * Usage: node dist/bench/against.js --base DIR [--n 100] [--out docs/against.json]
+ *   DIR: a built checkout of the other version, e.g.
+ *   git worktree add /tmp/base <commit> && (cd /tmp/base && ln -s "$PWD/node_modules" . && npx tsc -p tsconfig.json)
+ */
+import { spawnSync } from 'node:child_process';
+import { existsSync, rmSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { CLI, ROOT, SAMPLES } from '../test/helpers.js';
+import { machine, smearFolder } from './smears.js';
+
+const { values: a } = parseArgs({ options: { base: { type: 'string' }, n: { type: 'string', default: '100' }, out: { type: 'string' } } });
+if (!a.base) throw new Error('--base DIR: a built checkout of the version to compare with');
+const baseCli = join(resolve(a.base), 'bin', 'hemocount.js');
+if (!existsSync(join(resolve(a.base), 'dist', 'src', 'cli', 'main.js'))) throw new Error(`${a.base}: not built (run npx tsc -p tsconfig.json there)`);
+const n = Number(a.n);
+const { dir, images } = smearFolder(n, 'hemocount-bench-against-');
+const git = (cwd: string) => spawnSync('git', ['rev-parse', '--short', 'HEAD'], { cwd, encoding: 'utf8' }).stdout.trim();
+
+const once = (cli: string, cwd: string, args: string[]) => {
+  rmSync(join(dir, 'out'), { recursive: true, force: true });
+  const t0 = performance.now();
+  const r = spawnSync(process.execPath, [cli, 'count', ...args, '--quiet', '--json', join(dir, 'r.json'), '--overwrite'], { cwd, encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`${cli} count ${args.join(' ')}: ${r.stderr}`);
+  return (performance.now() - t0) / 1000;
+};
+const configs: Record<string, { args: string[]; images: number }> = {
+  'one image (start-up)': { args: [join(SAMPLES, 'BloodImage_00004.jpg')], images: 1 },
+  'int8, no pictures, --jobs 2': { args: [images, '--model', 'int8', '--jobs', '2'], images: n },
+  'int8, no pictures, --jobs 1': { args: [images, '--model', 'int8', '--jobs', '1'], images: n },
+  'fp32, no pictures, --jobs 2': { args: [images, '--model', 'fp32', '--jobs', '2'], images: n },
+  'int8, --out PNG, --jobs 2': { args: [images, '--model', 'int8', '--jobs', '2', '--out', join(dir, 'out')], images: n },
+};
+const results: Record<string, unknown> = {};
+for (const [name, c] of Object.entries(configs)) {
+  let [base, mine] = [Infinity, Infinity];
+  for (let k = 0; k < 3; k++) {
+    base = Math.min(base, once(baseCli, resolve(a.base), c.args));
+    mine = Math.min(mine, once(CLI, ROOT, c.args));
+  }
+  results[name] = {
+    baseSeconds: +base.toFixed(2),
+    thisSeconds: +mine.toFixed(2),
+    ...(c.images > 1 && { baseImagesPerS: +(c.images / base).toFixed(1), thisImagesPerS: +(c.images / mine).toFixed(1) }),
+    speedup: +(base / mine).toFixed(2),
+  };
+  console.error(name, JSON.stringify(results[name]));
+}
+const doc = { machine: machine(), images: n, base: { dir: a.base, commit: git(a.base) }, this: { commit: git(ROOT) }, note: 'best of 3, alternating', results };
+console.log(JSON.stringify(doc, null, 1));
+if (a.out) writeFileSync(a.out, JSON.stringify(doc, null, 1) + '\n');
