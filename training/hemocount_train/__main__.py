@@ -26,6 +26,7 @@ def epoch_scorer(val_samples, out_dir):
     one implementation of it (the TypeScript core)."""
     import shutil
     import subprocess
+    import warnings
     from .coco import write_coco
     from .export import export
     node = os.environ.get("HEMOCOUNT_NODE") or shutil.which("node")
@@ -45,7 +46,9 @@ def epoch_scorer(val_samples, out_dir):
 
     def score(ckpt):
         onnx_path = os.path.splitext(ckpt)[0] + ".onnx"
-        export(ckpt, onnx_path)
+        with warnings.catch_warnings():  # the exporter's notes, once per epoch, would bury the log
+            warnings.simplefilter("ignore")
+            export(ckpt, onnx_path)
         try:
             r = subprocess.run([node, cli, "select", "--data", val_json, "--quiet", "--json", "-", onnx_path],
                                capture_output=True, text=True)
