@@ -88,7 +88,7 @@ export function validationCurve(logText: string): string | null {
   const keys = [...new Set(ep.flatMap((r) => Object.keys(r).filter((k) => k.startsWith('val_f1'))))];
   const colours = ['#000', '#d62728', '#1f77b4', '#2ca02c'];
   const series = keys.map((k, i) => ({
-    name: k === 'val_f1' ? 'validation mean best F1' : k.slice('val_f1_'.length),
+    name: k === 'val_f1' ? 'mean best F1' : k.slice('val_f1_'.length),
     colour: colours[i % colours.length]!,
     dashed: k !== 'val_f1',
     points: ep.filter((r) => r[k] !== undefined).map((r) => [r.epoch, r[k]] as [number, number]),
