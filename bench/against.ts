@@ -8,11 +8,11 @@
  *   git worktree add /tmp/base <commit> && (cd /tmp/base && ln -s "$PWD/node_modules" . && npx tsc -p tsconfig.json)
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { CLI, ROOT, SAMPLES } from '../test/helpers.js';
-import { machine, smearFolder } from './smears.js';
+import { machine, smearFolder, timeCount } from './smears.js';
 
 const { values: a } = parseArgs({ options: { base: { type: 'string' }, n: { type: 'string', default: '100' }, out: { type: 'string' } } });
 if (!a.base) throw new Error('--base DIR: a built checkout of the version to compare with');
@@ -22,13 +22,6 @@ const n = Number(a.n);
 const { dir, images } = smearFolder(n, 'hemocount-bench-against-');
 const git = (cwd: string) => spawnSync('git', ['rev-parse', '--short', 'HEAD'], { cwd, encoding: 'utf8' }).stdout.trim();
 
-const once = (cli: string, cwd: string, args: string[]) => {
-  rmSync(join(dir, 'out'), { recursive: true, force: true });
-  const t0 = performance.now();
-  const r = spawnSync(process.execPath, [cli, 'count', ...args, '--quiet', '--json', join(dir, 'r.json'), '--overwrite'], { cwd, encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`${cli} count ${args.join(' ')}: ${r.stderr}`);
-  return (performance.now() - t0) / 1000;
-};
 const configs: Record<string, { args: string[]; images: number }> = {
   'one image (start-up)': { args: [join(SAMPLES, 'BloodImage_00004.jpg')], images: 1 },
   'int8, no pictures, --jobs 2': { args: [images, '--model', 'int8', '--jobs', '2'], images: n },
@@ -40,8 +33,8 @@ const results: Record<string, unknown> = {};
 for (const [name, c] of Object.entries(configs)) {
   let [base, mine] = [Infinity, Infinity];
   for (let k = 0; k < 3; k++) {
-    base = Math.min(base, once(baseCli, resolve(a.base), c.args));
-    mine = Math.min(mine, once(CLI, ROOT, c.args));
+    base = Math.min(base, timeCount(baseCli, resolve(a.base), dir, c.args));
+    mine = Math.min(mine, timeCount(CLI, ROOT, dir, c.args));
   }
   results[name] = {
     baseSeconds: +base.toFixed(2),

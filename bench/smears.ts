@@ -1,5 +1,6 @@
 /** A folder of N smears for the folder benchmarks: CBC full fields (640 x 480) when the shared datasets are there, else the samples. */
-import { copyFileSync, mkdirSync, readdirSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { copyFileSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { ROOT, SAMPLES, tmp } from '../test/helpers.js';
@@ -29,3 +30,16 @@ export function smearFolder(n: number, prefix: string): { dir: string; images: s
 }
 
 export const machine = () => `${cpus()[0]?.model ?? 'unknown CPU'}, ${cpus().length} cores, ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}`;
+
+/**
+ * Seconds of one whole `hemocount count` command (process start and model load included) of
+ * the CLI at `cli`, run in `cwd`; its results go to dir/r.json, pictures (if asked) to dir/out,
+ * cleared first.
+ */
+export function timeCount(cli: string, cwd: string, dir: string, args: string[]): number {
+  rmSync(join(dir, 'out'), { recursive: true, force: true });
+  const t0 = performance.now();
+  const r = spawnSync(process.execPath, [cli, 'count', ...args, '--quiet', '--json', join(dir, 'r.json'), '--overwrite'], { cwd, encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`${cli} count ${args.join(' ')}: ${r.stderr}`);
+  return (performance.now() - t0) / 1000;
+}

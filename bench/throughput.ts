@@ -6,11 +6,10 @@
  * Wall time of the whole command (process start and model load included), best of 2.
  * Usage: node dist/bench/throughput.js [N] [--out docs/throughput.json]
  */
-import { spawnSync } from 'node:child_process';
-import { rmSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CLI, ROOT } from '../test/helpers.js';
-import { machine, smearFolder } from './smears.js';
+import { machine, smearFolder, timeCount } from './smears.js';
 
 const n = Number(process.argv[2] && !process.argv[2].startsWith('--') ? process.argv[2] : 100);
 const outAt = process.argv.indexOf('--out');
@@ -20,16 +19,7 @@ const { dir, images } = smearFolder(n, 'hemocount-bench-throughput-');
 
 const time = (args: string[]) => {
   let best = Infinity;
-  for (let k = 0; k < 2; k++) {
-    rmSync(join(dir, 'out'), { recursive: true, force: true });
-    const t0 = performance.now();
-    const r = spawnSync(process.execPath, [CLI, 'count', images, '--quiet', '--json', join(dir, 'r.json'), '--overwrite', ...args], {
-      cwd: ROOT,
-      encoding: 'utf8',
-    });
-    if (r.status !== 0) throw new Error(`${args.join(' ')}: ${r.stderr}`);
-    best = Math.min(best, (performance.now() - t0) / 1000);
-  }
+  for (let k = 0; k < 2; k++) best = Math.min(best, timeCount(CLI, ROOT, dir, [images, ...args]));
   return { seconds: +best.toFixed(2), imagesPerS: +(n / best).toFixed(1) };
 };
 const pics = ['--out', join(dir, 'out')];

@@ -204,14 +204,12 @@ def _save(obj, path):
     os.replace(path + ".tmp", path)
 
 
-def _sync_best(out_dir, log_path):
-    """best.pt = the checkpoint of the log's best-scoring epoch (also after a kill or resume)."""
-    best = best_epoch(log_path)
-    src = best and os.path.join(out_dir, f"epoch_{best[0]:03d}.pt")
-    if src and os.path.isfile(src):
+def _keep_best(out_dir, epoch):
+    """best.pt = epoch's checkpoint, replaced atomically."""
+    src = os.path.join(out_dir, f"epoch_{epoch:03d}.pt")
+    if os.path.isfile(src):
         shutil.copyfile(src, os.path.join(out_dir, "best.pt.tmp"))
         os.replace(os.path.join(out_dir, "best.pt.tmp"), os.path.join(out_dir, "best.pt"))
-    return best
 
 
 def best_epoch(path):
@@ -387,7 +385,9 @@ def train(cfg: TrainConfig, train_samples, val_samples, out_dir, resume=False, d
         if start_epoch >= epochs:
             log("training already complete")
             return model
-        best = _sync_best(out_dir, log_path)
+        best = best_epoch(log_path)
+        if best:  # a kill may have come between an epoch's record and its best.pt
+            _keep_best(out_dir, best[0])
         if cfg.patience and best and start_epoch - best[0] >= cfg.patience:
             log(f"training stopped early at epoch {start_epoch} (best: epoch {best[0]}, validation F1 {best[1]}); "
                 "a larger --patience continues it")
@@ -462,7 +462,9 @@ def train(cfg: TrainConfig, train_samples, val_samples, out_dir, resume=False, d
         logf.write(json.dumps(rec) + "\n")
         logf.flush()
         log(json.dumps(rec))
-        best = _sync_best(out_dir, log_path)
+        best = best_epoch(log_path)
+        if best and best[0] == epoch + 1:
+            _keep_best(out_dir, epoch + 1)
         _save(state, ckpt_path)
         if cfg.patience and best and epoch + 1 - best[0] >= cfg.patience:
             log(f"no better validation F1 for {cfg.patience} epochs: stopping after epoch {epoch + 1} "
