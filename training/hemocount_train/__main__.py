@@ -63,7 +63,7 @@ def epoch_scorer(val_samples, out_dir):
 
 
 def load_samples(args):
-    from .data import Defects, mark_unlabelled, read_dataset, shared_split
+    from .data import Defects, mark_unlabelled, read_dataset, relabel, shared_split
     defects = Defects()
     if args.data is None or os.path.abspath(args.data) == DEFAULT_DATA:
         if not os.path.isdir(DEFAULT_DATA):
@@ -79,6 +79,14 @@ def load_samples(args):
             sys.exit(f"hemocount train: {e}")
         mark_unlabelled(train, defects)
         info = {"data": args.data, "val": args.val}
+    if getattr(args, "relabel", None):
+        try:
+            n = relabel(train, args.relabel, defects)
+        except ValueError as e:
+            sys.exit(f"--relabel: {e}")
+        if n == 0:
+            sys.exit(f"--relabel: no VOC file in {args.relabel} is named after a training image")
+        info = {**info, "relabel": args.relabel, "relabelled": n}
     if defects.items:
         print(f"{len(defects.items)} annotation notes:\n{defects.summary(args.show_defects)}", file=sys.stderr)
     if not train:
@@ -95,6 +103,9 @@ def main(argv=None):
         p.add_argument("--data", help="dataset folder (VOC annotations/+images/, YOLO labels/+images/, or COCO "
                                       "json); default: ../shared/datasets with hemocount's validation split")
         p.add_argument("--val", help="validation dataset (with --data)")
+        p.add_argument("--relabel", help="folder of VOC files that replace the labels of the training images they are "
+                                         "named after, taken as complete (difficult objects: undecided cells), e.g. "
+                                         "scripts/pseudo-labels.py's")
         p.add_argument("--show-defects", type=int, default=15, help="how many annotation notes to print")
 
     p = sub.add_parser("train", help="train a model (checkpoint every epoch)")
@@ -125,6 +136,7 @@ def main(argv=None):
     p.add_argument("--threads", type=int, help="CPU threads for torch")
     p.add_argument("--max-steps-per-epoch", type=int)
     p.add_argument("--oversample", help="repeat images of a source, e.g. full=3")
+    p.add_argument("--box-loss", choices=["l1", "giou"], help="box-regression loss (default l1)")
     p.add_argument("--head-norm", choices=["none", "group"], help="normalisation in the shared subnets (default none)")
     p.add_argument("--backbone-weights", help="local .pth with backbone (e.g. ImageNet ResNet-50) weights")
     p.add_argument("--freeze-backbone", action="store_true", default=None, help="train only FPN and heads (paper's recipe)")
@@ -191,7 +203,8 @@ def main(argv=None):
         except (ValueError, AssertionError):
             sys.exit(f"--scale-range must be two numbers LOW,HIGH, not '{args.scale_range}'")
         given = {"data": args.data and os.path.abspath(args.data), "val": args.val and os.path.abspath(args.val),
-                 "oversample": args.oversample, "arch": args.arch, "head_norm": args.head_norm, "epochs": args.epochs,
+                 "relabel": args.relabel and os.path.abspath(args.relabel),
+                 "oversample": args.oversample, "arch": args.arch, "head_norm": args.head_norm, "box_loss": args.box_loss, "epochs": args.epochs,
                  "batch_size": args.batch_size, "lr": args.lr, "crop": args.crop, "scale": scale, "seed": args.seed,
                  "init": args.init, "backbone_weights": args.backbone_weights, "freeze_backbone": args.freeze_backbone,
                  "max_steps_per_epoch": args.max_steps_per_epoch, "copy_paste": args.copy_paste,
@@ -211,7 +224,7 @@ def main(argv=None):
                 cfg.patience = args.patience
         else:
             cfg = TrainConfig(**{k: v for k, v in given.items() if v is not None})
-        args.data, args.val = cfg.data, cfg.val
+        args.data, args.val, args.relabel = cfg.data, cfg.val, cfg.relabel
         train_s, val_s, info = load_samples(args)
         if cfg.oversample:
             # e.g. full=3: full-field smears are the minority next to TXL-PBC's close-ups

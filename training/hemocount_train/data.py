@@ -37,6 +37,20 @@ class Sample:
     # Classes whose boxes are right but not exhaustive (CBC's red cells and platelets):
     # boxes are positives, but no anchor is taught "background" for that class.
     incomplete: set = field(default_factory=set)
+    # Cells nobody has confirmed either way (VOC <difficult>1</difficult>: a teacher model's
+    # uncertain detections, cells left for a reviewer): (box, label) pairs. The loss teaches
+    # neither "this class" nor "not this class" on the anchors that overlap them.
+    ignore: list = field(default_factory=list)
+
+
+def iou(a, b) -> float:
+    """Intersection over union of two [x1, y1, x2, y2] boxes (plain Python, for scripts)."""
+    iw = min(a[2], b[2]) - max(a[0], b[0])
+    ih = min(a[3], b[3]) - max(a[1], b[1])
+    if iw <= 0 or ih <= 0:
+        return 0.0
+    inter = iw * ih
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
 class Defects:
@@ -93,12 +107,13 @@ def _find_image(folder: str, stem: str):
     return None
 
 
-def read_voc(ann_dir: str, image_dir: str | None = None, source="voc", defects=None) -> list[Sample]:
-    """LabelImg-style Pascal VOC: one XML per image; coordinates are 1-based inclusive."""
+def read_voc(ann_dir: str, image_dir: str | None = None, source="voc", defects=None, only=None) -> list[Sample]:
+    """LabelImg-style Pascal VOC: one XML per image; coordinates are 1-based inclusive.
+    only: read just this file name of ann_dir."""
     defects = defects if defects is not None else Defects()
     image_dir = image_dir or ann_dir
     samples = []
-    for name in sorted(os.listdir(ann_dir)):
+    for name in [only] if only else sorted(os.listdir(ann_dir)):
         if not name.lower().endswith(".xml"):
             continue
         path = os.path.join(ann_dir, name)
@@ -120,10 +135,7 @@ def read_voc(ann_dir: str, image_dir: str | None = None, source="voc", defects=N
         s = Sample(img, w, h, source=source)
         for obj in root.iter("object"):
             cls = normalise_class(obj.findtext("name") or "")
-            if (obj.findtext("difficult") or "0").strip() == "1":
-                # hemocount writes cells to review as difficult: not truth until a reviewer unticks it
-                defects.add(path, f"object '{obj.findtext('name')}' is marked difficult (not yet reviewed): left out")
-                continue
+            difficult = (obj.findtext("difficult") or "0").strip() == "1"
             if cls is None:
                 defects.add(path, f"unknown class '{obj.findtext('name')}': box ignored")
                 continue
@@ -136,11 +148,47 @@ def read_voc(ann_dir: str, image_dir: str | None = None, source="voc", defects=N
             # 1-based inclusive; LabelImg writes xmax == xmin for a click without a drag
             box = (_clip_box([x1, y1, x2, y2], w, h, path, defects) if x2 <= x1 or y2 <= y1
                    else _clip_box([x1 - 1, y1 - 1, x2, y2], w, h, path, defects))
-            if box is not None:
+            if box is not None and difficult:
+                # hemocount writes cells to review as difficult: not truth until a reviewer
+                # unticks it, so neither a cell nor background to the loss
+                s.ignore.append((box, CLASSES.index(cls)))
+            elif box is not None:
                 s.boxes.append(box)
                 s.labels.append(CLASSES.index(cls))
         samples.append(s)
     return samples
+
+
+def relabel(samples: list[Sample], voc_dir: str, defects=None) -> int:
+    """Replace the labels of the samples that have a VOC file of the same stem in voc_dir
+    (labels completed by a reviewer, or by a teacher model: scripts/pseudo-labels.py), and
+    take them as complete: the file boxes every cell, its difficult objects are the cells
+    left undecided. Returns how many samples were relabelled."""
+    defects = defects if defects is not None else Defects()
+    by_stem = {os.path.splitext(os.path.basename(s.image))[0]: s for s in samples}
+    if not os.path.isdir(voc_dir):
+        raise ValueError(f"{voc_dir}: no such folder of VOC annotations")
+    done = 0
+    for name in sorted(os.listdir(voc_dir)):
+        stem, ext = os.path.splitext(name)
+        s = by_stem.get(stem)
+        if ext.lower() != ".xml" or s is None:
+            continue
+        found = read_voc(voc_dir, os.path.dirname(s.image), source=s.source, defects=defects, only=name)
+        if not found:
+            continue
+        new = found[0]
+        if (new.width, new.height) != (s.width, s.height) or new.image != s.image:
+            defects.add(os.path.join(voc_dir, name), f"describes {new.image} ({new.width}x{new.height}), "
+                                                     f"not {s.image} ({s.width}x{s.height}): not used")
+            continue
+        s.boxes, s.labels, s.ignore = new.boxes, new.labels, new.ignore
+        # a class the file has no box of stays unlabelled if the image was (CBC smears
+        # with an unboxed white cell: a teacher adds none)
+        s.incomplete, s.unlabelled = set(), {c for c in s.unlabelled if c not in s.labels}
+        s.source += "+relabelled"
+        done += 1
+    return done
 
 
 def read_class_names(path: str) -> list[str]:

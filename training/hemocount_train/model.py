@@ -22,7 +22,7 @@ from torchvision.models.detection import RetinaNet
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.retinanet import RetinaNetClassificationHead, RetinaNetHead
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
-from torchvision.ops import sigmoid_focal_loss
+from torchvision.ops import box_iou, sigmoid_focal_loss
 from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelP6P7
 
 from .data import CLASSES
@@ -34,6 +34,9 @@ ANCHOR_SCALES = (1.0, 2 ** (1 / 3), 2 ** (2 / 3))
 ASPECT_RATIOS = (0.7, 1.0, 1.4)
 STRIDES = (8, 16, 32, 64, 128)
 PAD_MULTIPLE = 128  # pad so every level's stride is exact (anchor parity with torchvision)
+# near an undecided cell, anchors at IoU >= the matcher's background threshold get no
+# "not this class" loss: those that a real cell there would not have taught background
+UNDECIDED_IOU = 0.4
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
 
@@ -118,11 +121,31 @@ class BackboneWithFPN(nn.Module):
         return self.fpn(OrderedDict((f"p{i + 6 - len(feats)}", f) for i, f in enumerate(feats)))
 
 
+class MaskedHead(RetinaNetHead):
+    """torchvision's head; its loss also learns where each image's undecided cells are
+    ('ignore_boxes', 'ignore_labels': cells nobody has confirmed either way)."""
+
+    def compute_loss(self, targets, head_outputs, anchors, matched_idxs):
+        for tgt, a in zip(targets, anchors):
+            ib = tgt.get("ignore_boxes")
+            if ib is not None and len(ib):
+                # an anchor that would not count as background next to a real cell there
+                # (IoU >= the background threshold) is not taught "not this class"
+                near = box_iou(ib, a) >= UNDECIDED_IOU
+                mask = torch.zeros(len(a), self.classification_head.num_classes, dtype=torch.bool, device=a.device)
+                for c in tgt["ignore_labels"].unique().tolist():
+                    mask[:, c] = near[tgt["ignore_labels"] == c].any(0)
+                tgt["ignore_anchors"] = mask
+        return super().compute_loss(targets, head_outputs, anchors, matched_idxs)
+
+
 class MaskedClassificationHead(RetinaNetClassificationHead):
-    """torchvision's focal-loss head, plus two masks per target:
+    """torchvision's focal-loss head, plus masks per target:
     'ignore_classes': the class contributes no loss on that image (not labelled at all);
     'incomplete_classes': the class's boxes are positives, but anchors matched to none of
-    them are not taught "not this class" (the labels leave some such cells unboxed)."""
+    them are not taught "not this class" (the labels leave some such cells unboxed);
+    'ignore_anchors' (anchors x classes, from MaskedHead): near an undecided cell, an
+    anchor matched to no cell is not taught "not this class"."""
 
     def compute_loss(self, targets, head_outputs, matched_idxs):
         losses = []
@@ -139,6 +162,9 @@ class MaskedClassificationHead(RetinaNetClassificationHead):
             inc = tgt.get("incomplete_classes")
             if inc is not None and inc.any():
                 loss = loss * ~(inc[None, :] & (gt[valid] == 0))
+            near = tgt.get("ignore_anchors")
+            if near is not None:
+                loss = loss * ~(near[valid] & (gt[valid] == 0))
             losses.append(loss.sum() / max(1, fg.numel()))
         return sum(losses) / len(targets)
 
@@ -151,7 +177,7 @@ ARCHS = {
 }
 
 
-def build_model(arch="compact", num_classes=len(CLASSES), head_norm="none", shape=None):
+def build_model(arch="compact", num_classes=len(CLASSES), head_norm="none", shape=None, box_loss="l1"):
     """shape: (widths, FPN channels, convs per subnet, stride-4 level) in place of ARCHS[arch]'s,
     for the architecture candidates (export.arch_candidates), which are timed, not trained."""
     if shape is None and arch not in ARCHS:
@@ -169,8 +195,13 @@ def build_model(arch="compact", num_classes=len(CLASSES), head_norm="none", shap
     norm = partial(nn.GroupNorm, 8) if head_norm == "group" else None
     if head_norm not in ("none", "group"):
         raise ValueError(f"unknown head norm '{head_norm}' (none or group)")
-    head = RetinaNetHead(fpn_ch, A, num_classes, norm_layer=norm)
+    head = MaskedHead(fpn_ch, A, num_classes, norm_layer=norm)
     head.classification_head = MaskedClassificationHead(fpn_ch, A, num_classes, norm_layer=norm)
+    if box_loss not in ("l1", "giou"):
+        raise ValueError(f"unknown box loss '{box_loss}' (l1 or giou)")
+    # giou: the regression is trained on the overlap that matching at IoU 0.5 scores
+    # (torchvision's RetinaNet v2 recipe); l1 on the encoded offsets is the original's
+    head.regression_head._loss_type = box_loss
     if head_convs != 4:
         for sub in (head.classification_head, head.regression_head):
             sub.conv = sub.conv[:head_convs]

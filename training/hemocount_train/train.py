@@ -19,6 +19,7 @@ from .data import CLASSES, Sample
 from .model import build_model, count_parameters, load_backbone_weights, load_init
 
 RARE = (CLASSES.index("WBC"), CLASSES.index("Platelets"))
+NC = len(CLASSES)
 
 
 def load_rgb(path: str) -> torch.Tensor:
@@ -64,8 +65,10 @@ class CropDataset:
         s = self.samples[i]
         rng = random.Random((self.seed * 1_000_003 + epoch) * 100_003 + i)
         img = self.image(i).float() / 255.0
-        boxes = torch.tensor(s.boxes, dtype=torch.float32).reshape(-1, 4)
-        labels = torch.tensor(s.labels, dtype=torch.int64)
+        # undecided cells ride along with the cells as label + NC, so that every geometric
+        # step below moves them too; they are split off into the target at the end
+        boxes = torch.tensor(s.boxes + [b for b, _ in s.ignore], dtype=torch.float32).reshape(-1, 4)
+        labels = torch.tensor(s.labels + [k + NC for _, k in s.ignore], dtype=torch.int64)
         if self.augment:
             # scale jitter, log-uniform: magnifications differ between microscopes; with
             # `count --scale auto` rescaling to the training scale, this keeps the first
@@ -92,7 +95,7 @@ class CropDataset:
                 k = rng.choice((3, 5))
                 img = TF.gaussian_blur(img, [k, k], [rng.uniform(0.5, 1.5)] * 2)
             img = img.clamp(0, 1)
-        return img, {"boxes": boxes.reshape(-1, 4), "labels": labels, **class_masks(s)}
+        return img, target(boxes.reshape(-1, 4), labels, s)
 
     def _scaled_crop(self, img, boxes, labels, f, rng):
         """A random crop of the image scaled by f, sampled straight from the source pixels
@@ -114,9 +117,13 @@ class CropDataset:
         # a cell cut by the crop edge stays a target while most of it is visible, the way
         # annotators box cells cut by the image border (keeping it while a fifth of its width
         # is visible, as the complete labels box border slivers, gained nothing beyond noise
-        # in a controlled 8-epoch comparison: models/LIMITS.md)
-        keep = (carea >= 0.35 * area) & (c[:, 2] - c[:, 0] >= 4) & (c[:, 3] - c[:, 1] >= 4)
-        return img, c[keep], labels[keep]
+        # in a controlled 8-epoch comparison: models/LIMITS.md). A smaller visible part is
+        # not taught as background either (experts box some border slivers): it becomes an
+        # undecided cell, as does any undecided cell still in view.
+        seen = (c[:, 2] - c[:, 0] >= 1) & (c[:, 3] - c[:, 1] >= 1)
+        keep = (carea >= 0.35 * area) & (c[:, 2] - c[:, 0] >= 4) & (c[:, 3] - c[:, 1] >= 4) & (labels < NC)
+        labels = torch.where(keep | (labels >= NC), labels, labels % NC + NC)
+        return img, c[seen], labels[seen]
 
     def _paste(self, img, boxes, labels, f, i_dest, rng, tries=12):
         """Copy-paste for the rare classes (platelets: ~1 per crop, white cells: fewer):
@@ -175,6 +182,13 @@ def hue_rotate(img, turns):
 def _overlaps(box, boxes, margin=2.0):
     return bool(((box[0] < boxes[:, 2] + margin) & (box[2] > boxes[:, 0] - margin) &
                  (box[1] < boxes[:, 3] + margin) & (box[3] > boxes[:, 1] - margin)).any())
+
+
+def target(boxes, labels, s: Sample) -> dict:
+    """The detector's target: cells (labels < NC) and undecided cells (label - NC) apart."""
+    cell = labels < NC
+    return {"boxes": boxes[cell], "labels": labels[cell], "ignore_boxes": boxes[~cell],
+            "ignore_labels": labels[~cell] - NC, **class_masks(s)}
 
 
 def class_masks(s: Sample) -> dict:
@@ -296,9 +310,11 @@ class TrainConfig:
     """Everything that defines a run: saved whole in every checkpoint, restored by --resume."""
     data: str | None = None          # None: ../shared/datasets with hemocount's split
     val: str | None = None
+    relabel: str | None = None       # VOC files completing training images' labels
     oversample: str | None = None    # e.g. "full=3"
     arch: str = "compact"
     head_norm: str = "none"
+    box_loss: str = "l1"             # or giou
     epochs: int = 30
     batch_size: int = 8
     lr: float = 2e-3
@@ -349,7 +365,7 @@ def train(cfg: TrainConfig, train_samples, val_samples, out_dir, resume=False, d
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(seed)
-    model = build_model(arch, head_norm=head_norm)
+    model = build_model(arch, head_norm=head_norm, box_loss=cfg.box_loss)
     if backbone_weights:
         n, _ = load_backbone_weights(model, backbone_weights, freeze_backbone)
         log(f"loaded {n} backbone tensors from {backbone_weights}{' (frozen)' if freeze_backbone else ''}")

@@ -4,7 +4,7 @@ import shutil
 import pytest
 from conftest import SAMPLES, SHARED
 from hemocount_train.data import (CLASSES, Defects, Sample, mark_unlabelled, normalise_class, read_class_names,
-                                  read_dataset, read_voc, read_yolo, shared_split)
+                                  read_dataset, read_voc, read_yolo, relabel, shared_split)
 
 
 def test_class_names_normalised():
@@ -105,7 +105,32 @@ def test_voc_difficult_objects_are_not_truth(tmp_path):
     d = Defects()
     s = read_voc(str(tmp_path), str(tmp_path), defects=d)
     assert [CLASSES[i] for i in s[0].labels] == ["RBC"]
-    assert "marked difficult" in d.summary()
+    # undecided, not background: kept apart so that the loss leaves the cell alone
+    assert [(b, CLASSES[k]) for b, k in s[0].ignore] == [([9.0, 9.0, 60.0, 60.0], "WBC")]
+    assert not d.items
+
+
+def test_relabel_replaces_incomplete_labels_with_a_complete_file(tmp_path):
+    """Completed labels (reviewed, or a teacher's, with undecided cells as difficult) replace
+    an incomplete image's boxes and make it complete; a file for another image is refused."""
+    s = read_voc(os.path.join(SAMPLES, "truth"), SAMPLES)
+    x = next(v for v in s if v.image.endswith("BloodImage_00004.jpg"))
+    x.incomplete = {0, 2}
+    obj = "<object><name>{}</name><difficult>{}</difficult><bndbox><xmin>{}</xmin><ymin>10</ymin><xmax>{}</xmax><ymax>60</ymax></bndbox></object>"
+    head = "<annotation><filename>{}</filename><size><width>640</width><height>480</height></size>"
+    (tmp_path / "BloodImage_00004.xml").write_text(head.format("BloodImage_00004.jpg") + obj.format("RBC", 0, 10, 60)
+                                                   + obj.format("RBC", 1, 100, 150) + "</annotation>")
+    d = Defects()
+    assert relabel(s, str(tmp_path), d) == 1
+    assert [CLASSES[k] for k in x.labels] == ["RBC"] and len(x.ignore) == 1
+    assert x.incomplete == set() and x.source.endswith("+relabelled")
+    # a file named after one image but describing another is not applied to either
+    (tmp_path / "BloodImage_00004.xml").write_text(head.format("BloodImage_00011.jpg") + "</annotation>")
+    d = Defects()
+    assert relabel(s, str(tmp_path), d) == 0
+    assert "not used" in d.summary()
+    with pytest.raises(ValueError, match="no such folder"):
+        relabel(s, str(tmp_path / "missing"))
 
 
 def test_vocabulary_aliases_match_the_shared_file():
@@ -116,3 +141,26 @@ def test_vocabulary_aliases_match_the_shared_file():
         for a in [c["name"], *c["aliases"]]:
             assert normalise_class(a) == c["name"], a
     assert normalise_class("Red Blood Cell") == "RBC"
+
+
+def test_pseudo_labels_keep_the_expert_and_add_only_new_cells():
+    """scripts/pseudo-labels.py's merge: expert boxes stay; a teacher's red cell or platelet
+    that overlaps no kept box is added, as a cell from --cell up and undecided from --floor."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("pseudo", os.path.join(os.path.dirname(__file__), "..", "..",
+                                                                         "scripts", "pseudo-labels.py"))
+    pseudo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pseudo)
+    expert = [([0, 0, 100, 100], "RBC"), ([200, 0, 400, 200], "WBC")]
+    det = lambda k, s, b: {"label": k, "score": s, "box": b}  # noqa: E731
+    teacher = [det("RBC", 0.9, [5, 5, 100, 100]),      # the expert's cell again
+               det("RBC", 0.8, [100, 100, 200, 200]),  # a new cell
+               det("RBC", 0.5, [110, 100, 210, 200]),  # a second box on it
+               det("Platelets", 0.3, [500, 0, 530, 30]),
+               det("RBC", 0.1, [0, 300, 100, 400]),    # below the floor: background
+               det("WBC", 0.9, [600, 300, 700, 400])]  # CBC boxes every white cell
+    out = pseudo.merge(expert, teacher, cell=0.6, floor=0.2)
+    assert [(k, d) for _, k, d in out] == [("RBC", False), ("WBC", False), ("RBC", False), ("Platelets", True)]
+    xml = pseudo.voc("/x/a.jpg", 640, 480, out)
+    assert "<filename>a.jpg</filename>" in xml and xml.count("<difficult>1</difficult>") == 1
+    assert "<xmin>1</xmin>" in xml and "<xmax>100</xmax>" in xml  # 1-based inclusive, as LabelImg

@@ -171,6 +171,61 @@ def test_incomplete_class_teaches_no_background():
     assert all_masked < masked
 
 
+def test_undecided_cells_teach_neither_cell_nor_background():
+    """Cells nobody confirmed (VOC difficult: a teacher's uncertain detections) add no
+    "not this class" loss near them, and only for their own class; the cells' loss stays."""
+    torch.manual_seed(0)
+    model = build_model("compact")
+    model.train()
+    ds = CropDataset(two_images(), augment=False)
+    img, tgt = ds.get(0, 0)
+    assert tgt["ignore_boxes"].shape == (0, 4)
+    rbc = tgt["labels"] == 0
+    partial = {**tgt, "boxes": tgt["boxes"][~rbc], "labels": tgt["labels"][~rbc]}
+    loss = lambda t: float(model([img], [t])["classification"])  # noqa: E731
+    as_background = loss(partial)
+    undecided = loss({**partial, "ignore_boxes": tgt["boxes"][rbc], "ignore_labels": tgt["labels"][rbc]})
+    as_other_class = loss({**partial, "ignore_boxes": tgt["boxes"][rbc], "ignore_labels": tgt["labels"][rbc] + 2})
+    assert undecided < as_background and as_other_class < as_background and undecided != as_other_class
+    # undecided cells never mask a real cell's positive anchors
+    full = loss(tgt)
+    assert loss({**tgt, "ignore_boxes": tgt["boxes"][rbc], "ignore_labels": tgt["labels"][rbc]}) <= full
+
+
+def test_giou_box_loss_scores_the_overlap():
+    """--box-loss giou trains the boxes on 1 - GIoU (0 for a perfect box, at most 2) instead
+    of L1 on the encoded offsets; the network and its weights are the same."""
+    torch.manual_seed(0)
+    l1 = build_model("compact")
+    giou = build_model("compact", box_loss="giou")
+    giou.load_state_dict(l1.state_dict())
+    img, tgt = CropDataset(two_images(), augment=False).get(0, 0)
+    losses = [float(m.train()([img], [tgt])["bbox_regression"]) for m in (l1, giou)]
+    assert losses[0] != losses[1] and 0 < losses[1] <= 2
+    with pytest.raises(ValueError, match="box loss"):
+        build_model("compact", box_loss="l2")
+
+
+def test_a_sliver_cut_by_the_crop_edge_becomes_undecided():
+    """A cell cut to a sliver by the training crop is neither kept as a cell nor taught as
+    background (experts box some border slivers); a mostly visible one stays a cell."""
+    import random
+    ds = CropDataset([], crop=64)
+    img = torch.zeros(3, 64, 128)
+    r = random.Random(0)
+    where = random.Random(0)  # the crop's position, drawn as _scaled_crop draws it
+    where.randint(0, 0)
+    x0 = where.randint(0, 128 - 64)
+    boxes = torch.tensor([[x0 + 54.0, 10, x0 + 104, 60], [x0 + 10.0, 10, x0 + 60, 60], [x0 - 40.0, 10, x0 + 8, 58]])
+    labels = torch.tensor([0, 1, 3 + 2])  # a red cell 20 % in view, a white cell, an undecided platelet
+    _, b, lab = ds._scaled_crop(img, boxes, labels, 1.0, r)
+    assert lab.tolist() == [3 + 0, 1, 3 + 2]
+    assert torch.allclose(b[0], torch.tensor([54.0, 10, 64, 60]))
+    from hemocount_train.data import Sample
+    t = __import__("hemocount_train.train", fromlist=["target"]).target(b, lab, Sample("x", 64, 64))
+    assert t["labels"].tolist() == [1] and t["ignore_labels"].tolist() == [0, 2]
+
+
 def test_resume_restores_the_run_and_refuses_contradicting_flags(tmp_path):
     """--resume takes the settings saved in the checkpoint; a flag that contradicts them
     (a different data set, crop, ...) is refused instead of silently changing the run."""
