@@ -1,13 +1,13 @@
 /** The web app in a real browser (Debian's Chromium driven by playwright-core) against a real server. */
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { copyFileSync, readFileSync, writeFileSync } from 'node:fs';
 import { type IncomingHttpHeaders, request } from 'node:http';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { brotliDecompressSync, gunzipSync } from 'node:zlib';
 import type { Browser, Page } from 'playwright-core';
-import { parseVoc } from '../src/core/formats.js';
+import { parseVoc, toVoc } from '../src/core/formats.js';
 import { loadModel, type Model } from '../src/index.js';
 import { buildServer } from '../src/server/app.js';
 import { launchChromium, MODEL, SAMPLES, tmp } from './helpers.js';
@@ -207,4 +207,59 @@ test('private mode downloads: the model cached for good, onnxruntime revalidated
   } finally {
     await app.close();
   }
+});
+
+test('an image added with a VOC file of its name opens with those labels to review; the export keeps the undecided ones difficult', async () => {
+  const dir = tmp();
+  const img = join(dir, 'BloodImage_00011.jpg');
+  copyFileSync(join(SAMPLES, 'BloodImage_00011.jpg'), img);
+  const undecided = { label: 'RBC' as const, box: [200, 20, 300, 120] as [number, number, number, number], uncertain: true };
+  const labels = [
+    { label: 'RBC' as const, box: [10, 10, 110, 110] as [number, number, number, number] },
+    undecided,
+    { label: 'Platelets' as const, box: [400, 300, 430, 330] as [number, number, number, number], uncertain: true },
+  ];
+  writeFileSync(join(dir, 'BloodImage_00011.xml'), toVoc('BloodImage_00011.jpg', 640, 480, labels));
+  writeFileSync(join(dir, 'stray.xml'), toVoc('stray.jpg', 640, 480, []));
+  let requests = 0;
+  const onRequest = (r: { url(): string }) => {
+    if (r.url().includes('/api/count')) requests++;
+  };
+  page.on('request', onRequest);
+  await page.getByTestId('file').setInputFiles([img, join(dir, 'BloodImage_00011.xml'), join(dir, 'stray.xml')]);
+  await page.getByText('labels from BloodImage_00011.xml').waitFor();
+  page.off('request', onRequest);
+  assert.equal(requests, 0, 'a labelled image is not sent to the model');
+  assert.match(await page.getByTestId('errors').innerText(), /stray\.xml: no image named stray\.\* among the files added/);
+  assert.deepEqual(await counts('detected'), { RBC: 1, WBC: 0, Platelets: 0 });
+  assert.equal(await num('uncertain-RBC'), 1);
+  // the model's threshold sliders leave a file's labels alone
+  await page.getByTestId('th-RBC').evaluate((el: HTMLInputElement) => {
+    el.value = '0.9';
+    el.dispatchEvent(new Event('input', { bubbles: true }));
+  });
+  assert.equal(await num('detected-RBC'), 1);
+  // a reviewer accepts the undecided red cell
+  await page.getByTestId('review-mode').check();
+  const box = await page.getByTestId('canvas').boundingBox();
+  const v = JSON.parse((await page.getByTestId('canvas').getAttribute('data-view'))!) as { scale: number; ox: number; oy: number };
+  await page.mouse.click(box!.x + v.ox + 250 * v.scale, box!.y + v.oy + 70 * v.scale);
+  await page.getByTestId('accept').click();
+  assert.equal(await num('corrected-RBC'), 2);
+  const [dl] = await Promise.all([page.waitForEvent('download'), page.getByTestId('export-voc').click()]);
+  const file = join(dir, 'export.xml');
+  await dl.saveAs(file);
+  const voc = parseVoc(readFileSync(file, 'utf8'));
+  assert.deepEqual(
+    voc.boxes.map((b) => [b.label, b.box]),
+    [
+      ['RBC', [10, 10, 110, 110]],
+      ['RBC', [200, 20, 300, 120]],
+    ],
+  );
+  assert.deepEqual(voc.undecided, [{ label: 'Platelets', box: [400, 300, 430, 330] }]);
+  await page.getByTestId('th-RBC').evaluate((el: HTMLInputElement, t) => {
+    el.value = String(t);
+    el.dispatchEvent(new Event('input', { bubbles: true }));
+  }, model.metadata.thresholds.RBC);
 });

@@ -414,6 +414,7 @@ export async function loadTruth(path: string, format?: 'voc' | 'yolo' | 'coco', 
       continue;
     }
     problems.push(...ann.problems.map((p) => `${file}: ${p}`));
+    if (ann.undecided.length) problems.push(`${file}: ${ann.undecided.length} object(s) marked difficult (not yet reviewed): left out`);
     let img: string | null = null;
     // <filename> names a file beside the annotations, never a path: '../../etc/passwd' stays in the dataset
     const fname = ann.filename ? basename(ann.filename.replace(/\\/g, '/')) : undefined;

@@ -199,7 +199,8 @@ const xmlEscape = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').
 /**
  * Pascal VOC as LabelImg writes it (1-based inclusive integer pixel coordinates). Cells in
  * the review band are written with <difficult>1</difficult>: LabelImg shows them, and a
- * reviewer unticks "difficult" to accept one; until then readers leave them out.
+ * reviewer unticks "difficult" to accept one; until then they are no truth (parseVoc keeps
+ * them apart as undecided).
  */
 export function toVoc(file: string, width: number, height: number, boxes: { label: CellClass; box: Box; uncertain?: boolean }[]): string {
   const objs = boxes.map(({ label, box, uncertain }) => {
@@ -226,6 +227,8 @@ export interface ParsedAnnotation {
   width: number | null;
   height: number | null;
   boxes: GroundTruthBox[];
+  /** Objects marked difficult: cells nobody has decided yet (a model's review band, a teacher's uncertain cells). */
+  undecided: GroundTruthBox[];
   problems: string[];
 }
 
@@ -259,6 +262,7 @@ export function parseVoc(xml: string): ParsedAnnotation {
   const opened = (xml.match(/<object>/g) ?? []).length;
   const problems: string[] = [];
   const boxes: GroundTruthBox[] = [];
+  const undecided: GroundTruthBox[] = [];
   const size = /<size>([\s\S]*?)<\/size>/.exec(xml)?.[1] ?? '';
   const w = Number(tag(size, 'width')) || null;
   const h = Number(tag(size, 'height')) || null;
@@ -273,17 +277,13 @@ export function parseVoc(xml: string): ParsedAnnotation {
       problems.push(`object ${i + 1}: unknown class '${name}'`);
       return;
     }
-    if (tag(body, 'difficult') === '1') {
-      problems.push(`object ${i + 1} (${label}): marked difficult (not yet reviewed): left out`);
-      return;
-    }
     // VOC is 1-based and inclusive, and LabelImg writes xmax == xmin for a click without a drag
     const flat = nums[2] <= nums[0] || nums[3] <= nums[1];
     const c = checkBox(flat ? nums : [nums[0] - 1, nums[1] - 1, nums[2], nums[3]], w, h);
     if (c.problem) problems.push(`object ${i + 1} (${label}): ${c.problem}`);
-    if (c.box) boxes.push({ label, box: c.box });
+    if (c.box) (tag(body, 'difficult') === '1' ? undecided : boxes).push({ label, box: c.box });
   });
-  return { filename: tag(xml, 'filename'), width: w, height: h, boxes, problems };
+  return { filename: tag(xml, 'filename'), width: w, height: h, boxes, undecided, problems };
 }
 
 /** YOLO txt with hemocount's class order (RBC=0, WBC=1, Platelets=2) unless `names` says otherwise. */
@@ -321,7 +321,7 @@ export function parseYolo(text: string, width: number, height: number, names: re
     if (c.problem) problems.push(`line ${i + 1} (${label}): ${c.problem}`);
     if (c.box) boxes.push({ label, box: c.box });
   });
-  return { filename: null, width, height, boxes, problems };
+  return { filename: null, width, height, boxes, undecided: [], problems };
 }
 
 export interface CocoImage {

@@ -7,7 +7,7 @@ import { noCorrections, ratios, review, type Reviewed } from '../../src/core/rev
 import { type Box, type CellClass, CLASSES, perClass, type Thresholds } from '../../src/core/types.js';
 import { type Item, restore, save } from './store.js';
 import { ImageCounts, SampleForm, ThresholdsPanel } from './panels.js';
-import { annotatedPng, countFiles, download, type ModelInfo, rbcPerUl, sampleDocument, stem, thumbnail } from './session.js';
+import { annotatedPng, countFiles, download, LABEL_THRESHOLDS, labelledItems, type ModelInfo, rbcPerUl, sampleDocument, stem, thumbnail } from './session.js';
 import { Viewer } from './viewer.js';
 import { preparePrivateMode } from './private.js';
 
@@ -50,7 +50,7 @@ function App() {
 
   const reviewed = useMemo(() => {
     const m = new Map<string, Reviewed>();
-    if (th) for (const it of items) if (!it.error) m.set(it.id, review(it.candidates, th, it.corrections));
+    if (th) for (const it of items) if (!it.error) m.set(it.id, review(it.candidates, it.mode === 'labels' ? LABEL_THRESHOLDS : th, it.corrections));
     return m;
   }, [items, th]);
 
@@ -63,9 +63,11 @@ function App() {
   async function addFiles(files: File[]) {
     if (!files.length) return;
     setErrors([]);
-    const { added, errs } = await countFiles(files, privateMode, setBusy);
+    const labelled = await labelledItems(files);
+    const counted = labelled.rest.length ? await countFiles(labelled.rest, privateMode, setBusy) : { added: [], errs: [] };
+    const added = [...labelled.added, ...counted.added];
     setBusy(null);
-    setErrors(errs);
+    setErrors([...labelled.errs, ...counted.errs]);
     const [first] = added;
     if (first) {
       setItems((xs) => [...xs, ...added]);
@@ -114,6 +116,8 @@ function App() {
 
   const exportPng = async (i: Item) => download(`${stem(i.name)}.annotated.png`, await annotatedPng(i, reviewed.get(i.id)!.detections, visible));
   const boxesOf = (i: Item) => reviewed.get(i.id)!.detections.filter((d) => !d.uncertain);
+  // cells still to review go to VOC as difficult (as `count --voc` writes them): undecided, not background
+  const vocOf = (i: Item) => toVoc(i.name, i.width, i.height, reviewed.get(i.id)!.detections);
 
   if (!th || !model) return <div class="loading">{errors[0] ?? 'loading model...'}</div>;
   const r = ratios(batchCorrected);
@@ -134,14 +138,18 @@ function App() {
         <span class="model">
           {model.name} {model.version}
         </span>
-        <button type="button" onClick={() => fileInput.current!.click()}>
+        <button
+          type="button"
+          title="Smear images; an image added with a VOC .xml of the same name opens with that file's labels, to review"
+          onClick={() => fileInput.current!.click()}
+        >
           Add images...
         </button>
         <input
           ref={fileInput}
           type="file"
           multiple
-          accept="image/*"
+          accept="image/*,.xml"
           data-testid="file"
           style={{ display: 'none' }}
           onChange={(e) => {
@@ -166,9 +174,11 @@ function App() {
         </label>
         <span class="mode" data-testid="mode">
           {item
-            ? item.mode === 'private'
-              ? 'counted in this browser (private)'
-              : 'counted on the server'
+            ? item.mode === 'labels'
+              ? `labels from ${stem(item.name)}.xml (difficult objects: to review)`
+              : item.mode === 'private'
+                ? 'counted in this browser (private)'
+                : 'counted on the server'
             : privateMode
               ? 'next images: in this browser'
               : 'next images: on the server'}
@@ -318,11 +328,7 @@ function App() {
             <button type="button" data-testid="export-report" onClick={exportReport}>
               Sample report
             </button>
-            <button
-              type="button"
-              data-testid="export-voc"
-              onClick={() => download(`${stem(item.name)}.xml`, toVoc(item.name, item.width, item.height, boxesOf(item)), 'application/xml')}
-            >
+            <button type="button" data-testid="export-voc" onClick={() => download(`${stem(item.name)}.xml`, vocOf(item), 'application/xml')}>
               VOC XML
             </button>
             <button

@@ -3,7 +3,7 @@
  * sample's count document, pictures and downloads. The components in main.tsx and
  * panels.tsx call these.
  */
-import { type CountDocument, countDocument, type ImageResult } from '../../src/core/formats.js';
+import { type CountDocument, countDocument, type ImageResult, parseVoc } from '../../src/core/formats.js';
 import { noCorrections, type Reviewed, type ReviewedDetection } from '../../src/core/review.js';
 import { type CellClass, type ModelMetadata, perClass, type Thresholds } from '../../src/core/types.js';
 import { drawDetections } from './draw.js';
@@ -85,6 +85,51 @@ export async function countFiles(files: File[], privateMode: boolean, setBusy: (
     }
   }
   return { added, errs };
+}
+
+/**
+ * A label file's boxes scored so that the review logic applies to them unchanged: its cells
+ * are counted, its difficult objects (undecided: a teacher's uncertain cells) sit in the
+ * review band for a person to accept or reject. Fixed, so that the model's threshold
+ * sliders do not move a file's labels.
+ */
+export const LABEL_THRESHOLDS: Thresholds = { count: perClass(() => 0.75), review: perClass(() => 0.25) };
+const LABEL_SCORE = { cell: 1, undecided: 0.5 };
+
+/**
+ * Images that come with a VOC file of the same name (e.g. scripts/pseudo-labels.py's, or
+ * one exported here) open with that file's boxes instead of the model's, to be reviewed.
+ * Returns those items, the images left to count, and problems naming the file.
+ */
+export async function labelledItems(files: File[]): Promise<{ added: Item[]; rest: File[]; errs: string[] }> {
+  const xmls = new Map(files.filter((f) => /\.xml$/i.test(f.name)).map((f) => [stem(f.name), f]));
+  const images = files.filter((f) => !/\.xml$/i.test(f.name));
+  const added: Item[] = [];
+  const errs: string[] = [];
+  const rest: File[] = [];
+  for (const f of images) {
+    const x = xmls.get(stem(f.name));
+    if (!x) {
+      rest.push(f);
+      continue;
+    }
+    xmls.delete(stem(f.name));
+    try {
+      const ann = parseVoc(await x.text());
+      const bmp = await createImageBitmap(f);
+      const [width, height] = [bmp.width, bmp.height];
+      bmp.close();
+      if ((ann.width && ann.width !== width) || (ann.height && ann.height !== height))
+        throw new Error(`it describes a ${ann.width}x${ann.height} image, ${f.name} is ${width}x${height}`);
+      errs.push(...ann.problems.map((p) => `${x.name}: ${p}`));
+      const candidates = [...ann.boxes.map((b) => ({ ...b, score: LABEL_SCORE.cell })), ...ann.undecided.map((b) => ({ ...b, score: LABEL_SCORE.undecided }))];
+      added.push({ id: crypto.randomUUID(), name: f.name, width, height, candidates, mode: 'labels', corrections: noCorrections(), blob: f });
+    } catch (e) {
+      errs.push(`${x.name}: ${(e as Error).message}`);
+    }
+  }
+  for (const x of xmls.values()) errs.push(`${x.name}: no image named ${stem(x.name)}.* among the files added`);
+  return { added, rest, errs };
 }
 
 /** A valid analyser red-cell count per microlitre, or null (empty or not a positive number). */

@@ -8,7 +8,8 @@ export interface Item {
   width: number;
   height: number;
   candidates: Candidate[];
-  mode: 'server' | 'private';
+  /** Where the boxes came from: the model on the server or in this browser, or a label file (VOC) under review. */
+  mode: 'server' | 'private' | 'labels';
   corrections: Corrections;
   blob: Blob;
   error?: string;
