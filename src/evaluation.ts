@@ -12,6 +12,7 @@ import {
   confusionMatrix,
   errorBreakdown,
   evaluate,
+  leaveOutUndecided,
   reviewThreshold,
   subsets,
 } from './core/metrics.js';
@@ -37,14 +38,15 @@ export async function collect(model: Model, truth: TruthSet, onProgress?: (i: nu
     onProgress?.(i, t.file);
     try {
       const det = await model.detect(t.file, opts);
-      images.push({
+      const im: EvalImage = {
         file: t.file,
         width: det.width,
         height: det.height,
         truth: t.truth,
         candidates: det.candidates,
         ...(t.subset ? { subset: t.subset } : {}),
-      });
+      };
+      images.push(leaveOutUndecided(im, t.undecided ?? []));
     } catch (e) {
       failed.push({ file: t.file, error: (e as Error).message });
     }

@@ -197,6 +197,32 @@ test('a 6000x4000 smear is counted in tiles with peak memory under 1 GB', async 
   assert.ok(m.counts.WBC >= 70, `about one WBC per 640x480 field: ${m.counts.WBC}`);
 });
 
+test('evaluate: a cell marked difficult (undecided) is no truth, and a detection on it is no false detection', () => {
+  const xml = readFileSync(join(SAMPLES, 'truth', 'BloodImage_00004.xml'), 'utf8');
+  // the first red cell: undecided in one copy, deleted in another
+  const first = /<object>\s*<name>RBC<\/name>[\s\S]*?<\/object>\s*/.exec(xml)!;
+  const variants = {
+    labelled: xml,
+    undecided: xml.replace(first[0], first[0].replace(/<difficult>0<\/difficult>/, '<difficult>1</difficult>')),
+    deleted: xml.replace(first[0], ''),
+  };
+  const at = Object.fromEntries(
+    Object.entries(variants).map(([k, text]) => {
+      const dir = tmp();
+      copyFileSync(join(SAMPLES, 'BloodImage_00004.jpg'), join(dir, 'BloodImage_00004.jpg'));
+      writeFileSync(join(dir, 'BloodImage_00004.xml'), text);
+      const r = run(['evaluate', '--data', dir, '--json', '-', '--quiet']);
+      assert.equal(r.status, 0, r.stderr);
+      if (k === 'undecided') assert.match(r.stderr, /BloodImage_00004\.xml: 1 object\(s\) marked difficult \(undecided\)/);
+      return [k, JSON.parse(r.stdout).atModel.RBC as { truth: number; tp: number; fp: number }];
+    }),
+  ) as Record<keyof typeof variants, { truth: number; tp: number; fp: number }>;
+  assert.equal(at.undecided.truth, at.labelled.truth - 1);
+  assert.equal(at.labelled.tp - at.undecided.tp, 1, 'the model finds that cell');
+  assert.equal(at.undecided.fp, at.labelled.fp);
+  assert.equal(at.deleted.fp, at.labelled.fp + 1, 'deleted, the same detection is a false one');
+});
+
 test('evaluate reports each subset of a COCO set on its own, and --subset restricts to one', () => {
   const dir = tmp();
   const names = ['BloodImage_00004', 'BloodImage_00011', 'BloodImage_00017'];

@@ -305,6 +305,8 @@ export interface TruthImage {
   unlabelled: CellClass[];
   /** From a COCO image's 'subset' field: evaluations report each subset separately. */
   subset?: string;
+  /** Cells nobody has decided (VOC difficult): detections on them are left out of the evaluation. */
+  undecided?: GroundTruthBox[];
 }
 
 export interface TruthSet {
@@ -414,7 +416,8 @@ export async function loadTruth(path: string, format?: 'voc' | 'yolo' | 'coco', 
       continue;
     }
     problems.push(...ann.problems.map((p) => `${file}: ${p}`));
-    if (ann.undecided.length) problems.push(`${file}: ${ann.undecided.length} object(s) marked difficult (not yet reviewed): left out`);
+    if (ann.undecided.length)
+      problems.push(`${file}: ${ann.undecided.length} object(s) marked difficult (undecided): no truth, and detections on them are left out`);
     let img: string | null = null;
     // <filename> names a file beside the annotations, never a path: '../../etc/passwd' stays in the dataset
     const fname = ann.filename ? basename(ann.filename.replace(/\\/g, '/')) : undefined;
@@ -430,7 +433,7 @@ export async function loadTruth(path: string, format?: 'voc' | 'yolo' | 'coco', 
       unreadable.push(`${file}: image '${ann.filename ?? n}' not found`);
       continue;
     }
-    images.push({ file: img, truth: ann.boxes, unlabelled: [] });
+    images.push({ file: img, truth: ann.boxes, unlabelled: [], ...(ann.undecided.length ? { undecided: ann.undecided } : {}) });
   }
   return { images, problems, unreadable, format: 'voc' };
 }

@@ -21,6 +21,23 @@ export interface EvalImage {
   subset?: string;
 }
 
+/**
+ * Pascal VOC's rule for difficult objects: a candidate that overlaps an undecided cell of its
+ * class (IoU >= iouThr) more than any labelled cell of that class is neither a hit nor a false
+ * detection, so it leaves the evaluation; the undecided cells are no truth either.
+ */
+export function leaveOutUndecided(im: EvalImage, undecided: GroundTruthBox[], iouThr = 0.5): EvalImage {
+  if (!undecided.length) return im;
+  const best = (c: Candidate, boxes: GroundTruthBox[]) => Math.max(0, ...boxes.filter((t) => t.label === c.label).map((t) => iou(c.box, t.box)));
+  return {
+    ...im,
+    candidates: im.candidates.filter((c) => {
+      const u = best(c, undecided);
+      return u < iouThr || u <= best(c, im.truth);
+    }),
+  };
+}
+
 /** Images grouped by subset, in first-seen order; untagged images form no subset. */
 export function subsets<T extends { subset?: string }>(images: T[]): Map<string, T[]> {
   const out = new Map<string, T[]>();

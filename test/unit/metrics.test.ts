@@ -12,6 +12,7 @@ import {
   evaluate,
   f1,
   iou,
+  leaveOutUndecided,
   matchClass,
   pairedBootstrap,
   pearson,
@@ -92,6 +93,27 @@ test('edge cases: no detections, no ground truth, a class absent', () => {
   assert.equal(p.f1, 0);
   assert.equal(evaluate(fpOnly).classes.RBC.ap50, null);
   assert.equal(f1(null, null), null);
+});
+
+test('undecided cells (VOC difficult): a detection on one is neither a hit nor a false detection', () => {
+  const im: EvalImage = {
+    file: 'a',
+    truth: [{ label: 'RBC', box: [0, 0, 10, 10] }],
+    candidates: [
+      { label: 'RBC', score: 0.9, box: [0, 0, 10, 10] }, // the labelled cell
+      { label: 'RBC', score: 0.8, box: [20, 0, 30, 10] }, // the undecided cell
+      { label: 'Platelets', score: 0.8, box: [20, 0, 30, 10] }, // another class there: still judged
+      { label: 'RBC', score: 0.7, box: [40, 0, 50, 10] }, // nothing there
+    ],
+  };
+  const undecided = [{ label: 'RBC' as const, box: [20, 0, 30, 10] as [number, number, number, number] }];
+  const before = classAt([im], 'RBC', 0.5);
+  assert.deepEqual([before.tp, before.fp, before.counted], [1, 2, 3]);
+  const after = leaveOutUndecided(im, undecided);
+  const r = classAt([after], 'RBC', 0.5);
+  assert.deepEqual([r.tp, r.fp, r.fn, r.counted, r.truth], [1, 1, 0, 2, 1]);
+  assert.equal(classAt([after], 'Platelets', 0.5).fp, 1);
+  assert.equal(leaveOutUndecided(im, []), im);
 });
 
 test('AP: COCO 101-point interpolation, checked by hand', () => {
