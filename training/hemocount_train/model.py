@@ -35,7 +35,8 @@ ASPECT_RATIOS = (0.7, 1.0, 1.4)
 STRIDES = (8, 16, 32, 64, 128)
 PAD_MULTIPLE = 128  # pad so every level's stride is exact (anchor parity with torchvision)
 # near an undecided cell, anchors at IoU >= the matcher's background threshold get no
-# "not this class" loss: those that a real cell there would not have taught background
+# "not this class" loss (those that a real cell there would not have taught background),
+# and so do anchors centred inside it: a sliver cut by a crop edge overlaps no anchor at 0.4
 UNDECIDED_IOU = 0.4
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
@@ -130,8 +131,12 @@ class MaskedHead(RetinaNetHead):
             ib = tgt.get("ignore_boxes")
             if ib is not None and len(ib):
                 # an anchor that would not count as background next to a real cell there
-                # (IoU >= the background threshold) is not taught "not this class"
-                near = box_iou(ib, a) >= UNDECIDED_IOU
+                # (IoU >= the background threshold), or centred on the cell, is not taught
+                # "not this class"
+                cx, cy = (a[:, 0] + a[:, 2]) / 2, (a[:, 1] + a[:, 3]) / 2
+                inside = ((cx[None] >= ib[:, 0:1]) & (cx[None] <= ib[:, 2:3]) &
+                          (cy[None] >= ib[:, 1:2]) & (cy[None] <= ib[:, 3:4]))
+                near = (box_iou(ib, a) >= UNDECIDED_IOU) | inside
                 mask = torch.zeros(len(a), self.classification_head.num_classes, dtype=torch.bool, device=a.device)
                 for c in tgt["ignore_labels"].unique().tolist():
                     mask[:, c] = near[tgt["ignore_labels"] == c].any(0)

@@ -187,9 +187,17 @@ def test_undecided_cells_teach_neither_cell_nor_background():
     undecided = loss({**partial, "ignore_boxes": tgt["boxes"][rbc], "ignore_labels": tgt["labels"][rbc]})
     as_other_class = loss({**partial, "ignore_boxes": tgt["boxes"][rbc], "ignore_labels": tgt["labels"][rbc] + 2})
     assert undecided < as_background and as_other_class < as_background and undecided != as_other_class
-    # undecided cells never mask a real cell's positive anchors
-    full = loss(tgt)
-    assert loss({**tgt, "ignore_boxes": tgt["boxes"][rbc], "ignore_labels": tgt["labels"][rbc]}) <= full
+    # undecided cells never mask a real cell's positive anchors: undecided everywhere leaves
+    # exactly the positives' loss, as when every class is incomplete
+    everywhere = {**tgt, "ignore_boxes": torch.tensor([[-1e4, -1e4, 1e4, 1e4]] * 3),  # the padding too
+                  "ignore_labels": torch.tensor([0, 1, 2])}
+    only_positives = {**tgt, "incomplete_classes": torch.tensor([True, True, True])}
+    assert abs(loss(everywhere) - loss(only_positives)) < 1e-6 and loss(everywhere) < loss(tgt)
+    # a sliver cut by a crop edge (10 px of a cell in view) overlaps no anchor at IoU 0.4;
+    # the anchors centred on it are masked all the same
+    empty = {**partial, "boxes": partial["boxes"][:0], "labels": partial["labels"][:0]}
+    sliver = {**empty, "ignore_boxes": torch.tensor([[0.0, 100.0, 10.0, 170.0]]), "ignore_labels": torch.tensor([0])}
+    assert loss(sliver) < loss(empty)
 
 
 def test_giou_box_loss_scores_the_overlap():
