@@ -26,9 +26,10 @@ from hemocount_train.data import CLASSES, Defects, iou, shared_split  # noqa: E4
 TEACHER_CLASSES = ("RBC", "Platelets")  # CBC boxes every white cell
 
 
-def merge(expert, teacher, cell, floor, overlap=0.3):
-    """expert: [(box, class name)]; teacher: hemocount detections. -> [(box, name, difficult)]."""
-    out = [(b, k, False) for b, k in expert]
+def merge(expert, teacher, cell, floor, overlap=0.3, undecided=()):
+    """expert: [(box, class name)], and the expert's own undecided cells; teacher: hemocount
+    detections. -> [(box, name, difficult)]."""
+    out = [(b, k, False) for b, k in expert] + [(b, k, True) for b, k in undecided]
     for d in sorted(teacher, key=lambda d: -d["score"]):
         if d["label"] not in TEACHER_CLASSES or d["score"] < floor:
             continue
@@ -77,14 +78,15 @@ def main():
         im = found[os.path.abspath(s.image)]
         if im.get("error"):
             sys.exit(f"{s.image}: {im['error']}")
-        objects = merge([(b, CLASSES[k]) for b, k in zip(s.boxes, s.labels)], im["detections"], a.cell, a.floor)
+        objects = merge([(b, CLASSES[k]) for b, k in zip(s.boxes, s.labels)], im["detections"], a.cell, a.floor,
+                        undecided=[(b, CLASSES[k]) for b, k in s.ignore])
         stem = os.path.splitext(os.path.basename(s.image))[0]
         with open(os.path.join(a.out, stem + ".xml"), "w", encoding="utf-8") as f:
             f.write(voc(s.image, s.width, s.height, objects))
         totals["images"] += 1
         totals["expert"] += len(s.boxes)
         totals["cells"] += sum(1 for _, _, d in objects if not d) - len(s.boxes)
-        totals["undecided"] += sum(1 for _, _, d in objects if d)
+        totals["undecided"] += sum(1 for _, _, d in objects if d) - len(s.ignore)
     print(json.dumps({**totals, "teacher": a.model, "cell": a.cell, "floor": a.floor}))
 
 

@@ -29,8 +29,17 @@ export interface Collected {
   ms: number;
 }
 
-/** One network pass per image; every later threshold is read off these candidates. */
-export async function collect(model: Model, truth: TruthSet, onProgress?: (i: number, file: string) => void, opts: DetectOptions = {}): Promise<Collected> {
+/**
+ * One network pass per image; every later threshold is read off these candidates. iou: the
+ * evaluation's matching IoU, which also decides which detections lie on an undecided cell.
+ */
+export async function collect(
+  model: Model,
+  truth: TruthSet,
+  onProgress?: (i: number, file: string) => void,
+  opts: DetectOptions = {},
+  iou = 0.5,
+): Promise<Collected> {
   const t0 = performance.now();
   const images: EvalImage[] = [];
   const failed: Collected['failed'] = [];
@@ -46,7 +55,7 @@ export async function collect(model: Model, truth: TruthSet, onProgress?: (i: nu
         candidates: det.candidates,
         ...(t.subset ? { subset: t.subset } : {}),
       };
-      images.push(leaveOutUndecided(im, t.undecided ?? []));
+      images.push(leaveOutUndecided(im, t.undecided ?? [], iou));
     } catch (e) {
       failed.push({ file: t.file, error: (e as Error).message });
     }

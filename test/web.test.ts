@@ -221,13 +221,23 @@ test('an image added with a VOC file of its name opens with those labels to revi
   ];
   writeFileSync(join(dir, 'BloodImage_00011.xml'), toVoc('BloodImage_00011.jpg', 640, 480, labels));
   writeFileSync(join(dir, 'stray.xml'), toVoc('stray.jpg', 640, 480, []));
+  // a label file written for a resized copy is not used: its image is counted by the model instead
+  const other = join(dir, 'BloodImage_00017.jpg');
+  copyFileSync(join(SAMPLES, 'BloodImage_00017.jpg'), other);
+  writeFileSync(join(dir, 'BloodImage_00017.xml'), toVoc('BloodImage_00017.jpg', 320, 240, labels));
+  const itemsBefore = await page.getByTestId('batch').locator('li').count();
   let requests = 0;
   const onRequest = (r: { url(): string }) => {
     if (r.url().includes('/api/count')) requests++;
   };
   page.on('request', onRequest);
-  await page.getByTestId('file').setInputFiles([img, join(dir, 'BloodImage_00011.xml'), join(dir, 'stray.xml')]);
-  await page.getByText('labels from BloodImage_00011.xml').waitFor();
+  await page.getByTestId('file').setInputFiles([img, join(dir, 'BloodImage_00011.xml'), join(dir, 'stray.xml'), other, join(dir, 'BloodImage_00017.xml')]);
+  await page.getByText('labels from BloodImage_00011.xml').waitFor({ timeout: 90_000 });
+  assert.equal(await page.getByTestId('batch').locator('li').count(), itemsBefore + 2);
+  assert.match(
+    await page.getByTestId('errors').innerText(),
+    /BloodImage_00017\.xml: it describes a 320x240 image, BloodImage_00017\.jpg is 640x480: not used; BloodImage_00017\.jpg counted by the model/,
+  );
   page.off('request', onRequest);
   assert.equal(requests, 0, 'a labelled image is not sent to the model');
   assert.match(await page.getByTestId('errors').innerText(), /stray\.xml: no image named stray\.\* among the files added/);

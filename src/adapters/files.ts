@@ -354,6 +354,7 @@ export async function loadTruth(path: string, format?: 'voc' | 'yolo' | 'coco', 
           truth: im.boxes.map(({ label, box }) => ({ label, box })),
           unlabelled: doc.unlabelled.get(im.file) ?? [],
           subset: doc.subset.get(im.file),
+          ...(im.undecided ? { undecided: im.undecided } : {}),
         })),
     };
   }

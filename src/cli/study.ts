@@ -46,7 +46,7 @@ async function run(model: Model, a: StudyArgs): Promise<EvalImage[]> {
     );
   }
   const p = new Progress(truth.images.length, a.quiet);
-  const got = await collect(model, truth, (i, f) => p.tick(i, basename(f)), { scale: a.scale, tta: a.tta });
+  const got = await collect(model, truth, (i, f) => p.tick(i, basename(f)), { scale: a.scale, tta: a.tta }, a.iou);
   p.done();
   const bad = [...truth.unreadable, ...got.failed.map((f) => `${f.file}: ${f.error}`)];
   for (const b of bad) log(`${c.red('error')} ${b}`);

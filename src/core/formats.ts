@@ -26,6 +26,8 @@ export interface ImageResult {
   sample?: string;
   /** Set when a person reviewed the cells to review (web app): who and when. */
   reviewed?: { by?: string; at: string };
+  /** The boxes came from this label file, not from the model (web app's label review): no probabilities. */
+  labels?: string;
 }
 
 export interface CountDocument {
@@ -329,6 +331,8 @@ export interface CocoImage {
   width: number;
   height: number;
   boxes: { label: CellClass; box: Box; score?: number }[];
+  /** Annotations with iscrowd 1 (hemocount writes undecided cells so): no truth, left out of evaluations. */
+  undecided?: GroundTruthBox[];
 }
 
 export function toCoco(images: CocoImage[]): string {
@@ -399,7 +403,8 @@ export function parseCoco(text: string): { images: CocoImage[]; problems: string
     const [x, y, w, h] = a.bbox;
     const c = checkBox([x, y, x + w, y + h], im.width || null, im.height || null);
     if (c.problem) problems.push(`annotation ${a.id} (${label}): ${c.problem}`);
-    if (c.box) im.boxes.push({ label, box: c.box, ...(a.score !== undefined ? { score: a.score } : {}) });
+    if (c.box && a.iscrowd === 1) im.undecided = [...(im.undecided ?? []), { label, box: c.box }];
+    else if (c.box) im.boxes.push({ label, box: c.box, ...(a.score !== undefined ? { score: a.score } : {}) });
   }
   return { images: [...byId.values()], problems, unlabelled, subset };
 }

@@ -142,6 +142,20 @@ test('ground truth rules: truncated XML, boxes outside, inverted, zero-size and 
   assert.throws(() => parseCoco('{nope'), /not valid JSON/);
 });
 
+test('COCO: iscrowd annotations (undecided cells, as the training module writes them) are kept apart from the truth', () => {
+  const doc = {
+    categories: [{ id: 1, name: 'RBC' }],
+    images: [{ id: 1, file_name: 'a.jpg', width: 640, height: 480 }],
+    annotations: [
+      { id: 1, image_id: 1, category_id: 1, bbox: [0, 0, 10, 10], iscrowd: 0 },
+      { id: 2, image_id: 1, category_id: 1, bbox: [20, 0, 10, 10], iscrowd: 1 },
+    ],
+  };
+  const [im] = parseCoco(JSON.stringify(doc)).images;
+  assert.deepEqual(im?.boxes, [{ label: 'RBC', box: [0, 0, 10, 10] }]);
+  assert.deepEqual(im?.undecided, [{ label: 'RBC', box: [20, 0, 30, 10] }]);
+});
+
 test('cells to review go to VOC marked difficult; readers keep them apart as undecided until a reviewer accepts them', () => {
   const xml = toVoc('a.jpg', 640, 480, [
     { ...boxes[0], uncertain: false },

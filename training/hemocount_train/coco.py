@@ -19,11 +19,12 @@ def write_coco(samples, path):
         doc["images"].append({"id": i, "file_name": os.path.relpath(s.image, base), "width": s.width,
                               "height": s.height, "unlabelled": sorted(CLASSES[c] for c in s.unlabelled),
                               **({"subset": SUBSETS[s.source]} if s.source in SUBSETS else {})})
-        for b, l in zip(s.boxes, s.labels):
+        # undecided cells (VOC difficult) as COCO's iscrowd, which evaluations also leave out
+        for (b, l), crowd in [(x, 0) for x in zip(s.boxes, s.labels)] + [(x, 1) for x in s.ignore]:
             doc["annotations"].append({"id": len(doc["annotations"]) + 1, "image_id": i, "category_id": l + 1,
                                        "bbox": [round(b[0], 2), round(b[1], 2), round(b[2] - b[0], 2),
                                                 round(b[3] - b[1], 2)], "area": (b[2] - b[0]) * (b[3] - b[1]),
-                                       "iscrowd": 0})
+                                       "iscrowd": crowd})
     os.makedirs(base, exist_ok=True)
     with open(path + ".tmp", "w") as f:
         json.dump(doc, f, indent=1)

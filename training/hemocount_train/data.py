@@ -132,6 +132,13 @@ def read_voc(ann_dir: str, image_dir: str | None = None, source="voc", defects=N
         if size is None:
             continue
         w, h = size
+        try:  # a file written for a resized copy would put every box in the wrong place
+            said = (int(root.findtext("size/width") or 0), int(root.findtext("size/height") or 0))
+        except ValueError:
+            said = (0, 0)
+        if all(said) and said != (w, h):
+            defects.add(path, f"describes a {said[0]}x{said[1]} image, {os.path.basename(img)} is {w}x{h}: skipped")
+            continue
         s = Sample(img, w, h, source=source)
         for obj in root.iter("object"):
             cls = normalise_class(obj.findtext("name") or "")
@@ -165,28 +172,33 @@ def relabel(samples: list[Sample], voc_dir: str, defects=None) -> int:
     take them as complete: the file boxes every cell, its difficult objects are the cells
     left undecided. Returns how many samples were relabelled."""
     defects = defects if defects is not None else Defects()
-    by_stem = {os.path.splitext(os.path.basename(s.image))[0]: s for s in samples}
+    by_stem: dict = {}
+    for s in samples:
+        by_stem.setdefault(os.path.splitext(os.path.basename(s.image))[0], []).append(s)
     if not os.path.isdir(voc_dir):
         raise ValueError(f"{voc_dir}: no such folder of VOC annotations")
     done = 0
     for name in sorted(os.listdir(voc_dir)):
         stem, ext = os.path.splitext(name)
-        s = by_stem.get(stem)
-        if ext.lower() != ".xml" or s is None:
+        if ext.lower() != ".xml":
             continue
+        path = os.path.join(voc_dir, name)
+        if len(by_stem.get(stem, [])) != 1:
+            defects.add(path, "names no training image: not used" if stem not in by_stem else
+                        f"names {len(by_stem[stem])} training images ({', '.join(x.image for x in by_stem[stem])}): not used")
+            continue
+        s = by_stem[stem][0]
         found = read_voc(voc_dir, os.path.dirname(s.image), source=s.source, defects=defects, only=name)
         if not found:
             continue
         new = found[0]
-        if (new.width, new.height) != (s.width, s.height) or new.image != s.image:
-            defects.add(os.path.join(voc_dir, name), f"describes {new.image} ({new.width}x{new.height}), "
-                                                     f"not {s.image} ({s.width}x{s.height}): not used")
+        if new.image != s.image:
+            defects.add(path, f"describes {new.image}, not {s.image}: not used")
             continue
         s.boxes, s.labels, s.ignore = new.boxes, new.labels, new.ignore
         # a class the file has no box of stays unlabelled if the image was (CBC smears
         # with an unboxed white cell: a teacher adds none)
         s.incomplete, s.unlabelled = set(), {c for c in s.unlabelled if c not in s.labels}
-        s.source += "+relabelled"
         done += 1
     return done
 
@@ -274,7 +286,9 @@ def read_coco(json_path: str, image_dir: str | None = None, source="coco", defec
             continue
         x, y, bw, bh = a["bbox"]
         box = _clip_box([x, y, x + bw, y + bh], s.width, s.height, json_path, defects)
-        if box is not None:
+        if box is not None and a.get("iscrowd") == 1:  # hemocount writes undecided cells so
+            s.ignore.append((box, CLASSES.index(cls)))
+        elif box is not None:
             s.boxes.append(box)
             s.labels.append(CLASSES.index(cls))
     return list(by_img.values())

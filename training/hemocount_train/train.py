@@ -294,9 +294,9 @@ def validation_loss(model, samples, crop_cache, device="cpu", batch=8):
         for k in range(0, len(idx), batch):
             part = idx[k:k + batch]
             imgs = [(crop_cache[i].float() / 255.0).to(device) for i in part]
-            tgts = [{"boxes": torch.tensor(samples[i].boxes, dtype=torch.float32).reshape(-1, 4),
-                     "labels": torch.tensor(samples[i].labels, dtype=torch.int64), **class_masks(samples[i])}
-                    for i in part]
+            tgts = [target(torch.tensor(samples[i].boxes + [b for b, _ in samples[i].ignore], dtype=torch.float32).reshape(-1, 4),
+                           torch.tensor(samples[i].labels + [k + NC for _, k in samples[i].ignore], dtype=torch.int64),
+                           samples[i]) for i in part]
             losses = model(imgs, [{kk: v.to(device) for kk, v in t.items()} for t in tgts])
             for kk in tot:  # the heads average over the batch's images
                 tot[kk] += float(losses[kk]) * len(part)

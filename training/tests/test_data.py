@@ -123,12 +123,20 @@ def test_relabel_replaces_incomplete_labels_with_a_complete_file(tmp_path):
     d = Defects()
     assert relabel(s, str(tmp_path), d) == 1
     assert [CLASSES[k] for k in x.labels] == ["RBC"] and len(x.ignore) == 1
-    assert x.incomplete == set() and x.source.endswith("+relabelled")
+    assert x.incomplete == set() and x.source == "voc"  # --oversample by source still finds it
     # a file named after one image but describing another is not applied to either
     (tmp_path / "BloodImage_00004.xml").write_text(head.format("BloodImage_00011.jpg") + "</annotation>")
     d = Defects()
     assert relabel(s, str(tmp_path), d) == 0
     assert "not used" in d.summary()
+    # one written for a resized copy, or naming no training image, is reported, not used
+    (tmp_path / "BloodImage_00004.xml").write_text(head.format("BloodImage_00004.jpg").replace("640", "320")
+                                                   + obj.format("RBC", 0, 10, 60) + "</annotation>")
+    (tmp_path / "elsewhere.xml").write_text(head.format("elsewhere.jpg") + "</annotation>")
+    d = Defects()
+    assert relabel(s, str(tmp_path), d) == 0
+    assert "describes a 320x480 image, BloodImage_00004.jpg is 640x480: skipped" in d.summary()
+    assert "elsewhere.xml: names no training image: not used" in d.summary()
     with pytest.raises(ValueError, match="no such folder"):
         relabel(s, str(tmp_path / "missing"))
 
@@ -161,6 +169,22 @@ def test_pseudo_labels_keep_the_expert_and_add_only_new_cells():
                det("WBC", 0.9, [600, 300, 700, 400])]  # CBC boxes every white cell
     out = pseudo.merge(expert, teacher, cell=0.6, floor=0.2)
     assert [(k, d) for _, k, d in out] == [("RBC", False), ("WBC", False), ("RBC", False), ("Platelets", True)]
+    # the expert's own undecided cells stay undecided, and a teacher's cell there is not added
+    kept = pseudo.merge(expert, teacher, cell=0.6, floor=0.2, undecided=[([100, 100, 200, 200], "RBC")])
+    assert [(k, d) for _, k, d in kept] == [("RBC", False), ("WBC", False), ("RBC", True), ("Platelets", True)]
     xml = pseudo.voc("/x/a.jpg", 640, 480, out)
     assert "<filename>a.jpg</filename>" in xml and xml.count("<difficult>1</difficult>") == 1
     assert "<xmin>1</xmin>" in xml and "<xmax>100</xmax>" in xml  # 1-based inclusive, as LabelImg
+
+
+def test_coco_round_trip_keeps_undecided_cells_apart(tmp_path):
+    """write_coco writes undecided cells with iscrowd 1 (the evaluator leaves them out), and
+    read_coco reads them back as undecided, not as cells."""
+    from hemocount_train.coco import write_coco
+    from hemocount_train.data import read_coco
+    s = read_voc(os.path.join(SAMPLES, "truth"), SAMPLES)[:1]
+    s[0].ignore = [([5.0, 5.0, 50.0, 50.0], 2)]
+    write_coco(s, str(tmp_path / "set.json"))
+    back = read_coco(str(tmp_path / "set.json"), str(tmp_path))
+    assert back[0].boxes == [[round(v, 2) for v in b] for b in s[0].boxes] and back[0].labels == s[0].labels
+    assert back[0].ignore == [([5.0, 5.0, 50.0, 50.0], 2)]

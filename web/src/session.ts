@@ -3,7 +3,8 @@
  * sample's count document, pictures and downloads. The components in main.tsx and
  * panels.tsx call these.
  */
-import { type CountDocument, countDocument, type ImageResult, parseVoc } from '../../src/core/formats.js';
+import { checkBox, type CountDocument, countDocument, type ImageResult, parseVoc } from '../../src/core/formats.js';
+import type { GroundTruthBox } from '../../src/core/metrics.js';
 import { noCorrections, type Reviewed, type ReviewedDetection } from '../../src/core/review.js';
 import { type CellClass, type ModelMetadata, perClass, type Thresholds } from '../../src/core/types.js';
 import { drawDetections } from './draw.js';
@@ -102,14 +103,21 @@ const LABEL_SCORE = { cell: 1, undecided: 0.5 };
  * Returns those items, the images left to count, and problems naming the file.
  */
 export async function labelledItems(files: File[]): Promise<{ added: Item[]; rest: File[]; errs: string[] }> {
-  const xmls = new Map(files.filter((f) => /\.xml$/i.test(f.name)).map((f) => [stem(f.name), f]));
-  const images = files.filter((f) => !/\.xml$/i.test(f.name));
+  const isXml = (f: File) => /\.xml$/i.test(f.name);
+  const images = files.filter((f) => !isXml(f));
   const added: Item[] = [];
   const errs: string[] = [];
   const rest: File[] = [];
+  const xmls = new Map<string, File>();
+  for (const x of files.filter(isXml)) {
+    if (xmls.has(stem(x.name))) errs.push(`${x.name}: a second label file for ${stem(x.name)}: not used`);
+    else xmls.set(stem(x.name), x);
+  }
+  const sameStem = (f: File) => images.filter((g) => stem(g.name) === stem(f.name)).length;
   for (const f of images) {
     const x = xmls.get(stem(f.name));
-    if (!x) {
+    if (!x || sameStem(f) > 1) {
+      if (x) errs.push(`${x.name}: names ${sameStem(f)} images added (${stem(f.name)}.*): not used; ${f.name} counted by the model`);
       rest.push(f);
       continue;
     }
@@ -119,13 +127,22 @@ export async function labelledItems(files: File[]): Promise<{ added: Item[]; res
       const bmp = await createImageBitmap(f);
       const [width, height] = [bmp.width, bmp.height];
       bmp.close();
+      const named = ann.filename?.split(/[\\/]/).pop();
+      if (named && named !== f.name) throw new Error(`it describes ${named}, not ${f.name}`);
       if ((ann.width && ann.width !== width) || (ann.height && ann.height !== height))
         throw new Error(`it describes a ${ann.width}x${ann.height} image, ${f.name} is ${width}x${height}`);
       errs.push(...ann.problems.map((p) => `${x.name}: ${p}`));
-      const candidates = [...ann.boxes.map((b) => ({ ...b, score: LABEL_SCORE.cell })), ...ann.undecided.map((b) => ({ ...b, score: LABEL_SCORE.undecided }))];
+      // a file without <size> was not clipped by the reader: clip to the image here
+      const fit = (b: GroundTruthBox, score: number) => {
+        const c = checkBox(b.box, width, height);
+        if (c.problem) errs.push(`${x.name}: ${b.label} ${c.problem}`);
+        return c.box ? [{ label: b.label, box: c.box, score }] : [];
+      };
+      const candidates = [...ann.boxes.flatMap((b) => fit(b, LABEL_SCORE.cell)), ...ann.undecided.flatMap((b) => fit(b, LABEL_SCORE.undecided))];
       added.push({ id: crypto.randomUUID(), name: f.name, width, height, candidates, mode: 'labels', corrections: noCorrections(), blob: f });
     } catch (e) {
-      errs.push(`${x.name}: ${(e as Error).message}`);
+      errs.push(`${x.name}: ${(e as Error).message}: not used; ${f.name} counted by the model`);
+      rest.push(f);
     }
   }
   for (const x of xmls.values()) errs.push(`${x.name}: no image named ${stem(x.name)}.* among the files added`);
@@ -154,8 +171,9 @@ export function sampleDocument(list: Item[], reviewed: Map<string, Reviewed>, mo
         uncertain: r.uncertain,
         meanScore: perClass((c) => {
           const s = counted.filter((d) => d.label === c && !d.added);
-          return s.length ? s.reduce((a, d) => a + d.score, 0) / s.length : null;
+          return s.length && i.mode !== 'labels' ? s.reduce((a, d) => a + d.score, 0) / s.length : null;
         }),
+        ...(i.mode === 'labels' && { labels: `${stem(i.name)}.xml` }),
         detections: r.detections.map(({ label, score, box, uncertain }) => ({ label, score, box, uncertain })),
         sample: name,
         ...(i.reviewed && { reviewed: i.reviewed }),
