@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Complete the labels of the CBC smears that have no fully labelled TXL-PBC copy, with a
-teacher model, as VOC files for `hemocount train --relabel DIR`. A reviewer can check them
-in LabelImg: difficult objects are the undecided cells (untick "difficult" to make one a
-cell, delete it to make it background).
+teacher model, as VOC files for `hemocount train --relabel DIR`. A reviewer checks them in
+the web app (add each image together with its file: the difficult objects are the cells to
+accept or reject; export VOC) or in LabelImg (untick "difficult" to make one a cell, delete
+it to make it background).
 
     /usr/bin/python3 scripts/pseudo-labels.py OUT_DIR [--model fp32] [--cell 0.6] [--floor 0.2]
 
