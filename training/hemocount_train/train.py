@@ -65,10 +65,7 @@ class CropDataset:
         s = self.samples[i]
         rng = random.Random((self.seed * 1_000_003 + epoch) * 100_003 + i)
         img = self.image(i).float() / 255.0
-        # undecided cells ride along with the cells as label + NC, so that every geometric
-        # step below moves them too; they are split off into the target at the end
-        boxes = torch.tensor(s.boxes + [b for b, _ in s.ignore], dtype=torch.float32).reshape(-1, 4)
-        labels = torch.tensor(s.labels + [k + NC for _, k in s.ignore], dtype=torch.int64)
+        boxes, labels = boxes_and_labels(s)
         if self.augment:
             # scale jitter, log-uniform: magnifications differ between microscopes; with
             # `count --scale auto` rescaling to the training scale, this keeps the first
@@ -184,6 +181,13 @@ def _overlaps(box, boxes, margin=2.0):
                  (box[1] < boxes[:, 3] + margin) & (box[3] > boxes[:, 1] - margin)).any())
 
 
+def boxes_and_labels(s: Sample):
+    """A sample's cells and undecided cells as one box tensor; undecided ones carry label + NC,
+    so that every geometric step of the augmentation moves them too (target() splits them)."""
+    boxes = torch.tensor(s.boxes + [b for b, _ in s.ignore], dtype=torch.float32).reshape(-1, 4)
+    return boxes, torch.tensor(s.labels + [k + NC for _, k in s.ignore], dtype=torch.int64)
+
+
 def target(boxes, labels, s: Sample) -> dict:
     """The detector's target: cells (labels < NC) and undecided cells (label - NC) apart."""
     cell = labels < NC
@@ -294,9 +298,7 @@ def validation_loss(model, samples, crop_cache, device="cpu", batch=8):
         for k in range(0, len(idx), batch):
             part = idx[k:k + batch]
             imgs = [(crop_cache[i].float() / 255.0).to(device) for i in part]
-            tgts = [target(torch.tensor(samples[i].boxes + [b for b, _ in samples[i].ignore], dtype=torch.float32).reshape(-1, 4),
-                           torch.tensor(samples[i].labels + [k + NC for _, k in samples[i].ignore], dtype=torch.int64),
-                           samples[i]) for i in part]
+            tgts = [target(*boxes_and_labels(samples[i]), samples[i]) for i in part]
             losses = model(imgs, [{kk: v.to(device) for kk, v in t.items()} for t in tgts])
             for kk in tot:  # the heads average over the batch's images
                 tot[kk] += float(losses[kk]) * len(part)
