@@ -11,6 +11,9 @@ Run from the repository root on the device (the datasets travel as the ignored f
   3. writes the last epochs' weights (no optimizer state) as .npz, two epochs per file, since
      checkpoints with AdamW state exceed what a device call returns; `scripts/npz-checkpoints.py`
      turns them back into checkpoints here.
+With SEEDS=1,2,3 in the environment it trains one run per seed at the same time, the cores'
+workers shared between them (the GPU waits on the data, so the runs share its rate), and
+brings back each run's last two epochs: the seeds' spread, and their weights to average.
 Nothing in hemocount depends on it; a CPU run of the same recipe gives the same kind of model."""
 import json
 import os
@@ -73,33 +76,53 @@ if device == "cuda" and os.environ.get("PROBE_AMP", "1") != "0":
 amp = probe.get(f"workers_{workers}_amp", 0) > 1.1 * probe[f"workers_{workers}"]
 ips = max(probe.values())
 print("images/s (batch %d): %s" % (batch, json.dumps({k: round(v, 1) for k, v in probe.items()})), flush=True)
+seeds = [x for x in os.environ.get("SEEDS", "").split(",") if x]
+runs = max(1, len(seeds))
 left = budget - (time.time() - T0) - 40  # start-up, validation and packing
-epochs = max(1, int(0.65 * left / (per_epoch / ips + 2.0)))
-print(f"{per_epoch} images per epoch: {epochs} epochs in {left:.0f} s", flush=True)
-run = os.path.join(work, "run")
-cmd = [sys.executable, "-m", "hemocount_train", "train", "--device", device, "--workers", str(workers),
-       "--epochs", str(epochs), "--out", run, *(["--amp"] if amp else []), *extra]
-if "--batch-size" not in extra:
-    cmd += ["--batch-size", str(batch)]
-print(" ".join(cmd), flush=True)
-try:
-    rc = subprocess.call(cmd, cwd=os.path.join(ROOT, "training"), timeout=max(60, budget - (time.time() - T0) - 15))
-except subprocess.TimeoutExpired:
-    rc = "killed at the budget"
-done = sorted(f for f in (os.listdir(run) if os.path.isdir(run) else []) if f.startswith("epoch_") and f.endswith(".pt"))
-print(f"train exited {rc}; {len(done)} epochs saved", flush=True)
-keep = done[-8:]
-for k in range(0, len(keep), 2):
-    arrays = {}
-    for f in keep[k:k + 2]:
-        ck = torch.load(os.path.join(run, f), map_location="cpu", weights_only=False)
-        e = ck["epoch"]
-        arrays.update({f"e{e:03d}/{n}": t.cpu().numpy() for n, t in ck["model"].items()})
-        meta = {kk: v for kk, v in ck.items() if kk not in ("model", "optimizer")}
-        arrays[f"e{e:03d}/__meta__"] = np.array(json.dumps(meta, default=list))
-    np.savez(os.path.join(out, f"weights-{k // 2 + 1}.npz"), **arrays)
-os.replace(os.path.join(run, "train_log.jsonl"), os.path.join(out, "train_log.jsonl"))
+epochs = max(1, int(0.65 * left / (per_epoch * runs / ips + 2.0)))
+print(f"{per_epoch} images per epoch: {epochs} epochs x {runs} run(s) in {left:.0f} s", flush=True)
+
+
+def command(run, w, seed=None):
+    cmd = [sys.executable, "-m", "hemocount_train", "train", "--device", device, "--workers", str(w),
+           "--epochs", str(epochs), "--out", run, *(["--amp"] if amp else []), *extra]
+    if "--batch-size" not in extra:
+        cmd += ["--batch-size", str(batch)]
+    return cmd + (["--seed", seed] if seed else [])
+
+
+names = [f"seed{x}" for x in seeds] or ["run"]
+cmds = [command(os.path.join(work, n), max(1, workers // runs), s) for n, s in zip(names, seeds or [None])]
+for c in cmds:
+    print(" ".join(c), flush=True)
+procs = [subprocess.Popen(c, cwd=os.path.join(ROOT, "training")) for c in cmds]
+deadline = T0 + budget - 15
+rc = []
+for p in procs:
+    try:
+        rc.append(p.wait(timeout=max(60, deadline - time.time())))
+    except subprocess.TimeoutExpired:
+        p.kill()
+        rc.append("killed at the budget")
+for name in names:
+    run = os.path.join(work, name)
+    done = sorted(f for f in (os.listdir(run) if os.path.isdir(run) else []) if f.startswith("epoch_") and f.endswith(".pt"))
+    print(f"{name}: train exited {rc[names.index(name)]}; {len(done)} epochs saved", flush=True)
+    keep = done[-8:] if runs == 1 else done[-2:]
+    for k in range(0, len(keep), 2):
+        arrays = {}
+        for f in keep[k:k + 2]:
+            ck = torch.load(os.path.join(run, f), map_location="cpu", weights_only=False)
+            e = ck["epoch"]
+            arrays.update({f"e{e:03d}/{n}": t.cpu().numpy() for n, t in ck["model"].items()})
+            meta = {kk: v for kk, v in ck.items() if kk not in ("model", "optimizer")}
+            arrays[f"e{e:03d}/__meta__"] = np.array(json.dumps(meta, default=list))
+        tag = f"{k // 2 + 1}" if runs == 1 else name
+        np.savez(os.path.join(out, f"weights-{tag}.npz"), **arrays)
+    if os.path.exists(os.path.join(run, "train_log.jsonl")):
+        log_name = "train_log.jsonl" if runs == 1 else f"train_log-{name}.jsonl"
+        os.replace(os.path.join(run, "train_log.jsonl"), os.path.join(out, log_name))
 gpu = torch.cuda.get_device_name(0) if device == "cuda" else "cpu"
-json.dump({"images_per_s": probe, "batch": batch, "epochs": epochs, "amp": amp, "command": cmd,
+json.dump({"images_per_s": probe, "batch": batch, "epochs": epochs, "amp": amp, "commands": cmds,
            "device": gpu, "cores": cores, "torch": torch.__version__}, open(os.path.join(out, "probe.json"), "w"))
 print(f"done in {time.time() - T0:.0f} s", flush=True)
