@@ -126,7 +126,8 @@ export class Model {
 
   /** Detect, apply per-class thresholds and the review band, count. */
   async count(input: ImageInput, opts: CountOptions = {}): Promise<ImageResult> {
-    const det = await this.detect(input, { scale: opts.scale, tta: opts.tta, maxPixels: opts.maxPixels, tiling: opts.tiling });
+    const floor = opts.candidates ? undefined : lowestScore(this.thresholds(opts.thresholds, opts.review));
+    const det = await this.detect(input, { scale: opts.scale, tta: opts.tta, maxPixels: opts.maxPixels, tiling: opts.tiling, floor });
     return this.summarise(det, opts, opts.name ?? (typeof input === 'string' ? input : 'image'));
   }
 
@@ -151,6 +152,11 @@ export class Model {
   async release(): Promise<void> {
     await this.onnx.release();
   }
+}
+
+/** The lowest score a count with these thresholds looks at (its lowest review edge): detect's `floor`. */
+export function lowestScore(t: Thresholds): number {
+  return Math.min(...CLASSES.map((c) => t.review[c]));
 }
 
 /** Load a model: the bundled default, or an ONNX file exported by hemocount's training. */

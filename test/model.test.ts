@@ -21,8 +21,12 @@ test('decoder reproduces torchvision post-processing on the parity fixture', asy
   const fx = JSON.parse(readFileSync(MODEL.replace(/\.onnx$/, '.parity.json'), 'utf8'));
   assert.equal(fx.model_sha256, model.info.sha256, 'fixture was exported from this model');
   assert.equal(fx.images.length, 3);
+  // torchvision pads to its own multiple (its anchors need it); the decoder, told the same, must match it
+  const tv = await loadModel(MODEL);
+  assert.ok(fx.pad_multiple % model.metadata.input.pad_multiple === 0, 'the fixture pads to a multiple of what the model needs');
+  tv.metadata.input.pad_multiple = fx.pad_multiple;
   for (const e of fx.images) {
-    const d = await model.detect(join(SAMPLES, e.image), { scale: 1 });
+    const d = await tv.detect(join(SAMPLES, e.image), { scale: 1 });
     assert.equal(d.width, e.width);
     // the fixture's floor candidates may differ only where a score sits on the floor
     const near = (s: number) => Math.abs(s - fx.score_floor) < 1e-3;
@@ -37,6 +41,7 @@ test('decoder reproduces torchvision post-processing on the parity fixture', asy
     });
     assert.ok(matched >= e.boxes.length - 2);
   }
+  await tv.release();
 });
 
 test('finds the expert-labelled cells of a CBC smear (whose labels leave red cells out)', async () => {
@@ -49,6 +54,25 @@ test('finds the expert-labelled cells of a CBC smear (whose labels leave red cel
   assert.ok(found >= 0.8 * rbc.length, `${found} of ${rbc.length} expert-boxed red cells found`);
   assert.ok(r.counts.RBC >= rbc.length, `RBC ${r.counts.RBC} vs ${rbc.length} boxed`);
   assert.ok(r.meanScore.WBC! > 0.5);
+});
+
+test('a count that looks only at scores above a floor gets exactly the candidates above it, and the same count', async () => {
+  for (const name of ['BloodImage_00011.jpg', '0aa766fb-87f4-5dba-86e7-299250bc2e25.jpg']) {
+    const all = await model.detect(join(SAMPLES, name));
+    const floor = 0.3;
+    const some = await model.detect(join(SAMPLES, name), { floor });
+    const key = (c: { label: string; score: number; box: number[] }) => `${c.label} ${c.score} ${c.box.join(' ')}`;
+    assert.ok(
+      all.candidates.some((c) => c.score < floor),
+      `${name}: the full set has weaker candidates`,
+    );
+    assert.deepEqual(some.candidates.map(key), all.candidates.filter((c) => c.score >= floor).map(key), name);
+    assert.equal(some.scale, all.scale);
+    // Model.count applies it (the lowest review edge) and counts as before
+    const counted = await model.count(join(SAMPLES, name));
+    const full = model.summarise(all, {}, name);
+    assert.deepEqual(counted.detections, full.detections, name);
+  }
 });
 
 test('a large smear is tiled and a cell across a tile seam is counted once', async () => {

@@ -10,7 +10,7 @@ import { drawAnnotated, thumbnail } from '../adapters/image.js';
 import { renderSampleReport } from '../core/sample-report.js';
 import type { ModelMetadata, PerClass } from '../core/types.js';
 import { collectInputs, ensureDir, OutputGuard } from '../adapters/files.js';
-import { type Detected, Model } from '../detector.js';
+import { type Detected, lowestScore, Model } from '../detector.js';
 import { c, classCols, log, Progress, samplesTable, table } from './ui.js';
 
 export interface CountArgs {
@@ -153,7 +153,7 @@ export async function runCount(a: CountArgs): Promise<number> {
     let det: Detected;
     try {
       // with pictures, the decoded pixels are kept for drawing: the input is decoded once
-      const opts = { scale: a.scale, tta: a.tta, maxPixels: a.maxPixels, keepPixels: !!a.out };
+      const opts = { scale: a.scale, tta: a.tta, maxPixels: a.maxPixels, keepPixels: !!a.out, floor: a.candidates ? undefined : lowestScore(th) };
       det = pool ? await pool.detect(f.path, opts) : await model.detect(f.path, opts);
       r = model.summarise(det, { thresholds: th.count, review: th.review, candidates: a.candidates }, f.path);
     } catch (e) {

@@ -23,6 +23,13 @@ export interface DetectOptions {
   tta?: boolean;
   /** Tile geometry for images above WHOLE_IMAGE_PIXELS (default 1792 px tiles, 256 px overlap). */
   tiling?: Tiling;
+  /**
+   * The lowest score the caller will use (e.g. its lowest review edge): weaker candidates are
+   * dropped before box decoding and NMS, which is faster and leaves every candidate above it
+   * as it was (a greedy NMS never lets a weaker box suppress a stronger one). Ignored with
+   * tta, whose averaged scores need the weak ones; never above what `scale: 'auto'` measures.
+   */
+  floor?: number;
 }
 
 export interface ScaleEstimate {
@@ -207,8 +214,8 @@ export function mergePasses(passes: Candidate[][], nmsIou: number, matchIou = 0.
 }
 
 /** Pixels -> candidates, with or without the flipped passes. */
-async function detectImage(run: Runner, meta: ModelMetadata, img: Pixels, tta: boolean): Promise<Candidate[]> {
-  const plain = await detectPixels(run, meta, img);
+async function detectImage(run: Runner, meta: ModelMetadata, img: Pixels, tta: boolean, floor: number): Promise<Candidate[]> {
+  const plain = await detectPixels(run, meta, img, floor);
   if (!tta) return plain;
   const { width: w, height: h } = img;
   const hf = (await detectPixels(run, meta, flipPixels(img, true))).map((c) => ({ ...c, box: [w - c.box[2], c.box[1], w - c.box[0], c.box[3]] as Box }));
@@ -223,6 +230,7 @@ async function passAt(
   src: PixelSource,
   factor: number,
   tta: boolean,
+  floor: number,
   tiling?: Tiling,
 ): Promise<{ candidates: Candidate[]; tiles: number }> {
   const sw = Math.max(1, Math.round(src.width * factor));
@@ -259,9 +267,9 @@ async function passAt(
   };
   if (sw * sh <= WHOLE_IMAGE_PIXELS) {
     const img = await readScaled(0, 0, sw, sh);
-    return { candidates: (await detectImage(run, meta, img, tta)).map(back), tiles: 1 };
+    return { candidates: (await detectImage(run, meta, img, tta, floor)).map(back), tiles: 1 };
   }
-  const t = await detectTiled(run, meta, sw, sh, readScaled, tta ? (img) => detectImage(run, meta, img, true) : undefined, tiling);
+  const t = await detectTiled(run, meta, sw, sh, readScaled, (img) => detectImage(run, meta, img, tta, floor), tiling);
   return { candidates: t.candidates.map(back), tiles: t.tiles };
 }
 
@@ -271,8 +279,11 @@ export async function detect(run: Runner, meta: ModelMetadata, src: PixelSource,
   const tta = opts.tta ?? false;
   const { width, height } = src;
   checkScale(scale);
+  const base = meta.postprocess.score_floor;
+  // a hair below: the decoder keeps scores above its floor, a count those at or above its edge
+  const floor = tta || opts.floor === undefined ? base : Math.max(base, Math.min(opts.floor, scaleModel(meta).min_score) - 1e-6);
   if (scale !== 'auto') {
-    return { width, height, ...(await passAt(run, meta, src, scale, tta, opts.tiling)), scale };
+    return { width, height, ...(await passAt(run, meta, src, scale, tta, floor, opts.tiling)), scale };
   }
   const whole = width * height <= WHOLE_IMAGE_PIXELS;
   // a central region is enough to measure the cells of a large smear
@@ -286,18 +297,18 @@ export async function detect(run: Runner, meta: ModelMetadata, src: PixelSource,
         read: (l, t, w, h) => src.read(l + Math.floor((width - pw) / 2), t + Math.floor((height - ph) / 2), w, h),
       };
   let f = 1;
-  let last = await passAt(run, meta, probeSrc, 1, false);
+  let last = await passAt(run, meta, probeSrc, 1, false, floor);
   const first = estimateScale(meta, last.candidates, 1);
   let step = first.factor;
   // once off the native scale, refine until the measured cells are near the reference
   for (let i = 0; i < 2 && Math.abs(Math.log(step)) > Math.log(1.15); i++) {
     f = Math.round(Math.min(4, Math.max(0.25, f * step)) * 1000) / 1000;
-    last = await passAt(run, meta, probeSrc, f, false);
+    last = await passAt(run, meta, probeSrc, f, false, floor);
     const e = estimateScale(meta, last.candidates, f).estimate.cellPx;
     step = e === null ? 1 : toReference(meta, e);
   }
   if (whole && !tta) return { width, height, ...last, scale: f, estimate: first.estimate };
-  return { width, height, ...(await passAt(run, meta, src, f, tta, opts.tiling)), scale: f, estimate: first.estimate };
+  return { width, height, ...(await passAt(run, meta, src, f, tta, floor, opts.tiling)), scale: f, estimate: first.estimate };
 }
 
 /** 'auto' | '1' | '1.6' (CLI flag, form field): 'auto' estimates the magnification, a number forces it. */

@@ -56,11 +56,11 @@ export function toTensor(img: Pixels, meta: ModelMetadata, paddedH: number, padd
   return out;
 }
 
-/** One network pass over a whole (small enough) image. */
-export async function detectPixels(run: Runner, meta: ModelMetadata, img: Pixels): Promise<Candidate[]> {
+/** One network pass over a whole (small enough) image; candidates above `floor` (default: the model's). */
+export async function detectPixels(run: Runner, meta: ModelMetadata, img: Pixels, floor = meta.postprocess.score_floor): Promise<Candidate[]> {
   const [ph, pw] = paddedSize(meta, img.height, img.width);
   const { scores, deltas } = await run(toTensor(img, meta, ph, pw), ph, pw);
-  return decodeDetections(meta, scores, deltas, img.height, img.width);
+  return decodeDetections(meta, scores, deltas, img.height, img.width, floor);
 }
 
 export type RegionReader = (left: number, top: number, width: number, height: number) => Promise<Pixels>;
