@@ -42,7 +42,7 @@ def metadata(model, ck, name):
         "version": datetime.date.today().isoformat(),
         "classes": [{"name": c, "colour": COLOURS[c]} for c in CLASSES],
         "input": {"layout": "NCHW", "channels": "RGB", "scale": 1 / 255, "mean": list(M.MEAN), "std": list(M.STD),
-                  "pad_multiple": M.INFERENCE_PAD_MULTIPLE, "pad_value": 0.0, "resize": "none (native resolution)"},
+                  "pad_multiple": M.PAD_MULTIPLE, "pad_value": 0.0, "resize": "none (native resolution)"},
         "outputs": {"scores": "[1, anchors, classes] sigmoid probabilities",
                     "deltas": "[1, anchors, 4] box regression (dx, dy, dw, dh)",
                     "order": "levels P3..P7, then y, x, anchor"},
@@ -165,8 +165,7 @@ def export(ckpt, out, name="hemocount-compact", fixture_images=(), opset=17):
 
 @torch.no_grad()
 def write_fixture(model, images, path, onnx_path):
-    """torchvision's RetinaNet.postprocess_detections on whole images at native size, padded
-    as torchvision pads them (pad_multiple, which the decoder's parity test applies)."""
+    """torchvision's RetinaNet.postprocess_detections on whole images at native size."""
     entries = []
     for img_path in images:
         img = load_rgb(img_path).float() / 255.0
@@ -176,8 +175,7 @@ def write_fixture(model, images, path, onnx_path):
                         "scores": [round(v, 6) for v in det["scores"].tolist()],
                         "labels": [CLASSES[i] for i in det["labels"].tolist()]})
     doc = {"model_sha256": hashlib.sha256(open(onnx_path, "rb").read()).hexdigest(),
-           "score_floor": model.score_thresh, "nms_iou": model.nms_thresh, "pad_multiple": M.PAD_MULTIPLE,
-           "images": entries}
+           "score_floor": model.score_thresh, "nms_iou": model.nms_thresh, "images": entries}
     with open(path + ".tmp", "w") as f:
         json.dump(doc, f)
     os.replace(path + ".tmp", path)

@@ -34,12 +34,6 @@ ANCHOR_SCALES = (1.0, 2 ** (1 / 3), 2 ** (2 / 3))
 ASPECT_RATIOS = (0.7, 1.0, 1.4)
 STRIDES = (8, 16, 32, 64, 128)
 PAD_MULTIPLE = 128  # pad so every level's stride is exact (anchor parity with torchvision)
-# What inference needs: the backbone's stride. P6 and P7 (stride-2 convolutions) then have
-# ceil(size / stride) cells whose anchors sit at multiples of their nominal stride, which is
-# where hemocount's decoder puts them; torchvision derives strides from the padded size
-# instead, so its own pass (training, the parity fixture) keeps multiples of 128. A 640 x 480
-# field then runs as 640 x 480, not 640 x 512.
-INFERENCE_PAD_MULTIPLE = 32
 # near an undecided cell, anchors at IoU >= the matcher's background threshold get no
 # "not this class" loss (those that a real cell there would not have taught background),
 # and so do anchors centred inside it: a sliver cut by a crop edge overlaps no anchor at 0.4
