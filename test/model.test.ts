@@ -52,22 +52,37 @@ test('finds the expert-labelled cells of a CBC smear (whose labels leave red cel
 });
 
 test('a count that looks only at scores above a floor gets exactly the candidates above it, and the same count', async () => {
-  for (const name of ['BloodImage_00011.jpg', '0aa766fb-87f4-5dba-86e7-299250bc2e25.jpg']) {
-    const all = await model.detect(join(SAMPLES, name));
-    const floor = 0.3;
-    const some = await model.detect(join(SAMPLES, name), { floor });
-    const key = (c: { label: string; score: number; box: number[] }) => `${c.label} ${c.score} ${c.box.join(' ')}`;
-    assert.ok(
-      all.candidates.some((c) => c.score < floor),
-      `${name}: the full set has weaker candidates`,
-    );
-    assert.deepEqual(some.candidates.map(key), all.candidates.filter((c) => c.score >= floor).map(key), name);
-    assert.equal(some.scale, all.scale);
-    // Model.count applies it (the lowest review edge) and counts as before
-    const counted = await model.count(join(SAMPLES, name));
-    const full = model.summarise(all, {}, name);
-    assert.deepEqual(counted.detections, full.detections, name);
+  const key = (c: { label: string; score: number; box: number[] }) => `${c.label} ${c.score} ${c.box.join(' ')}`;
+  // a native close-up and a field at half the magnification, which scale auto enlarges
+  const file = join(SAMPLES, 'BloodImage_00011.jpg');
+  const { data, info } = await sharp(file).resize(320, 240).raw().toBuffer({ resolveWithObject: true });
+  const half = { data: new Uint8Array(data), width: info.width, height: info.height, channels: 3 as const };
+  for (const [name, input] of [
+    ['close-up', join(SAMPLES, '0aa766fb-87f4-5dba-86e7-299250bc2e25.jpg')],
+    ['field at 0.5x', half],
+  ] as const) {
+    const all = await model.detect(input);
+    // 0.5 lies above the scores scale auto measures from (0.4), so the floor stops there
+    const minScore = model.metadata.scale?.min_score ?? 0.4;
+    for (const floor of [0.3, 0.5]) {
+      const some = await model.detect(input, { floor });
+      const kept = Math.min(floor, minScore) - 1e-6;
+      assert.ok(
+        all.candidates.some((c) => c.score < kept),
+        `${name}: the full set has weaker candidates`,
+      );
+      assert.deepEqual(some.candidates.map(key), all.candidates.filter((c) => c.score > kept).map(key), `${name}, floor ${floor}`);
+      assert.equal(some.scale, all.scale, `${name}: the same magnification estimate`);
+    }
+    // Model.count applies it (its lowest review edge) and counts exactly as from every candidate
+    for (const opts of [{}, { thresholds: 0.6, review: 0.5 }]) {
+      const counted = await model.count(input, opts);
+      const full = model.summarise(all, opts, counted.file);
+      for (const k of ['counts', 'uncertain', 'meanScore', 'detections', 'scale'] as const) assert.deepEqual(counted[k], full[k], `${name}: ${k}`);
+    }
   }
+  assert.notEqual((await model.detect(half)).scale, 1, 'the half-size field was rescaled');
+  await assert.rejects(model.detect(file, { floor: Number.NaN }), /floor must be a number from 0 to 1/);
 });
 
 test('a large smear is tiled and a cell across a tile seam is counted once', async () => {

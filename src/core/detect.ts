@@ -279,6 +279,8 @@ export async function detect(run: Runner, meta: ModelMetadata, src: PixelSource,
   const tta = opts.tta ?? false;
   const { width, height } = src;
   checkScale(scale);
+  if (opts.floor !== undefined && !(typeof opts.floor === 'number' && opts.floor >= 0 && opts.floor <= 1))
+    throw new RangeError(`floor must be a number from 0 to 1, not ${String(opts.floor)}`);
   const base = meta.postprocess.score_floor;
   // a hair below: the decoder keeps scores above its floor, a count those at or above its edge
   const floor = tta || opts.floor === undefined ? base : Math.max(base, Math.min(opts.floor, scaleModel(meta).min_score) - 1e-6);
