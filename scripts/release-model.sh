@@ -20,7 +20,7 @@ npm run build --silent
 $PY -m hemocount_train split --out "$VAL"
 ARCH=$($PY -c "import sys, torch; print(torch.load(sys.argv[1], map_location='cpu', weights_only=False)['arch'])" "$CKPT")
 $PY -m hemocount_train export "$CKPT" --out "$TMP/raw.onnx" --name "hemocount-$ARCH"
-node bin/hemocount.js calibrate --data "$VAL" ${CALIBRATE_SUBSET:+--subset "$CALIBRATE_SUBSET"} --model "$TMP/raw.onnx" --out models/hemocount-default.onnx --quiet
+node bin/hemocount.js calibrate --data "$VAL" ${CALIBRATE_SUBSET:+--subset "$CALIBRATE_SUBSET"} --model "$TMP/raw.onnx" --out models/hemocount-default.onnx --overwrite --quiet
 $PY -m hemocount_train fixture "$CKPT" --onnx models/hemocount-default.onnx "${FIX[@]}"
 # int8: activations calibrated on training images only, then the gate against fp32
 node scripts/calibrate-ranges.mjs models/hemocount-default.onnx --out "$TMP/ranges.json"
@@ -31,8 +31,8 @@ rm -f models/hemocount-default.int8.onnx
 node scripts/int8-gate.mjs "$TMP/fp32.json" "$TMP/int8.json" | tee docs/validation/int8-gate.txt
 cp "$TMP/int8.onnx" models/hemocount-default.int8.onnx
 cp "$RUN/train_log.jsonl" models/train_log.jsonl
-node bin/hemocount.js report --model fp32 --data "$VAL" --out docs/validation/report.html --log models/train_log.jsonl --quiet
-node bin/hemocount.js evaluate --model fp32 --data "$VAL" --json docs/validation/evaluate.json --quiet > docs/validation/evaluate.txt
+node bin/hemocount.js report --model fp32 --data "$VAL" --out docs/validation/report.html --log models/train_log.jsonl --overwrite --quiet
+node bin/hemocount.js evaluate --model fp32 --data "$VAL" --json docs/validation/evaluate.json --overwrite --quiet > docs/validation/evaluate.txt
 node dist/bench/accuracy.js --model fp32 --data "$VAL" --out docs/accuracy.json > /dev/null
 node dist/bench/speed.js > docs/speed.json
 node dist/bench/large.js 12000 9000 --out docs/large.json > /dev/null

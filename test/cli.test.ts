@@ -125,8 +125,8 @@ test('an output that would replace an input is refused', () => {
   copyFileSync(join(ROOT, 'models', 'hemocount-default.onnx'), join(dir, 'm.onnx'));
   const before = readFileSync(join(dir, 'm.onnx'));
   const c = run(['calibrate', '--data', 'samples', '--min-cells', '1', '--model', join(dir, 'm.onnx'), '--out', join(dir, 'm.onnx')]);
-  assert.equal(c.status, 1);
-  assert.match(c.stderr, /refusing to overwrite an input/);
+  assert.equal(c.status, 2);
+  assert.match(c.stderr, /is the input model, which is never modified/);
   assert.deepEqual(readFileSync(join(dir, 'm.onnx')), before);
 });
 
@@ -146,6 +146,15 @@ test('evaluate prints the paper tables; calibrate writes a new model that loads'
   assert.equal(c.status, 0, c.stderr);
   const meta = readMetadata(new Uint8Array(readFileSync(out)));
   assert.equal((meta.calibration as { criterion: string }).criterion, 'accuracy');
+  // like count's outputs: its own file may be replaced, a file hemocount did not write may not (checked before evaluating)
+  const mine = join(tmp(), 'mine.onnx');
+  writeFileSync(mine, 'precious');
+  const refused = run(['calibrate', '--data', 'samples', '--min-cells', '1', '--out', mine, '--quiet']);
+  assert.equal(refused.status, 2);
+  assert.match(refused.stderr, /mine\.onnx: exists and was not written by hemocount[\s\S]*--overwrite/);
+  assert.doesNotMatch(refused.stderr, /image\(s\)/, 'refused before evaluating');
+  assert.equal(readFileSync(mine, 'utf8'), 'precious');
+  assert.equal(run(['calibrate', '--data', 'samples', '--min-cells', '1', '--out', out, '--quiet']).status, 0);
   for (const k of ['RBC', 'WBC', 'Platelets'] as const) assert.ok(meta.review[k] <= meta.thresholds[k]);
   const again = run(['count', 'samples/BloodImage_00004.jpg', '--model', out, '--json', '-']);
   assert.equal(JSON.parse(again.stdout).thresholds.RBC, meta.thresholds.RBC);
@@ -171,6 +180,18 @@ test('report writes HTML, Markdown and figures', () => {
   const meta = readMetadata(new Uint8Array(readFileSync(MODEL_FILE)), MODEL_FILE);
   assert.match(readFileSync(join(dir, 'rep-count-vs-threshold-RBC.svg'), 'utf8'), new RegExp(`model threshold ${meta.thresholds.RBC.toFixed(2)}`));
   assert.ok(pngWidth(readFileSync(join(dir, 'rep-f1-vs-threshold.png'))) >= 2000);
+  // a report never replaces a file hemocount did not write (the Markdown beside the HTML, a figure) unless told to
+  writeFileSync(join(dir, 'notes.md'), 'my notes');
+  writeFileSync(join(dir, 'rep-precision-recall.png'), 'my figure');
+  for (const name of ['notes.html', 'rep.html']) {
+    const again = run(['report', '--data', 'samples', '--out', join(dir, name), '--quiet']);
+    assert.equal(again.status, 2, name);
+    assert.match(again.stderr, /was not written by hemocount/);
+  }
+  assert.equal(readFileSync(join(dir, 'notes.md'), 'utf8'), 'my notes');
+  assert.equal(readFileSync(join(dir, 'rep-precision-recall.png'), 'utf8'), 'my figure');
+  assert.equal(run(['report', '--data', 'samples', '--out', join(dir, 'rep.html'), '--quiet', '--overwrite']).status, 0);
+  assert.ok(pngWidth(readFileSync(join(dir, 'rep-precision-recall.png'))) >= 2000);
 });
 
 test('usage errors exit 2 with a message', () => {
@@ -179,6 +200,11 @@ test('usage errors exit 2 with a message', () => {
   assert.match(r.stderr, /unknown command/);
   assert.equal(run(['evaluate']).status, 2);
   assert.equal(run(['count', 'samples', '--threads', 'abc']).status, 2);
+  // a mistyped path alone is nothing to count: named, no table
+  const typo = run(['count', 'samples/BloodImage_0004.jpg']);
+  assert.equal(typo.status, 2);
+  assert.match(typo.stderr, /no such file, folder or matching glob: samples\/BloodImage_0004\.jpg/);
+  assert.doesNotMatch(typo.stdout, /TOTAL/);
   const info = run(['info', '--model', 'samples/BloodImage_00004.jpg']);
   assert.equal(info.status, 1);
   assert.match(info.stderr, /BloodImage_00004\.jpg: not an ONNX model/);
@@ -413,6 +439,17 @@ test('a batch killed mid-way keeps its work in --jsonl, and --resume counts only
   writeFileSync(jl, [JSON.stringify(first), ...rest].join('\n') + '\n{"file": "half a li');
   // without --resume the interrupted file is not replaced
   assert.equal(run(['count', inp, '--jsonl', jl, '--quiet']).status, 2);
+  // nor resumed with other settings: its results would be passed off as counted with them
+  const before = readFileSync(jl, 'utf8');
+  for (const other of [
+    ['--threshold', '0.3'],
+    ['--model', 'fp32'],
+  ]) {
+    const bad = run(['count', inp, '--jsonl', jl, '--resume', '--quiet', ...other]);
+    assert.equal(bad.status, 2, other.join(' '));
+    assert.match(bad.stderr, /was counted with model \w+, thresholds RBC=[\d.]+.*this run counts with/, other.join(' '));
+  }
+  assert.equal(readFileSync(jl, 'utf8'), before);
   const r = run(['count', inp, '--jsonl', jl, '--resume', '--json', join(dir, 'r.json'), '--quiet']);
   assert.equal(r.status, 0, r.stderr);
   assert.match(r.stderr, /line \d+ is incomplete/);

@@ -99,6 +99,9 @@ test('other limits: too many files, bad thresholds, no image, not multipart', as
   assert.equal(bad.status, 400);
   assert.match((await bad.json()).error, /between 0 and 1/);
   assert.equal((await post(form([], { thresholds: '0.3' }))).status, 400);
+  const tta = await post(form([{ name: 'a.jpg', bytes: sample }], { tta: 'yes' }));
+  assert.equal(tta.status, 400);
+  assert.match((await tta.json()).error, /tta must be true or false, not 'yes'/);
   const json = await fetch(`${base}/api/count`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
   assert.equal(json.status, 415);
   await stillAlive();

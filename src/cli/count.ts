@@ -114,20 +114,28 @@ export async function runCount(a: CountArgs): Promise<number> {
   if ([a.json, a.csv, a.coco, a.jsonl, a.samplesCsv, a.sampleReport].filter((o) => o === '-').length > 1)
     throw new UsageError("only one output can go to stdout ('-')");
   if (a.resume && (!a.jsonl || a.jsonl === '-')) throw new UsageError('--resume needs --jsonl FILE (the results of the interrupted run)');
+  // every JSONL line names what produced it, so that a resumed run reuses only results it would have produced itself
+  const settings = runSettings(model.info.sha256, th, a);
   // results of an interrupted run, by input path; they are not counted again
   const done = new Map<string, ImageResult>();
   if (a.resume && existsSync(a.jsonl!)) {
     const text = await readFile(a.jsonl!, 'utf8');
-    if (text && !text.endsWith('\n')) await appendFile(a.jsonl!, '\n'); // end the line the kill cut short
+    const lines: [number, ImageResult & { settings?: string }][] = [];
     for (const [n, line] of text.split('\n').entries()) {
       if (!line.trim()) continue;
       try {
-        const r = JSON.parse(line) as ImageResult;
-        if (!r.error) done.set(resolve(r.file), r);
+        lines.push([n + 1, JSON.parse(line)]);
       } catch {
         log(c.dim(`note: ${a.jsonl}: line ${n + 1} is incomplete (the run was killed while writing it): that image is counted again`));
       }
     }
+    const other = lines.find(([, r]) => r.settings !== settings);
+    if (other)
+      throw new UsageError(
+        `--resume: ${a.jsonl} line ${other[0]} was counted with ${other[1].settings ?? 'settings it does not record (an older hemocount)'}, this run counts with ${settings}: resume with the same model, thresholds, review, scale, tta and --candidates, or count into another --jsonl`,
+      );
+    if (text && !text.endsWith('\n')) await appendFile(a.jsonl!, '\n'); // end the line the kill cut short
+    for (const [, { settings: _, ...r }] of lines) if (!r.error) done.set(resolve(r.file), r);
   }
   const ext = a.outFormat ?? 'png';
   const planned = [a.json, a.csv, a.coco, a.samplesCsv, a.sampleReport, a.resume ? undefined : a.jsonl].filter((o): o is string => !!o && o !== '-');
@@ -142,7 +150,13 @@ export async function runCount(a: CountArgs): Promise<number> {
     ...missing.map((m) => failedResult(m, 'no such file, folder or matching glob')),
     ...skipped.filter((x) => x.error).map((s) => failedResult(s.path, s.reason)),
   ];
-  if (!files.length && !results.length) throw new UsageError(`no image found in ${a.inputs.join(', ')} (hemocount reads JPEG, PNG, TIFF, WebP, GIF and AVIF)`);
+  // nothing to count is a usage error (a mistyped path too); unreadable files are reported as results
+  if (!files.length && !skipped.some((x) => x.error))
+    throw new UsageError(
+      missing.length
+        ? `no such file, folder or matching glob: ${missing.join(', ')}`
+        : `no image found in ${a.inputs.join(', ')} (hemocount reads JPEG, PNG, TIFF, WebP, GIF and AVIF)`,
+    );
   if (a.jsonl && a.jsonl !== '-' && !a.resume) await guard.write(a.jsonl, '');
   const progress = new Progress(files.length, a.quiet);
   const pool = jobs > 1 ? await DetectorPool.open(a.model, { workers: jobs, threads: a.threads }) : null;
@@ -181,7 +195,7 @@ export async function runCount(a: CountArgs): Promise<number> {
       r.error = `writing outputs failed: ${(e as Error).message}`;
     }
     if (a.jsonl === '-') process.stdout.write(JSON.stringify(roundResult(r)) + '\n');
-    else if (a.jsonl) await appendFile(a.jsonl, JSON.stringify(roundResult(r)) + '\n');
+    else if (a.jsonl) await appendFile(a.jsonl, JSON.stringify({ ...roundResult(r), settings }) + '\n');
     return r;
   };
   // two images in flight per worker, so that a worker has the next image while this one is
@@ -226,6 +240,12 @@ export async function runCount(a: CountArgs): Promise<number> {
 
   const failed = report(doc, a, th);
   return failed ? 1 : 0;
+}
+
+/** What decides a count besides the image, as a JSONL line records it (compared on --resume). */
+function runSettings(modelSha: string, th: ReturnType<Model['thresholds']>, a: Pick<CountArgs, 'scale' | 'tta' | 'candidates'>): string {
+  const spec = (t: Record<string, number>) => CLASSES.map((k) => `${k}=${t[k]}`).join(',');
+  return `model ${modelSha.slice(0, 12)}, thresholds ${spec(th.count)}, review ${spec(th.review)}, scale ${a.scale ?? 'auto'}, tta ${a.tta ? 'on' : 'off'}${a.candidates ? ', with candidates' : ''}`;
 }
 
 /** The images of a run with their samples, and the analyser red-cell counts by sample. */

@@ -84,6 +84,7 @@ samples (several fields of one smear; see README 'Samples'):
                         without it, every subset is also reported on its own
   --scale, --tta        as for count
   --log FILE            (report) a train_log.jsonl for the learning curve
+  --overwrite           replace outputs (--out, --json) that hemocount did not write, as for count
 
 `,
   serve: `serve options:
@@ -170,6 +171,7 @@ async function main(argv: string[]): Promise<number> {
     split: { type: 'string' },
     'skip-missing': { type: 'boolean', default: false },
     'min-cells': { type: 'string' },
+    overwrite: { type: 'boolean', default: false },
   } as const;
   const threads = (v?: string) => {
     if (v === undefined) return undefined;
@@ -205,6 +207,7 @@ async function main(argv: string[]): Promise<number> {
       scale: parseScale(v.scale as string),
       tta: v.tta as boolean,
       skipMissing: v['skip-missing'] as boolean,
+      overwrite: v.overwrite as boolean,
     };
   };
   switch (cmd) {

@@ -1,14 +1,14 @@
 import { readFile } from 'node:fs/promises';
-import { basename } from 'node:path';
+import { basename, resolve } from 'node:path';
 import { type ClassRow, type Criterion, type EvalImage, evaluate, PAPER_THRESHOLDS, pairedBootstrap, subsets } from '../core/metrics.js';
 import { meanBestF1, reportFigures, reportHtml, reportMarkdown, scoreOfParts, selectBest, selectionScore } from '../core/report.js';
 import { CLASSES, type CellClass, type PerClass } from '../core/types.js';
-import { loadTruth, writeAtomic } from '../adapters/files.js';
+import { loadTruth, OutputGuard } from '../adapters/files.js';
 import { svgToPng } from '../adapters/image.js';
 import { Model } from '../detector.js';
 import { buildReport, calibrateToFile, collect, type Report } from '../evaluation.js';
 import { c, log, pct, Progress, signed, table } from './ui.js';
-import { UsageError } from './count.js';
+import { preflight, UsageError } from './count.js';
 
 export interface StudyArgs {
   data?: string;
@@ -27,6 +27,18 @@ export interface StudyArgs {
   skipMissing?: boolean;
   scale?: 'auto' | number;
   tta?: boolean;
+  /** Replace outputs that hemocount did not write (as for count). */
+  overwrite?: boolean;
+}
+
+/** Outputs follow count's rule: checked before the (long) evaluation, never replacing a file hemocount did not write. */
+async function guarded(a: StudyArgs, planned: (string | undefined)[], protect: string[] = []): Promise<OutputGuard> {
+  const guard = new OutputGuard(new Set(protect.map((p) => resolve(p))), a.overwrite);
+  await preflight(
+    guard,
+    planned.filter((p): p is string => !!p && p !== '-'),
+  );
+  return guard;
 }
 
 async function run(model: Model, a: StudyArgs): Promise<EvalImage[]> {
@@ -72,15 +84,16 @@ export function classTable(cls: CellClass, rows: ClassRow[], best: ClassRow): st
   );
 }
 
-async function output(a: StudyArgs, doc: unknown) {
+async function output(a: StudyArgs, doc: unknown, guard: OutputGuard) {
   const s = JSON.stringify(doc, null, 1) + '\n';
   if (a.json === '-') process.stdout.write(s);
-  else if (a.json) await writeAtomic(a.json, s);
+  else if (a.json) await guard.write(a.json, s);
 }
 
 const say = (a: StudyArgs, s: string) => (a.json === '-' ? log(s) : process.stdout.write(s + '\n'));
 
 export async function runEvaluate(a: StudyArgs): Promise<number> {
+  const guard = await guarded(a, [a.json]);
   const model = await Model.load(a.model, { threads: a.threads });
   const images = await run(model, a);
   const rep = buildReport(model, a.data!, images, a.iou, a.criterion);
@@ -92,7 +105,7 @@ export async function runEvaluate(a: StudyArgs): Promise<number> {
   if (!Object.keys(parts).length) for (const k of CLASSES) say(a, classTable(k, rep.evaluation.classes[k].sweep, rep.evaluation.classes[k].best) + '\n');
   for (const [name, r] of Object.entries(parts)) say(a, `${c.bold(`Subset '${name}'`)}: ` + summaryTable(r) + '\n');
   say(a, (Object.keys(parts).length ? `${c.bold('All subsets together')}: ` : '') + summaryTable(rep));
-  await output(a, { ...rep, subsets: parts });
+  await output(a, { ...rep, subsets: parts }, guard);
   return 0;
 }
 
@@ -126,6 +139,8 @@ export function summaryTable(rep: Report): string {
 export async function runCalibrate(a: StudyArgs & { out?: string; minCells?: number }): Promise<number> {
   if (!a.out) throw new UsageError('calibrate: --out FILE.onnx is required (the input model is never modified)');
   const model = await Model.load(a.model, { threads: a.threads });
+  if (resolve(a.out) === resolve(model.path)) throw new UsageError(`calibrate: --out ${a.out} is the input model, which is never modified`);
+  const guard = await guarded(a, [a.out, a.json], [model.path]);
   const images = await run(model, a);
   // thresholds from a handful of cells are noise: refused, and warned about below 50
   const meta = await calibrateToFile(model, images, {
@@ -159,13 +174,15 @@ export async function runCalibrate(a: StudyArgs & { out?: string; minCells?: num
         ),
     );
   }
+  await guard.adopt(a.out);
   log(`wrote ${a.out} (criterion ${a.criterion}, ${images.length} images of ${a.data})`);
-  await output(a, meta);
+  await output(a, meta, guard);
   return 0;
 }
 
 export async function runSelect(a: StudyArgs & { models: string[] }): Promise<number> {
   if (a.models.length < 1) throw new UsageError('select: name the model files (.onnx) to compare');
+  const guard = await guarded(a, [a.json], a.models);
   const results: { model: string; images: EvalImage[]; ev: ReturnType<typeof evaluate>; parts: Record<string, ReturnType<typeof evaluate>> }[] = [];
   for (const m of a.models) {
     const model = await Model.load(m, { threads: a.threads });
@@ -233,42 +250,52 @@ export async function runSelect(a: StudyArgs & { models: string[] }): Promise<nu
         ),
     );
   }
-  await output(a, {
-    best: best.model,
-    models: results.map((r) => ({
-      model: r.model,
-      meanBestF1: score(r),
-      subsetMeanBestF1: Object.fromEntries(partNames.map((n) => [n, r.parts[n] ? meanBestF1(r.parts[n]) : null])),
-      evaluation: r.ev,
-      subsets: r.parts,
-      ...(gaps.has(r.model) && { againstBest: gaps.get(r.model) }),
-    })),
-  });
+  await output(
+    a,
+    {
+      best: best.model,
+      models: results.map((r) => ({
+        model: r.model,
+        meanBestF1: score(r),
+        subsetMeanBestF1: Object.fromEntries(partNames.map((n) => [n, r.parts[n] ? meanBestF1(r.parts[n]) : null])),
+        evaluation: r.ev,
+        subsets: r.parts,
+        ...(gaps.has(r.model) && { againstBest: gaps.get(r.model) }),
+      })),
+    },
+    guard,
+  );
   return 0;
 }
 
 export async function runReport(a: StudyArgs & { out?: string; log?: string }): Promise<number> {
   if (!a.out) throw new UsageError('report: --out report.html is required');
+  const out = a.out.replace(/\.html?$/, '');
+  const guard = await guarded(a, [`${out}.html`, `${out}.md`, a.json]);
   const model = await Model.load(a.model, { threads: a.threads });
   const images = await run(model, a);
   const rep = buildReport(model, a.data!, images, a.iou, a.criterion);
   const parts = subsetReports(model, a, images);
   const logText = a.log ? await readFile(a.log, 'utf8') : undefined;
   const figs = reportFigures(rep, images, logText);
-  const out = a.out.replace(/\.html?$/, '');
+  // the figures' names are known now: all of them checked before any is written
+  await preflight(
+    guard,
+    Object.keys(figs).flatMap((name) => [`${out}-${name}.svg`, `${out}-${name}.png`]),
+  );
   const md = reportMarkdown(rep, parts);
   const mdFigs: string[] = ['', '## Figures', ''];
   for (const [name, svg] of Object.entries(figs)) {
-    await writeAtomic(`${out}-${name}.svg`, svg);
-    await writeAtomic(`${out}-${name}.png`, await svgToPng(svg));
+    await guard.write(`${out}-${name}.svg`, svg);
+    await guard.write(`${out}-${name}.png`, await svgToPng(svg));
     mdFigs.push(`![${name}](${basename(out)}-${name}.svg)`);
   }
-  await writeAtomic(`${out}.md`, [...md, ...mdFigs].join('\n') + '\n');
+  await guard.write(`${out}.md`, [...md, ...mdFigs].join('\n') + '\n');
   const html = reportHtml(md, figs);
-  await writeAtomic(`${out}.html`, html);
+  await guard.write(`${out}.html`, html);
   log(`wrote ${out}.html, ${out}.md and ${Object.keys(figs).length} figures (SVG + PNG)`);
   for (const [name, r] of Object.entries(parts)) say(a, `Subset '${name}': ` + summaryTable(r) + '\n');
   say(a, summaryTable(rep));
-  await output(a, { ...rep, subsets: parts });
+  await output(a, { ...rep, subsets: parts }, guard);
   return 0;
 }

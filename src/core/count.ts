@@ -44,10 +44,15 @@ export function parseThresholds(spec: string, base: PerClass<number>): PerClass<
     const v = checkProbability(Number(s), spec);
     return perClass(() => v);
   }
+  if (s.split(',').every((p) => /^\s*[\d.]+\s*$/.test(p)))
+    throw new Error(`bad threshold '${spec}': give one number for every class, or name the classes: RBC=0.25,WBC=0.65,Platelets=0.35`);
+  const seen = new Set<string>();
   for (const part of s.split(',')) {
     const [, name, value] = /^\s*([A-Za-z]+)\s*[=:]\s*([\d.]+)\s*$/.exec(part) ?? [];
     const cls = name === undefined ? null : classFromName(name);
     if (!cls) throw new Error(`bad threshold '${part}': use 0.4 or RBC=0.25,WBC=0.65,Platelets=0.35`);
+    if (seen.has(cls)) throw new Error(`bad threshold '${spec}': ${cls} is given twice`);
+    seen.add(cls);
     out[cls] = checkProbability(Number(value), part);
   }
   return out;

@@ -94,7 +94,8 @@ export function roundResult(r: ImageResult): ImageResult {
 }
 
 function csvField(v: string | number | null): string {
-  const s = v === null ? '' : String(v);
+  // a text cell that a spreadsheet would run as a formula (a file named '=cmd().jpg') is quoted with a leading '
+  const s = v === null ? '' : typeof v === 'string' && /^[=+\-@\t\r]/.test(v) ? `'${v}` : String(v);
   return /[",\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
 }
 

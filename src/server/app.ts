@@ -227,6 +227,9 @@ export async function buildServer(o: ServerOptions): Promise<FastifyInstance> {
     } catch (e) {
       throw new HttpError(400, (e as Error).message);
     }
+    // an unknown value is refused, not read as 'off': a client that thinks it asked for flips must learn otherwise
+    if (fields.tta !== undefined && !['true', '1', 'false', '0', ''].includes(fields.tta))
+      throw new HttpError(400, `tta must be true or false, not '${fields.tta}'`);
     const tta = fields.tta === 'true' || fields.tta === '1';
     // check every file before any inference: type by bytes, size in pixels
     let pixels = 0;

@@ -132,6 +132,9 @@ test('threshold specs', () => {
   assert.deepEqual(parseThresholds('wbc=0.5,PLT=0.3', base), { RBC: 0.25, WBC: 0.5, Platelets: 0.3 });
   assert.throws(() => parseThresholds('RBC=2', base), /between 0 and 1/);
   assert.throws(() => parseThresholds('XYZ=0.2', base), /bad threshold/);
+  assert.throws(() => parseThresholds('RBC=0.3,rbc=0.5', base), /RBC is given twice/);
+  assert.throws(() => parseThresholds('0.3,0.4', base), /bad threshold '0\.3,0\.4': give one number for every class, or name the classes/);
+  assert.throws(() => parseThresholds('0,4', base), /write the decimal point as '\.'/);
 });
 
 test('tiles cover the image, overlap by at least the requested margin, and cores partition it', () => {

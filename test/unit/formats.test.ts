@@ -84,22 +84,25 @@ test('CSV: a row per image and a totals row, errors kept', () => {
     detections: [],
   };
   const bad = { ...ok, file: 'bad.png', counts: { RBC: 0, WBC: 0, Platelets: 0 }, error: 'corrupt' };
+  const formula = { ...ok, file: '=HYPERLINK("x").jpg' };
   const doc: CountDocument = {
     model: { name: 'm', version: '1', sha256: 'x' },
     thresholds: { RBC: 0.25, WBC: 0.65, Platelets: 0.35 },
     review: { RBC: 0.1, WBC: 0.5, Platelets: 0.2 },
-    images: [ok, bad],
-    totals: totals([ok, bad]),
+    images: [ok, bad, formula],
+    totals: totals([ok, bad, formula]),
   };
   const rows = parseCsv(toCsv(doc));
-  assert.equal(rows.length, 4);
-  const [head, first, second, total] = rows;
-  assert.ok(head && first && second && total);
+  assert.equal(rows.length, 5);
+  const [head, first, second, third, total] = rows;
+  assert.ok(head && first && second && third && total);
+  // a spreadsheet must not run a file name as a formula
+  assert.equal(third[0], `'=HYPERLINK("x").jpg`);
   assert.equal(first[0], 'x,1.jpg');
   assert.equal(first[head.indexOf('RBC')], '3');
   assert.equal(second[head.indexOf('error')], 'corrupt');
   assert.equal(total[0], 'TOTAL');
-  assert.equal(total[head.indexOf('RBC_uncertain')], '1');
+  assert.equal(total[head.indexOf('RBC_uncertain')], '2');
   assert.equal(doc.totals.failed, 1);
 });
 
