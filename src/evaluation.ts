@@ -116,7 +116,7 @@ export async function calibrateToFile(model: Model, images: EvalImage[], o: Cali
   const min = o.minCells ?? 10;
   for (const k of CLASSES) {
     const n = images.reduce((s, im) => s + im.truth.filter((t) => t.label === k).length, 0);
-    if (n < min) throw new Error(`${o.data}: only ${n} ${k} cell(s) annotated; calibration needs at least ${min} per class (--min-cells)`);
+    if (n < min) throw new Error(`${o.data}: only ${n} ${k} cell(s) annotated; calibration needs at least ${min} per class (minCells; --min-cells on the command line)`);
     if (n < 50) o.warn?.(`only ${n} ${k} cells annotated; thresholds from fewer than 50 cells are uncertain`);
   }
   const meta = calibrate(model.metadata, images, o.data, o.criterion, o.iou);
