@@ -8,7 +8,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { applyThresholds, parseThresholds } from './core/count.js';
 import type { ImageResult } from './core/formats.js';
-import { checkScale, type DetectOptions, type Detected as CoreDetected, detect, type ScaleEstimate } from './core/detect.js';
+import { checkDetectOptions, type DetectOptions, shown, type Detected as CoreDetected, detect, type ScaleEstimate } from './core/detect.js';
 import { crop, WHOLE_IMAGE_PIXELS } from './core/pipeline.js';
 import { CLASSES, type ModelMetadata, type PerClass, perClass, type Thresholds } from './core/types.js';
 import { decodeRgb, type ImageInput, probe, type RawImage, readRegion } from './adapters/image.js';
@@ -66,7 +66,7 @@ export class Model {
   static async load(path?: string, opts: { threads?: number; lazy?: boolean } = {}): Promise<Model> {
     if (path !== undefined && typeof path !== 'string') throw new TypeError(`model path must be a string, not ${typeof path}`);
     if (opts.threads !== undefined && !(Number.isInteger(opts.threads) && opts.threads >= 1))
-      throw new RangeError(`threads must be a whole number >= 1, not ${String(opts.threads)}`);
+      throw new RangeError(`threads must be a whole number >= 1, not ${shown(opts.threads)}`);
     return new Model(await openOnnx(modelPath(path), opts.threads, opts.lazy));
   }
 
@@ -106,11 +106,11 @@ export class Model {
   async detect(input: ImageInput, opts: ModelDetectOptions = {}): Promise<Detected> {
     const t0 = performance.now();
     checkInput(input);
-    if (opts.scale !== undefined) checkScale(opts.scale); // before decoding anything
+    checkDetectOptions(opts); // before decoding anything
     const { width, height } = await probe(input);
     if (opts.maxPixels && width * height > opts.maxPixels) {
       throw new Error(
-        `${typeof input === 'string' ? input : 'image'}: ${width} x ${height} is ${((width * height) / 1e6).toFixed(0)} megapixels, above the limit of ${opts.maxPixels / 1e6} (--max-megapixels)`,
+        `${typeof input === 'string' ? input : 'image'}: ${width} x ${height} is ${megapixels(width * height)} megapixels, above the limit of ${megapixels(opts.maxPixels)} (maxPixels; --max-megapixels on the command line)`,
       );
     }
     // small images are decoded once; large ones are read region by region (bounded memory)
@@ -132,7 +132,8 @@ export class Model {
   }
 
   /** Re-threshold already detected candidates without running the network again. */
-  summarise(det: Detected, opts: CountOptions, file: string): ImageResult {
+  summarise(det: Detected, opts: CountOptions = {}, file = 'image'): ImageResult {
+    if (!det || !Array.isArray(det.candidates)) throw new TypeError('summarise needs what detect() returned');
     const s = applyThresholds(det.candidates, this.thresholds(opts.thresholds, opts.review));
     return {
       file,
@@ -164,17 +165,20 @@ export function loadModel(path?: string, opts?: { threads?: number }): Promise<M
   return Model.load(path, opts);
 }
 
+/** Megapixels to read: whole ones for photographs, two significant digits below one. */
+const megapixels = (px: number) => (px >= 1e6 ? (px / 1e6).toFixed(0) : String(Number((px / 1e6).toPrecision(2))));
+
 /** sharp-style argument checks: a TypeError or RangeError naming the argument and the value. */
 function checkThresholdArg(v: unknown, name: string): void {
   if (v === undefined) return;
   const prob = (x: unknown, what: string) => {
-    if (typeof x !== 'number' || !Number.isFinite(x) || x < 0 || x > 1) throw new RangeError(`${what} must be a number from 0 to 1, not ${String(x)}`);
+    if (typeof x !== 'number' || !Number.isFinite(x) || x < 0 || x > 1) throw new RangeError(`${what} must be a number from 0 to 1, not ${shown(x)}`);
   };
   if (typeof v === 'number') {
     prob(v, name);
     return;
   }
-  if (typeof v !== 'object' || v === null) throw new TypeError(`${name} must be a number or { RBC, WBC, Platelets }, not ${String(v)}`);
+  if (typeof v !== 'object' || v === null) throw new TypeError(`${name} must be a number or { RBC, WBC, Platelets }, not ${shown(v)}`);
   for (const [k, x] of Object.entries(v)) {
     if (!(CLASSES as readonly string[]).includes(k)) throw new TypeError(`${name}: unknown class '${k}' (RBC, WBC or Platelets)`);
     prob(x, `${name}.${k}`);
@@ -182,6 +186,7 @@ function checkThresholdArg(v: unknown, name: string): void {
 }
 
 function checkInput(input: unknown): void {
+  if (input instanceof Uint8Array && input.length === 0) throw new RangeError('image bytes are empty (0 bytes)');
   if (typeof input === 'string' || input instanceof Uint8Array) return;
   const raw = input as { data?: unknown; width?: unknown; height?: unknown; channels?: unknown } | null;
   if (!raw || typeof raw !== 'object' || !(raw.data instanceof Uint8Array))

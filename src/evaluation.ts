@@ -18,7 +18,7 @@ import {
 } from './core/metrics.js';
 import { resolve } from 'node:path';
 import { type ModelMetadata, type PerClass, perClass } from './core/types.js';
-import { type TruthSet, writeAtomic } from './adapters/files.js';
+import { OutputGuard, type TruthSet } from './adapters/files.js';
 import { readMetadata, withMetadata } from './adapters/onnx.js';
 import { CLASSES } from './core/types.js';
 import type { DetectOptions, Model } from './detector.js';
@@ -103,6 +103,8 @@ export interface CalibrateFileOptions {
   iou?: number;
   /** Annotated cells needed per class (default 10). */
   minCells?: number;
+  /** Replace `out` even if hemocount did not write it (default: refused, as for every output). */
+  overwrite?: boolean;
   /** Told when a class has fewer than 50 annotated cells (thresholds from so few are uncertain). */
   warn?: (message: string) => void;
 }
@@ -113,16 +115,25 @@ export interface CalibrateFileOptions {
  * new file parses before it replaces anything, and never overwrites the input model.
  */
 export async function calibrateToFile(model: Model, images: EvalImage[], o: CalibrateFileOptions): Promise<ModelMetadata> {
+  if (!o || typeof o.out !== 'string' || typeof o.data !== 'string')
+    throw new TypeError('calibrateToFile needs { out: the new model file, data: what the thresholds are chosen on }');
+  if (o.criterion !== undefined && o.criterion !== 'f1' && o.criterion !== 'accuracy')
+    throw new RangeError(`criterion must be 'f1' or 'accuracy', not ${JSON.stringify(o.criterion)}`);
+  const guard = new OutputGuard(new Set([resolve(model.path)]), o.overwrite);
+  // refused before the work, not after it
+  const why = await guard.conflict(o.out);
+  if (why) throw new Error(`${why}; refusing to replace it (overwrite: true to allow)`);
   const min = o.minCells ?? 10;
   for (const k of CLASSES) {
     const n = images.reduce((s, im) => s + im.truth.filter((t) => t.label === k).length, 0);
-    if (n < min) throw new Error(`${o.data}: only ${n} ${k} cell(s) annotated; calibration needs at least ${min} per class (minCells; --min-cells on the command line)`);
+    if (n < min)
+      throw new Error(`${o.data}: only ${n} ${k} cell(s) annotated; calibration needs at least ${min} per class (minCells; --min-cells on the command line)`);
     if (n < 50) o.warn?.(`only ${n} ${k} cells annotated; thresholds from fewer than 50 cells are uncertain`);
   }
   const meta = calibrate(model.metadata, images, o.data, o.criterion, o.iou);
   const bytes = withMetadata(model.bytes, meta);
   readMetadata(bytes);
-  await writeAtomic(o.out, bytes, new Set([resolve(model.path)]));
+  await guard.write(o.out, bytes);
   return meta;
 }
 

@@ -1,11 +1,11 @@
 /** The committed default model: parity with torchvision, decoding of real smears, tiling. */
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import sharp from 'sharp';
 import { iou } from '../src/core/metrics.js';
-import { loadModel } from '../src/index.js';
+import { calibrateToFile, collect, loadModel, loadTruth } from '../src/index.js';
 import { TILE_OVERLAP, TILE_SIZE, WHOLE_IMAGE_PIXELS } from '../src/detector.js';
 import { planTiles } from '../src/core/tiling.js';
 import { applyThresholds } from '../src/core/count.js';
@@ -13,7 +13,7 @@ import { parseVoc } from '../src/core/formats.js';
 import { detectPixels } from '../src/core/pipeline.js';
 import { decodeRgb } from '../src/adapters/image.js';
 import { openOnnx } from '../src/adapters/onnx.js';
-import { MODEL, SAMPLES } from './helpers.js';
+import { MODEL, SAMPLES, tmp } from './helpers.js';
 
 const model = await loadModel(MODEL);
 
@@ -181,6 +181,34 @@ test('library arguments are checked sharp-style: the argument and the bad value 
   await assert.rejects(model.count(42 as never), TypeError);
   await assert.rejects(model.count(file, { scale: 9 }), /scale must be 'auto' or a number from 0.25 to 4/);
   await assert.rejects(loadModel(MODEL, { threads: -2 }), /threads must be a whole number >= 1, not -2/);
+  // a number in a string is named as a string, not read as a value out of range
+  await assert.rejects(model.count(file, { thresholds: { RBC: '0.4' as never } }), /thresholds\.RBC must be a number from 0 to 1, not '0\.4' \(a string\)/);
+  await assert.rejects(
+    model.count(file, { tta: 'yes' as never }),
+    (e: Error) => e instanceof TypeError && /tta must be true or false, not 'yes'/.test(e.message),
+  );
+  await assert.rejects(model.count(new Uint8Array(0)), /image bytes are empty/);
+  await assert.rejects(model.count(file, { maxPixels: 1000 }), /640 x 480 is 0\.31 megapixels, above the limit of 0\.001 \(maxPixels; --max-megapixels/);
+  assert.throws(() => model.summarise(undefined as never), /summarise needs what detect\(\) returned/);
+});
+
+test('calibrateToFile writes a new model, and never replaces a file hemocount did not write', async () => {
+  const dir = tmp();
+  const truth = await loadTruth(SAMPLES);
+  const { images } = await collect(model, truth);
+  const mine = join(dir, 'mine.onnx');
+  writeFileSync(mine, 'a file of my own');
+  await assert.rejects(calibrateToFile(model, images, { out: mine, data: 'samples', minCells: 1 }), /exists and was not written by hemocount.*overwrite: true/);
+  assert.equal(readFileSync(mine, 'utf8'), 'a file of my own');
+  await assert.rejects(
+    calibrateToFile(model, images, { out: join(dir, 'x.onnx'), data: 'samples', minCells: 1, criterion: 'bogus' as never }),
+    /criterion must be 'f1' or 'accuracy'/,
+  );
+  const out = join(dir, 'lab.onnx');
+  for (let k = 0; k < 2; k++) await calibrateToFile(model, images, { out, data: 'samples', minCells: 1 }); // its own file may be replaced
+  assert.equal((await loadModel(out)).metadata.calibration !== undefined, true);
+  await calibrateToFile(model, images, { out: mine, data: 'samples', minCells: 1, overwrite: true });
+  assert.notEqual(readFileSync(mine, 'utf8'), 'a file of my own');
 });
 
 test('the bundled int8 model is the default, carries the same metadata, is smaller, and finds the same cells as fp32 on the samples', async () => {

@@ -58,7 +58,7 @@ function topLevelFields(buf: Uint8Array): Field[] {
       body = [p2, p2 + len];
       pos = p2 + len;
     } else throw new Error(`unsupported protobuf wire type ${wire}`);
-    if (pos > buf.length || no === 0) throw new Error('not an ONNX model (malformed protobuf)');
+    if (pos > buf.length || no === 0) throw new Error('malformed protobuf');
     fields.push({ no, start, end: pos, body });
   }
   return fields;

@@ -149,6 +149,7 @@ export async function runCalibrate(a: StudyArgs & { out?: string; minCells?: num
     criterion: a.criterion,
     iou: a.iou,
     minCells: a.minCells,
+    overwrite: a.overwrite,
     warn: (m) => log(c.yellow(`warning: ${m}`)),
   });
   say(
@@ -174,7 +175,6 @@ export async function runCalibrate(a: StudyArgs & { out?: string; minCells?: num
         ),
     );
   }
-  await guard.adopt(a.out);
   log(`wrote ${a.out} (criterion ${a.criterion}, ${images.length} images of ${a.data})`);
   await output(a, meta, guard);
   return 0;

@@ -278,9 +278,7 @@ export async function detect(run: Runner, meta: ModelMetadata, src: PixelSource,
   const scale = opts.scale ?? 'auto';
   const tta = opts.tta ?? false;
   const { width, height } = src;
-  checkScale(scale);
-  if (opts.floor !== undefined && !(typeof opts.floor === 'number' && opts.floor >= 0 && opts.floor <= 1))
-    throw new RangeError(`floor must be a number from 0 to 1, not ${String(opts.floor)}`);
+  checkDetectOptions(opts);
   const base = meta.postprocess.score_floor;
   // a hair below: the decoder keeps scores above its floor, a count those at or above its edge
   const floor = tta || opts.floor === undefined ? base : Math.max(base, Math.min(opts.floor, scaleModel(meta).min_score) - 1e-6);
@@ -311,6 +309,17 @@ export async function detect(run: Runner, meta: ModelMetadata, src: PixelSource,
   }
   if (whole && !tta) return { width, height, ...last, scale: f, estimate: first.estimate };
   return { width, height, ...(await passAt(run, meta, src, f, tta, floor, opts.tiling)), scale: f, estimate: first.estimate };
+}
+
+/** A bad argument as an error message shows it: a string in quotes, so that '0.4' does not read as a number out of range. */
+export const shown = (v: unknown): string => (typeof v === 'string' ? `'${v}' (a string)` : String(v));
+
+/** The options' one rule, whoever passes them (library, CLI, server, browser): before any decoding. */
+export function checkDetectOptions(opts: DetectOptions): void {
+  if (opts.scale !== undefined) checkScale(opts.scale);
+  if (opts.tta !== undefined && typeof opts.tta !== 'boolean') throw new TypeError(`tta must be true or false, not ${shown(opts.tta)}`);
+  if (opts.floor !== undefined && !(typeof opts.floor === 'number' && opts.floor >= 0 && opts.floor <= 1))
+    throw new RangeError(`floor must be a number from 0 to 1, not ${shown(opts.floor)}`);
 }
 
 /** 'auto' | '1' | '1.6' (CLI flag, form field): 'auto' estimates the magnification, a number forces it. */
