@@ -39,14 +39,18 @@ function App() {
         setCurrent(saved.current);
         setTh(saved.thresholds);
         if (saved.sample) setSample(saved.sample);
+        if (saved.privateMode) {
+          setPrivateMode(true);
+          preparePrivateMode();
+        }
       } else setTh({ count: { ...info.metadata.thresholds }, review: { ...info.metadata.review } });
       setRestored(true);
     })().catch((e) => setErrors([`cannot reach the hemocount server: ${e.message}`]));
   }, []);
 
   useEffect(() => {
-    if (restored && model) save({ items, thresholds: th, current, model: model.sha256, sample }).catch(() => {});
-  }, [items, th, current, restored, sample]);
+    if (restored && model) save({ items, thresholds: th, current, model: model.sha256, sample, privateMode }).catch(() => {});
+  }, [items, th, current, restored, sample, privateMode]);
 
   const reviewed = useMemo(() => {
     const m = new Map<string, Reviewed>();
@@ -77,9 +81,15 @@ function App() {
   }
 
   const update = (f: (i: Item) => Item) => item && setItems((xs) => xs.map((x) => (x.id === item.id ? f(x) : x)));
-  // a correction is a review: the field records who made it and when
   const stamp = () => ({ by: sample.reviewer.trim() || undefined, at: new Date().toISOString() });
-  const correct = (f: (c: Item['corrections']) => Item['corrections']) => update((x) => ({ ...x, corrections: f(x.corrections), reviewed: stamp() }));
+  // a field is reviewed once a person has decided all its doubtful cells (or marks it so):
+  // deciding one of fifteen is not a review of the field
+  const correct = (f: (c: Item['corrections']) => Item['corrections']) =>
+    update((x) => {
+      const corrections = f(x.corrections);
+      const left = review(x.candidates, x.mode === 'labels' ? LABEL_THRESHOLDS : th!, corrections).uncertain;
+      return { ...x, corrections, reviewed: CLASSES.every((c) => left[c] === 0) ? stamp() : x.reviewed };
+    });
   const sel = rv?.detections.find((d) => d.id === selected) ?? null;
 
   function deleteSelected() {
@@ -174,11 +184,13 @@ function App() {
         </label>
         <span class="mode" data-testid="mode">
           {item
-            ? item.mode === 'labels'
-              ? `labels from ${stem(item.name)}.xml (difficult objects: to review)`
-              : item.mode === 'private'
-                ? 'counted in this browser (private)'
-                : 'counted on the server'
+            ? `${
+                item.mode === 'labels'
+                  ? `labels from ${stem(item.name)}.xml (difficult objects: to review)`
+                  : item.mode === 'private'
+                    ? 'counted in this browser (private)'
+                    : 'counted on the server'
+              }; next images: ${privateMode ? 'in this browser' : 'on the server'}`
             : privateMode
               ? 'next images: in this browser'
               : 'next images: on the server'}

@@ -55,34 +55,37 @@ export async function countFiles(files: File[], privateMode: boolean, setBusy: (
       }
     }
   } else {
-    setBusy(`counting ${files.length} image(s) on the server`);
-    const form = new FormData();
-    for (const f of files) form.append('images', f, f.name);
-    try {
-      const res = await fetch('/api/count', { method: 'POST', body: form });
-      const body = await res.json();
-      if (!res.ok) errs.push(body.error ?? `server answered ${res.status}`);
-      else {
-        // one result per image sent, in the order sent
-        (body as CountDocument).images.forEach((r: ImageResult, k: number) => {
-          const blob = files[k];
-          if (!blob) throw new Error(`the server answered with more results than the ${files.length} image(s) sent`);
-          if (r.error) errs.push(`${r.file}: ${r.error}`);
-          else
-            added.push({
-              id: crypto.randomUUID(),
-              name: r.file,
-              width: r.width,
-              height: r.height,
-              candidates: r.candidates ?? [],
-              mode: 'server',
-              corrections: noCorrections(),
-              blob,
-            });
-        });
+    // one image per request: a bad file fails alone, and a batch of any size keeps within the
+    // server's per-request limits (files, megapixels)
+    for (const [k, blob] of files.entries()) {
+      setBusy(`counting on the server ${k + 1}/${files.length}: ${blob.name}`);
+      const form = new FormData();
+      form.append('images', blob, blob.name);
+      try {
+        const res = await fetch('/api/count', { method: 'POST', body: form });
+        const body = await res.json();
+        if (!res.ok) {
+          const why: string = body.error ?? `the server answered ${res.status}`;
+          errs.push(why.startsWith(blob.name) ? why : `${blob.name}: ${why}`);
+          continue;
+        }
+        const r: ImageResult | undefined = (body as CountDocument).images[0];
+        if (!r) errs.push(`${blob.name}: the server returned no result`);
+        else if (r.error) errs.push(`${blob.name}: ${r.error}`);
+        else
+          added.push({
+            id: crypto.randomUUID(),
+            name: r.file,
+            width: r.width,
+            height: r.height,
+            candidates: r.candidates ?? [],
+            mode: 'server',
+            corrections: noCorrections(),
+            blob,
+          });
+      } catch (e) {
+        errs.push(`${blob.name}: upload failed (${(e as Error).message})`);
       }
-    } catch (e) {
-      errs.push(`upload failed: ${(e as Error).message}`);
     }
   }
   return { added, errs };

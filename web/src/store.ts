@@ -30,6 +30,8 @@ export interface Saved {
   current: string | null;
   model: string | null;
   sample?: SampleInfo;
+  /** Where the next images are counted: a private session stays private after a reload. */
+  privateMode?: boolean;
 }
 
 const DB = 'hemocount';
