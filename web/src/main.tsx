@@ -307,7 +307,7 @@ function App() {
               ))}
             </table>
             <div data-testid="ratios">
-              RBC : WBC : PLT = {fmt(r.rbcPerWbc)} : 1 : {fmt(r.pltPerWbc, 2)}
+              {r.rbcPerWbc !== null ? `RBC : WBC : PLT = ${fmt(r.rbcPerWbc)} : 1 : ${fmt(r.pltPerWbc, 2)}` : 'no white cell counted: no ratio to white cells'}
               {r.rbcPerPlt !== null ? ` (RBC/PLT ${fmt(r.rbcPerPlt)})` : ''}
             </div>
             <SampleForm sample={sample} setSample={setSample} rbcCountOk={rbcCountOk} summary={summary} />
