@@ -482,7 +482,7 @@ test('the CLI refuses an image above its pixel cap from the header, at once', ()
   const doc = JSON.parse(r.stdout);
   assert.match(
     doc.images.find((i: { file: string }) => i.file.endsWith('huge.png')).error,
-    /30000 x 30000 is 900 megapixels, above the limit of 250 \(--max-megapixels\)/,
+    /30000 x 30000 is 900 megapixels, above the limit of 250 \(maxPixels; --max-megapixels on the command line\)/,
   );
   assert.equal(doc.totals.images, 1);
 });
