@@ -205,7 +205,7 @@ async function legendPixels(width: number, height: number, legend: LegendLayout)
  * legend strip below the picture. Boxes and labels are drawn into the pixels (a glyph atlas
  * for the text), the legend strip is rendered on its own; the caller's pixels are not changed.
  */
-export async function drawAnnotated(input: ImageInput, dets: Detection[], o: DrawOptions & { format?: 'png' | 'jpeg' | 'webp' }): Promise<Buffer> {
+export async function drawAnnotated(input: ImageInput, dets: Detection[], o: DrawOptions & { format?: 'png' | 'jpeg' | 'webp' }): Promise<Uint8Array> {
   const { width, height } = await probe(input);
   const huge = width * height > 268e6;
   const colours = Object.fromEntries(o.meta.classes.map((c) => [c.name, c.colour]));
@@ -260,6 +260,6 @@ export async function thumbnail(path: string, dets: Detection[], o: DrawOptions 
 }
 
 /** A report figure (SVG text) as PNG bytes at print resolution (300 dpi: 4.2x the SVG's pixels). */
-export async function svgToPng(svg: string): Promise<Buffer> {
+export async function svgToPng(svg: string): Promise<Uint8Array> {
   return sharp(Buffer.from(svg), { density: 300 }).png().toBuffer();
 }
