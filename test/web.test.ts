@@ -7,6 +7,7 @@ import { dirname, join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { brotliDecompressSync, gunzipSync } from 'node:zlib';
 import type { Browser, Page } from 'playwright-core';
+import sharp from 'sharp';
 import { parseVoc, toVoc } from '../src/core/formats.js';
 import { loadModel, type Model } from '../src/index.js';
 import { buildServer } from '../src/server/app.js';
@@ -21,7 +22,8 @@ const SAMPLE = join(SAMPLES, 'BloodImage_00004.jpg');
 
 before(async () => {
   model = await loadModel(MODEL);
-  const app = await buildServer({ model });
+  // a low pixel limit, so that a small picture can show that private mode keeps the server's
+  const app = await buildServer({ model, maxPixels: 2_000_000 });
   url = await app.listen({ port: 0, host: '127.0.0.1' });
   close = () => app.close();
   browser = await launchChromium();
@@ -167,6 +169,14 @@ test('private mode counts in the browser and agrees with server mode', { timeout
   await page.getByTestId('counts').waitFor();
   assert.ok(await page.getByTestId('private').isChecked());
   assert.match(await page.getByTestId('mode').innerText(), /next images: in this browser/);
+  // the server's pixel limit holds in the browser too
+  const big = join(tmp(), 'big.png');
+  await sharp({ create: { width: 1600, height: 1600, channels: 3, background: '#e0c0c0' } })
+    .png()
+    .toFile(big);
+  await page.getByTestId('file').setInputFiles(big);
+  await page.getByTestId('errors').waitFor();
+  assert.match(await page.getByTestId('errors').innerText(), /big\.png: 1600x1600 is 3 megapixels; the limit is 2, as on the server/);
 });
 
 /** A GET with any headers (Host included): status, headers, body. */

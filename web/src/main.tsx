@@ -68,7 +68,7 @@ function App() {
     if (!files.length) return;
     setErrors([]);
     const labelled = await labelledItems(files);
-    const counted = labelled.rest.length ? await countFiles(labelled.rest, privateMode, setBusy) : { added: [], errs: [] };
+    const counted = labelled.rest.length ? await countFiles(labelled.rest, privateMode, setBusy, model?.limits?.maxPixels) : { added: [], errs: [] };
     const added = [...labelled.added, ...counted.added];
     setBusy(null);
     setErrors([...labelled.errs, ...counted.errs]);

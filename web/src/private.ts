@@ -54,8 +54,15 @@ function load(): Promise<Loaded> {
   return ready;
 }
 
-async function pixelsOf(blob: Blob): Promise<Pixels> {
-  const bmp = await createImageBitmap(blob, { imageOrientation: 'from-image', premultiplyAlpha: 'none', colorSpaceConversion: 'none' });
+async function pixelsOf(blob: Blob, maxPixels = Infinity): Promise<Pixels> {
+  const bmp = await createImageBitmap(blob, { imageOrientation: 'from-image', premultiplyAlpha: 'none', colorSpaceConversion: 'none' }).catch((e: Error) => {
+    throw new Error(`cannot be decoded here (${e.message})`);
+  });
+  const { width, height } = bmp;
+  if (width * height > maxPixels) {
+    bmp.close();
+    throw new Error(`${width}x${height} is ${Math.round((width * height) / 1e6)} megapixels; the limit is ${Math.round(maxPixels / 1e6)}, as on the server`);
+  }
   const canvas = new OffscreenCanvas(bmp.width, bmp.height);
   const ctx = canvas.getContext('2d', { willReadFrequently: true })!;
   ctx.fillStyle = '#fff'; // alpha is flattened on white, as on the server
@@ -89,7 +96,8 @@ export function preparePrivateMode(): void {
     });
 }
 
-export async function detectInBrowser(blob: Blob, opts: DetectOptions = {}): Promise<Detected> {
+/** maxPixels: the server's limit, kept here too (a tab counting an 81-megapixel image is busy for a minute or more). */
+export async function detectInBrowser(blob: Blob, opts: DetectOptions & { maxPixels?: number } = {}): Promise<Detected> {
   counting = true;
   warming ??= Promise.resolve(); // no warm-up once counting has begun
   const { session, ort, meta } = await load();
@@ -100,7 +108,7 @@ export async function detectInBrowser(blob: Blob, opts: DetectOptions = {}): Pro
     if (!scores || !deltas) throw new Error("the model has no 'scores' and 'deltas' outputs");
     return { scores: scores.data as Float32Array, deltas: deltas.data as Float32Array };
   };
-  const px = await pixelsOf(blob);
+  const px = await pixelsOf(blob, opts.maxPixels);
   const read = async (l: number, t: number, w: number, h: number) => (l === 0 && t === 0 && w === px.width && h === px.height ? px : crop(px, l, t, w, h));
   const found = await detect(run, meta, { width: px.width, height: px.height, read }, opts);
   since('detect', t0);

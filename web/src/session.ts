@@ -16,6 +16,7 @@ export interface ModelInfo {
   version: string;
   sha256: string;
   metadata: ModelMetadata;
+  limits?: { maxPixels?: number };
 }
 
 export function download(name: string, data: Blob | string, type = 'application/octet-stream') {
@@ -32,14 +33,19 @@ export function download(name: string, data: Blob | string, type = 'application/
 export const stem = (n: string) => n.replace(/\.[^.]+$/, '');
 
 /** Count files on the server, or in this browser (private mode); errors name the file. */
-export async function countFiles(files: File[], privateMode: boolean, setBusy: (s: string | null) => void): Promise<{ added: Item[]; errs: string[] }> {
+export async function countFiles(
+  files: File[],
+  privateMode: boolean,
+  setBusy: (s: string | null) => void,
+  maxPixels?: number,
+): Promise<{ added: Item[]; errs: string[] }> {
   const added: Item[] = [];
   const errs: string[] = [];
   if (privateMode) {
     for (const [k, f] of files.entries()) {
       setBusy(`counting in this browser ${k + 1}/${files.length}: ${f.name}`);
       try {
-        const r = await detectInBrowser(f);
+        const r = await detectInBrowser(f, { maxPixels });
         added.push({
           id: crypto.randomUUID(),
           name: f.name,
@@ -51,7 +57,7 @@ export async function countFiles(files: File[], privateMode: boolean, setBusy: (
           blob: f,
         });
       } catch (e) {
-        errs.push(`${f.name}: cannot be decoded here (${(e as Error).message})`);
+        errs.push(`${f.name}: ${(e as Error).message}`);
       }
     }
   } else {
