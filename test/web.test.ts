@@ -266,6 +266,11 @@ test('an image added with a VOC file of its name opens with those labels to revi
   page.on('request', onRequest);
   await page.getByTestId('file').setInputFiles([img, join(dir, 'BloodImage_00011.xml'), join(dir, 'stray.xml'), other, join(dir, 'BloodImage_00017.xml')]);
   await page.getByText('labels from BloodImage_00011.xml').waitFor({ timeout: 90_000 });
+  // a label file's boxes are not passed off as the model's: no probabilities, and the sliders are said not to apply
+  const table = await page.getByTestId('counts').innerText();
+  assert.match(table, /labelled/);
+  assert.doesNotMatch(table, /detected|1\.000/);
+  await page.getByText('the threshold sliders do not move them').waitFor();
   assert.equal(await page.getByTestId('batch').locator('li').count(), itemsBefore + 2);
   assert.match(
     await page.getByTestId('errors').innerText(),

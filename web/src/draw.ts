@@ -8,7 +8,15 @@ export { COLOURS };
 export function drawDetections(
   ctx: CanvasRenderingContext2D | OffscreenCanvasRenderingContext2D,
   dets: ReviewedDetection[],
-  o: { scale: number; visible: Record<CellClass, boolean>; selected?: number | null; labels?: boolean; imageWidth: number },
+  o: {
+    scale: number;
+    visible: Record<CellClass, boolean>;
+    selected?: number | null;
+    labels?: boolean;
+    imageWidth: number;
+    /** The boxes come from a label file: they carry no model probability to show. */
+    fromLabels?: boolean;
+  },
 ) {
   const lw = Math.max(1.5, 1.6 * Math.max(1, o.imageWidth / 640)) / o.scale;
   const fs = Math.max(9, 11 * Math.max(1, o.imageWidth / 640)) / Math.max(o.scale, 0.5);
@@ -21,7 +29,7 @@ export function drawDetections(
     ctx.setLineDash(d.uncertain ? [4 / o.scale, 3 / o.scale] : []);
     ctx.strokeRect(x1, y1, x2 - x1, y2 - y1);
     if (o.labels !== false) {
-      const text = `${SHORT[d.label]} ${d.added ? 'added' : d.score.toFixed(2)}${d.uncertain ? '?' : ''}`;
+      const text = `${SHORT[d.label]} ${d.added ? 'added' : o.fromLabels ? 'label' : d.score.toFixed(2)}${d.uncertain ? '?' : ''}`;
       const tw = ctx.measureText(text).width + 4;
       const ty = y1 >= fs + 2 ? y1 - fs - 2 : y1;
       ctx.globalAlpha = 0.75;

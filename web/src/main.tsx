@@ -215,7 +215,7 @@ function App() {
       </header>
       <aside>
         <ThresholdsPanel th={th} setTh={setTh} visible={visible} setVisible={setVisible} meta={model.metadata} />
-        {item && rv && <ImageCounts rv={rv} />}
+        {item && rv && <ImageCounts rv={rv} fromLabels={item.mode === 'labels'} />}
         <section>
           <h2>Review</h2>
           <label>
@@ -381,6 +381,7 @@ function App() {
             selected={selected}
             onSelect={setSelected}
             onAdd={(box: Box) => correct((c) => ({ ...c, added: [...c.added, { label: addLabel, box }] }))}
+            fromLabels={item.mode === 'labels'}
           />
         ) : (
           <button type="button" class="drop" onClick={() => fileInput.current!.click()}>

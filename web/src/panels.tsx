@@ -64,14 +64,15 @@ export function ThresholdsPanel(p: {
 }
 
 /** Detected, corrected, to review and mean probability per class of the image in view. */
-export function ImageCounts({ rv }: { rv: Reviewed }) {
+/** fromLabels: the boxes come from a label file, not the model (no probabilities; the sliders do not apply). */
+export function ImageCounts({ rv, fromLabels = false }: { rv: Reviewed; fromLabels?: boolean }) {
   return (
     <section>
       <h2>This image</h2>
       <table class="counts" data-testid="counts">
         <tr>
           <th></th>
-          <th title="counted by the model">detected</th>
+          <th title={fromLabels ? 'in the label file' : 'counted by the model'}>{fromLabels ? 'labelled' : 'detected'}</th>
           <th title="after your corrections">corrected</th>
           <th title="uncertain: between the review and counting thresholds">review</th>
           <th title="mean probability of the counted cells">mean p</th>
@@ -84,11 +85,12 @@ export function ImageCounts({ rv }: { rv: Reviewed }) {
               <td data-testid={`detected-${c}`}>{rv.detected[c]}</td>
               <td data-testid={`corrected-${c}`}>{rv.corrected[c]}</td>
               <td data-testid={`uncertain-${c}`}>{rv.uncertain[c]}</td>
-              <td>{ds.length ? (ds.reduce((s, d) => s + d.score, 0) / ds.length).toFixed(3) : '-'}</td>
+              <td>{ds.length && !fromLabels ? (ds.reduce((s, d) => s + d.score, 0) / ds.length).toFixed(3) : '-'}</td>
             </tr>
           );
         })}
       </table>
+      {fromLabels && <p class="hint">Boxes from the label file: the threshold sliders do not move them; decide its doubtful cells in review mode.</p>}
     </section>
   );
 }

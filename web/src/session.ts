@@ -137,7 +137,8 @@ export async function labelledItems(files: File[]): Promise<{ added: Item[]; res
       const [width, height] = [bmp.width, bmp.height];
       bmp.close();
       const named = ann.filename?.split(/[\\/]/).pop();
-      if (named && named !== f.name) throw new Error(`it describes ${named}, not ${f.name}`);
+      // cameras and copies change the extension's case (.JPG), which names no other image
+      if (named && named.toLowerCase() !== f.name.toLowerCase()) throw new Error(`it describes ${named}, not ${f.name}`);
       if ((ann.width && ann.width !== width) || (ann.height && ann.height !== height))
         throw new Error(`it describes a ${ann.width}x${ann.height} image, ${f.name} is ${width}x${height}`);
       errs.push(...ann.problems.map((p) => `${x.name}: ${p}`));
@@ -215,6 +216,6 @@ export async function annotatedPng(i: Item, detections: ReviewedDetection[], vis
   const c = new OffscreenCanvas(bmp.width, bmp.height);
   const ctx = c.getContext('2d')!;
   ctx.drawImage(bmp, 0, 0);
-  drawDetections(ctx, detections, { scale: 1, visible, imageWidth: i.width });
+  drawDetections(ctx, detections, { scale: 1, visible, imageWidth: i.width, fromLabels: i.mode === 'labels' });
   return c.convertToBlob({ type: 'image/png' });
 }

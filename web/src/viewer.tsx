@@ -14,6 +14,8 @@ export interface ViewerProps {
   selected: number | null;
   onSelect: (id: number | null) => void;
   onAdd: (box: Box) => void;
+  /** The boxes come from a label file (no probabilities). */
+  fromLabels?: boolean;
 }
 
 interface View {
@@ -67,7 +69,14 @@ export function Viewer(p: ViewerProps) {
       ctx.fillRect(0, 0, c.width, c.height);
       ctx.setTransform(v.scale * dpr, 0, 0, v.scale * dpr, v.ox * dpr, v.oy * dpr);
       ctx.drawImage(img, 0, 0);
-      drawDetections(ctx, p.detections, { scale: v.scale, visible: p.visible, selected: p.selected, imageWidth: p.width, labels: v.scale > 0.6 });
+      drawDetections(ctx, p.detections, {
+        scale: v.scale,
+        visible: p.visible,
+        selected: p.selected,
+        imageWidth: p.width,
+        labels: v.scale > 0.6,
+        fromLabels: p.fromLabels,
+      });
       if (draft.current) {
         const [x1, y1, x2, y2] = draft.current;
         ctx.strokeStyle = '#fff';
