@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { applyThresholds, parseThresholds } from './core/count.js';
 import type { ImageResult } from './core/formats.js';
 import { checkDetectOptions, type DetectOptions, shown, type Detected as CoreDetected, detect, type ScaleEstimate } from './core/detect.js';
-import { crop, WHOLE_IMAGE_PIXELS } from './core/pipeline.js';
+import { crop, megapixels, WHOLE_IMAGE_PIXELS } from './core/pipeline.js';
 import { CLASSES, type ModelMetadata, type PerClass, perClass, type Thresholds } from './core/types.js';
 import { decodeRgb, type ImageInput, probe, type RawImage, readRegion } from './adapters/image.js';
 import { type OnnxModel, openOnnx } from './adapters/onnx.js';
@@ -164,9 +164,6 @@ export function lowestScore(t: Thresholds): number {
 export function loadModel(path?: string, opts?: { threads?: number }): Promise<Model> {
   return Model.load(path, opts);
 }
-
-/** Megapixels to read: whole ones for photographs, two significant digits below one. */
-const megapixels = (px: number) => (px >= 1e6 ? (px / 1e6).toFixed(0) : String(Number((px / 1e6).toPrecision(2))));
 
 /** sharp-style argument checks: a TypeError or RangeError naming the argument and the value. */
 function checkThresholdArg(v: unknown, name: string): void {

@@ -119,6 +119,7 @@ export async function calibrateToFile(model: Model, images: EvalImage[], o: Cali
     throw new TypeError('calibrateToFile needs { out: the new model file, data: what the thresholds are chosen on }');
   if (o.criterion !== undefined && o.criterion !== 'f1' && o.criterion !== 'accuracy')
     throw new RangeError(`criterion must be 'f1' or 'accuracy', not ${JSON.stringify(o.criterion)}`);
+  if (resolve(o.out) === resolve(model.path)) throw new Error(`${o.out}: is the input model, which calibration never modifies`);
   const guard = new OutputGuard(new Set([resolve(model.path)]), o.overwrite);
   // refused before the work, not after it
   const why = await guard.conflict(o.out);

@@ -154,7 +154,11 @@ test('evaluate prints the paper tables; calibrate writes a new model that loads'
   assert.match(refused.stderr, /mine\.onnx: exists and was not written by hemocount[\s\S]*--overwrite/);
   assert.doesNotMatch(refused.stderr, /image\(s\)/, 'refused before evaluating');
   assert.equal(readFileSync(mine, 'utf8'), 'precious');
-  assert.equal(run(['calibrate', '--data', 'samples', '--min-cells', '1', '--out', out, '--quiet']).status, 0);
+  // calibrating again into the same folder, with the JSON beside the model, keeps both in the ledger
+  for (const criterion of ['f1', 'accuracy', 'f1']) {
+    const again = run(['calibrate', '--data', 'samples', '--min-cells', '1', '--out', out, '--json', `${out}.json`, '--criterion', criterion, '--quiet']);
+    assert.equal(again.status, 0, `${criterion}: ${again.stderr}`);
+  }
   for (const k of ['RBC', 'WBC', 'Platelets'] as const) assert.ok(meta.review[k] <= meta.thresholds[k]);
   const again = run(['count', 'samples/BloodImage_00004.jpg', '--model', out, '--json', '-']);
   assert.equal(JSON.parse(again.stdout).thresholds.RBC, meta.thresholds.RBC);
@@ -526,6 +530,12 @@ test('habits: every command answers --help with its own options; - is stdout for
       .map((l) => JSON.parse(l)).length,
     2,
   );
+  // lines captured from stdout record their settings too: a later run resumes from them
+  const saved = join(tmp(), 'captured.jsonl');
+  writeFileSync(saved, jl.stdout);
+  const resumed = run(['count', 'samples/BloodImage_00004.jpg', 'samples/BloodImage_00011.jpg', '--jsonl', saved, '--resume', '--json', '-', '--quiet']);
+  assert.equal(resumed.status, 0, resumed.stderr);
+  assert.equal(JSON.parse(resumed.stdout).images.length, 2);
   assert.equal(run(['count', 'samples', '--json', '-', '--csv', '-']).status, 2);
   const info = run(['info']);
   assert.equal(info.status, 0);

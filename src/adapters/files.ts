@@ -246,8 +246,8 @@ export class OutputGuard {
     private readonly overwrite = false,
   ) {}
 
-  private async ledger(dir: string): Promise<Record<string, string>> {
-    let l = this.ledgers.get(dir);
+  private async ledger(dir: string, fresh = false): Promise<Record<string, string>> {
+    let l = fresh ? undefined : this.ledgers.get(dir);
     if (!l) {
       l = await readFile(join(dir, LEDGER), 'utf8')
         .then((t) => JSON.parse(t) as Record<string, string>)
@@ -286,7 +286,8 @@ export class OutputGuard {
     // one ledger write at a time: images counted in parallel must not lose each other's entries
     const run = this.writing.then(async () => {
       const abs = resolve(path);
-      const l = await this.ledger(dirname(abs));
+      // read again: another guard (the library's, in the same command) may have recorded a file since
+      const l = await this.ledger(dirname(abs), true);
       l[basename(abs)] = sha256(bytes);
       await writeAtomic(join(dirname(abs), LEDGER), JSON.stringify(l) + '\n');
     });

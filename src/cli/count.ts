@@ -129,7 +129,8 @@ export async function runCount(a: CountArgs): Promise<number> {
         log(c.dim(`note: ${a.jsonl}: line ${n + 1} is incomplete (the run was killed while writing it): that image is counted again`));
       }
     }
-    const other = lines.find(([, r]) => r.settings !== settings);
+    // failed images are counted again anyway: only the results to be reused must match
+    const other = lines.find(([, r]) => !r.error && r.settings !== settings);
     if (other)
       throw new UsageError(
         `--resume: ${a.jsonl} line ${other[0]} was counted with ${other[1].settings ?? 'settings it does not record (an older hemocount)'}, this run counts with ${settings}: resume with the same model, thresholds, review, scale, tta and --candidates, or count into another --jsonl`,
@@ -194,8 +195,9 @@ export async function runCount(a: CountArgs): Promise<number> {
     } catch (e) {
       r.error = `writing outputs failed: ${(e as Error).message}`;
     }
-    if (a.jsonl === '-') process.stdout.write(JSON.stringify(roundResult(r)) + '\n');
-    else if (a.jsonl) await appendFile(a.jsonl, JSON.stringify({ ...roundResult(r), settings }) + '\n');
+    const line = JSON.stringify({ ...roundResult(r), settings }) + '\n';
+    if (a.jsonl === '-') process.stdout.write(line);
+    else if (a.jsonl) await appendFile(a.jsonl, line);
     return r;
   };
   // two images in flight per worker, so that a worker has the next image while this one is

@@ -45,7 +45,7 @@ export function parseThresholds(spec: string, base: PerClass<number>): PerClass<
     return perClass(() => v);
   }
   if (s.split(',').every((p) => /^\s*[\d.]+\s*$/.test(p)))
-    throw new Error(`bad threshold '${spec}': give one number for every class, or name the classes: RBC=0.25,WBC=0.65,Platelets=0.35`);
+    throw new Error(`bad threshold '${spec}': give one number for all classes (0.4), or name each class: RBC=0.25,WBC=0.65,Platelets=0.35`);
   const seen = new Set<string>();
   for (const part of s.split(',')) {
     const [, name, value] = /^\s*([A-Za-z]+)\s*[=:]\s*([\d.]+)\s*$/.exec(part) ?? [];

@@ -7,6 +7,9 @@ import { mergeTiles, ownedByTile, planTiles } from './tiling.js';
 import type { Candidate, ModelMetadata } from './types.js';
 
 export const WHOLE_IMAGE_PIXELS = 2048 * 2048;
+
+/** Pixels as megapixels in a message: whole ones for photographs, two significant digits below ten. */
+export const megapixels = (px: number): string => (px >= 1e7 ? (px / 1e6).toFixed(0) : String(Number((px / 1e6).toPrecision(2))));
 /**
  * Large tiles: the overlap is paid per seam, so 1792 px tiles push 1.36x the image's pixels
  * through the network where 1024 px tiles pushed 2.36x; 2048 px tiles (1.31x) would lift the

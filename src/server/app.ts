@@ -3,6 +3,7 @@
  * Limits answer with JSON errors; inference goes through a bounded queue.
  */
 import { parseScale } from '../core/detect.js';
+import { megapixels } from '../core/pipeline.js';
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
@@ -242,7 +243,7 @@ export async function buildServer(o: ServerOptions): Promise<FastifyInstance> {
       if (width * height > lim.maxPixels)
         throw new HttpError(
           413,
-          `${f.name}: ${width}x${height} is ${((width * height) / 1e6).toFixed(0)} megapixels; the limit is ${lim.maxPixels / 1e6}`,
+          `${f.name}: ${width}x${height} is ${megapixels(width * height)} megapixels; the limit is ${megapixels(lim.maxPixels)}`,
           f.name,
         );
       pixels += width * height;

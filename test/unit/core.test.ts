@@ -133,7 +133,7 @@ test('threshold specs', () => {
   assert.throws(() => parseThresholds('RBC=2', base), /between 0 and 1/);
   assert.throws(() => parseThresholds('XYZ=0.2', base), /bad threshold/);
   assert.throws(() => parseThresholds('RBC=0.3,rbc=0.5', base), /RBC is given twice/);
-  assert.throws(() => parseThresholds('0.3,0.4', base), /bad threshold '0\.3,0\.4': give one number for every class, or name the classes/);
+  assert.throws(() => parseThresholds('0.3,0.4', base), /bad threshold '0\.3,0\.4': give one number for all classes \(0\.4\), or name each class/);
   assert.throws(() => parseThresholds('0,4', base), /write the decimal point as '\.'/);
 });
 

@@ -39,11 +39,12 @@ function App() {
         setCurrent(saved.current);
         setTh(saved.thresholds);
         if (saved.sample) setSample(saved.sample);
-        if (saved.privateMode) {
-          setPrivateMode(true);
-          preparePrivateMode();
-        }
       } else setTh({ count: { ...info.metadata.thresholds }, review: { ...info.metadata.review } });
+      // a private session stays private, even when the server's model has changed since
+      if (saved?.privateMode) {
+        setPrivateMode(true);
+        preparePrivateMode();
+      }
       setRestored(true);
     })().catch((e) => setErrors([`cannot reach the hemocount server: ${e.message}`]));
   }, []);
@@ -82,13 +83,13 @@ function App() {
 
   const update = (f: (i: Item) => Item) => item && setItems((xs) => xs.map((x) => (x.id === item.id ? f(x) : x)));
   const stamp = () => ({ by: sample.reviewer.trim() || undefined, at: new Date().toISOString() });
-  // a field is reviewed once a person has decided all its doubtful cells (or marks it so):
-  // deciding one of fifteen is not a review of the field
+  // a field is reviewed once a person has decided all its doubtful cells (or marks it so
+  // after the last correction): deciding one of fifteen, or an undo, leaves it to review
   const correct = (f: (c: Item['corrections']) => Item['corrections']) =>
     update((x) => {
       const corrections = f(x.corrections);
       const left = review(x.candidates, x.mode === 'labels' ? LABEL_THRESHOLDS : th!, corrections).uncertain;
-      return { ...x, corrections, reviewed: CLASSES.every((c) => left[c] === 0) ? stamp() : x.reviewed };
+      return { ...x, corrections, reviewed: CLASSES.every((c) => left[c] === 0) ? stamp() : undefined };
     });
   const sel = rv?.detections.find((d) => d.id === selected) ?? null;
 

@@ -7,7 +7,7 @@
 import type * as Ort from 'onnxruntime-web';
 import { type DetectOptions, type Detected, detect } from '../../src/core/detect.js';
 import { paddedSize } from '../../src/core/decode.js';
-import { crop, type Pixels } from '../../src/core/pipeline.js';
+import { crop, megapixels, type Pixels } from '../../src/core/pipeline.js';
 import type { ModelMetadata } from '../../src/core/types.js';
 
 interface Loaded {
@@ -54,14 +54,16 @@ function load(): Promise<Loaded> {
   return ready;
 }
 
-async function pixelsOf(blob: Blob, maxPixels = Infinity): Promise<Pixels> {
+async function pixelsOf(blob: Blob, limit?: number | null): Promise<Pixels> {
+  // a limit the server could not say in JSON (null for Infinity) is no limit
+  const maxPixels = typeof limit === 'number' && limit > 0 ? limit : Infinity;
   const bmp = await createImageBitmap(blob, { imageOrientation: 'from-image', premultiplyAlpha: 'none', colorSpaceConversion: 'none' }).catch((e: Error) => {
     throw new Error(`cannot be decoded here (${e.message})`);
   });
   const { width, height } = bmp;
   if (width * height > maxPixels) {
     bmp.close();
-    throw new Error(`${width}x${height} is ${Math.round((width * height) / 1e6)} megapixels; the limit is ${Math.round(maxPixels / 1e6)}, as on the server`);
+    throw new Error(`${width}x${height} is ${megapixels(width * height)} megapixels; the limit is ${megapixels(maxPixels)}, as on the server`);
   }
   const canvas = new OffscreenCanvas(bmp.width, bmp.height);
   const ctx = canvas.getContext('2d', { willReadFrequently: true })!;

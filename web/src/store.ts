@@ -13,7 +13,7 @@ export interface Item {
   corrections: Corrections;
   blob: Blob;
   error?: string;
-  /** Stamped when a person corrects the field or marks it reviewed. */
+  /** Stamped when a person has decided all the field's doubtful cells, or marks it reviewed. */
   reviewed?: { by?: string; at: string };
 }
 
