@@ -151,6 +151,10 @@ test('a batch with bad files: the good images are counted, each bad file is name
   assert.equal(await page.getByTestId('batch').locator('li').count(), before + 1);
   const cli = await model.count(good);
   assert.deepEqual(await counts('detected'), cli.counts);
+  // the same picture again is not a second field (its cells would count twice)
+  await page.getByTestId('file').setInputFiles(good);
+  await page.getByText('already in this sample, not added again').waitFor();
+  assert.equal(await page.getByTestId('batch').locator('li').count(), before + 1);
 });
 
 test('private mode counts in the browser and agrees with server mode', { timeout: 120_000 }, async () => {
@@ -255,16 +259,18 @@ test('an image added with a VOC file of its name opens with those labels to revi
   writeFileSync(join(dir, 'BloodImage_00011.xml'), toVoc('BloodImage_00011.jpg', 640, 480, labels));
   writeFileSync(join(dir, 'stray.xml'), toVoc('stray.jpg', 640, 480, []));
   // a label file written for a resized copy is not used: its image is counted by the model instead
-  const other = join(dir, 'BloodImage_00017.jpg');
-  copyFileSync(join(SAMPLES, 'BloodImage_00017.jpg'), other);
-  writeFileSync(join(dir, 'BloodImage_00017.xml'), toVoc('BloodImage_00017.jpg', 320, 240, labels));
+  const other = join(dir, '0aa766fb-87f4-5dba-86e7-299250bc2e25.jpg');
+  copyFileSync(join(SAMPLES, '0aa766fb-87f4-5dba-86e7-299250bc2e25.jpg'), other);
+  writeFileSync(join(dir, '0aa766fb-87f4-5dba-86e7-299250bc2e25.xml'), toVoc('0aa766fb-87f4-5dba-86e7-299250bc2e25.jpg', 320, 240, labels));
   const itemsBefore = await page.getByTestId('batch').locator('li').count();
   let requests = 0;
   const onRequest = (r: { url(): string }) => {
     if (r.url().includes('/api/count')) requests++;
   };
   page.on('request', onRequest);
-  await page.getByTestId('file').setInputFiles([img, join(dir, 'BloodImage_00011.xml'), join(dir, 'stray.xml'), other, join(dir, 'BloodImage_00017.xml')]);
+  await page
+    .getByTestId('file')
+    .setInputFiles([img, join(dir, 'BloodImage_00011.xml'), join(dir, 'stray.xml'), other, join(dir, '0aa766fb-87f4-5dba-86e7-299250bc2e25.xml')]);
   await page.getByText('labels from BloodImage_00011.xml').waitFor({ timeout: 90_000 });
   // a label file's boxes are not passed off as the model's: no probabilities, and the sliders are said not to apply
   const table = await page.getByTestId('counts').innerText();
@@ -274,7 +280,7 @@ test('an image added with a VOC file of its name opens with those labels to revi
   assert.equal(await page.getByTestId('batch').locator('li').count(), itemsBefore + 2);
   assert.match(
     await page.getByTestId('errors').innerText(),
-    /BloodImage_00017\.xml: it describes a 320x240 image, BloodImage_00017\.jpg is 640x480: not used; BloodImage_00017\.jpg counted by the model/,
+    /0aa766fb-87f4-5dba-86e7-299250bc2e25\.xml: it describes a 320x240 image, 0aa766fb-87f4-5dba-86e7-299250bc2e25\.jpg is 575x575: not used; 0aa766fb-87f4-5dba-86e7-299250bc2e25\.jpg counted by the model/,
   );
   page.off('request', onRequest);
   assert.equal(requests, 0, 'a labelled image is not sent to the model');

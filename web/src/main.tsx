@@ -69,10 +69,14 @@ function App() {
     if (!files.length) return;
     setErrors([]);
     const labelled = await labelledItems(files);
-    const counted = labelled.rest.length ? await countFiles(labelled.rest, privateMode, setBusy, model?.limits?.maxPixels) : { added: [], errs: [] };
+    // the same picture twice would count its cells twice in the sample's totals
+    const have = (f: File) => items.some((i) => i.mode !== 'labels' && i.name === f.name && i.blob.size === f.size);
+    const again = labelled.rest.filter(have);
+    const fresh = labelled.rest.filter((f) => !have(f));
+    const counted = fresh.length ? await countFiles(fresh, privateMode, setBusy, model?.limits?.maxPixels) : { added: [], errs: [] };
     const added = [...labelled.added, ...counted.added];
     setBusy(null);
-    setErrors([...labelled.errs, ...counted.errs]);
+    setErrors([...labelled.errs, ...again.map((f) => `${f.name}: already in this sample, not added again`), ...counted.errs]);
     const [first] = added;
     if (first) {
       setItems((xs) => [...xs, ...added]);
