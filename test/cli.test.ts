@@ -127,6 +127,12 @@ test('an output that would replace an input is refused', () => {
   const c = run(['calibrate', '--data', 'samples', '--min-cells', '1', '--model', join(dir, 'm.onnx'), '--out', join(dir, 'm.onnx')]);
   assert.equal(c.status, 2);
   assert.match(c.stderr, /is the input model, which is never modified/);
+  // export too writes only where hemocount may: checked before any Python runs
+  writeFileSync(join(dir, 'precious.onnx'), 'my model');
+  const ex = run(['export', join(dir, 'run.pt'), '--out', join(dir, 'precious.onnx')]);
+  assert.equal(ex.status, 2);
+  assert.match(ex.stderr, /precious\.onnx: exists and was not written by hemocount/);
+  assert.equal(readFileSync(join(dir, 'precious.onnx'), 'utf8'), 'my model');
   assert.deepEqual(readFileSync(join(dir, 'm.onnx')), before);
 });
 

@@ -10,13 +10,21 @@ export function pythonCandidates(env = process.env): string[] {
 export interface PythonFound {
   python: string;
   torch: string;
+  /** Whether it can import onnx too (export, --patience and --init from an ONNX file need it). */
+  onnx: boolean;
 }
 
 export function findTorchPython(env = process.env): PythonFound {
   const tried: string[] = [];
   for (const py of pythonCandidates(env)) {
-    const r = spawnSync(py, ['-c', 'import torch, torchvision; print(torch.__version__)'], { encoding: 'utf8', timeout: 120_000 });
-    if (r.status === 0) return { python: py, torch: r.stdout.trim() };
+    const r = spawnSync(py, ['-c', 'import importlib.util as u, torch, torchvision; print(torch.__version__, u.find_spec("onnx") is not None)'], {
+      encoding: 'utf8',
+      timeout: 120_000,
+    });
+    if (r.status === 0) {
+      const [torch = '', onnx] = r.stdout.trim().split(' ');
+      return { python: py, torch, onnx: onnx === 'True' };
+    }
     tried.push(`${py}: ${r.error ? 'not found' : (r.stderr.trim().split('\n').pop() ?? 'failed')}`);
     if (env.HEMOCOUNT_PYTHON && py === env.HEMOCOUNT_PYTHON) break; // an explicit choice is not second-guessed
   }

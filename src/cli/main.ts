@@ -1,7 +1,9 @@
 /** The hemocount command line: thin wrappers over the library. */
 import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { constants as osConstants } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { parseScale as parseScaleSpec } from '../core/detect.js';
@@ -10,7 +12,8 @@ import { readMetadata } from '../adapters/onnx.js';
 import { CLASSES, type ModelMetadata, type PerClass } from '../core/types.js';
 import { findTorchPython } from '../adapters/python.js';
 import { Model, modelPath } from '../detector.js';
-import { runCount, UsageError } from './count.js';
+import { OutputGuard } from '../adapters/files.js';
+import { preflight, runCount, UsageError } from './count.js';
 import type { StudyArgs } from './study.js';
 import { c, log } from './ui.js';
 
@@ -149,7 +152,18 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
   if (cmd === 'train') return train(rest);
-  if (cmd === 'export') return train(['export', ...rest]);
+  if (cmd === 'export') {
+    // export writes like every other command: never over a file hemocount did not write
+    const overwrite = rest.includes('--overwrite');
+    const args = rest.filter((x) => x !== '--overwrite');
+    const at = args.indexOf('--out');
+    const out = at >= 0 ? args[at + 1] : undefined;
+    const guard = new OutputGuard(new Set(args.filter((x) => x.endsWith('.pt')).map((x) => resolve(x))), overwrite);
+    if (out) await preflight(guard, [out]);
+    const code = await train(['export', ...args]);
+    if (code === 0 && out && existsSync(out)) await guard.adopt(out);
+    return code;
+  }
   const common = {
     model: { type: 'string' },
     json: { type: 'string' },
@@ -469,9 +483,11 @@ function usage(code: number, cmd?: string): number {
 
 /** Delegates to the Python training module with an interpreter that can import torch. */
 async function train(args: string[]): Promise<number> {
-  const { python, torch } = findTorchPython();
+  const { python, torch, onnx } = findTorchPython();
   const sub = args[0] && !args[0].startsWith('-') ? args : ['train', ...args];
   if (args.includes('--help') || args.includes('-h')) log(c.dim(`(using ${python}, torch ${torch})`));
+  const needsOnnx = sub[0] === 'export' ? 'export' : args.includes('--patience') ? '--patience' : args.some((a) => a.endsWith('.onnx')) ? 'an ONNX file' : null;
+  if (needsOnnx && !onnx) throw new Error(`${python} has torch but not the onnx package, which ${needsOnnx} needs: apt-get install python3-onnx`);
   return new Promise((res) => {
     const p = spawn(python, ['-m', 'hemocount_train', ...sub], {
       stdio: 'inherit',
@@ -483,7 +499,14 @@ async function train(args: string[]): Promise<number> {
         PYTHONPATH: [trainingDir(), process.env.PYTHONPATH].filter(Boolean).join(':'),
       },
     });
-    p.on('exit', (code) => res(code ?? 1));
+    // a killed hemocount stops its training too (one trainer per run folder)
+    const signals = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
+    const forward = (s: NodeJS.Signals) => p.kill(s);
+    for (const s of signals) process.on(s, forward);
+    p.on('exit', (code, signal) => {
+      for (const s of signals) process.off(s, forward);
+      res(code ?? (signal ? 128 + (osConstants.signals[signal] ?? 0) : 1));
+    });
   });
 }
 

@@ -111,6 +111,7 @@ def main(argv=None):
     p = sub.add_parser("train", help="train a model (checkpoint every epoch)")
     data_args(p)
     p.add_argument("--out", default="runs/compact", help="run folder: checkpoints and train_log.jsonl")
+    p.add_argument("--overwrite", action="store_true", help="start a new run in an --out folder that holds one")
     # run settings default to None here: TrainConfig holds the defaults, and --resume must
     # tell a setting the user gave from one left alone
     p.add_argument("--arch", choices=["compact", "compact-wide", "resnet50"],
@@ -223,6 +224,13 @@ def main(argv=None):
             if args.patience is not None:
                 cfg.patience = args.patience
         else:
+            held = sorted(f for f in (os.listdir(args.out) if os.path.isdir(args.out) else [])
+                          if f.endswith(".pt") or f == "train_log.jsonl")
+            if held and not args.overwrite:
+                sys.exit(f"{args.out} holds a training run ({', '.join(held[:4])}{', ...' if len(held) > 4 else ''}): "
+                         "--resume continues it; choose another --out, or --overwrite to start again there")
+            for f in held:  # a new run does not leave the old one's later epochs beside its own
+                os.remove(os.path.join(args.out, f))
             cfg = TrainConfig(**{k: v for k, v in given.items() if v is not None})
         args.data, args.val, args.relabel = cfg.data, cfg.val, cfg.relabel
         train_s, val_s, info = load_samples(args)
@@ -259,5 +267,18 @@ def main(argv=None):
         print(json.dumps({"out": args.out, "parameters": meta["provenance"]["parameters"]}))
 
 
+def readable(fn):
+    """Run fn, turning an interrupt and the usual mistakes with files into one line, not a traceback."""
+    import pickle
+    try:
+        return fn()
+    except KeyboardInterrupt:
+        sys.exit("interrupted: the last finished epoch's checkpoint is kept; --resume continues from it")
+    except FileNotFoundError as e:
+        sys.exit(f"{e.filename}: no such file")
+    except (pickle.UnpicklingError, EOFError) as e:
+        sys.exit(f"not a hemocount checkpoint (.pt) or ONNX model: {e}")
+
+
 if __name__ == "__main__":
-    main()
+    readable(main)

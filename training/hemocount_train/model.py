@@ -308,7 +308,14 @@ def load_init(model, path):
         return bool(ck.get("frozen_bn", False)) if isinstance(ck, dict) else False
     import onnx
     from onnx import numpy_helper
-    inits = {i.name: torch.from_numpy(numpy_helper.to_array(i).copy()) for i in onnx.load(path).graph.initializer}
+    try:
+        graph = onnx.load(path).graph
+    except Exception as e:  # noqa: BLE001 - protobuf's DecodeError and friends
+        raise SystemExit(f"{path}: not an ONNX model ({type(e).__name__})") from e
+    if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in graph.node):
+        raise SystemExit(f"{path}: an int8 (quantised) model cannot be trained on; --init the fp32 model "
+                         "(models/hemocount-default.onnx) or a checkpoint")
+    inits = {i.name: torch.from_numpy(numpy_helper.to_array(i).copy()) for i in graph.initializer}
     state = model.state_dict()
     named = {k: v for k, v in inits.items() if k in state}
     anonymous = [v for k, v in inits.items() if k not in state]

@@ -253,6 +253,21 @@ def test_resume_restores_the_run_and_refuses_contradicting_flags(tmp_path):
     assert ok.returncode == 0, ok.stderr
     assert "resuming" in ok.stderr and "5 train" not in ok.stderr.split("resuming")[0]
     assert torch.load(os.path.join(out, "last.pt"), map_location="cpu", weights_only=False)["epoch"] == 2
+    # a new run is not started over this one unless asked, and then leaves none of its epochs behind
+    fresh = base + ["--data", data, "--epochs", "1", "--batch-size", "2", "--crop", "256", "--max-steps-per-epoch", "1"]
+    refused = subprocess.run(fresh, capture_output=True, text=True, env=env)
+    assert refused.returncode != 0 and "holds a training run" in refused.stderr and "--resume continues it" in refused.stderr
+    assert os.path.isfile(os.path.join(out, "epoch_002.pt"))
+    again = subprocess.run(fresh + ["--overwrite"], capture_output=True, text=True, env=env)
+    assert again.returncode == 0, again.stderr
+    assert sorted(f for f in os.listdir(out) if f.endswith(".pt")) == ["epoch_001.pt", "last.pt"]
+    # a file that is no checkpoint is named in one line, not a traceback
+    junk = str(tmp_path / "notes.pt")
+    open(junk, "w").write("my notes")
+    bad_init = subprocess.run(fresh[:4] + ["--out", str(tmp_path / "other"), "--init", junk] + fresh[6:],
+                              capture_output=True, text=True, env=env)
+    assert bad_init.returncode != 0 and "not a hemocount checkpoint" in bad_init.stderr
+    assert "Traceback" not in bad_init.stderr
 
 
 def test_scaled_crop_samples_what_scaling_the_whole_image_would():
