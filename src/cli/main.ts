@@ -6,7 +6,7 @@ import { constants as osConstants } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { parseScale as parseScaleSpec } from '../core/detect.js';
+import { parseScale as parseScaleSpec, scaleModel } from '../core/detect.js';
 import { readImagesOnce } from '../adapters/image.js';
 import { readMetadata } from '../adapters/onnx.js';
 import { CLASSES, type ModelMetadata, type PerClass } from '../core/types.js';
@@ -460,6 +460,7 @@ function parseScale(v: string): 'auto' | number {
 function describeModel(path: string, m: ModelMetadata, size: number): string {
   const p = m.provenance as Record<string, unknown>;
   const cal = m.calibration as { data?: string; images?: number; criterion?: string; classes?: PerClass<{ f1: number | null }> } | undefined;
+  const band = scaleModel(m); // the model's band, or the defaults it falls back on
   const lines = [
     `${m.name} ${m.version}  (${path}, ${(size / 1e6).toFixed(1)} MB, format ${m.format})`,
     `architecture: ${p.arch ?? '?'}, ${Number(p.parameters ?? 0).toLocaleString('en')} parameters; trained ${p.epochs ?? '?'} epochs${p.init ? ` from ${String(p.init)}` : ''}`,
@@ -467,7 +468,7 @@ function describeModel(path: string, m: ModelMetadata, size: number): string {
     cal
       ? `calibrated:   on ${cal.images} images of ${cal.data} (criterion ${cal.criterion}); F1 there ${CLASSES.map((k) => `${k} ${cal.classes?.[k]?.f1 == null ? '-' : (100 * cal.classes[k].f1!).toFixed(1)} %`).join(', ')}`
       : "calibrated:   no (the paper's thresholds)",
-    `magnification: --scale auto keeps red cells of ${m.scale?.min_px ?? 78}-${m.scale?.max_px ?? 120} px, rescales others to ${m.scale?.reference_px ?? 96} px`,
+    `magnification: --scale auto keeps red cells of ${band.min_px}-${band.max_px} px, rescales others to ${band.reference_px} px`,
     `input:        RGB, native resolution, padded to a multiple of ${m.input.pad_multiple}; NMS IoU ${m.postprocess.nms_iou}`,
     '(--json for the whole metadata)',
   ];

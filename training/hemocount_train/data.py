@@ -43,6 +43,22 @@ class Sample:
     ignore: list = field(default_factory=list)
 
 
+def median_cell_px(samples) -> float | None:
+    """The red cells' size in a set of images: per image with at least 5 red-cell boxes, the
+    median square root of box area; the median of those. None without such images."""
+    rbc = CLASSES.index("RBC")
+    per_image = []
+    for s in samples:
+        sizes = sorted(((b[2] - b[0]) * (b[3] - b[1])) ** 0.5 for b, lab in zip(s.boxes, s.labels) if lab == rbc)
+        if len(sizes) >= 5:
+            per_image.append(sizes[len(sizes) // 2] if len(sizes) % 2 else (sizes[len(sizes) // 2 - 1] + sizes[len(sizes) // 2]) / 2)
+    if not per_image:
+        return None
+    per_image.sort()
+    n = len(per_image)
+    return per_image[n // 2] if n % 2 else (per_image[n // 2 - 1] + per_image[n // 2]) / 2
+
+
 def iou(a, b) -> float:
     """Intersection over union of two [x1, y1, x2, y2] boxes (plain Python, for scripts)."""
     iw = min(a[2], b[2]) - max(a[0], b[0])

@@ -33,6 +33,19 @@ def git_commit():
         return None
 
 
+def scale_for(ck):
+    """The magnification band `--scale auto` keeps: the shipped model's (its full fields' 96 px
+    red cells) unless the run trained on a lab's own data (--data), whose red cells' median size
+    is then the reference, the band scaled with it: a lab at another magnification must not have
+    its images resized to the shipped model's scale."""
+    cell, data = ck.get("cell_px"), (ck.get("config") or {}).get("data")
+    if not cell or not data:
+        return dict(SCALE)
+    k = cell / SCALE["reference_px"]
+    return {**SCALE, "reference_px": round(cell, 1), "min_px": round(SCALE["min_px"] * k, 1),
+            "max_px": round(SCALE["max_px"] * k, 1)}
+
+
 def metadata(model, ck, name):
     ag = model.anchor_generator
     return {
@@ -54,7 +67,7 @@ def metadata(model, ck, name):
         "box_coder": {"weights": [1.0, 1.0, 1.0, 1.0], "clamp": float(model.box_coder.bbox_xform_clip)},
         "postprocess": {"score_floor": 0.05, "topk_per_level": model.topk_candidates, "nms_iou": model.nms_thresh,
                         "max_detections": model.detections_per_img, "class_wise_nms": True},
-        "scale": dict(SCALE),
+        "scale": scale_for(ck),
         "thresholds": dict(PAPER_THRESHOLDS),
         "review": {c: round(max(0.05, t - 0.15), 2) for c, t in PAPER_THRESHOLDS.items()},
         "provenance": {"arch": ck.get("arch"), "head_norm": ck.get("head_norm", "group"), "epochs": ck.get("epoch"), "seed": ck.get("seed"),

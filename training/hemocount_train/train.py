@@ -15,7 +15,7 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 from torchvision.ops import roi_align
 
-from .data import CLASSES, Sample
+from .data import CLASSES, Sample, median_cell_px
 from .model import build_model, count_parameters, load_backbone_weights, load_init
 
 RARE = (CLASSES.index("WBC"), CLASSES.index("Platelets"))
@@ -383,6 +383,7 @@ def train(cfg: TrainConfig, train_samples, val_samples, out_dir, resume=False, d
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
     ds = CropDataset(train_samples, crop=crop, seed=seed, scale=scale, copy_paste=cfg.copy_paste)
     steps_per_epoch = math.ceil(len(train_samples) / batch_size)
+    cell_px = median_cell_px(train_samples)  # the data's magnification, for the exported --scale auto band
     if max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, max_steps_per_epoch)
     total = steps_per_epoch * epochs
@@ -470,7 +471,7 @@ def train(cfg: TrainConfig, train_samples, val_samples, out_dir, resume=False, d
         state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
                  "config": asdict(cfg), "arch": arch, "head_norm": head_norm, "frozen_bn": frozen_bn, "init": init,
                  "seed": seed, "epochs": epochs, "batch_size": batch_size, "lr": lr, "crop": crop,
-                 "split": split_info or {}, "train_images": len(train_samples)}
+                 "split": split_info or {}, "train_images": len(train_samples), "cell_px": cell_px}
         epoch_path = os.path.join(out_dir, f"epoch_{epoch + 1:03d}.pt")
         _save(state, epoch_path)
         if epoch_score:

@@ -188,3 +188,21 @@ def test_coco_round_trip_keeps_undecided_cells_apart(tmp_path):
     back = read_coco(str(tmp_path / "set.json"), str(tmp_path))
     assert back[0].boxes == [[round(v, 2) for v in b] for b in s[0].boxes] and back[0].labels == s[0].labels
     assert back[0].ignore == [([5.0, 5.0, 50.0, 50.0], 2)]
+
+
+def test_a_lab_model_keeps_its_own_magnification_band():
+    # red cells of 50 px in the lab's data: --scale auto must not enlarge its images to 96 px
+    from hemocount_train.data import median_cell_px
+    from hemocount_train.export import SCALE, scale_for
+    rbc = CLASSES.index("RBC")
+    cells = [[x, 0.0, x + 50.0, 50.0] for x in range(0, 300, 60)]
+    lab = [Sample("a.jpg", 640, 480, boxes=cells, labels=[rbc] * 5),
+           Sample("b.jpg", 640, 480, boxes=[[0.0, 0.0, 10.0, 10.0]], labels=[rbc])]  # too few cells to measure
+    assert median_cell_px(lab) == 50.0
+    assert median_cell_px(lab[1:]) is None
+    own = scale_for({"cell_px": 50.0, "config": {"data": "/lab/smears"}})
+    assert own["reference_px"] == 50.0 and own["min_px"] < 50.0 < own["max_px"]
+    assert own["max_px"] / own["min_px"] == pytest.approx(SCALE["max_px"] / SCALE["min_px"], rel=0.01)
+    # the shipped recipe (hemocount's own split, no --data) keeps the shipped band
+    assert scale_for({"cell_px": 80.0, "config": {"data": None}}) == SCALE
+    assert scale_for({"config": {"data": "/lab/smears"}}) == SCALE  # checkpoints from before it was recorded
