@@ -132,6 +132,11 @@ export async function calibrateToFile(model: Model, images: EvalImage[], o: Cali
     if (n < 50) o.warn?.(`only ${n} ${k} cells annotated; thresholds from fewer than 50 cells are uncertain`);
   }
   const meta = calibrate(model.metadata, images, o.data, o.criterion, o.iou);
+  // a threshold at which no cell of a class is found right is no calibration of it
+  const chosen = (meta.calibration as { classes: PerClass<{ f1: number | null }> }).classes;
+  for (const k of CLASSES)
+    if (!chosen[k].f1)
+      o.warn?.(`the model finds no ${k} cell right on these images at any threshold: its ${k} threshold (${meta.thresholds[k]}) means nothing`);
   const bytes = withMetadata(model.bytes, meta);
   readMetadata(bytes);
   await guard.write(o.out, bytes);

@@ -5,7 +5,7 @@ import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, statSyn
 import { join } from 'node:path';
 import { test } from 'node:test';
 import sharp from 'sharp';
-import { parseCoco, parseCsv, parseVoc, parseYolo, toYolo } from '../src/core/formats.js';
+import { parseCoco, parseCsv, parseVoc, parseYolo, toVoc, toYolo } from '../src/core/formats.js';
 import { readMetadata } from '../src/adapters/onnx.js';
 import { CLI, pngHeaderOnly, ROOT, SAMPLES, tmp } from './helpers.js';
 import { makeLargeSmear } from '../bench/large.js';
@@ -176,6 +176,19 @@ test('evaluate prints the paper tables; calibrate writes a new model that loads'
   // the other model's gap to the best, with an interval around it
   assert.match(sel.stdout, /Against the best model \(paired bootstrap over images, 1000 resamples/);
   assert.match(sel.stdout, /\.onnx\s+[-+]\d+\.\d\d\s+[-+]\d+\.\d\d \.\. [-+]\d+\.\d\d/);
+});
+
+test('calibrate warns when the model finds no cell of a class right at any threshold', () => {
+  // labels that match nothing the model sees (a lab's labels for another image, say)
+  const dir = tmp();
+  copyFileSync(join(SAMPLES, 'BloodImage_00004.jpg'), join(dir, 'BloodImage_00004.jpg'));
+  const nowhere = (['RBC', 'WBC', 'Platelets'] as const).flatMap((label, k) =>
+    Array.from({ length: 4 }, (_, i) => ({ label, box: [2 + 12 * i, 2 + 12 * k, 8 + 12 * i, 8 + 12 * k] as [number, number, number, number] })),
+  );
+  writeFileSync(join(dir, 'BloodImage_00004.xml'), toVoc('BloodImage_00004.jpg', 640, 480, nowhere));
+  const c = run(['calibrate', '--data', dir, '--min-cells', '1', '--out', join(dir, 'm.onnx'), '--quiet']);
+  assert.equal(c.status, 0, c.stderr);
+  for (const k of ['RBC', 'WBC', 'Platelets']) assert.match(c.stderr, new RegExp(`finds no ${k} cell right on these images at any threshold`));
 });
 
 test('report writes HTML, Markdown and figures', () => {
