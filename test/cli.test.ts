@@ -191,6 +191,21 @@ test('calibrate warns when the model finds no cell of a class right at any thres
   for (const k of ['RBC', 'WBC', 'Platelets']) assert.match(c.stderr, new RegExp(`finds no ${k} cell right on these images at any threshold`));
 });
 
+test('two VOC files labelling one image: the one named after it is used, the other reported', () => {
+  const dir = tmp();
+  for (const n of ['BloodImage_00004', 'BloodImage_00011']) copyFileSync(join(SAMPLES, `${n}.jpg`), join(dir, `${n}.jpg`));
+  copyFileSync(join(SAMPLES, 'truth', 'BloodImage_00011.xml'), join(dir, 'BloodImage_00011.xml'));
+  const xml = readFileSync(join(SAMPLES, 'truth', 'BloodImage_00004.xml'), 'utf8').replace('BloodImage_00004.jpg', 'BloodImage_00011.jpg');
+  writeFileSync(join(dir, 'BloodImage_00004.xml'), xml);
+  const r = run(['evaluate', '--data', dir, '--json', '-']);
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stderr, /BloodImage_00004\.xml: describes BloodImage_00011\.jpg, which BloodImage_00011\.xml describes too: not used/);
+  const doc = JSON.parse(r.stdout);
+  assert.equal(doc.evaluation.images, 1);
+  const own = parseVoc(readFileSync(join(dir, 'BloodImage_00011.xml'), 'utf8')).boxes.filter((b) => b.label === 'RBC').length;
+  assert.equal(doc.evaluation.classes.RBC.sweep[0].truth, own);
+});
+
 test('report writes HTML, Markdown and figures', () => {
   const dir = tmp();
   const r = run(['report', '--data', 'samples', '--out', join(dir, 'rep.html'), '--log', 'models/train_log.jsonl']);

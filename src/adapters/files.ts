@@ -408,6 +408,7 @@ export async function loadTruth(path: string, format?: 'voc' | 'yolo' | 'coco', 
   const imageDirs = [sub('images'), sub('JPEGImages'), path, xmlDir, dirname(xmlDir)].filter((d) => existsSync(d));
   const images: TruthImage[] = [];
   const unreadable: string[] = [];
+  const claimed = new Map<string, string>(); // image -> the XML whose labels it has: one image, one set of labels
   for (const n of xmls) {
     const file = join(xmlDir, n);
     let ann: ReturnType<typeof parseVoc>;
@@ -435,7 +436,21 @@ export async function loadTruth(path: string, format?: 'voc' | 'yolo' | 'coco', 
       unreadable.push(`${file}: image '${ann.filename ?? n}' not found`);
       continue;
     }
-    images.push({ file: img, truth: ann.boxes, unlabelled: [], ...(ann.undecided.length ? { undecided: ann.undecided } : {}) });
+    const entry: TruthImage = { file: img, truth: ann.boxes, unlabelled: [], ...(ann.undecided.length ? { undecided: ann.undecided } : {}) };
+    const other = claimed.get(img);
+    if (other !== undefined) {
+      // two files labelling one image: the one named after the image wins, the other is reported
+      const own = basename(img).replace(/\.[^.]+$/, '');
+      const keepNew = n.slice(0, -4) === own && other.slice(0, -4) !== own;
+      problems.push(`${join(xmlDir, keepNew ? other : n)}: describes ${basename(img)}, which ${keepNew ? n : other} describes too: not used`);
+      if (keepNew) {
+        images[images.findIndex((i) => i.file === img)] = entry;
+        claimed.set(img, n);
+      }
+      continue;
+    }
+    claimed.set(img, n);
+    images.push(entry);
   }
   return { images, problems, unreadable, format: 'voc' };
 }

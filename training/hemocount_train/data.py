@@ -129,6 +129,7 @@ def read_voc(ann_dir: str, image_dir: str | None = None, source="voc", defects=N
     defects = defects if defects is not None else Defects()
     image_dir = image_dir or ann_dir
     samples = []
+    claimed: dict = {}  # image -> (xml name, sample): one image, one set of labels
     for name in [only] if only else sorted(os.listdir(ann_dir)):
         if not name.lower().endswith(".xml"):
             continue
@@ -178,6 +179,19 @@ def read_voc(ann_dir: str, image_dir: str | None = None, source="voc", defects=N
             elif box is not None:
                 s.boxes.append(box)
                 s.labels.append(CLASSES.index(cls))
+        if img in claimed:
+            # two files labelling one image: the one named after the image wins, the other is reported
+            other, prev = claimed[img]
+            own = os.path.splitext(os.path.basename(img))[0]
+            keep_new = stem == own and os.path.splitext(other)[0] != own
+            loser = other if keep_new else name
+            defects.add(os.path.join(ann_dir, loser), f"describes {os.path.basename(img)}, which "
+                        f"{name if keep_new else other} describes too: skipped")
+            if keep_new:
+                samples[samples.index(prev)] = s
+                claimed[img] = (name, s)
+            continue
+        claimed[img] = (name, s)
         samples.append(s)
     return samples
 

@@ -206,3 +206,18 @@ def test_a_lab_model_keeps_its_own_magnification_band():
     # the shipped recipe (hemocount's own split, no --data) keeps the shipped band
     assert scale_for({"cell_px": 80.0, "config": {"data": None}}) == SCALE
     assert scale_for({"config": {"data": "/lab/smears"}}) == SCALE  # checkpoints from before it was recorded
+
+
+def test_two_voc_files_labelling_one_image_keep_the_one_named_after_it(tmp_path):
+    from hemocount_train.data import read_voc
+    for n in ("BloodImage_00004", "BloodImage_00011"):
+        shutil.copy(os.path.join(SAMPLES, f"{n}.jpg"), tmp_path / f"{n}.jpg")
+    shutil.copy(os.path.join(SAMPLES, "truth", "BloodImage_00011.xml"), tmp_path / "BloodImage_00011.xml")
+    xml = open(os.path.join(SAMPLES, "truth", "BloodImage_00004.xml")).read()
+    (tmp_path / "BloodImage_00004.xml").write_text(xml.replace("BloodImage_00004.jpg", "BloodImage_00011.jpg"))
+    d = Defects()
+    got = read_voc(str(tmp_path), defects=d)
+    own = read_voc(str(tmp_path), only="BloodImage_00011.xml")
+    assert [os.path.basename(s.image) for s in got] == ["BloodImage_00011.jpg"]
+    assert got[0].boxes == own[0].boxes
+    assert any(p.endswith("BloodImage_00004.xml") and "which BloodImage_00011.xml describes too: skipped" in m for p, m in d.items)
