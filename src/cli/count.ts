@@ -116,6 +116,8 @@ export async function runCount(a: CountArgs): Promise<number> {
   if (a.resume && (!a.jsonl || a.jsonl === '-')) throw new UsageError('--resume needs --jsonl FILE (the results of the interrupted run)');
   // every JSONL line names what produced it, so that a resumed run reuses only results it would have produced itself
   const settings = runSettings(model.info.sha256, th, a);
+  // the lowest score this run reports: weaker candidates need no decoding (all of them with --candidates)
+  const floor = a.candidates ? undefined : lowestScore(th);
   // results of an interrupted run, by input path; they are not counted again
   const done = new Map<string, ImageResult>();
   if (a.resume && existsSync(a.jsonl!)) {
@@ -168,7 +170,7 @@ export async function runCount(a: CountArgs): Promise<number> {
     let det: Detected;
     try {
       // with pictures, the decoded pixels are kept for drawing: the input is decoded once
-      const opts = { scale: a.scale, tta: a.tta, maxPixels: a.maxPixels, keepPixels: !!a.out, floor: a.candidates ? undefined : lowestScore(th) };
+      const opts = { scale: a.scale, tta: a.tta, maxPixels: a.maxPixels, keepPixels: !!a.out, floor };
       det = pool ? await pool.detect(f.path, opts) : await model.detect(f.path, opts);
       r = model.summarise(det, { thresholds: th.count, review: th.review, candidates: a.candidates }, f.path);
     } catch (e) {

@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import re
+import statistics
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
@@ -43,20 +44,17 @@ class Sample:
     ignore: list = field(default_factory=list)
 
 
-def median_cell_px(samples) -> float | None:
-    """The red cells' size in a set of images: per image with at least 5 red-cell boxes, the
-    median square root of box area; the median of those. None without such images."""
+def rbc_sides(s: Sample) -> list[float]:
+    """The square roots of an image's red-cell box areas: its magnification, cell by cell."""
     rbc = CLASSES.index("RBC")
-    per_image = []
-    for s in samples:
-        sizes = sorted(((b[2] - b[0]) * (b[3] - b[1])) ** 0.5 for b, lab in zip(s.boxes, s.labels) if lab == rbc)
-        if len(sizes) >= 5:
-            per_image.append(sizes[len(sizes) // 2] if len(sizes) % 2 else (sizes[len(sizes) // 2 - 1] + sizes[len(sizes) // 2]) / 2)
-    if not per_image:
-        return None
-    per_image.sort()
-    n = len(per_image)
-    return per_image[n // 2] if n % 2 else (per_image[n // 2 - 1] + per_image[n // 2]) / 2
+    return [((b[2] - b[0]) * (b[3] - b[1])) ** 0.5 for b, lab in zip(s.boxes, s.labels) if lab == rbc]
+
+
+def median_cell_px(samples) -> float | None:
+    """The red cells' size in a set of images: per image with at least 5 red cells, the median
+    of rbc_sides; the median of those. None without such images."""
+    sizes = [statistics.median(v) for v in map(rbc_sides, samples) if len(v) >= 5]
+    return statistics.median(sizes) if sizes else None
 
 
 def iou(a, b) -> float:

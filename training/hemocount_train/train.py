@@ -8,6 +8,7 @@ import math
 import os
 import random
 import shutil
+import statistics
 import time
 
 import torch
@@ -15,7 +16,7 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 from torchvision.ops import roi_align
 
-from .data import CLASSES, Sample, median_cell_px
+from .data import CLASSES, Sample, median_cell_px, rbc_sides
 from .model import build_model, count_parameters, load_backbone_weights, load_init
 
 RARE = (CLASSES.index("WBC"), CLASSES.index("Platelets"))
@@ -51,9 +52,8 @@ class CropDataset:
         """Median red-cell box side of image i: its magnification, so a cell pasted from
         a close-up into a full field arrives at the size it would have there."""
         if i not in self._rbc:
-            sides = sorted(math.sqrt((b[2] - b[0]) * (b[3] - b[1])) for b, k in zip(self.samples[i].boxes, self.samples[i].labels)
-                           if k == CLASSES.index("RBC"))
-            self._rbc[i] = sides[len(sides) // 2] if len(sides) >= 3 else None
+            sides = rbc_sides(self.samples[i])
+            self._rbc[i] = statistics.median_high(sides) if len(sides) >= 3 else None
         return self._rbc[i]
 
     def image(self, i):
