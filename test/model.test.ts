@@ -126,6 +126,42 @@ test('a large smear is tiled and a cell across a tile seam is counted once', asy
   }
 });
 
+test('a dense smear larger than a field keeps every cell a field would: the caps before NMS grow with its area', async () => {
+  // 4 x 4 copies of one field (2560 x 1920, read in tiles): each copy inside the grid must count
+  // at least the red cells the field alone counts (more where cut cells of two copies meet),
+  // and the tiles must agree with one network pass. Caps per megapixel, a third of a field's
+  // density, lost a red cell or two per copy (24 of 25).
+  const sample = join(SAMPLES, 'BloodImage_00011.jpg');
+  const alone = await model.count(sample, { scale: 1 });
+  const copies = [];
+  for (let y = 0; y < 4; y++) for (let x = 0; x < 4; x++) copies.push({ input: sample, left: x * 640, top: y * 480 });
+  const grid = await sharp({ create: { width: 2560, height: 1920, channels: 3, background: '#fff' } })
+    .composite(copies)
+    .png()
+    .toBuffer();
+  const tiled = await model.count(grid, { scale: 1 });
+  assert.ok(tiled.tiles! > 1);
+  const inCopy = (gx: number, gy: number) =>
+    tiled.detections.filter((d) => {
+      const [cx, cy] = [(d.box[0] + d.box[2]) / 2, (d.box[1] + d.box[3]) / 2];
+      return d.label === 'RBC' && !d.uncertain && Math.floor(cx / 640) === gx && Math.floor(cy / 480) === gy;
+    }).length;
+  for (const [gx, gy] of [
+    [1, 1],
+    [2, 1],
+    [1, 2],
+    [2, 2],
+  ] as const) {
+    assert.ok(inCopy(gx, gy) >= alone.counts.RBC, `copy (${gx}, ${gy}): ${inCopy(gx, gy)} red cells, the field alone ${alone.counts.RBC}`);
+  }
+  const onnx = await openOnnx(MODEL);
+  const whole = applyThresholds(await detectPixels(onnx.run.bind(onnx), onnx.metadata, await decodeRgb(grid)), model.thresholds());
+  await onnx.release();
+  for (const k of ['RBC', 'WBC', 'Platelets'] as const) {
+    assert.ok(Math.abs(tiled.counts[k] - whole.counts[k]) <= 0.005 * whole.counts[k], `${k}: tiled ${tiled.counts[k]} vs one pass ${whole.counts[k]}`);
+  }
+});
+
 test('scale auto: a smear photographed at half or twice the magnification is rescaled and counted like the original', async () => {
   const file = join(SAMPLES, 'BloodImage_00004.jpg');
   const ref = await model.count(file, { scale: 1 });
