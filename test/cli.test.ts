@@ -166,8 +166,11 @@ test('evaluate prints the paper tables; calibrate writes a new model that loads'
     assert.equal(again.status, 0, `${criterion}: ${again.stderr}`);
   }
   for (const k of ['RBC', 'WBC', 'Platelets'] as const) assert.ok(meta.review[k] <= meta.thresholds[k]);
+  // count uses the thresholds of the model as calibrated last (criterion f1)
+  const last = readMetadata(new Uint8Array(readFileSync(out)));
+  assert.equal((last.calibration as { criterion: string }).criterion, 'f1');
   const again = run(['count', 'samples/BloodImage_00004.jpg', '--model', out, '--json', '-']);
-  assert.equal(JSON.parse(again.stdout).thresholds.RBC, meta.thresholds.RBC);
+  assert.equal(JSON.parse(again.stdout).thresholds.RBC, last.thresholds.RBC);
   const sel = run(['select', '--data', 'samples', 'models/hemocount-default.onnx', out]);
   assert.equal(sel.status, 0, sel.stderr);
   assert.match(sel.stdout, /Table 1\. RBC F1-Score \[%\]/);

@@ -167,10 +167,7 @@ test('scale auto: a smear photographed at half or twice the magnification is res
   const ref = await model.count(file, { scale: 1 });
   assert.equal(ref.scale, 1);
   assert.equal((await model.count(file)).scale, 1, 'a smear at the training scale is left alone');
-  for (const [s, lo, hi] of [
-    [0.5, 1.6, 2.5],
-    [2, 0.4, 0.62],
-  ] as const) {
+  for (const s of [0.5, 2]) {
     const { data, info } = await sharp(file)
       .resize(Math.round(640 * s), Math.round(480 * s))
       .raw()
@@ -178,7 +175,9 @@ test('scale auto: a smear photographed at half or twice the magnification is res
     const img = { data: new Uint8Array(data), width: info.width, height: info.height, channels: 3 as const };
     const auto = await model.count(img, { scale: 'auto' });
     const off = await model.count(img, { scale: 1 });
-    assert.ok(auto.scale! >= lo && auto.scale! <= hi, `${s}x: scale ${auto.scale}`);
+    // brought back to within about 10 % of the original (refining with the model's typical
+    // response alone stopped 17 % above it at 2x)
+    assert.ok(auto.scale! * s >= 0.9 && auto.scale! * s <= 1.12, `${s}x: scale ${auto.scale}, ${auto.scale! * s}x the original`);
     assert.equal(auto.counts.WBC, ref.counts.WBC, `${s}x: WBC`);
     // red cells: within 20 % of the original, or at least as close as without rescaling (at 0.5x
     // the model alone misses most cells; at 2x its scale jitter copes, and one image is noisy)

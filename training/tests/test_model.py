@@ -334,7 +334,8 @@ def test_mixed_precision_keeps_the_weights_names_and_float_outputs():
 def test_patience_scores_each_epoch_with_hemocounts_evaluation_and_stops(tmp_path):
     # lr 0 from the shipped model (its BatchNorm is folded, so frozen): every epoch is the
     # same model, so epoch 1 stays best and patience 1 stops after epoch 2 of 4. The F1
-    # logged must be exactly what `hemocount select` reports for the shipped model.
+    # logged must be exactly what `hemocount select` reports for the model best.pt exports
+    # (the shipped network, with the --scale auto band of these 5 images' cell size).
     import shutil
     node = os.environ.get("HEMOCOUNT_NODE") or shutil.which("node")
     if not node or not os.path.isfile(os.path.join(ROOT, "dist", "src", "cli", "main.js")):
@@ -353,8 +354,12 @@ def test_patience_scores_each_epoch_with_hemocounts_evaluation_and_stops(tmp_pat
     assert "no better validation F1 for 1 epochs: stopping after epoch 2 (best: epoch 1" in r.stderr
     assert torch.load(os.path.join(out, "best.pt"), map_location="cpu", weights_only=False)["epoch"] == 1
     assert not [f for f in os.listdir(out) if f.endswith(".onnx")]
+    exported = str(tmp_path / "best.onnx")
+    ex = subprocess.run([sys.executable, "-m", "hemocount_train", "export", os.path.join(out, "best.pt"), "--out", exported],
+                        capture_output=True, text=True, env=env)
+    assert ex.returncode == 0, ex.stderr
     sel = subprocess.run([node, os.path.join(ROOT, "bin", "hemocount.js"), "select", "--quiet", "--json", "-",
-                          "--data", os.path.join(out, "val.json"), model], capture_output=True, text=True)
+                          "--data", os.path.join(out, "val.json"), exported], capture_output=True, text=True)
     assert sel.returncode == 0, sel.stderr
     assert abs(100 * json.loads(sel.stdout)["models"][0]["meanBestF1"] - epochs[0]["val_f1"]) < 0.01
     os.remove(os.path.join(out, "best.pt"))  # as a kill before it was written would leave it
