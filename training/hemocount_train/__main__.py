@@ -63,7 +63,7 @@ def epoch_scorer(val_samples, out_dir):
 
 
 def load_samples(args):
-    from .data import Defects, mark_unlabelled, read_dataset, relabel, shared_split
+    from .data import Defects, mark_unlabelled, read_dataset, relabel, shared_images, shared_split
     defects = Defects()
     if args.data is None or os.path.abspath(args.data) == DEFAULT_DATA:
         if not os.path.isdir(DEFAULT_DATA):
@@ -72,13 +72,22 @@ def load_samples(args):
         info = {"data": "shared/datasets (complete labels where TXL-PBC has them; bccd-groups.csv units)",
                 "rule": "shared_split"}
     else:
+        split, val_split = getattr(args, "split", None), getattr(args, "val_split", None)
+        if val_split is not None and not args.val:
+            sys.exit("hemocount train: --val-split picks a set of the --val data; give --val too")
         try:
-            train = read_dataset(args.data, defects)
-            val = read_dataset(args.val, defects) if args.val else []
+            train = read_dataset(args.data, defects, split)
+            val = read_dataset(args.val, defects, val_split) if args.val else []
+            both = shared_images(train, val)
         except (ValueError, FileNotFoundError, OSError) as e:
             sys.exit(f"hemocount train: {e}")
+        if both:
+            sys.exit(f"hemocount train: {len(both)} of the {len(val)} validation images are training images too "
+                     f"(e.g. {both[0]}): a model scored on images it trained on looks better than it is. "
+                     "Validate on other images; for one YOLO folder pick its sets: --split train --val-split val")
         mark_unlabelled(train, defects)
-        info = {"data": args.data, "val": args.val}
+        info = {"data": args.data, "val": args.val,
+                **({"split": split} if split else {}), **({"val_split": val_split} if val_split else {})}
     if getattr(args, "relabel", None):
         try:
             n = relabel(train, args.relabel, defects)
@@ -102,7 +111,9 @@ def main(argv=None):
     def data_args(p):
         p.add_argument("--data", help="dataset folder (VOC annotations/+images/, YOLO labels/+images/, or COCO "
                                       "json); default: ../shared/datasets with hemocount's validation split")
-        p.add_argument("--val", help="validation dataset (with --data)")
+        p.add_argument("--val", help="validation dataset (with --data); never the training images")
+        p.add_argument("--split", help="a YOLO set of --data (folder or data.yaml): only labels/SPLIT/, e.g. train")
+        p.add_argument("--val-split", help="a YOLO set of --val, e.g. val")
         p.add_argument("--relabel", help="folder of VOC files that replace the labels of the training images they are "
                                          "named after, taken as complete (difficult objects: undecided cells), e.g. "
                                          "scripts/pseudo-labels.py's")
@@ -160,6 +171,7 @@ def main(argv=None):
 
     p = sub.add_parser("check", help="read a dataset and list its annotation defects")
     p.add_argument("data")
+    p.add_argument("--split", help="a YOLO set: only labels/SPLIT/")
 
     p = sub.add_parser("eager-bench", help="time PyTorch eager inference of a shipped ONNX model's weights (JSON)")
     p.add_argument("--model", required=True, help="ONNX file exported by hemocount")
@@ -175,7 +187,7 @@ def main(argv=None):
         from .data import Defects, mark_unlabelled, read_dataset
         d = Defects()
         try:
-            s = read_dataset(args.data, d)
+            s = read_dataset(args.data, d, args.split)
         except (ValueError, FileNotFoundError) as e:
             sys.exit(str(e))
         mark_unlabelled(s, d)
@@ -204,6 +216,7 @@ def main(argv=None):
         except (ValueError, AssertionError):
             sys.exit(f"--scale-range must be two numbers LOW,HIGH, not '{args.scale_range}'")
         given = {"data": args.data and os.path.abspath(args.data), "val": args.val and os.path.abspath(args.val),
+                 "split": args.split, "val_split": args.val_split,
                  "relabel": args.relabel and os.path.abspath(args.relabel),
                  "oversample": args.oversample, "arch": args.arch, "head_norm": args.head_norm, "box_loss": args.box_loss, "epochs": args.epochs,
                  "batch_size": args.batch_size, "lr": args.lr, "crop": args.crop, "scale": scale, "seed": args.seed,
@@ -232,7 +245,7 @@ def main(argv=None):
             for f in held:  # a new run does not leave the old one's later epochs beside its own
                 os.remove(os.path.join(args.out, f))
             cfg = TrainConfig(**{k: v for k, v in given.items() if v is not None})
-        args.data, args.val, args.relabel = cfg.data, cfg.val, cfg.relabel
+        args.data, args.val, args.relabel, args.split, args.val_split = cfg.data, cfg.val, cfg.relabel, cfg.split, cfg.val_split
         train_s, val_s, info = load_samples(args)
         if cfg.oversample:
             # e.g. full=3: full-field smears are the minority next to TXL-PBC's close-ups

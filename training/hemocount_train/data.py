@@ -322,14 +322,22 @@ def read_coco(json_path: str, image_dir: str | None = None, source="coco", defec
     return list(by_img.values())
 
 
-def read_dataset(path: str, defects=None) -> list[Sample]:
-    """Auto-detect the annotation format of a folder (or a COCO .json file)."""
+def read_dataset(path: str, defects=None, split: str | None = None) -> list[Sample]:
+    """Auto-detect the annotation format of a folder (or a COCO .json file, or a YOLO data.yaml,
+    which names its folder); `split` picks one YOLO set, labels/<split>/, as `hemocount
+    evaluate --split` does."""
     defects = defects if defects is not None else Defects()
+    if path.endswith((".yaml", ".yml")) and os.path.isfile(path):
+        path = os.path.dirname(os.path.abspath(path))
     if path.endswith(".json"):
+        if split is not None:
+            raise ValueError(f"{path}: a split picks labels/<split>/ of a YOLO set; a COCO file has none")
         return read_coco(path, defects=defects)
     if not os.path.isdir(path):
         raise FileNotFoundError(f"{path}: no such dataset folder")
     sub = lambda *p: os.path.join(path, *p)  # noqa: E731
+    if split is not None and not os.path.isdir(sub("labels")):
+        raise ValueError(f"{path}: a split picks labels/<split>/ of a YOLO set; this folder has no labels/")
     # the layouts `hemocount evaluate` reads: annotations/ (+ images/), Annotations/, truth/ beside the images
     for ann in ("annotations", "Annotations", "truth"):
         if os.path.isdir(sub(ann)) and any(f.endswith(".xml") for f in os.listdir(sub(ann))):
@@ -344,7 +352,10 @@ def read_dataset(path: str, defects=None) -> list[Sample]:
         names = read_class_names(names_file)
         out = []
         splits = [d for d in sorted(os.listdir(sub("labels"))) if os.path.isdir(sub("labels", d))]
-        for d in splits or [""]:
+        if split is not None and split not in splits:
+            raise ValueError(f"{path}: no split '{split}' (labels/{split}/); "
+                             + (f"its splits: {', '.join(splits)}" if splits else "it has no splits"))
+        for d in ([split] if split is not None else splits or [""]):
             out += read_yolo(sub("images", d), sub("labels", d), names,
                              source=f"{os.path.basename(path.rstrip('/'))}/{d}".rstrip("/"), defects=defects)
         return out
@@ -352,6 +363,33 @@ def read_dataset(path: str, defects=None) -> list[Sample]:
     if len(jsons) == 1:
         return read_coco(sub(jsons[0]), path, defects=defects)
     raise ValueError(f"{path}: found no VOC XML, YOLO labels/ or COCO JSON annotations")
+
+
+def shared_images(train: list[Sample], val: list[Sample]) -> list[str]:
+    """Validation images that are also training images: the same file, or the same bytes under
+    another name (a copy). Scoring a model on what it trained on says nothing about new smears."""
+    def digest(path):
+        with open(path, "rb") as f:
+            return hashlib.sha1(f.read()).hexdigest()
+    seen = {}
+    for s in train:
+        seen.setdefault(os.path.getsize(s.image), set()).add(s.image)
+    hashes = {}
+    out = []
+    for s in val:
+        same = seen.get(os.path.getsize(s.image), set())
+        if not same:
+            continue
+        if s.image in same:
+            out.append(s.image)
+            continue
+        h = digest(s.image)
+        for t in same:
+            if t not in hashes:
+                hashes[t] = digest(t)
+        if h in {hashes[t] for t in same}:
+            out.append(s.image)
+    return out
 
 
 def mark_unlabelled(samples: list[Sample], defects=None) -> None:

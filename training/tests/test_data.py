@@ -4,7 +4,7 @@ import shutil
 import pytest
 from conftest import SAMPLES, SHARED
 from hemocount_train.data import (CLASSES, Defects, Sample, mark_unlabelled, normalise_class, read_class_names,
-                                  read_dataset, read_voc, read_yolo, relabel, shared_split)
+                                  read_dataset, read_voc, read_yolo, relabel, shared_images, shared_split)
 
 
 def test_class_names_normalised():
@@ -57,6 +57,37 @@ def test_read_dataset_autodetects_and_names_problems(tmp_path):
         read_dataset(str(tmp_path))
     (tmp_path / "data.yaml").write_text("names: ['WBC', 'RBC','Platelets']\n")
     assert read_class_names(str(tmp_path / "data.yaml")) == ["WBC", "RBC", "Platelets"]
+
+
+def yolo_sets(root, sets):
+    """A YOLO folder (ultralytics layout) with one sample smear per image named in `sets`."""
+    (root / "data.yaml").write_text("names: ['WBC', 'RBC', 'Platelets']\n")
+    for split, names in sets.items():
+        (root / "images" / split).mkdir(parents=True)
+        (root / "labels" / split).mkdir(parents=True)
+        for name in names:
+            shutil.copy(os.path.join(SAMPLES, f"{name}.jpg"), root / "images" / split / f"{name}.jpg")
+            (root / "labels" / split / f"{name}.txt").write_text("1 0.5 0.5 0.1 0.1\n")
+
+
+def test_a_yolo_split_is_read_alone_and_copies_across_sets_are_found(tmp_path):
+    yolo_sets(tmp_path, {"train": ["BloodImage_00004", "BloodImage_00011"], "val": ["BloodImage_00017"]})
+    stems = lambda ss: sorted(os.path.splitext(os.path.basename(x.image))[0] for x in ss)  # noqa: E731
+    assert stems(read_dataset(str(tmp_path))) == ["BloodImage_00004", "BloodImage_00011", "BloodImage_00017"]
+    train = read_dataset(str(tmp_path / "data.yaml"), split="train")
+    val = read_dataset(str(tmp_path), split="val")
+    assert stems(train) == ["BloodImage_00004", "BloodImage_00011"] and stems(val) == ["BloodImage_00017"]
+    with pytest.raises(ValueError, match="no split 'valid'.*its splits: train, val"):
+        read_dataset(str(tmp_path), split="valid")
+    with pytest.raises(ValueError, match="has no labels/"):
+        read_dataset(os.path.join(SAMPLES, "truth"), split="val")
+    assert shared_images(train, val) == []
+    # the same smear under another name in the validation set is a training image all the same
+    shutil.copy(os.path.join(SAMPLES, "BloodImage_00011.jpg"), tmp_path / "images" / "val" / "copy.jpg")
+    (tmp_path / "labels" / "val" / "copy.txt").write_text("1 0.5 0.5 0.1 0.1\n")
+    val = read_dataset(str(tmp_path), split="val")
+    assert [os.path.basename(p) for p in shared_images(train, val)] == ["copy.jpg"]
+    assert len(shared_images(train, read_dataset(str(tmp_path)))) == 3  # both training images and the copy
 
 
 def test_images_missing_a_dense_class_are_ignored_for_that_class():

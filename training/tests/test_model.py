@@ -331,20 +331,50 @@ def test_mixed_precision_keeps_the_weights_names_and_float_outputs():
     assert seen and set(seen) == {torch.bfloat16}, seen
 
 
+def test_train_refuses_validation_images_it_trains_on(tmp_path):
+    from test_data import yolo_sets
+    data = tmp_path / "yolo"
+    data.mkdir()
+    yolo_sets(data, {"train": ["BloodImage_00004", "BloodImage_00011"], "val": ["BloodImage_00017"]})
+    env = {**os.environ, "PYTHONPATH": os.path.join(ROOT, "training")}
+    run = lambda *a: subprocess.run([sys.executable, "-m", "hemocount_train", "train", "--out", str(tmp_path / "run"),  # noqa: E731
+                                     "--epochs", "1", "--max-steps-per-epoch", "1", "--batch-size", "1", "--crop", "128",
+                                     "--threads", "1", *a], capture_output=True, text=True, env=env)
+    r = run("--data", str(data), "--val", str(data))
+    assert r.returncode != 0
+    assert "3 of the 3 validation images are training images too" in r.stderr and "--split train --val-split val" in r.stderr
+    assert not (tmp_path / "run").exists() or not os.listdir(tmp_path / "run")
+    r = run("--data", str(data / "data.yaml"), "--split", "train", "--val", str(data), "--val-split", "val")
+    assert r.returncode == 0, r.stderr
+    ck = torch.load(tmp_path / "run" / "last.pt", map_location="cpu", weights_only=False)
+    assert ck["train_images"] == 2 and (ck["config"]["split"], ck["config"]["val_split"]) == ("train", "val")
+    epoch = next(json.loads(x) for x in open(tmp_path / "run" / "train_log.jsonl") if '"type": "epoch"' in x)
+    assert "val_loss" in epoch
+
+
 def test_patience_scores_each_epoch_with_hemocounts_evaluation_and_stops(tmp_path):
     # lr 0 from the shipped model (its BatchNorm is folded, so frozen): every epoch is the
     # same model, so epoch 1 stays best and patience 1 stops after epoch 2 of 4. The F1
     # logged must be exactly what `hemocount select` reports for the model best.pt exports
-    # (the shipped network, with the --scale auto band of these 5 images' cell size).
+    # (the shipped network, with the --scale auto band of its training images' cell size).
     import shutil
     node = os.environ.get("HEMOCOUNT_NODE") or shutil.which("node")
     if not node or not os.path.isfile(os.path.join(ROOT, "dist", "src", "cli", "main.js")):
         pytest.skip("needs Node and the built CLI (npm run build)")
     out = str(tmp_path / "run")
     model = os.path.join(ROOT, "models", "hemocount-default.onnx")
+    # the samples split in two (validation images are never training images)
+    sets = {"train": ["BloodImage_00004", "069e00b1-4852-5629-b1a7-b115562d6bd7"],
+            "val": ["BloodImage_00011", "BloodImage_00017", "0aa766fb-87f4-5dba-86e7-299250bc2e25"]}
+    for name, stems in sets.items():
+        os.makedirs(tmp_path / name / "truth")
+        for stem in stems:
+            shutil.copy(os.path.join(SAMPLES, f"{stem}.jpg"), tmp_path / name)
+            shutil.copy(os.path.join(SAMPLES, "truth", f"{stem}.xml"), tmp_path / name / "truth")
     env = {**os.environ, "PYTHONPATH": os.path.join(ROOT, "training"), "HEMOCOUNT_NODE": node}
     base = [sys.executable, "-m", "hemocount_train", "train", "--out", out, "--threads", "1", "--patience", "1"]
-    r = subprocess.run(base + ["--data", SAMPLES, "--val", SAMPLES, "--init", model, "--lr", "0", "--epochs", "4",
+    r = subprocess.run(base + ["--data", str(tmp_path / "train"), "--val", str(tmp_path / "val"), "--init", model,
+                               "--lr", "0", "--epochs", "4",
                                "--batch-size", "2", "--crop", "256", "--max-steps-per-epoch", "1"],
                        capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stderr
