@@ -600,7 +600,23 @@ test('evaluate --split val scores only labels/val of a YOLO set given by its dat
   assert.equal(JSON.parse(all.stdout).evaluation.images, 3);
   const bad = run(['evaluate', '--data', join(dir, 'data.yaml'), '--split', 'test']);
   assert.equal(bad.status, 1);
-  assert.match(bad.stderr, /no split 'test' \(labels\/test\/\); its splits: train, val/);
+  assert.match(bad.stderr, /data\.yaml names no set 'test'; its sets: train, val/);
+  // Roboflow's export: train/images + train/labels, valid/..., and a data.yaml whose '../' paths Ultralytics forgives
+  const rf = tmp();
+  for (const [k, n] of names.entries()) {
+    const set = k < 2 ? 'train' : 'valid';
+    for (const d of ['images', 'labels']) mkdirSync(join(rf, set, d), { recursive: true });
+    copyFileSync(join(dir, 'images', k < 2 ? 'train' : 'val', `${n}.jpg`), join(rf, set, 'images', `${n}.jpg`));
+    copyFileSync(join(dir, 'labels', k < 2 ? 'train' : 'val', `${n}.txt`), join(rf, set, 'labels', `${n}.txt`));
+  }
+  writeFileSync(join(rf, 'data.yaml'), "train: ../train/images\nval: ../valid/images\n\nnc: 3\nnames: ['RBC', 'WBC', 'Platelets']\n");
+  const val = run(['evaluate', '--data', join(rf, 'data.yaml'), '--split', 'val', '--json', '-', '--quiet']);
+  assert.equal(val.status, 0, val.stderr);
+  const v = JSON.parse(val.stdout).evaluation;
+  assert.equal(v.images, 1);
+  assert.ok(v.classes.RBC.sweep[0].tp > 5);
+  assert.deepEqual(v.classes, JSON.parse(r.stdout).evaluation.classes, 'the same image and labels as the Ultralytics layout');
+  assert.equal(JSON.parse(run(['evaluate', '--data', rf, '--json', '-', '--quiet']).stdout).evaluation.images, 3);
 });
 
 test('--out-format jpg|webp writes annotated pictures in that format; re-counting the folder skips them', async () => {

@@ -369,19 +369,28 @@ export async function loadTruth(path: string, format?: 'voc' | 'yolo' | 'coco', 
     return loadTruth(sub(json), 'coco', split);
   }
   const yoloNames = ['data.yaml', 'classes.txt'].find((n) => names.includes(n));
-  if (format === 'yolo' || (!format && names.includes('labels') && yoloNames)) {
+  // the sets a data.yaml names (train/val/test), where their label folders exist
+  const sets = names.includes('data.yaml') ? [...yamlSets(await readFile(sub('data.yaml'), 'utf8'), path)].filter(([, s]) => existsSync(s.labels)) : [];
+  if (format === 'yolo' || (!format && (names.includes('labels') || sets.length) && yoloNames)) {
     if (!yoloNames) throw new Error(`${path}: YOLO labels need classes.txt or data.yaml for the class names`);
     const classes = parseClassNames(await readFile(sub(yoloNames), 'utf8'), yoloNames);
     const images: TruthImage[] = [];
     const unreadable: string[] = [];
     const labelDirs: [string, string][] = [];
-    const lab = sub('labels');
-    const splits = (await readdir(lab, { withFileTypes: true })).filter((d) => d.isDirectory()).map((d) => d.name);
-    if (split !== undefined && !splits.includes(split)) {
-      throw new Error(`${path}: no split '${split}' (labels/${split}/); ${splits.length ? `its splits: ${splits.join(', ')}` : 'it has no splits'}`);
+    if (sets.length) {
+      if (split !== undefined && !sets.some(([k]) => k === split)) {
+        throw new Error(`${path}: data.yaml names no set '${split}'; its sets: ${sets.map(([k]) => k).join(', ')}`);
+      }
+      for (const [k, s] of sets) if (split === undefined || k === split) labelDirs.push([s.labels, s.images]);
+    } else {
+      const lab = sub('labels');
+      const splits = (await readdir(lab, { withFileTypes: true })).filter((d) => d.isDirectory()).map((d) => d.name);
+      if (split !== undefined && !splits.includes(split)) {
+        throw new Error(`${path}: no split '${split}' (labels/${split}/); ${splits.length ? `its splits: ${splits.join(', ')}` : 'it has no splits'}`);
+      }
+      for (const s of splits) if (split === undefined || s === split) labelDirs.push([join(lab, s), join(path, 'images', s)]);
+      if (!splits.length) labelDirs.push([lab, sub('images')]);
     }
-    for (const s of splits) if (split === undefined || s === split) labelDirs.push([join(lab, s), join(path, 'images', s)]);
-    if (!splits.length) labelDirs.push([lab, sub('images')]);
     for (const [ld, id] of labelDirs) {
       for (const n of (await readdir(ld)).filter((x) => x.endsWith('.txt') && x !== 'classes.txt').sort()) {
         const img = await findImage(id, n.slice(0, -4));
@@ -453,6 +462,34 @@ export async function loadTruth(path: string, format?: 'voc' | 'yolo' | 'coco', 
     images.push(entry);
   }
   return { images, problems, unreadable, format: 'voc' };
+}
+
+/**
+ * The image folders a YOLO data.yaml names as its sets (train, val, test), resolved as
+ * Ultralytics does: against its `path` (default: the yaml's folder), a leading '../' dropped
+ * when that does not exist (Roboflow's exports); each set's labels are in the folder named like
+ * its images with the last 'images' in the path replaced by 'labels'. Lists of folders or
+ * files are not read.
+ */
+export function yamlSets(text: string, dir: string): Map<string, { images: string; labels: string }> {
+  const value = (key: string): string | undefined => {
+    const m = new RegExp(`^${key}[ \t]*:[ \t]*([^#\n]*)`, 'm').exec(text);
+    const v = m?.[1]?.trim().replace(/^['"]|['"]$/g, '');
+    return v && !v.startsWith('[') ? v : undefined;
+  };
+  const root = resolve(dir, value('path') ?? '.');
+  const sets = new Map<string, { images: string; labels: string }>();
+  for (const key of ['train', 'val', 'test']) {
+    const v = value(key);
+    if (v === undefined) continue;
+    let images = resolve(root, v);
+    if (!existsSync(images) && v.startsWith('../')) images = resolve(root, v.slice(3));
+    const parts = images.split(sep);
+    const at = parts.lastIndexOf('images');
+    if (at >= 0) parts[at] = 'labels';
+    sets.set(key, { images, labels: parts.join(sep) });
+  }
+  return sets;
 }
 
 export function parseClassNames(text: string, name: string): string[] {

@@ -231,6 +231,31 @@ def relabel(samples: list[Sample], voc_dir: str, defects=None) -> int:
     return done
 
 
+def yaml_sets(text: str, folder: str) -> dict:
+    """The image folders a YOLO data.yaml names as its sets (train, val, test) -> (images, labels),
+    resolved as Ultralytics does: against its `path` (default: the yaml's folder), a leading '../'
+    dropped when that does not exist (Roboflow's exports); labels in the folder named like the
+    images with the last 'images' in the path replaced by 'labels'. Lists are not read."""
+    def value(key):
+        m = re.search(rf"^{key}[ \t]*:[ \t]*([^#\n]*)", text, re.M)
+        v = m.group(1).strip().strip("'\"") if m else ""
+        return v if v and not v.startswith("[") else None
+    root = os.path.normpath(os.path.join(folder, value("path") or "."))
+    sets = {}
+    for key in ("train", "val", "test"):
+        v = value(key)
+        if v is None:
+            continue
+        images = os.path.normpath(os.path.join(root, v))
+        if not os.path.exists(images) and v.startswith("../"):
+            images = os.path.normpath(os.path.join(root, v[3:]))
+        parts = images.split(os.sep)
+        if "images" in parts:
+            parts[len(parts) - 1 - parts[::-1].index("images")] = "labels"
+        sets[key] = (images, os.sep.join(parts))
+    return sets
+
+
 def read_class_names(path: str) -> list[str]:
     """classes.txt (one per line) or a YOLO data.yaml with `names: [...]` / a names list."""
     text = open(path, encoding="utf-8").read()
@@ -336,7 +361,12 @@ def read_dataset(path: str, defects=None, split: str | None = None) -> list[Samp
     if not os.path.isdir(path):
         raise FileNotFoundError(f"{path}: no such dataset folder")
     sub = lambda *p: os.path.join(path, *p)  # noqa: E731
-    if split is not None and not os.path.isdir(sub("labels")):
+    # the sets a data.yaml names (train/val/test), where their label folders exist
+    sets = []
+    if os.path.isfile(sub("data.yaml")):
+        sets = [(k, v) for k, v in yaml_sets(open(sub("data.yaml"), encoding="utf-8").read(), path).items()
+                if os.path.isdir(v[1])]
+    if split is not None and not sets and not os.path.isdir(sub("labels")):
         raise ValueError(f"{path}: a split picks labels/<split>/ of a YOLO set; this folder has no labels/")
     # the layouts `hemocount evaluate` reads: annotations/ (+ images/), Annotations/, truth/ beside the images
     for ann in ("annotations", "Annotations", "truth"):
@@ -345,19 +375,26 @@ def read_dataset(path: str, defects=None, split: str | None = None) -> list[Samp
             return read_voc(sub(ann), images, source=os.path.basename(path.rstrip("/")), defects=defects)
     if any(f.endswith(".xml") for f in os.listdir(path)):
         return read_voc(path, path, source=os.path.basename(path.rstrip("/")), defects=defects)
-    if os.path.isdir(sub("labels")):
+    if os.path.isdir(sub("labels")) or sets:
         names_file = next((sub(n) for n in ("data.yaml", "classes.txt") if os.path.isfile(sub(n))), None)
         if names_file is None:
             raise ValueError(f"{path}: YOLO labels need a data.yaml or classes.txt with the class names")
         names = read_class_names(names_file)
+        tag = os.path.basename(path.rstrip("/"))
+        if sets:
+            if split is not None and split not in dict(sets):
+                raise ValueError(f"{path}: data.yaml names no set '{split}'; its sets: {', '.join(k for k, _ in sets)}")
+            dirs = [(f"{tag}/{k}", images, labels) for k, (images, labels) in sets if split is None or k == split]
+        else:
+            splits = [d for d in sorted(os.listdir(sub("labels"))) if os.path.isdir(sub("labels", d))]
+            if split is not None and split not in splits:
+                raise ValueError(f"{path}: no split '{split}' (labels/{split}/); "
+                                 + (f"its splits: {', '.join(splits)}" if splits else "it has no splits"))
+            dirs = [(f"{tag}/{d}".rstrip("/"), sub("images", d), sub("labels", d))
+                    for d in ([split] if split is not None else splits or [""])]
         out = []
-        splits = [d for d in sorted(os.listdir(sub("labels"))) if os.path.isdir(sub("labels", d))]
-        if split is not None and split not in splits:
-            raise ValueError(f"{path}: no split '{split}' (labels/{split}/); "
-                             + (f"its splits: {', '.join(splits)}" if splits else "it has no splits"))
-        for d in ([split] if split is not None else splits or [""]):
-            out += read_yolo(sub("images", d), sub("labels", d), names,
-                             source=f"{os.path.basename(path.rstrip('/'))}/{d}".rstrip("/"), defects=defects)
+        for source, images, labels in dirs:
+            out += read_yolo(images, labels, names, source=source, defects=defects)
         return out
     jsons = [f for f in os.listdir(path) if f.endswith(".json")]
     if len(jsons) == 1:

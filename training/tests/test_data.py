@@ -90,6 +90,25 @@ def test_a_yolo_split_is_read_alone_and_copies_across_sets_are_found(tmp_path):
     assert len(shared_images(train, read_dataset(str(tmp_path)))) == 3  # both training images and the copy
 
 
+def test_a_roboflow_export_is_read_through_its_data_yaml(tmp_path):
+    # train/images + train/labels, valid/...; data.yaml's '../' paths as Roboflow writes them
+    for split, names in {"train": ["BloodImage_00004", "BloodImage_00011"], "valid": ["BloodImage_00017"]}.items():
+        for d in ("images", "labels"):
+            (tmp_path / split / d).mkdir(parents=True)
+        for name in names:
+            shutil.copy(os.path.join(SAMPLES, f"{name}.jpg"), tmp_path / split / "images" / f"{name}.jpg")
+            (tmp_path / split / "labels" / f"{name}.txt").write_text("1 0.5 0.5 0.1 0.1\n")
+    (tmp_path / "data.yaml").write_text("train: ../train/images\nval: ../valid/images  # comment\n\nnc: 3\n"
+                                        "names: ['WBC', 'RBC', 'Platelets']\n")
+    stems = lambda ss: sorted(os.path.splitext(os.path.basename(x.image))[0] for x in ss)  # noqa: E731
+    assert stems(read_dataset(str(tmp_path / "data.yaml"), split="train")) == ["BloodImage_00004", "BloodImage_00011"]
+    val = read_dataset(str(tmp_path), split="val")
+    assert stems(val) == ["BloodImage_00017"] and [CLASSES[i] for i in val[0].labels] == ["RBC"]
+    assert len(read_dataset(str(tmp_path))) == 3
+    with pytest.raises(ValueError, match="data.yaml names no set 'test'; its sets: train, val"):
+        read_dataset(str(tmp_path), split="test")
+
+
 def test_images_missing_a_dense_class_are_ignored_for_that_class():
     group = [Sample(f"i{k}", 10, 10, boxes=[[0, 0, 1, 1]], labels=[0], source="s") for k in range(19)]
     group.append(Sample("no_rbc", 10, 10, boxes=[[0, 0, 1, 1]], labels=[1], source="s"))
