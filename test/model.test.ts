@@ -10,7 +10,8 @@ import { TILE_OVERLAP, TILE_SIZE, WHOLE_IMAGE_PIXELS } from '../src/detector.js'
 import { planTiles } from '../src/core/tiling.js';
 import { applyThresholds } from '../src/core/count.js';
 import { parseVoc } from '../src/core/formats.js';
-import { detectPixels } from '../src/core/pipeline.js';
+import { detectPixels, crop } from '../src/core/pipeline.js';
+import { detect } from '../src/core/detect.js';
 import { decodeRgb } from '../src/adapters/image.js';
 import { openOnnx } from '../src/adapters/onnx.js';
 import { MODEL, SAMPLES, tmp } from './helpers.js';
@@ -191,6 +192,64 @@ test('scale auto: a smear photographed at half or twice the magnification is res
     const wbcRef = ref.detections.find((d) => d.label === 'WBC' && !d.uncertain)!;
     assert.ok(iou(wbc.box, wbcRef.box.map((v) => v * s) as typeof wbc.box) > 0.7, `${s}x: WBC box`);
   }
+});
+
+test('scale auto measures no factor twice, and keeps the pass whose cells measured nearest the reference', async () => {
+  const onnx = await openOnnx(MODEL);
+  const passes = async (s: number) => {
+    const { data, info } = await sharp(join(SAMPLES, 'BloodImage_00017.jpg'))
+      .resize(Math.round(640 * s), Math.round(480 * s))
+      .removeAlpha()
+      .raw()
+      .toBuffer({ resolveWithObject: true });
+    const img = { data: new Uint8Array(data), width: info.width, height: info.height, channels: 3 };
+    const sizes: string[] = [];
+    const run = (x: Float32Array, h: number, w: number) => {
+      sizes.push(`${w}x${h}`);
+      return onnx.run(x, h, w);
+    };
+    const src = { width: img.width, height: img.height, read: async (l: number, t: number, w: number, h: number) => crop(img, l, t, w, h) };
+    return { det: await detect(run, onnx.metadata, src, { scale: 'auto' }), sizes };
+  };
+  // cells at a quarter of their size: the factor stops at its limit, 4, measured once
+  const small = await passes(0.24);
+  assert.equal(small.det.scale, 4);
+  assert.ok(small.sizes.length <= 3, `passes ${small.sizes.join(' ')}`); // it used to measure 4 again, twice
+  // four times the size: the measurements are noisy (a step once went to 2.1x the original)
+  const big = await passes(4);
+  assert.ok(big.det.scale * 4 >= 0.8 && big.det.scale * 4 <= 1.35, `4x: scale ${big.det.scale}`);
+  assert.ok(big.sizes.length <= 6);
+  await onnx.release();
+});
+
+test('scale auto measures a large image at low magnification on a central region, not the whole image again and again', async () => {
+  // 5 x 5 copies of a field at half its size (1600 x 1200, cells about 48 px): about 2x is needed
+  const onnx = await openOnnx(MODEL);
+  const half = await sharp(join(SAMPLES, 'BloodImage_00011.jpg')).resize(320, 240).png().toBuffer();
+  const copies = [];
+  for (let y = 0; y < 5; y++) for (let x = 0; x < 5; x++) copies.push({ input: half, left: x * 320, top: y * 240 });
+  const { data, info } = await sharp({ create: { width: 1600, height: 1200, channels: 3, background: '#fff' } })
+    .composite(copies)
+    .removeAlpha()
+    .raw()
+    .toBuffer({ resolveWithObject: true });
+  const img = { data: new Uint8Array(data), width: info.width, height: info.height, channels: 3 };
+  const src = { width: img.width, height: img.height, read: async (l: number, t: number, w: number, h: number) => crop(img, l, t, w, h) };
+  const pixels = async (scale: 'auto' | number) => {
+    let px = 0;
+    const run = (x: Float32Array, h: number, w: number) => {
+      px += h * w;
+      return onnx.run(x, h, w);
+    };
+    return { det: await detect(run, onnx.metadata, src, { scale }), px };
+  };
+  const auto = await pixels('auto');
+  assert.ok(auto.det.scale >= 1.7 && auto.det.scale <= 2.3, `scale ${auto.det.scale}`);
+  const final = await pixels(auto.det.scale);
+  // the first pass (the whole image, padded to 1664 x 1280), refinements of at most 1536 x 1536, the final pass
+  assert.ok(auto.px <= 1664 * 1280 + 4 * 1536 * 1536 + final.px, `${auto.px} network pixels; the final pass alone ${final.px}`);
+  assert.equal(auto.det.candidates.length, final.det.candidates.length);
+  await onnx.release();
 });
 
 test('test-time augmentation (flips) finds the same cells, in the same place', async () => {

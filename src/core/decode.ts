@@ -230,8 +230,8 @@ export const FIELD_AREA = 640 * 512;
  * torchvision's caps (top-k per level, detections per image) are per image; a larger image or
  * tile holds more cells, so above one field's area the caps grow with the area, keeping the
  * density a field has. (They used to grow per megapixel, a third of that density: on a dense
- * large smear the weakest red cells were cut before NMS, about one in 25.) A 640 x 480 field's
- * results, and the parity with torchvision, are unchanged.
+ * large smear the weakest red cells were cut before NMS, about one in 25.) An image padded to
+ * one field or less (a 640 x 480 field, the parity fixture) gets torchvision's caps.
  */
 function perArea(cap: number, ph: number, pw: number): number {
   return Math.max(cap, Math.ceil((cap * ph * pw) / FIELD_AREA));

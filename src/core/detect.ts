@@ -285,35 +285,44 @@ export async function detect(run: Runner, meta: ModelMetadata, src: PixelSource,
     return { width, height, ...(await passAt(run, meta, src, scale, tta, floor, opts.tiling)), scale };
   }
   const whole = width * height <= WHOLE_IMAGE_PIXELS;
-  // a central region is enough to measure the cells of a large smear
-  const pw = Math.min(width, PROBE_PX);
-  const ph = Math.min(height, PROBE_PX);
-  const probeSrc: PixelSource = whole
-    ? src
-    : {
-        width: pw,
-        height: ph,
-        read: (l, t, w, h) => src.read(l + Math.floor((width - pw) / 2), t + Math.floor((height - ph) / 2), w, h),
-      };
+  // A central region is enough to measure the cells: at most PROBE_PX square once scaled
+  // (a refinement over a whole 2048 px image at 4x was a 67-megapixel pass); the whole image
+  // when it fits, whose pass can then be the result.
+  const regionAt = (f: number): PixelSource => {
+    const side = Math.floor(PROBE_PX / f);
+    if ((f === 1 && whole) || (width <= side && height <= side)) return src;
+    const [pw, ph] = [Math.min(width, side), Math.min(height, side)];
+    const [l0, t0] = [Math.floor((width - pw) / 2), Math.floor((height - ph) / 2)];
+    return { width: pw, height: ph, read: (l, t, w, h) => src.read(l + l0, t + t0, w, h) };
+  };
   let f = 1;
-  let last = await passAt(run, meta, probeSrc, 1, false, floor);
+  let region = regionAt(1);
+  let last = await passAt(run, meta, region, 1, false, floor);
   const first = estimateScale(meta, last.candidates, 1);
   let step = first.factor;
   // once off the native scale, refine until the measured cells are near the reference: the
   // first step assumes the model's typical response, later ones measure this image's own from
   // the last two passes (a secant step). With the typical response throughout, images at 1.5x
   // and 2x stopped at 1.1-1.2x and platelets were missed (bench/accuracy.ts).
+  // A noisy measurement can send a step the wrong way: the pass whose cells measured nearest
+  // the reference is the one kept.
+  const miss = (e: number | null) => (e === null ? Number.POSITIVE_INFINITY : Math.abs(Math.log(e / scaleModel(meta).reference_px)));
+  let best = { f, last, region, miss: miss(first.estimate.cellPx) };
   let [fPrev, ePrev] = [1, first.estimate.cellPx];
   for (let i = 0; i < 4 && Math.abs(Math.log(step)) > Math.log(1.08); i++) {
-    f = Math.round(Math.min(4, Math.max(0.25, f * step)) * 1000) / 1000;
-    last = await passAt(run, meta, probeSrc, f, false, floor);
-    const e = estimateScale(meta, last.candidates, f).estimate.cellPx;
+    const next = Math.round(Math.min(4, Math.max(0.25, fPrev * step)) * 1000) / 1000;
+    if (next === fPrev) break; // held at the factor's limit: the same pass again would change nothing
+    region = regionAt(next);
+    const pass = await passAt(run, meta, region, next, false, floor);
+    const e = estimateScale(meta, pass.candidates, next).estimate.cellPx;
     if (e === null) break;
-    const response = ePrev !== null && Math.abs(Math.log(f / fPrev)) > 0.02 ? Math.log(e / ePrev) / Math.log(f / fPrev) : Number.NaN;
+    if (miss(e) < best.miss) best = { f: next, last: pass, region, miss: miss(e) };
+    const response = ePrev !== null && Math.abs(Math.log(next / fPrev)) > 0.02 ? Math.log(e / ePrev) / Math.log(next / fPrev) : Number.NaN;
     step = toReference(meta, e, Number.isFinite(response) ? Math.min(1.25, Math.max(0.4, response)) : undefined);
-    [fPrev, ePrev] = [f, e];
+    [fPrev, ePrev] = [next, e];
   }
-  if (whole && !tta) return { width, height, ...last, scale: f, estimate: first.estimate };
+  ({ f, last, region } = best);
+  if (region === src && !tta) return { width, height, ...last, scale: f, estimate: first.estimate };
   return { width, height, ...(await passAt(run, meta, src, f, tta, floor, opts.tiling)), scale: f, estimate: first.estimate };
 }
 
@@ -343,5 +352,5 @@ export function checkScale<T extends 'auto' | number>(scale: T): T {
   return scale;
 }
 
-/** Side of the central region measured in large images (original pixels). */
+/** Side of the central region that --scale auto measures, in the pixels of the pass (the scaled image). */
 const PROBE_PX = 1536;

@@ -65,26 +65,34 @@ def epoch_scorer(val_samples, out_dir):
 def load_samples(args):
     from .data import Defects, mark_unlabelled, read_dataset, relabel, shared_images, shared_split
     defects = Defects()
+    split, val_split = getattr(args, "split", None), getattr(args, "val_split", None)
+    cmd = f"hemocount {args.cmd}"
     if args.data is None or os.path.abspath(args.data) == DEFAULT_DATA:
+        if split is not None or val_split is not None:
+            sys.exit(f"{cmd}: --split and --val-split pick sets of YOLO data given with --data and --val; "
+                     "the shared datasets have hemocount's own split")
         if not os.path.isdir(DEFAULT_DATA):
             sys.exit(f"no --data given and the shared datasets are not at {DEFAULT_DATA}")
         train, val = shared_split(DEFAULT_DATA, defects)
         info = {"data": "shared/datasets (complete labels where TXL-PBC has them; bccd-groups.csv units)",
                 "rule": "shared_split"}
     else:
-        split, val_split = getattr(args, "split", None), getattr(args, "val_split", None)
         if val_split is not None and not args.val:
-            sys.exit("hemocount train: --val-split picks a set of the --val data; give --val too")
+            sys.exit(f"{cmd}: --val-split picks a set of the --val data; give --val too")
         try:
             train = read_dataset(args.data, defects, split)
             val = read_dataset(args.val, defects, val_split) if args.val else []
             both = shared_images(train, val)
         except (ValueError, FileNotFoundError, OSError) as e:
-            sys.exit(f"hemocount train: {e}")
+            sys.exit(f"{cmd}: {e}")
         if both:
-            sys.exit(f"hemocount train: {len(both)} of the {len(val)} validation images are training images too "
-                     f"(e.g. {both[0]}): a model scored on images it trained on looks better than it is. "
-                     "Validate on other images; for one YOLO folder pick its sets: --split train --val-split val")
+            msg = (f"{len(both)} of the {len(val)} validation images are training images too (e.g. {both[0]}): "
+                   "a model scored on images it trained on looks better than it is")
+            if getattr(args, "resume", False):  # a run begun before this check: it goes on, warned
+                print(f"warning: {msg}", file=sys.stderr)
+            else:
+                yolo = " (for one YOLO folder, pick its sets: --split train --val-split val)" if split is None else ""
+                sys.exit(f"{cmd}: {msg}. Validate on other images{yolo}")
         mark_unlabelled(train, defects)
         info = {"data": args.data, "val": args.val,
                 **({"split": split} if split else {}), **({"val_split": val_split} if val_split else {})}
@@ -242,11 +250,12 @@ def main(argv=None):
             if held and not args.overwrite:
                 sys.exit(f"{args.out} holds a training run ({', '.join(held[:4])}{', ...' if len(held) > 4 else ''}): "
                          "--resume continues it; choose another --out, or --overwrite to start again there")
-            for f in held:  # a new run does not leave the old one's later epochs beside its own
-                os.remove(os.path.join(args.out, f))
             cfg = TrainConfig(**{k: v for k, v in given.items() if v is not None})
         args.data, args.val, args.relabel, args.split, args.val_split = cfg.data, cfg.val, cfg.relabel, cfg.split, cfg.val_split
         train_s, val_s, info = load_samples(args)
+        if not args.resume:
+            for f in held:  # a new run does not leave the old one's later epochs beside its own (once its data is read)
+                os.remove(os.path.join(args.out, f))
         if cfg.oversample:
             # e.g. full=3: full-field smears are the minority next to TXL-PBC's close-ups
             for spec in cfg.oversample.split(","):

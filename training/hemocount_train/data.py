@@ -366,19 +366,13 @@ def read_dataset(path: str, defects=None, split: str | None = None) -> list[Samp
     if os.path.isfile(sub("data.yaml")):
         sets = [(k, v) for k, v in yaml_sets(open(sub("data.yaml"), encoding="utf-8").read(), path).items()
                 if os.path.isdir(v[1])]
-    if split is not None and not sets and not os.path.isdir(sub("labels")):
-        raise ValueError(f"{path}: a split picks labels/<split>/ of a YOLO set; this folder has no labels/")
-    # the layouts `hemocount evaluate` reads: annotations/ (+ images/), Annotations/, truth/ beside the images
-    for ann in ("annotations", "Annotations", "truth"):
-        if os.path.isdir(sub(ann)) and any(f.endswith(".xml") for f in os.listdir(sub(ann))):
-            images = next((sub(d) for d in ("images", "JPEGImages") if os.path.isdir(sub(d))), path)
-            return read_voc(sub(ann), images, source=os.path.basename(path.rstrip("/")), defects=defects)
-    if any(f.endswith(".xml") for f in os.listdir(path)):
-        return read_voc(path, path, source=os.path.basename(path.rstrip("/")), defects=defects)
-    if os.path.isdir(sub("labels")) or sets:
-        names_file = next((sub(n) for n in ("data.yaml", "classes.txt") if os.path.isfile(sub(n))), None)
-        if names_file is None:
-            raise ValueError(f"{path}: YOLO labels need a data.yaml or classes.txt with the class names")
+    names_file = next((sub(n) for n in ("data.yaml", "classes.txt") if os.path.isfile(sub(n))), None)
+    yolo = bool(sets) or os.path.isdir(sub("labels"))
+    if split is not None and not (yolo and names_file):
+        raise ValueError(f"{path}: a split picks one set of a YOLO folder (labels/<split>/ with classes.txt, or a "
+                         "data.yaml naming its sets); this folder is none")
+    # YOLO first, as `hemocount evaluate` reads a folder that holds both
+    if yolo and names_file:
         names = read_class_names(names_file)
         tag = os.path.basename(path.rstrip("/"))
         if sets:
@@ -396,6 +390,15 @@ def read_dataset(path: str, defects=None, split: str | None = None) -> list[Samp
         for source, images, labels in dirs:
             out += read_yolo(images, labels, names, source=source, defects=defects)
         return out
+    # the layouts `hemocount evaluate` reads: annotations/ (+ images/), Annotations/, truth/ beside the images
+    for ann in ("annotations", "Annotations", "truth"):
+        if os.path.isdir(sub(ann)) and any(f.endswith(".xml") for f in os.listdir(sub(ann))):
+            images = next((sub(d) for d in ("images", "JPEGImages") if os.path.isdir(sub(d))), path)
+            return read_voc(sub(ann), images, source=os.path.basename(path.rstrip("/")), defects=defects)
+    if any(f.endswith(".xml") for f in os.listdir(path)):
+        return read_voc(path, path, source=os.path.basename(path.rstrip("/")), defects=defects)
+    if yolo:
+        raise ValueError(f"{path}: YOLO labels need a data.yaml or classes.txt with the class names")
     jsons = [f for f in os.listdir(path) if f.endswith(".json")]
     if len(jsons) == 1:
         return read_coco(sub(jsons[0]), path, defects=defects)
@@ -404,27 +407,22 @@ def read_dataset(path: str, defects=None, split: str | None = None) -> list[Samp
 
 def shared_images(train: list[Sample], val: list[Sample]) -> list[str]:
     """Validation images that are also training images: the same file, or the same bytes under
-    another name (a copy). Scoring a model on what it trained on says nothing about new smears."""
+    another name (a copy). Scoring a model on what it trained on says nothing about new smears.
+    Only files of equal size are read and hashed."""
     def digest(path):
         with open(path, "rb") as f:
             return hashlib.sha1(f.read()).hexdigest()
-    seen = {}
+    by_size = {}
     for s in train:
-        seen.setdefault(os.path.getsize(s.image), set()).add(s.image)
-    hashes = {}
+        by_size.setdefault(os.path.getsize(s.image), set()).add(s.image)
+    hashed = {}  # size -> the training files' digests, computed once per size
     out = []
     for s in val:
-        same = seen.get(os.path.getsize(s.image), set())
+        size = os.path.getsize(s.image)
+        same = by_size.get(size)
         if not same:
             continue
-        if s.image in same:
-            out.append(s.image)
-            continue
-        h = digest(s.image)
-        for t in same:
-            if t not in hashes:
-                hashes[t] = digest(t)
-        if h in {hashes[t] for t in same}:
+        if s.image in same or digest(s.image) in hashed.setdefault(size, {digest(t) for t in same}):
             out.append(s.image)
     return out
 

@@ -312,8 +312,8 @@ class TrainConfig:
     """Everything that defines a run: saved whole in every checkpoint, restored by --resume."""
     data: str | None = None          # None: ../shared/datasets with hemocount's split
     val: str | None = None
-    split: str | None = None         # a YOLO set of data (labels/<split>/), and of val
-    val_split: str | None = None
+    split: str | None = None         # a YOLO set of data (labels/<split>/, or a set data.yaml names)
+    val_split: str | None = None     # and of val
     relabel: str | None = None       # VOC files completing training images' labels
     oversample: str | None = None    # e.g. "full=3"
     arch: str = "compact"

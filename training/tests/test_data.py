@@ -79,8 +79,6 @@ def test_a_yolo_split_is_read_alone_and_copies_across_sets_are_found(tmp_path):
     assert stems(train) == ["BloodImage_00004", "BloodImage_00011"] and stems(val) == ["BloodImage_00017"]
     with pytest.raises(ValueError, match="no split 'valid'.*its splits: train, val"):
         read_dataset(str(tmp_path), split="valid")
-    with pytest.raises(ValueError, match="has no labels/"):
-        read_dataset(os.path.join(SAMPLES, "truth"), split="val")
     assert shared_images(train, val) == []
     # the same smear under another name in the validation set is a training image all the same
     shutil.copy(os.path.join(SAMPLES, "BloodImage_00011.jpg"), tmp_path / "images" / "val" / "copy.jpg")
@@ -88,6 +86,12 @@ def test_a_yolo_split_is_read_alone_and_copies_across_sets_are_found(tmp_path):
     val = read_dataset(str(tmp_path), split="val")
     assert [os.path.basename(p) for p in shared_images(train, val)] == ["copy.jpg"]
     assert len(shared_images(train, read_dataset(str(tmp_path)))) == 3  # both training images and the copy
+    # a folder that also holds VOC files is read as YOLO, as `hemocount evaluate` reads it, and a split is honoured
+    (tmp_path / "annotations").mkdir()
+    shutil.copy(os.path.join(SAMPLES, "truth", "BloodImage_00004.xml"), tmp_path / "annotations")
+    assert stems(read_dataset(str(tmp_path), split="train")) == ["BloodImage_00004", "BloodImage_00011"]
+    with pytest.raises(ValueError, match="picks one set of a YOLO folder"):
+        read_dataset(os.path.join(SAMPLES), split="train")
 
 
 def test_a_roboflow_export_is_read_through_its_data_yaml(tmp_path):

@@ -1,4 +1,5 @@
 import json
+import shutil
 import os
 import subprocess
 import sys
@@ -350,6 +351,16 @@ def test_train_refuses_validation_images_it_trains_on(tmp_path):
     assert ck["train_images"] == 2 and (ck["config"]["split"], ck["config"]["val_split"]) == ("train", "val")
     epoch = next(json.loads(x) for x in open(tmp_path / "run" / "train_log.jsonl") if '"type": "epoch"' in x)
     assert "val_loss" in epoch
+    # refused before the run in --out is replaced: --overwrite removes it only once the data is read
+    r = run("--data", str(data), "--val", str(data), "--overwrite")
+    assert r.returncode != 0 and "training images too" in r.stderr
+    assert (tmp_path / "run" / "last.pt").exists()
+    # a run's validation set that gains a training image (or a run begun before this check) resumes, warned
+    shutil.copy(data / "images" / "train" / "BloodImage_00004.jpg", data / "images" / "val" / "dup.jpg")
+    shutil.copy(data / "labels" / "train" / "BloodImage_00004.txt", data / "labels" / "val" / "dup.txt")
+    r = run("--resume", "--epochs", "2")
+    assert r.returncode == 0, r.stderr
+    assert "warning: 1 of the 2 validation images are training images too" in r.stderr
 
 
 def test_patience_scores_each_epoch_with_hemocounts_evaluation_and_stops(tmp_path):
