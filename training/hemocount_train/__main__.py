@@ -91,7 +91,9 @@ def load_samples(args):
             if getattr(args, "resume", False):  # a run begun before this check: it goes on, warned
                 print(f"warning: {msg}", file=sys.stderr)
             else:
-                yolo = " (for one YOLO folder, pick its sets: --split train --val-split val)" if split is None else ""
+                root = os.path.dirname(args.data) if args.data.endswith((".yaml", ".yml")) else args.data
+                is_yolo = os.path.isdir(os.path.join(root, "labels")) or os.path.isfile(os.path.join(root, "data.yaml"))
+                yolo = " (for one YOLO folder, pick its sets: --split train --val-split val)" if is_yolo and split is None else ""
                 sys.exit(f"{cmd}: {msg}. Validate on other images{yolo}")
         mark_unlabelled(train, defects)
         info = {"data": args.data, "val": args.val,
