@@ -617,6 +617,17 @@ test('evaluate --split val scores only labels/val of a YOLO set given by its dat
   assert.ok(v.classes.RBC.sweep[0].tp > 5);
   assert.deepEqual(v.classes, JSON.parse(r.stdout).evaluation.classes, 'the same image and labels as the Ultralytics layout');
   assert.equal(JSON.parse(run(['evaluate', '--data', rf, '--json', '-', '--quiet']).stdout).evaluation.images, 3);
+  // any yaml name (Ultralytics' own are coco8.yaml and the like); a set whose folder is not there is named
+  writeFileSync(join(rf, 'blood.yaml'), "train: ../train/images\nval: ../validation/images\nnames: ['RBC', 'WBC', 'Platelets']\n");
+  const typo = run(['evaluate', '--data', join(rf, 'blood.yaml'), '--split', 'val']);
+  assert.equal(typo.status, 1);
+  assert.match(typo.stderr, /blood\.yaml's val set: no labels at \S*validation\/labels/);
+  const trainOnly = run(['evaluate', '--data', join(rf, 'blood.yaml'), '--split', 'train', '--json', '-', '--quiet']);
+  assert.equal(JSON.parse(trainOnly.stdout).evaluation.images, 2);
+  // --split on data that has no sets is refused, not ignored
+  const voc = run(['evaluate', '--data', 'samples', '--split', 'val']);
+  assert.equal(voc.status, 1);
+  assert.match(voc.stderr, /--split picks one set of a YOLO folder/);
 });
 
 test('--out-format jpg|webp writes annotated pictures in that format; re-counting the folder skips them', async () => {

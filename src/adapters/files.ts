@@ -330,10 +330,13 @@ async function findImage(dir: string, stem: string): Promise<string | null> {
  * XML (beside the images, or annotations/ + images/, or truth/ beside the images), or YOLO
  * (labels/ + images/ with classes.txt or data.yaml).
  */
-export async function loadTruth(path: string, format?: 'voc' | 'yolo' | 'coco', split?: string): Promise<TruthSet> {
+export async function loadTruth(path: string, format?: 'voc' | 'yolo' | 'coco', split?: string, yaml?: string): Promise<TruthSet> {
   const problems: string[] = [];
-  // a data.yaml names its YOLO set: the folder it lies in
-  if (/\.ya?ml$/i.test(path) && (format === undefined || format === 'yolo')) return loadTruth(dirname(path), 'yolo', split);
+  // a YOLO yaml (data.yaml, coco8.yaml, ...) describes the set in the folder it lies in
+  if (/\.ya?ml$/i.test(path) && (format === undefined || format === 'yolo')) {
+    if (!existsSync(path)) throw new Error(`${path}: no such file`);
+    return loadTruth(dirname(path), 'yolo', split, basename(path));
+  }
   const st = await stat(path).catch(() => null);
   if (!st) throw new Error(`${path}: no such file or folder`);
   if (split !== undefined && st.isFile()) throw new Error(`${path}: --split picks labels/<split>/ of a YOLO set; a COCO file has subsets (--subset)`);
@@ -368,9 +371,14 @@ export async function loadTruth(path: string, format?: 'voc' | 'yolo' | 'coco', 
     if (json === undefined || more.length) throw new Error(`${path}: expected exactly one COCO .json file`);
     return loadTruth(sub(json), 'coco', split);
   }
-  const yoloNames = ['data.yaml', 'classes.txt'].find((n) => names.includes(n));
-  // the sets a data.yaml names (train/val/test), where their label folders exist
-  const sets = names.includes('data.yaml') ? [...yamlSets(await readFile(sub('data.yaml'), 'utf8'), path)].filter(([, s]) => existsSync(s.labels)) : [];
+  const yamlName = yaml ?? (names.includes('data.yaml') ? 'data.yaml' : undefined);
+  const yoloNames = yamlName ?? (names.includes('classes.txt') ? 'classes.txt' : undefined);
+  // the sets the yaml names (train/val/test); one whose labels are not there is named, not skipped silently
+  const named = yamlName ? [...yamlSets(await readFile(sub(yamlName), 'utf8'), path)] : [];
+  const missing = named.filter(([, s]) => !existsSync(s.labels));
+  const sets = named.filter(([, s]) => existsSync(s.labels));
+  const gone = ([k, s]: (typeof named)[number]) => `${yamlName}'s ${k} set: no labels at ${s.labels}`;
+  if (split !== undefined && missing.some(([k]) => k === split)) throw new Error(`${path}: ${gone(missing.find(([k]) => k === split)!)}`);
   if (format === 'yolo' || (!format && (names.includes('labels') || sets.length) && yoloNames)) {
     if (!yoloNames) throw new Error(`${path}: YOLO labels need classes.txt or data.yaml for the class names`);
     const classes = parseClassNames(await readFile(sub(yoloNames), 'utf8'), yoloNames);
@@ -379,8 +387,9 @@ export async function loadTruth(path: string, format?: 'voc' | 'yolo' | 'coco', 
     const labelDirs: [string, string][] = [];
     if (sets.length) {
       if (split !== undefined && !sets.some(([k]) => k === split)) {
-        throw new Error(`${path}: data.yaml names no set '${split}'; its sets: ${sets.map(([k]) => k).join(', ')}`);
+        throw new Error(`${path}: ${yamlName} names no set '${split}'; its sets: ${sets.map(([k]) => k).join(', ')}`);
       }
+      if (split === undefined) problems.push(...missing.map((m) => `${path}: ${gone(m)} (skipped)`));
       for (const [k, s] of sets) if (split === undefined || k === split) labelDirs.push([s.labels, s.images]);
     } else {
       const lab = sub('labels');
@@ -411,6 +420,7 @@ export async function loadTruth(path: string, format?: 'voc' | 'yolo' | 'coco', 
     }
     return { images, problems, unreadable, format: 'yolo' };
   }
+  if (split !== undefined) throw new Error(`${path}: --split picks one set of a YOLO folder (labels/<split>/, or a set its yaml names); this folder is none`);
   const xmlDir = ['annotations', 'Annotations', 'truth'].map(sub).find((d) => existsSync(d)) ?? path;
   const xmls = (await readdir(xmlDir)).filter((n) => n.endsWith('.xml')).sort();
   if (!xmls.length) throw new Error(`${path}: found no VOC XML, YOLO labels/ or COCO JSON annotations`);

@@ -86,7 +86,9 @@ def load_samples(args):
         except (ValueError, FileNotFoundError, OSError) as e:
             sys.exit(f"{cmd}: {e}")
         if both:
-            msg = (f"{len(both)} of the {len(val)} validation images are training images too (e.g. {both[0]}): "
+            v, t = both[0]
+            eg = v if v == t else f"{v}, a copy of {t}"
+            msg = (f"{len(both)} of the {len(val)} validation images are training images too (e.g. {eg}): "
                    "a model scored on images it trained on looks better than it is")
             if getattr(args, "resume", False):  # a run begun before this check: it goes on, warned
                 print(f"warning: {msg}", file=sys.stderr)
@@ -236,8 +238,13 @@ def main(argv=None):
         if args.resume:
             ckpt = os.path.join(args.out, "last.pt")
             if not os.path.isfile(ckpt):
+                held = sorted(f for f in (os.listdir(args.out) if os.path.isdir(args.out) else []) if f.endswith(".pt"))
+                if held:  # stopped between writing its first epoch and recording it
+                    sys.exit(f"--resume: {args.out} has no last.pt ({', '.join(held[:3])}): its first epoch was never "
+                             "recorded, so there is nothing to continue; start the run again with --overwrite")
                 sys.exit(f"--resume: {ckpt} does not exist (no run to continue in {args.out})")
-            cfg = TrainConfig.from_checkpoint(torch.load(ckpt, map_location="cpu", weights_only=False))
+            saved = torch.load(ckpt, map_location="cpu", weights_only=False)
+            cfg = TrainConfig.from_checkpoint(saved)
             bad = cfg.conflicts(given)
             if bad:
                 sys.exit(f"--resume: {args.out} was trained with other settings:\n  " + "\n  ".join(bad) +
@@ -267,6 +274,9 @@ def main(argv=None):
                     sys.exit(f"--oversample: no training images from source '{src}'")
                 train_s = train_s + extra * (int(k) - 1)
             info = {**info, "oversample": cfg.oversample}
+        if args.resume and saved.get("train_images") not in (None, len(train_s)):
+            print(f"warning: the training data has changed since the run began: {len(train_s)} training images, "
+                  f"{saved['train_images']} then (the run goes on with what is there now)", file=sys.stderr)
         train(cfg, train_s, val_s, args.out, resume=args.resume, device=device, threads=args.threads, split_info=info,
               workers=args.workers if args.workers is not None else
               (max(1, (os.cpu_count() or 2) - 2) if device.startswith("cuda") else 0),

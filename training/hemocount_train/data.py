@@ -352,8 +352,11 @@ def read_dataset(path: str, defects=None, split: str | None = None) -> list[Samp
     which names its folder); `split` picks one YOLO set, labels/<split>/, as `hemocount
     evaluate --split` does."""
     defects = defects if defects is not None else Defects()
-    if path.endswith((".yaml", ".yml")) and os.path.isfile(path):
-        path = os.path.dirname(os.path.abspath(path))
+    yaml = "data.yaml"
+    if path.endswith((".yaml", ".yml")):  # a YOLO yaml (data.yaml, coco8.yaml, ...) describes its folder
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{path}: no such file")
+        path, yaml = os.path.dirname(os.path.abspath(path)), os.path.basename(path)
     if path.endswith(".json"):
         if split is not None:
             raise ValueError(f"{path}: a split picks labels/<split>/ of a YOLO set; a COCO file has none")
@@ -361,12 +364,16 @@ def read_dataset(path: str, defects=None, split: str | None = None) -> list[Samp
     if not os.path.isdir(path):
         raise FileNotFoundError(f"{path}: no such dataset folder")
     sub = lambda *p: os.path.join(path, *p)  # noqa: E731
-    # the sets a data.yaml names (train/val/test), where their label folders exist
-    sets = []
-    if os.path.isfile(sub("data.yaml")):
-        sets = [(k, v) for k, v in yaml_sets(open(sub("data.yaml"), encoding="utf-8").read(), path).items()
-                if os.path.isdir(v[1])]
-    names_file = next((sub(n) for n in ("data.yaml", "classes.txt") if os.path.isfile(sub(n))), None)
+    # the sets the yaml names (train/val/test); one whose labels are not there is named, not skipped silently
+    named = list(yaml_sets(open(sub(yaml), encoding="utf-8").read(), path).items()) if os.path.isfile(sub(yaml)) else []
+    sets = [(k, v) for k, v in named if os.path.isdir(v[1])]
+    for k, (_, labels) in named:
+        if not os.path.isdir(labels):
+            if split == k:
+                raise ValueError(f"{path}: {yaml}'s {k} set: no labels at {labels}")
+            if split is None:
+                defects.add(sub(yaml), f"its {k} set has no labels at {labels}: skipped")
+    names_file = next((sub(n) for n in (yaml, "classes.txt") if os.path.isfile(sub(n))), None)
     yolo = bool(sets) or os.path.isdir(sub("labels"))
     if split is not None and not (yolo and names_file):
         raise ValueError(f"{path}: a split picks one set of a YOLO folder (labels/<split>/ with classes.txt, or a "
@@ -377,7 +384,7 @@ def read_dataset(path: str, defects=None, split: str | None = None) -> list[Samp
         tag = os.path.basename(path.rstrip("/"))
         if sets:
             if split is not None and split not in dict(sets):
-                raise ValueError(f"{path}: data.yaml names no set '{split}'; its sets: {', '.join(k for k, _ in sets)}")
+                raise ValueError(f"{path}: {yaml} names no set '{split}'; its sets: {', '.join(k for k, _ in sets)}")
             dirs = [(f"{tag}/{k}", images, labels) for k, (images, labels) in sets if split is None or k == split]
         else:
             splits = [d for d in sorted(os.listdir(sub("labels"))) if os.path.isdir(sub("labels", d))]
@@ -405,25 +412,29 @@ def read_dataset(path: str, defects=None, split: str | None = None) -> list[Samp
     raise ValueError(f"{path}: found no VOC XML, YOLO labels/ or COCO JSON annotations")
 
 
-def shared_images(train: list[Sample], val: list[Sample]) -> list[str]:
-    """Validation images that are also training images: the same file, or the same bytes under
-    another name (a copy). Scoring a model on what it trained on says nothing about new smears.
-    Only files of equal size are read and hashed."""
+def shared_images(train: list[Sample], val: list[Sample]) -> list[tuple[str, str]]:
+    """(validation image, training image) pairs that are one image: the same file, or the same
+    bytes under another name (a copy). Scoring a model on what it trained on says nothing about
+    new smears. Only files of equal size are read and hashed."""
     def digest(path):
         with open(path, "rb") as f:
             return hashlib.sha1(f.read()).hexdigest()
     by_size = {}
     for s in train:
         by_size.setdefault(os.path.getsize(s.image), set()).add(s.image)
-    hashed = {}  # size -> the training files' digests, computed once per size
+    hashed = {}  # size -> {digest: training file}, computed once per size
     out = []
     for s in val:
         size = os.path.getsize(s.image)
         same = by_size.get(size)
         if not same:
             continue
-        if s.image in same or digest(s.image) in hashed.setdefault(size, {digest(t) for t in same}):
-            out.append(s.image)
+        if s.image in same:
+            out.append((s.image, s.image))
+            continue
+        twin = hashed.setdefault(size, {digest(t): t for t in same}).get(digest(s.image))
+        if twin:
+            out.append((s.image, twin))
     return out
 
 

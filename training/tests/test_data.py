@@ -84,7 +84,8 @@ def test_a_yolo_split_is_read_alone_and_copies_across_sets_are_found(tmp_path):
     shutil.copy(os.path.join(SAMPLES, "BloodImage_00011.jpg"), tmp_path / "images" / "val" / "copy.jpg")
     (tmp_path / "labels" / "val" / "copy.txt").write_text("1 0.5 0.5 0.1 0.1\n")
     val = read_dataset(str(tmp_path), split="val")
-    assert [os.path.basename(p) for p in shared_images(train, val)] == ["copy.jpg"]
+    assert [tuple(os.path.basename(p) for p in pair) for pair in shared_images(train, val)] == \
+        [("copy.jpg", "BloodImage_00011.jpg")]
     assert len(shared_images(train, read_dataset(str(tmp_path)))) == 3  # both training images and the copy
     # a folder that also holds VOC files is read as YOLO, as `hemocount evaluate` reads it, and a split is honoured
     (tmp_path / "annotations").mkdir()
@@ -111,6 +112,13 @@ def test_a_roboflow_export_is_read_through_its_data_yaml(tmp_path):
     assert len(read_dataset(str(tmp_path))) == 3
     with pytest.raises(ValueError, match="data.yaml names no set 'test'; its sets: train, val"):
         read_dataset(str(tmp_path), split="test")
+    # any yaml name; a set whose labels are not where the yaml says is named, not skipped silently
+    (tmp_path / "blood.yaml").write_text("train: ../train/images\nval: ../validation/images\nnames: [WBC, RBC, Platelets]\n")
+    with pytest.raises(ValueError, match="blood.yaml's val set: no labels at .*validation/labels"):
+        read_dataset(str(tmp_path / "blood.yaml"), split="val")
+    d = Defects()
+    assert len(read_dataset(str(tmp_path / "blood.yaml"), d)) == 2
+    assert "its val set has no labels" in d.summary()
 
 
 def test_images_missing_a_dense_class_are_ignored_for_that_class():

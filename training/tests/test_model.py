@@ -361,6 +361,12 @@ def test_train_refuses_validation_images_it_trains_on(tmp_path):
     r = run("--resume", "--epochs", "2")
     assert r.returncode == 0, r.stderr
     assert "warning: 1 of the 2 validation images are training images too" in r.stderr
+    # more training images than the run began with: it goes on, and says so
+    shutil.copy(data / "images" / "val" / "BloodImage_00017.jpg", data / "images" / "train" / "more.jpg")
+    shutil.copy(data / "labels" / "val" / "BloodImage_00017.txt", data / "labels" / "train" / "more.txt")
+    r = run("--resume", "--epochs", "3")
+    assert r.returncode == 0, r.stderr
+    assert "warning: the training data has changed since the run began: 3 training images, 2 then" in r.stderr
 
 
 def test_patience_scores_each_epoch_with_hemocounts_evaluation_and_stops(tmp_path):
