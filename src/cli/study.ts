@@ -73,6 +73,9 @@ async function run(model: Model, a: StudyArgs): Promise<EvalImage[]> {
   return got.images;
 }
 
+/** The data as reports and a calibrated model's metadata name it: the path, and the YOLO set when one was picked. */
+const dataLabel = (a: { data?: string; split?: string }) => `${a.data}${a.split ? ` (set ${a.split})` : ''}`;
+
 /** The paper's Tables 4-10 layout for one class, best row marked. */
 export function classTable(cls: CellClass, rows: ClassRow[], best: ClassRow): string {
   return (
@@ -96,7 +99,7 @@ export async function runEvaluate(a: StudyArgs): Promise<number> {
   const guard = await guarded(a, [a.json]);
   const model = await Model.load(a.model, { threads: a.threads });
   const images = await run(model, a);
-  const rep = buildReport(model, a.data!, images, a.iou, a.criterion);
+  const rep = buildReport(model, dataLabel(a), images, a.iou, a.criterion);
   const parts = subsetReports(model, a, images);
   for (const [name, r] of Object.entries(parts)) {
     say(a, c.bold(`Subset '${name}'`));
@@ -111,7 +114,7 @@ export async function runEvaluate(a: StudyArgs): Promise<number> {
 
 /** One report per subset of the evaluation set (full fields and close-ups are different tasks). */
 function subsetReports(model: Model, a: StudyArgs, images: EvalImage[]): Record<string, Report> {
-  return Object.fromEntries([...subsets(images)].map(([name, ims]) => [name, buildReport(model, `${a.data}#${name}`, ims, a.iou, a.criterion)]));
+  return Object.fromEntries([...subsets(images)].map(([name, ims]) => [name, buildReport(model, `${dataLabel(a)}#${name}`, ims, a.iou, a.criterion)]));
 }
 
 export function summaryTable(rep: Report): string {
@@ -145,7 +148,7 @@ export async function runCalibrate(a: StudyArgs & { out?: string; minCells?: num
   // thresholds from a handful of cells are noise: refused, and warned about below 50
   const meta = await calibrateToFile(model, images, {
     out: a.out,
-    data: a.subset ? `${a.data}#${a.subset}` : a.data!,
+    data: a.subset ? `${dataLabel(a)}#${a.subset}` : dataLabel(a),
     criterion: a.criterion,
     iou: a.iou,
     minCells: a.minCells,
@@ -175,7 +178,7 @@ export async function runCalibrate(a: StudyArgs & { out?: string; minCells?: num
         ),
     );
   }
-  log(`wrote ${a.out} (criterion ${a.criterion}, ${images.length} images of ${a.data})`);
+  log(`wrote ${a.out} (criterion ${a.criterion}, ${images.length} images of ${dataLabel(a)})`);
   await output(a, meta, guard);
   return 0;
 }
@@ -274,7 +277,7 @@ export async function runReport(a: StudyArgs & { out?: string; log?: string }): 
   const guard = await guarded(a, [`${out}.html`, `${out}.md`, a.json]);
   const model = await Model.load(a.model, { threads: a.threads });
   const images = await run(model, a);
-  const rep = buildReport(model, a.data!, images, a.iou, a.criterion);
+  const rep = buildReport(model, dataLabel(a), images, a.iou, a.criterion);
   const parts = subsetReports(model, a, images);
   const logText = a.log ? await readFile(a.log, 'utf8') : undefined;
   const figs = reportFigures(rep, images, logText);
