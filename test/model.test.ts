@@ -252,6 +252,33 @@ test('scale auto measures a large image at low magnification on a central region
   await onnx.release();
 });
 
+test('scale auto finds cells far below the training size (a field at 0.2x), and a blank image costs one pass', async () => {
+  const file = join(SAMPLES, 'BloodImage_00011.jpg');
+  const ref = await model.count(file, { scale: 1 });
+  const { data, info } = await sharp(file).resize(128, 96).raw().toBuffer({ resolveWithObject: true });
+  const tiny = { data: new Uint8Array(data), width: info.width, height: info.height, channels: 3 as const };
+  assert.ok((await model.count(tiny, { scale: 1 })).counts.RBC <= 2, 'at 1x the 19 px cells are missed');
+  const auto = await model.count(tiny);
+  assert.equal(auto.scale, 4);
+  assert.ok(Math.abs(auto.counts.RBC - ref.counts.RBC) <= 0.2 * ref.counts.RBC, `RBC ${auto.counts.RBC} against ${ref.counts.RBC}`);
+  assert.equal(auto.counts.WBC, ref.counts.WBC);
+  const onnx = await openOnnx(MODEL);
+  let runs = 0;
+  const blank = { data: new Uint8Array(640 * 480 * 3).fill(235), width: 640, height: 480, channels: 3 };
+  const src = { width: 640, height: 480, read: async (l: number, t: number, w: number, h: number) => crop(blank, l, t, w, h) };
+  const det = await detect(
+    (x, h, w) => {
+      runs++;
+      return onnx.run(x, h, w);
+    },
+    onnx.metadata,
+    src,
+    {},
+  );
+  assert.deepEqual([det.scale, runs], [1, 1]);
+  await onnx.release();
+});
+
 test('test-time augmentation (flips) finds the same cells, in the same place', async () => {
   const file = join(SAMPLES, 'BloodImage_00011.jpg');
   const plain = await model.count(file, { scale: 1 });

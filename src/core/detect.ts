@@ -309,6 +309,19 @@ export async function detect(run: Runner, meta: ModelMetadata, src: PixelSource,
   const miss = (e: number | null) => (e === null ? Number.POSITIVE_INFINITY : Math.abs(Math.log(e / scaleModel(meta).reference_px)));
   let best = { f, last, region, miss: miss(first.estimate.cellPx) };
   let [fPrev, ePrev] = [1, first.estimate.cellPx];
+  // Too few cells to measure, yet something cell-like is there: cells far below the training
+  // size look like that (a field at 0.2x, cells of 19 px, counted 1 red cell of 25 at 1x); one
+  // look at the largest factor decides. A blank image has nothing above 0.3 and pays nothing.
+  if (first.estimate.basis === 'none' && last.candidates.filter((c) => c.score >= 0.3).length >= 3) {
+    const top = 4;
+    const r = regionAt(top);
+    const pass = await passAt(run, meta, r, top, false, floor);
+    const e = estimateScale(meta, pass.candidates, top).estimate.cellPx;
+    if (e !== null) {
+      best = { f: top, last: pass, region: r, miss: miss(e) };
+      [fPrev, ePrev, step] = [top, e, toReference(meta, e)];
+    }
+  }
   for (let i = 0; i < 4 && Math.abs(Math.log(step)) > Math.log(1.08); i++) {
     const next = Math.round(Math.min(4, Math.max(0.25, fPrev * step)) * 1000) / 1000;
     if (next === fPrev) break; // held at the factor's limit: the same pass again would change nothing
