@@ -378,7 +378,8 @@ export async function loadTruth(path: string, format?: 'voc' | 'yolo' | 'coco', 
   const missing = named.filter(([, s]) => !existsSync(s.labels));
   const sets = named.filter(([, s]) => existsSync(s.labels));
   const gone = ([k, s]: (typeof named)[number]) => `${yamlName}'s ${k} set: no labels at ${s.labels}`;
-  if (split !== undefined && missing.some(([k]) => k === split)) throw new Error(`${path}: ${gone(missing.find(([k]) => k === split)!)}`);
+  const wanted = split === undefined ? undefined : missing.find(([k]) => k === split);
+  if (wanted) throw new Error(`${path}: ${gone(wanted)}`);
   if (format === 'yolo' || (!format && (names.includes('labels') || sets.length) && yoloNames)) {
     if (!yoloNames) throw new Error(`${path}: YOLO labels need classes.txt or data.yaml for the class names`);
     const classes = parseClassNames(await readFile(sub(yoloNames), 'utf8'), yoloNames);

@@ -295,10 +295,9 @@ export async function detect(run: Runner, meta: ModelMetadata, src: PixelSource,
     const [l0, t0] = [Math.floor((width - pw) / 2), Math.floor((height - ph) / 2)];
     return { width: pw, height: ph, read: (l, t, w, h) => src.read(l + l0, t + t0, w, h) };
   };
-  let f = 1;
-  let region = regionAt(1);
-  let last = await passAt(run, meta, region, 1, false, floor);
-  const first = estimateScale(meta, last.candidates, 1);
+  const region1 = regionAt(1);
+  const pass1 = await passAt(run, meta, region1, 1, false, floor);
+  const first = estimateScale(meta, pass1.candidates, 1);
   let step = first.factor;
   // once off the native scale, refine until the measured cells are near the reference: the
   // first step assumes the model's typical response, later ones measure this image's own from
@@ -307,34 +306,33 @@ export async function detect(run: Runner, meta: ModelMetadata, src: PixelSource,
   // A noisy measurement can send a step the wrong way: the pass whose cells measured nearest
   // the reference is the one kept.
   const miss = (e: number | null) => (e === null ? Number.POSITIVE_INFINITY : Math.abs(Math.log(e / scaleModel(meta).reference_px)));
-  let best = { f, last, region, miss: miss(first.estimate.cellPx) };
+  let best = { f: 1, last: pass1, region: region1, miss: miss(first.estimate.cellPx) };
+  /** One measuring pass at factor `at`: the cells' measured size (null: too few cells). */
+  const measure = async (at: number) => {
+    const region = regionAt(at);
+    const pass = await passAt(run, meta, region, at, false, floor);
+    const e = estimateScale(meta, pass.candidates, at).estimate.cellPx;
+    if (miss(e) < best.miss) best = { f: at, last: pass, region, miss: miss(e) };
+    return e;
+  };
   let [fPrev, ePrev] = [1, first.estimate.cellPx];
   // Too few cells to measure, yet something cell-like is there: cells far below the training
   // size look like that (a field at 0.2x, cells of 19 px, counted 1 red cell of 25 at 1x); one
   // look at the largest factor decides. A blank image has nothing above 0.3 and pays nothing.
-  if (first.estimate.basis === 'none' && last.candidates.filter((c) => c.score >= 0.3).length >= 3) {
-    const top = 4;
-    const r = regionAt(top);
-    const pass = await passAt(run, meta, r, top, false, floor);
-    const e = estimateScale(meta, pass.candidates, top).estimate.cellPx;
-    if (e !== null) {
-      best = { f: top, last: pass, region: r, miss: miss(e) };
-      [fPrev, ePrev, step] = [top, e, toReference(meta, e)];
-    }
+  if (first.estimate.basis === 'none' && pass1.candidates.filter((c) => c.score >= 0.3).length >= 3) {
+    const e = await measure(4);
+    if (e !== null) [fPrev, ePrev, step] = [4, e, toReference(meta, e)];
   }
   for (let i = 0; i < 4 && Math.abs(Math.log(step)) > Math.log(1.08); i++) {
     const next = Math.round(Math.min(4, Math.max(0.25, fPrev * step)) * 1000) / 1000;
     if (next === fPrev) break; // held at the factor's limit: the same pass again would change nothing
-    region = regionAt(next);
-    const pass = await passAt(run, meta, region, next, false, floor);
-    const e = estimateScale(meta, pass.candidates, next).estimate.cellPx;
+    const e = await measure(next);
     if (e === null) break;
-    if (miss(e) < best.miss) best = { f: next, last: pass, region, miss: miss(e) };
     const response = ePrev !== null && Math.abs(Math.log(next / fPrev)) > 0.02 ? Math.log(e / ePrev) / Math.log(next / fPrev) : Number.NaN;
     step = toReference(meta, e, Number.isFinite(response) ? Math.min(1.25, Math.max(0.4, response)) : undefined);
     [fPrev, ePrev] = [next, e];
   }
-  ({ f, last, region } = best);
+  const { f, last, region } = best;
   if (region === src && !tta) return { width, height, ...last, scale: f, estimate: first.estimate };
   return { width, height, ...(await passAt(run, meta, src, f, tta, floor, opts.tiling)), scale: f, estimate: first.estimate };
 }
