@@ -13,7 +13,8 @@ Run from the repository root on the device (the datasets travel as the ignored f
      turns them back into checkpoints here.
 With SEEDS=1,2,3 in the environment it trains one run per seed at the same time, the cores'
 workers shared between them (the GPU waits on the data, so the runs share its rate), and
-brings back each run's last two epochs: the seeds' spread, and their weights to average.
+brings back each run's last two epochs (KEEP_EPOCHS=1: the last, for wider networks) and
+one train_logs.jsonl whose records name their run: the seeds' spread, and weights to average.
 Nothing in hemocount depends on it; a CPU run of the same recipe gives the same kind of model."""
 import json
 import os
@@ -79,7 +80,7 @@ print("images/s (batch %d): %s" % (batch, json.dumps({k: round(v, 1) for k, v in
 seeds = [x for x in os.environ.get("SEEDS", "").split(",") if x]
 runs = max(1, len(seeds))
 left = budget - (time.time() - T0) - 40  # start-up, validation and packing
-epochs = max(1, int(0.65 * left / (per_epoch * runs / ips + 2.0)))
+epochs = int(arg("--epochs", 0)) or max(1, int(0.65 * left / (per_epoch * runs / ips + 2.0)))
 print(f"{per_epoch} images per epoch: {epochs} epochs x {runs} run(s) in {left:.0f} s", flush=True)
 
 
@@ -108,7 +109,8 @@ for name in names:
     run = os.path.join(work, name)
     done = sorted(f for f in (os.listdir(run) if os.path.isdir(run) else []) if f.startswith("epoch_") and f.endswith(".pt"))
     print(f"{name}: train exited {rc[names.index(name)]}; {len(done)} epochs saved", flush=True)
-    keep = done[-8:] if runs == 1 else done[-2:]
+    # what a device call returns is at most 8 files of 16 MiB: a wider network's two epochs fill one
+    keep = done[-8:] if runs == 1 else done[-int(os.environ.get("KEEP_EPOCHS", 2)):]
     for k in range(0, len(keep), 2):
         arrays = {}
         for f in keep[k:k + 2]:
@@ -120,8 +122,12 @@ for name in names:
         tag = f"{k // 2 + 1}" if runs == 1 else name
         np.savez(os.path.join(out, f"weights-{tag}.npz"), **arrays)
     if os.path.exists(os.path.join(run, "train_log.jsonl")):
-        log_name = "train_log.jsonl" if runs == 1 else f"train_log-{name}.jsonl"
-        os.replace(os.path.join(run, "train_log.jsonl"), os.path.join(out, log_name))
+        if runs == 1:
+            os.replace(os.path.join(run, "train_log.jsonl"), os.path.join(out, "train_log.jsonl"))
+        else:  # one file for all runs, each record naming its run (the call returns few files)
+            with open(os.path.join(out, "train_logs.jsonl"), "a") as f:
+                for line in open(os.path.join(run, "train_log.jsonl")):
+                    f.write(json.dumps({"run": name, **json.loads(line)}) + "\n")
 gpu = torch.cuda.get_device_name(0) if device == "cuda" else "cpu"
 json.dump({"images_per_s": probe, "batch": batch, "epochs": epochs, "amp": amp, "commands": cmds,
            "device": gpu, "cores": cores, "torch": torch.__version__}, open(os.path.join(out, "probe.json"), "w"))
