@@ -2,16 +2,19 @@
  * This build against another build of hemocount, in one run: `hemocount count` with both
  * CLIs on the same CBC smears, configuration by configuration and alternating between the
  * two (this shared 2-core machine's speed drifts by 20 % over an hour, so only ratios taken
- * side by side mean anything), best of 3. Wall time of the whole command, start included.
+ * side by side mean anything), best of 3. Wall time of the whole command, start included;
+ * the large smear is bench/large.js's.
  * Usage: node dist/bench/against.js --base DIR [--n 100] [--out docs/against.json]
  *   DIR: a built checkout of the other version, e.g.
  *   git worktree add /tmp/base <commit> && (cd /tmp/base && ln -s "$PWD/node_modules" . && npx tsc -p tsconfig.json)
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { CLI, ROOT, SAMPLES } from '../test/helpers.js';
+import { makeLargeSmear } from './large.js';
 import { machine, smearFolder, timeCount } from './smears.js';
 
 const { values: a } = parseArgs({ options: { base: { type: 'string' }, n: { type: 'string', default: '100' }, out: { type: 'string' } } });
@@ -20,6 +23,7 @@ const baseCli = join(resolve(a.base), 'bin', 'hemocount.js');
 if (!existsSync(join(resolve(a.base), 'dist', 'src', 'cli', 'main.js'))) throw new Error(`${a.base}: not built (run npx tsc -p tsconfig.json there)`);
 const n = Number(a.n);
 const { dir, images } = smearFolder(n, 'hemocount-bench-against-');
+const large = await makeLargeSmear(12000, 9000, join(tmpdir(), 'hemocount-large-12000x9000.jpg'));
 const git = (cwd: string) => spawnSync('git', ['rev-parse', '--short', 'HEAD'], { cwd, encoding: 'utf8' }).stdout.trim();
 
 const configs: Record<string, { args: string[]; images: number }> = {
@@ -28,6 +32,7 @@ const configs: Record<string, { args: string[]; images: number }> = {
   'int8, no pictures, --jobs 1': { args: [images, '--model', 'int8', '--jobs', '1'], images: n },
   'fp32, no pictures, --jobs 2': { args: [images, '--model', 'fp32', '--jobs', '2'], images: n },
   'int8, --out PNG, --jobs 2': { args: [images, '--model', 'int8', '--jobs', '2', '--out', join(dir, 'out')], images: n },
+  'int8, one 12000 x 9000 smear': { args: [large, '--model', 'int8'], images: 1 },
 };
 const results: Record<string, unknown> = {};
 for (const [name, c] of Object.entries(configs)) {

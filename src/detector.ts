@@ -11,7 +11,7 @@ import type { ImageResult } from './core/formats.js';
 import { checkDetectOptions, type DetectOptions, shown, type Detected as CoreDetected, detect, type ScaleEstimate } from './core/detect.js';
 import { crop, megapixels, WHOLE_IMAGE_PIXELS } from './core/pipeline.js';
 import { CLASSES, type ModelMetadata, type PerClass, perClass, type Thresholds } from './core/types.js';
-import { decodeRgb, type ImageInput, probe, type RawImage, readRegion } from './adapters/image.js';
+import { decodeRgb, type ImageInput, isRaw, probe, type RawImage, regions } from './adapters/image.js';
 import { type OnnxModel, openOnnx } from './adapters/onnx.js';
 
 export { WHOLE_IMAGE_PIXELS, TILE_SIZE, TILE_OVERLAP } from './core/pipeline.js';
@@ -113,15 +113,20 @@ export class Model {
         `${typeof input === 'string' ? input : 'image'}: ${width} x ${height} is ${megapixels(width * height)} megapixels, above the limit of ${megapixels(opts.maxPixels)} (maxPixels; --max-megapixels on the command line)`,
       );
     }
-    // small images are decoded once; large ones are read region by region (bounded memory)
+    // small images are decoded into memory; large ones are read region by region (bounded memory)
     let whole: RawImage | null = null;
+    const large = width * height > WHOLE_IMAGE_PIXELS && !isRaw(input) ? regions(input, width, height) : null;
     const read = async (l: number, t: number, w: number, h: number) => {
-      if (width * height > WHOLE_IMAGE_PIXELS) return readRegion(input, l, t, w, h);
+      if (large) return large.read(l, t, w, h);
       whole ??= await decodeRgb(input);
       return l === 0 && t === 0 && w === whole.width && h === whole.height ? whole : crop(whole, l, t, w, h);
     };
-    const det = await detect(this.onnx.run.bind(this.onnx), this.metadata, { width, height, read }, opts);
-    return { ...det, ms: performance.now() - t0, ...(opts.keepPixels && whole ? { pixels: whole } : {}) };
+    try {
+      const det = await detect(this.onnx.run.bind(this.onnx), this.metadata, { width, height, read }, opts);
+      return { ...det, ms: performance.now() - t0, ...(opts.keepPixels && whole ? { pixels: whole } : {}) };
+    } finally {
+      await large?.close();
+    }
   }
 
   /** Detect, apply per-class thresholds and the review band, count. */

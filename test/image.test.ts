@@ -1,10 +1,10 @@
 /** Decoding through sharp: orientation, grey / 16-bit / alpha inputs, bad files, the annotated picture. */
 import assert from 'node:assert/strict';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import sharp from 'sharp';
-import { decodeRgb, drawAnnotated, probe, sniffImageType } from '../src/adapters/image.js';
+import { decodeRgb, drawAnnotated, probe, readRegion, regions, sniffImageType } from '../src/adapters/image.js';
 import { annotationLayout, legendLayout } from '../src/core/raster.js';
 import type { Detection, ModelMetadata } from '../src/core/types.js';
 import { loadModel } from '../src/index.js';
@@ -24,6 +24,57 @@ test('EXIF orientation is applied: a portrait-tagged JPEG is read upright', asyn
   let diff = 0;
   for (let i = 0; i < a.data.length; i += 997) diff += Math.abs(a.data[i]! - b.data[i]!);
   assert.ok(diff / (a.data.length / 997) < 12, 'same picture after orientation');
+});
+
+test('a huge image is decoded once: its regions are the pixels a region decode gives, and no copy stays on disk', async () => {
+  const dir = tmp();
+  const tagged = join(dir, 'tagged.jpg'); // the regions must be upright and flattened as every read is
+  await sharp(SAMPLE).rotate(270).withMetadata({ orientation: 6 }).jpeg().toFile(tagged);
+  const alpha = join(dir, 'alpha.png');
+  await sharp(SAMPLE).ensureAlpha(0.5).png().toFile(alpha);
+  const boxes = [
+    [0, 0, 640, 480],
+    [0, 100, 640, 120], // a strip
+    [123, 45, 200, 150], // inside
+    [600, 440, 40, 40], // the corner
+  ] as const;
+  const saved = process.env.TMPDIR;
+  try {
+    for (const [folder, file] of [
+      ['scratch', tagged],
+      ['scratch', alpha],
+      ['missing', tagged], // no room for the copy: each region decoded as before
+    ] as const) {
+      const scratch = join(dir, `${folder}-${file.endsWith('png') ? 'png' : 'jpg'}`);
+      if (folder === 'scratch') mkdirSync(scratch);
+      process.env.TMPDIR = scratch;
+      const r = regions(file, 640, 480);
+      for (const b of boxes) {
+        const [l, t, w, h] = b;
+        const [got, want] = [await r.read(l, t, w, h), await readRegion(file, l, t, w, h)];
+        assert.deepEqual([got.width, got.height, got.channels], [want.width, want.height, 3]);
+        assert.ok(Buffer.from(got.data).equals(Buffer.from(want.data)), `${file} ${b}`);
+        if (folder !== 'scratch') continue;
+        assert.deepEqual(readdirSync(scratch), [], 'the copy is unlinked once open');
+        // ... and read through its open handle (Linux names such a file "(deleted)")
+        const open = readdirSync('/proc/self/fd').map((fd) => {
+          try {
+            return readlinkSync(`/proc/self/fd/${fd}`);
+          } catch {
+            return '';
+          }
+        });
+        assert.ok(
+          open.some((p) => p.startsWith(scratch) && p.endsWith('(deleted)')),
+          'the regions come from the decoded copy',
+        );
+      }
+      await r.close();
+    }
+  } finally {
+    if (saved === undefined) delete process.env.TMPDIR;
+    else process.env.TMPDIR = saved;
+  }
 });
 
 test('grey, 16-bit and alpha images become 8-bit RGB and are counted', async () => {

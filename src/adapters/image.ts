@@ -3,7 +3,9 @@
  * region reads for tiling, tensors for the network, and the annotated picture.
  */
 import { constants } from 'node:fs';
-import { access, stat } from 'node:fs/promises';
+import { access, type FileHandle, mkdtemp, open, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import sharp from 'sharp';
 import { crop } from '../core/pipeline.js';
 import { ATLAS_COUNT, ATLAS_FIRST, annotationLayout, atlasCell, drawAnnotations, type GlyphAtlas, type LegendLayout, legendLayout } from '../core/raster.js';
@@ -125,6 +127,72 @@ export async function readRegion(input: ImageInput, left: number, top: number, w
   } catch (e) {
     throw new Error(`${nameOf(input)}: ${describe(e)}`);
   }
+}
+
+export interface Regions {
+  read(left: number, top: number, width: number, height: number): Promise<RawImage>;
+  /** Gives back the decoded copy (the file handle); reads after it decode again. */
+  close(): Promise<void>;
+}
+
+/** libvips' own uncompressed format: a 64-byte header (little-endian words), then the pixels. */
+const VIPS_HEADER = 64;
+
+/**
+ * Regions of a huge image, decoded once. A region read from a JPEG decodes it from the top
+ * down to the region, so a tiled smear cost three to four whole decodes; here the first read
+ * decodes the image once into an uncompressed libvips file in the temporary folder, unlinked
+ * as soon as it is open (nothing is left behind, even if the process dies), and every region
+ * is then a file read. Where the temporary folder cannot hold it, each region is decoded as
+ * before; a damaged image fails there with its usual message.
+ */
+export function regions(input: string | Uint8Array, width: number, height: number): Regions {
+  let file: Promise<FileHandle | null> | null = null;
+  const decodeOnce = async (): Promise<FileHandle | null> => {
+    let dir: string | null = null;
+    try {
+      dir = await mkdtemp(join(tmpdir(), 'hemocount-'));
+      const path = join(dir, 'pixels.v');
+      await pipeline(input, true).removeAlpha().toFile(path);
+      const fh = await open(path, 'r');
+      const head = Buffer.alloc(VIPS_HEADER);
+      await fh.read(head, 0, VIPS_HEADER, 0);
+      // 3 bands of unsigned bytes, uncoded, the size the header probe gave
+      const ok =
+        head.readUInt32BE(0) === 0xb6a6f208 &&
+        head.readInt32LE(4) === width &&
+        head.readInt32LE(8) === height &&
+        head.readInt32LE(12) === 3 &&
+        head.readInt32LE(20) === 0 &&
+        head.readInt32LE(24) === 0;
+      if (ok) return fh;
+      await fh.close();
+      return null;
+    } catch {
+      return null;
+    } finally {
+      if (dir) await rm(dir, { recursive: true, force: true });
+    }
+  };
+  return {
+    async read(left, top, w, h) {
+      const fh = await (file ??= decodeOnce());
+      if (!fh) return readRegion(input, left, top, w, h);
+      const data = new Uint8Array(w * h * 3);
+      const rows = w === width ? [[0, h]] : Array.from({ length: h }, (_, y) => [y, 1]);
+      for (const [y, n] of rows as [number, number][]) {
+        const at = VIPS_HEADER + ((top + y) * width + left) * 3;
+        const { bytesRead } = await fh.read(data, y * w * 3, n * w * 3, at);
+        if (bytesRead !== n * w * 3) throw new Error(`${nameOf(input)}: the decoded copy ended early`);
+      }
+      return { data, width: w, height: h, channels: 3 };
+    },
+    async close() {
+      const fh = await file;
+      file = null;
+      await fh?.close();
+    },
+  };
 }
 
 export interface DrawOptions {

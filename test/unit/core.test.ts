@@ -3,6 +3,7 @@ import { test } from 'node:test';
 import { applyThresholds, parseThresholds } from '../../src/core/count.js';
 import { baseAnchors, classwiseNms, levelGrids, nms, topAbove } from '../../src/core/decode.js';
 import { estimateScale, flipPixels, mergePasses, parseScale, resizePixels } from '../../src/core/detect.js';
+import { toTensor } from '../../src/core/pipeline.js';
 import { mergeTiles, ownedByTile, planTiles } from '../../src/core/tiling.js';
 import type { Candidate, ModelMetadata } from '../../src/core/types.js';
 
@@ -269,4 +270,16 @@ test('topAbove orders as the comparator sort does: score descending, ties by ind
   big[7] = 0.9;
   big[100] = 0.95;
   assert.deepEqual(topAbove(big, 0, big.length, 0.05, 10), [100, 7, 2 ** 21 + 3]);
+});
+
+test('toTensor writes every element, padding included: a reused buffer gives the fresh result', () => {
+  const meta = { input: { scale: 1 / 255, mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225], pad_value: 0.5 } } as unknown as ModelMetadata;
+  const [w, h, ph, pw] = [5, 3, 8, 8];
+  const img = { data: Uint8Array.from({ length: w * h * 3 }, (_, i) => (i * 37) % 256), width: w, height: h, channels: 3 };
+  const fresh = toTensor(img, meta, ph, pw);
+  const dirty = new Float32Array(3 * ph * pw).fill(Number.NaN);
+  assert.deepEqual([...toTensor(img, meta, ph, pw, dirty)], [...fresh]);
+  assert.equal(fresh[w], 0.5); // right of the image
+  assert.equal(fresh[2 * ph * pw + h * pw], 0.5); // below it, last channel
+  assert.ok(Math.abs(fresh[0]! - (0 / 255 - 0.485) / 0.229) < 1e-6);
 });
