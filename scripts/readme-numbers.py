@@ -136,11 +136,11 @@ try:
     speed += f"""
 
 **Against an earlier build, side by side** (`node dist/bench/against.js --base DIR`: both CLIs on the
-same {ag['images']} CBC smears, alternating, best of 3; this build {ag['this']['commit']} against {ag['base']['commit']}), later in
-the day on the same machine: """ + "; ".join(
+same {ag['images']} CBC smears and the 12000 x 9000 smear, alternating, best of 3; this build {ag['this']['commit']} against
+{ag['base']['commit']}, {ag['machine']}): """ + "; ".join(
         f"{k} {v['baseSeconds']} s -> {v['thisSeconds']} s, **x{v['speedup']}**" for k, v in ag["results"].items()) + """.
-The figures above are from an earlier run; this shared machine ran about 30 % slower during this one,
-which is why only ratios within one run compare."""
+The figures above come from other runs; this shared machine's speed drifts by 20-30 % between
+runs, which is why only ratios within one run compare."""
 except FileNotFoundError:
     pass
 import subprocess  # noqa: E402  (the sample output is made after the tables above)
