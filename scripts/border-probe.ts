@@ -1,12 +1,13 @@
 /**
  * Probe for models/LIMITS.md: would red cells cut by the image border be counted better with
  * their own, lower threshold? Boxes touching the border (within 3 px) are kept from `border`
- * up, the rest from the model's threshold; F1 by the one matching in core/metrics.ts.
+ * up, the rest from the model's threshold; F1 by the one matching in core/metrics.ts. Then,
+ * for the border cells the model's threshold misses: is there a well-placed box below it?
  * Usage: node dist/scripts/border-probe.js [--model M] [--data training/splits/val.json] [--subset full-field]
  */
 import { parseArgs } from 'node:util';
 import { loadTruth } from '../src/adapters/files.js';
-import { classAt, type EvalImage } from '../src/core/metrics.js';
+import { classAt, type EvalImage, iou } from '../src/core/metrics.js';
 import type { Box } from '../src/core/types.js';
 import { collect } from '../src/evaluation.js';
 import { loadModel } from '../src/index.js';
@@ -33,3 +34,20 @@ for (const border of [inner, 0.4, 0.35, 0.3, 0.25, 0.2]) {
   const r = classAt(kept, 'RBC', 0);
   console.log(`border threshold ${border.toFixed(2)}: found ${r.tp}, missed ${r.fn}, false ${r.fp}, F1 ${(100 * (r.f1 ?? 0)).toFixed(1)}`);
 }
+
+// the expert's border cells missed at the model's threshold: a box below it, or none in place?
+const missed = { 'box at IoU >= 0.5 scoring 0.30 up': 0, 'box at IoU >= 0.5 scoring below 0.30': 0, 'no box at IoU >= 0.5': 0 };
+const shape: number[] = [];
+for (const im of images) {
+  const rbc = im.candidates.filter((c) => c.label === 'RBC');
+  for (const g of im.truth.filter((t) => t.label === 'RBC' && touches(t.box, im.width ?? Infinity, im.height ?? Infinity))) {
+    const placed = rbc.filter((c) => iou(c.box, g.box) >= 0.5);
+    if (placed.some((c) => c.score >= inner)) continue;
+    const best = Math.max(-1, ...placed.map((c) => c.score));
+    missed[best >= 0.3 ? 'box at IoU >= 0.5 scoring 0.30 up' : best >= 0 ? 'box at IoU >= 0.5 scoring below 0.30' : 'no box at IoU >= 0.5']++;
+    const [w, h] = [g.box[2] - g.box[0], g.box[3] - g.box[1]];
+    shape.push(Math.min(w, h) / Math.max(w, h));
+  }
+}
+shape.sort((x, y) => x - y);
+console.log(`border cells missed at ${inner}: ${JSON.stringify(missed)}; short/long side median ${shape[shape.length >> 1]?.toFixed(2) ?? '-'}`);
