@@ -3,6 +3,8 @@
  * their own, lower threshold? Boxes touching the border (within 3 px) are kept from `border`
  * up, the rest from the model's threshold; F1 by the one matching in core/metrics.ts. Then,
  * for the border cells the model's threshold misses: is there a well-placed box below it?
+ * With --boost-from SUBSET: border red cells' scores raised by 0-0.15, the red-cell threshold
+ * re-chosen for F1 on SUBSET's images, and this subset scored at it (the two calibrated together).
  * Usage: node dist/scripts/border-probe.js [--model M] [--data training/splits/val.json] [--subset full-field]
  */
 import { parseArgs } from 'node:util';
@@ -17,6 +19,7 @@ const { values: a } = parseArgs({
     model: { type: 'string', default: 'fp32' },
     data: { type: 'string', default: 'training/splits/val.json' },
     subset: { type: 'string', default: 'full-field' },
+    'boost-from': { type: 'string' },
   },
 });
 const model = await loadModel(a.model);
@@ -51,3 +54,27 @@ for (const im of images) {
 }
 shape.sort((x, y) => x - y);
 console.log(`border cells missed at ${inner}: ${JSON.stringify(missed)}; short/long side median ${shape[shape.length >> 1]?.toFixed(2) ?? '-'}`);
+
+const from = a['boost-from'];
+if (from) {
+  const all = await loadTruth(a.data!);
+  all.images = all.images.filter((t) => t.subset === from);
+  const calib = (await collect(model, all)).images;
+  const boost = (ims: EvalImage[], d: number) =>
+    ims.map((im) => ({
+      ...im,
+      candidates: im.candidates.map((c) =>
+        c.label === 'RBC' && touches(c.box, im.width ?? Infinity, im.height ?? Infinity) ? { ...c, score: Math.min(1, c.score + d) } : c,
+      ),
+    }));
+  const countAcc = (r: ReturnType<typeof classAt>) => (100 * Math.min(r.tp + r.fp, r.tp + r.fn)) / Math.max(1, r.tp + r.fp, r.tp + r.fn);
+  for (const d of [0, 0.05, 0.08, 0.1, 0.12, 0.15]) {
+    const c = boost(calib, d);
+    const ts = Array.from({ length: 41 }, (_, i) => Math.round((0.3 + i * 0.01) * 100) / 100);
+    const t = ts.reduce((b, x) => ((classAt(c, 'RBC', x).f1 ?? 0) > (classAt(c, 'RBC', b).f1 ?? 0) ? x : b), ts[0]!);
+    const [rc, rs] = [classAt(c, 'RBC', t), classAt(boost(images, d), 'RBC', t)];
+    console.log(
+      `boost ${d.toFixed(2)}: threshold ${t.toFixed(2)} (best F1 on ${from}: ${(100 * (rc.f1 ?? 0)).toFixed(2)}, count accuracy ${countAcc(rc).toFixed(1)} %); ${a.subset}: F1 ${(100 * (rs.f1 ?? 0)).toFixed(2)}, count accuracy ${countAcc(rs).toFixed(1)} %`,
+    );
+  }
+}
