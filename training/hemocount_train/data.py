@@ -10,6 +10,7 @@ import statistics
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
+import numpy as np
 from PIL import Image
 
 # the cell vocabulary shared with the TypeScript side (classes, aliases, colours, extensions)
@@ -412,10 +413,23 @@ def read_dataset(path: str, defects=None, split: str | None = None) -> list[Samp
     raise ValueError(f"{path}: found no VOC XML, YOLO labels/ or COCO JSON annotations")
 
 
+def _thumb(path: str):
+    """A 16 x 16 grey thumbnail (JPEG decoded at reduced scale): what one smear field looks
+    like whatever its encoding. Re-encoded copies of a field measured 0.1-0.4 (mean absolute
+    difference, 0-255) from it; distinct fields of the shared split at least 8.5 apart."""
+    with Image.open(path) as im:
+        im.draft("RGB", (64, 64))
+        return np.asarray(im.convert("L").resize((16, 16), Image.BILINEAR), dtype=np.float32)
+
+
+SAME_PIXELS = 2.0  # thumbnail distance under which two images are one field
+
+
 def shared_images(train: list[Sample], val: list[Sample]) -> list[tuple[str, str]]:
-    """(validation image, training image) pairs that are one image: the same file, or the same
-    bytes under another name (a copy). Scoring a model on what it trained on says nothing about
-    new smears. Only files of equal size are read and hashed."""
+    """(validation image, training image) pairs that are one image: the same file, the same
+    bytes under another name (a copy), or the same pixels in another encoding (a JPEG saved
+    again, or as PNG; same size, thumbnails within SAME_PIXELS). Scoring a model on what it
+    trained on says nothing about new smears."""
     def digest(path):
         with open(path, "rb") as f:
             return hashlib.sha1(f.read()).hexdigest()
@@ -423,19 +437,43 @@ def shared_images(train: list[Sample], val: list[Sample]) -> list[tuple[str, str
     for s in train:
         by_size.setdefault(os.path.getsize(s.image), set()).add(s.image)
     hashed = {}  # size -> {digest: training file}, computed once per size
-    out = []
+    out, rest = [], []
     for s in val:
         size = os.path.getsize(s.image)
         same = by_size.get(size)
-        if not same:
-            continue
-        if s.image in same:
+        if same and s.image in same:
             out.append((s.image, s.image))
             continue
-        twin = hashed.setdefault(size, {digest(t): t for t in same}).get(digest(s.image))
+        twin = hashed.setdefault(size, {digest(t): t for t in same}).get(digest(s.image)) if same else None
         if twin:
             out.append((s.image, twin))
-    return out
+        else:
+            rest.append(s.image)
+    # the same pixels in another file: compared only among images of one width and height
+
+    def dims(path):
+        with Image.open(path) as im:  # the header only
+            return im.size
+    wanted = {}
+    for p in rest:
+        wanted.setdefault(dims(p), []).append(p)
+    if wanted:
+        group = {}
+        for t in {s.image for s in train}:
+            d = dims(t)
+            if d in wanted:
+                group.setdefault(d, []).append(t)
+        for d, vs in wanted.items():
+            ts = sorted(group.get(d, []))
+            if not ts:
+                continue
+            tt = np.stack([_thumb(t) for t in ts])
+            for v in vs:
+                dist = np.abs(tt - _thumb(v)).mean(axis=(1, 2))
+                if dist.min() < SAME_PIXELS:
+                    out.append((v, ts[int(dist.argmin())]))
+    order = {s.image: i for i, s in enumerate(val)}
+    return sorted(out, key=lambda pair: order[pair[0]])
 
 
 def mark_unlabelled(samples: list[Sample], defects=None) -> None:

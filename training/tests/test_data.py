@@ -2,6 +2,7 @@ import os
 import shutil
 
 import pytest
+from PIL import Image
 from conftest import SAMPLES, SHARED
 from hemocount_train.data import (CLASSES, Defects, Sample, mark_unlabelled, normalise_class, read_class_names,
                                   read_dataset, read_voc, read_yolo, relabel, shared_images, shared_split)
@@ -87,6 +88,14 @@ def test_a_yolo_split_is_read_alone_and_copies_across_sets_are_found(tmp_path):
     assert [tuple(os.path.basename(p) for p in pair) for pair in shared_images(train, val)] == \
         [("copy.jpg", "BloodImage_00011.jpg")]
     assert len(shared_images(train, read_dataset(str(tmp_path)))) == 3  # both training images and the copy
+    # ... and so is the same smear saved again: another JPEG quality, or PNG
+    Image.open(os.path.join(SAMPLES, "BloodImage_00004.jpg")).save(tmp_path / "images" / "val" / "again.jpg", quality=70)
+    Image.open(os.path.join(SAMPLES, "BloodImage_00004.jpg")).save(tmp_path / "images" / "val" / "again2.png")
+    for name in ("again", "again2"):
+        (tmp_path / "labels" / "val" / f"{name}.txt").write_text("1 0.5 0.5 0.1 0.1\n")
+    val = read_dataset(str(tmp_path), split="val")
+    assert sorted(tuple(os.path.basename(p) for p in pair) for pair in shared_images(train, val)) == \
+        [("again.jpg", "BloodImage_00004.jpg"), ("again2.png", "BloodImage_00004.jpg"), ("copy.jpg", "BloodImage_00011.jpg")]
     # a folder that also holds VOC files is read as YOLO, as `hemocount evaluate` reads it, and a split is honoured
     (tmp_path / "annotations").mkdir()
     shutil.copy(os.path.join(SAMPLES, "truth", "BloodImage_00004.xml"), tmp_path / "annotations")
