@@ -1,6 +1,7 @@
 /** Decoding through sharp: orientation, grey / 16-bit / alpha inputs, bad files, the annotated picture. */
 import assert from 'node:assert/strict';
 import { mkdirSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
+import { statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import sharp from 'sharp';
@@ -26,6 +27,18 @@ test('EXIF orientation is applied: a portrait-tagged JPEG is read upright', asyn
   assert.ok(diff / (a.data.length / 997) < 12, 'same picture after orientation');
 });
 
+/** Files this process reads through an open handle after they were removed, under `folder`. */
+const openCopies = (folder: string) =>
+  readdirSync('/proc/self/fd')
+    .map((fd) => {
+      try {
+        return readlinkSync(`/proc/self/fd/${fd}`);
+      } catch {
+        return '';
+      }
+    })
+    .filter((p) => p.startsWith(folder) && p.endsWith('(deleted)')).length; // Linux's name for such a file
+
 test('a huge image is decoded once: its regions are the pixels a region decode gives, and no copy stays on disk', async () => {
   const dir = tmp();
   const tagged = join(dir, 'tagged.jpg'); // the regions must be upright and flattened as every read is
@@ -38,39 +51,48 @@ test('a huge image is decoded once: its regions are the pixels a region decode g
     [123, 45, 200, 150], // inside
     [600, 440, 40, 40], // the corner
   ] as const;
+  const same = async (r: ReturnType<typeof regions>, file: string) => {
+    for (const [l, t, w, h] of boxes) {
+      const [got, want] = [await r.read(l, t, w, h), await readRegion(file, l, t, w, h)];
+      assert.deepEqual([got.width, got.height, got.channels], [want.width, want.height, 3]);
+      assert.ok(Buffer.from(got.data).equals(Buffer.from(want.data)), `${file} ${[l, t, w, h]}`);
+    }
+  };
+  const scratch = join(dir, 'scratch');
+  mkdirSync(scratch);
+  // a RAM-backed temporary folder is not used for the copy (the copy would be memory)
+  const onDisk = (await statfs(scratch)).type !== 0x01021994;
+  // the leftover of a process killed while writing its copy is swept away; a live process's is not
+  const dead = join(scratch, 'hemocount-v999999999-x');
+  const live = join(scratch, `hemocount-v${process.ppid}-x`);
+  for (const d of [dead, live]) {
+    mkdirSync(d);
+    writeFileSync(join(d, 'pixels.v'), 'partial');
+  }
   const saved = process.env.TMPDIR;
   try {
-    for (const [folder, file] of [
-      ['scratch', tagged],
-      ['scratch', alpha],
-      ['missing', tagged], // no room for the copy: each region decoded as before
-    ] as const) {
-      const scratch = join(dir, `${folder}-${file.endsWith('png') ? 'png' : 'jpg'}`);
-      if (folder === 'scratch') mkdirSync(scratch);
-      process.env.TMPDIR = scratch;
+    process.env.TMPDIR = scratch;
+    for (const file of [tagged, alpha]) {
       const r = regions(file, 640, 480);
-      for (const b of boxes) {
-        const [l, t, w, h] = b;
-        const [got, want] = [await r.read(l, t, w, h), await readRegion(file, l, t, w, h)];
-        assert.deepEqual([got.width, got.height, got.channels], [want.width, want.height, 3]);
-        assert.ok(Buffer.from(got.data).equals(Buffer.from(want.data)), `${file} ${b}`);
-        if (folder !== 'scratch') continue;
-        assert.deepEqual(readdirSync(scratch), [], 'the copy is unlinked once open');
-        // ... and read through its open handle (Linux names such a file "(deleted)")
-        const open = readdirSync('/proc/self/fd').map((fd) => {
-          try {
-            return readlinkSync(`/proc/self/fd/${fd}`);
-          } catch {
-            return '';
-          }
-        });
-        assert.ok(
-          open.some((p) => p.startsWith(scratch) && p.endsWith('(deleted)')),
-          'the regions come from the decoded copy',
-        );
-      }
+      await same(r, file);
+      assert.equal(openCopies(scratch), onDisk ? 1 : 0, 'the regions come from the decoded copy');
+      assert.deepEqual(
+        readdirSync(scratch),
+        onDisk ? ['hemocount-v' + process.ppid + '-x'] : [dead, live].map((d) => d.split('/').pop()),
+        'the copy is unlinked once open',
+      );
+      // one copy at a time per thread: a second image in flight is decoded region by region
+      const other = regions(tagged, 640, 480);
+      await same(other, tagged);
+      assert.equal(openCopies(scratch), onDisk ? 1 : 0);
+      await other.close();
       await r.close();
+      assert.equal(openCopies(scratch), 0, 'closed');
     }
+    process.env.TMPDIR = join(dir, 'missing'); // no temporary folder: each region decoded as before
+    const r = regions(tagged, 640, 480);
+    await same(r, tagged);
+    await r.close();
   } finally {
     if (saved === undefined) delete process.env.TMPDIR;
     else process.env.TMPDIR = saved;

@@ -3,7 +3,7 @@
  * region reads for tiling, tensors for the network, and the annotated picture.
  */
 import { constants } from 'node:fs';
-import { access, type FileHandle, mkdtemp, open, rm, stat } from 'node:fs/promises';
+import { access, type FileHandle, mkdtemp, open, readdir, rm, stat, statfs } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
@@ -137,24 +137,50 @@ export interface Regions {
 
 /** libvips' own uncompressed format: a 64-byte header (little-endian words), then the pixels. */
 const VIPS_HEADER = 64;
+const TMPFS = 0x01021994;
+/** Copies this thread holds open: one at a time, so the temporary space is one image per worker. */
+let copies = 0;
+
+/** Leftovers of processes killed while they wrote a copy (nothing else removes them). */
+async function sweepStale(dir: string): Promise<void> {
+  for (const name of await readdir(dir).catch(() => [] as string[])) {
+    const pid = Number(/^hemocount-v(\d+)-/.exec(name)?.[1] ?? Number.NaN);
+    if (!Number.isInteger(pid) || pid === process.pid) continue;
+    try {
+      process.kill(pid, 0); // alive (or not ours to judge): left alone
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ESRCH') await rm(join(dir, name), { recursive: true, force: true }).catch(() => {});
+    }
+  }
+}
 
 /**
  * Regions of a huge image, decoded once. A region read from a JPEG decodes it from the top
  * down to the region, so a tiled smear cost three to four whole decodes; here the first read
- * decodes the image once into an uncompressed libvips file in the temporary folder, unlinked
- * as soon as it is open (nothing is left behind, even if the process dies), and every region
- * is then a file read. Where the temporary folder cannot hold it, each region is decoded as
- * before; a damaged image fails there with its usual message.
+ * decodes the image once into an uncompressed libvips file in the temporary folder (3 bytes a
+ * pixel), unlinked as soon as it is open, and every region is then a file read. Each region is
+ * decoded as before where the folder is RAM (tmpfs: the copy would be memory outside the
+ * process's own), lacks the room, fails, or this thread already holds a copy (images in flight
+ * would each hold one); a damaged image fails there with its usual message.
  */
 export function regions(input: string | Uint8Array, width: number, height: number): Regions {
   let file: Promise<FileHandle | null> | null = null;
+  let held = false;
   const decodeOnce = async (): Promise<FileHandle | null> => {
+    const root = tmpdir();
+    const fs = await statfs(root).catch(() => null);
+    const need = width * height * 3;
+    if (copies > 0 || !fs || fs.type === TMPFS || fs.bavail * fs.bsize < need + 512 * 2 ** 20) return null;
+    copies++;
+    held = true;
+    await sweepStale(root);
     let dir: string | null = null;
+    let fh: FileHandle | null = null;
     try {
-      dir = await mkdtemp(join(tmpdir(), 'hemocount-'));
+      dir = await mkdtemp(join(root, `hemocount-v${process.pid}-`));
       const path = join(dir, 'pixels.v');
       await pipeline(input, true).removeAlpha().toFile(path);
-      const fh = await open(path, 'r');
+      fh = await open(path, 'r');
       const head = Buffer.alloc(VIPS_HEADER);
       await fh.read(head, 0, VIPS_HEADER, 0);
       // 3 bands of unsigned bytes, uncoded, the size the header probe gave
@@ -165,14 +191,19 @@ export function regions(input: string | Uint8Array, width: number, height: numbe
         head.readInt32LE(12) === 3 &&
         head.readInt32LE(20) === 0 &&
         head.readInt32LE(24) === 0;
-      if (ok) return fh;
-      await fh.close();
-      return null;
+      if (!ok) throw new Error('unexpected copy');
     } catch {
-      return null;
-    } finally {
-      if (dir) await rm(dir, { recursive: true, force: true });
+      await fh?.close().catch(() => {});
+      fh = null;
     }
+    // the open handle keeps the data; a folder that cannot be removed (NFS) is no reason to fail
+    if (dir) await rm(dir, { recursive: true, force: true }).catch(() => {});
+    if (!fh) release();
+    return fh;
+  };
+  const release = () => {
+    if (held) copies--;
+    held = false;
   };
   return {
     async read(left, top, w, h) {
@@ -190,6 +221,7 @@ export function regions(input: string | Uint8Array, width: number, height: numbe
     async close() {
       const fh = await file;
       file = null;
+      release();
       await fh?.close();
     },
   };
