@@ -31,7 +31,7 @@ const best = (ims: EvalImage[], subset: string) => {
 };
 const subsets = [...new Set(runs[0]!.map((i) => i.subset ?? 'all'))];
 const show = (name: string, ims: EvalImage[]) => console.log(`${name}\n${subsets.map((s) => `  ${s}: ${best(ims, s)}`).join('\n')}`);
-files.forEach((f, i) => show(f, runs[i]!));
+for (const [i, f] of files.entries()) show(f, runs[i]!);
 const fused = runs[0]!.map((im, k) => ({
   ...im,
   candidates: mergePasses(

@@ -207,7 +207,8 @@ export function regions(input: string | Uint8Array, width: number, height: numbe
   };
   return {
     async read(left, top, w, h) {
-      const fh = await (file ??= decodeOnce());
+      file ??= decodeOnce();
+      const fh = await file;
       if (!fh) return readRegion(input, left, top, w, h);
       const data = new Uint8Array(w * h * 3);
       const rows = w === width ? [[0, h]] : Array.from({ length: h }, (_, y) => [y, 1]);

@@ -41,7 +41,13 @@ export type Runner = (input: Float32Array, height: number, width: number) => Pro
  * Pixels -> normalised, padded NCHW float tensor as the model metadata says, written into
  * `out` (of 3 x paddedH x paddedW floats; every element is written, padding included).
  */
-export function toTensor(img: Pixels, meta: ModelMetadata, paddedH: number, paddedW: number, out = new Float32Array(3 * paddedH * paddedW)): Float32Array<ArrayBuffer> {
+export function toTensor(
+  img: Pixels,
+  meta: ModelMetadata,
+  paddedH: number,
+  paddedW: number,
+  out = new Float32Array(3 * paddedH * paddedW),
+): Float32Array<ArrayBuffer> {
   const { scale, mean, std, pad_value: pad } = meta.input;
   const plane = paddedH * paddedW;
   const [m0, m1, m2] = mean;
