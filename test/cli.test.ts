@@ -597,7 +597,6 @@ test('evaluate --split val scores only labels/val of a YOLO set given by its dat
   assert.equal(r.status, 0, r.stderr);
   assert.equal(JSON.parse(r.stdout).evaluation.images, 1);
   assert.match(JSON.parse(r.stdout).data, /data\.yaml \(set val\)$/, 'the report names the set it scored');
-  assert.match(JSON.parse(r.stdout).data, /data\.yaml \(set val\)$/, 'the report names the set it scored');
   const all = run(['evaluate', '--data', dir, '--json', '-', '--quiet']);
   assert.equal(JSON.parse(all.stdout).evaluation.images, 3);
   const bad = run(['evaluate', '--data', join(dir, 'data.yaml'), '--split', 'test']);
