@@ -1,7 +1,9 @@
 /** The CLI end to end, as a user runs it, on the committed samples and model. */
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import { once } from 'node:events';
 import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import sharp from 'sharp';
@@ -670,4 +672,26 @@ test('--jobs 3 (worker threads) counts the same images in the same order as --jo
       .sort(),
   );
   assert.equal(Object.keys(ledger).length, 5);
+});
+
+test("Ctrl-C while workers write large images' decoded copies leaves none behind", async () => {
+  const dir = tmp();
+  const [scratch, set, made] = [join(dir, 'scratch'), join(dir, 'set'), join(dir, 'made')] as const;
+  for (const d of [scratch, set, made]) mkdirSync(d);
+  // above 2048 x 2048: each is decoded once into the temporary folder, by one of two workers
+  for (const n of ['a', 'b']) copyFileSync(await makeLargeSmear(2600, 2000, join(made, `${n}.jpg`)), join(set, `${n}.jpg`));
+  if ((await statfs(scratch)).type === 0x01021994) return; // a RAM-backed folder gets no copy to leave
+  const p = spawn(process.execPath, [CLI, 'count', set, '--jobs', '2', '--quiet', '--json', join(dir, 'r.json')], {
+    env: { ...process.env, TMPDIR: scratch },
+    stdio: 'ignore',
+  });
+  const exited = once(p, 'exit');
+  const writing = () => readdirSync(scratch).some((n) => n.startsWith('hemocount-v'));
+  const t0 = Date.now();
+  while (!writing() && p.exitCode === null && Date.now() - t0 < 60_000) await new Promise((r) => setTimeout(r, 5));
+  assert.ok(writing(), 'a decoded copy was being written');
+  p.kill('SIGINT');
+  const [code, signal] = await exited;
+  assert.equal(signal, 'SIGINT', `stopped as the signal stops it (exit ${code})`);
+  assert.deepEqual(readdirSync(scratch), [], 'no copy left');
 });

@@ -133,6 +133,9 @@ test('bad files give errors that name the file and the problem', async () => {
   const jpg = readFileSync(SAMPLE);
   writeFileSync(bad, jpg.subarray(0, 4000));
   await assert.rejects(decodeRgb(bad), /half\.jpg: corrupt or truncated image/);
+  const png = await sharp(SAMPLE).png().toBuffer(); // a cut PNG says so too, not just its decoder's words
+  writeFileSync(join(dir, 'half.png'), png.subarray(0, png.length >> 1));
+  await assert.rejects(decodeRgb(join(dir, 'half.png')), /half\.png: corrupt or truncated image/);
   writeFileSync(join(dir, 'text.png'), 'not a png');
   await assert.rejects(decodeRgb(join(dir, 'text.png')), /text\.png: not an image/);
   await assert.rejects(decodeRgb(join(dir, 'missing.jpg')), /missing\.jpg: /);

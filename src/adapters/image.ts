@@ -2,7 +2,7 @@
  * Images through sharp: decoding (EXIF orientation, grey / 16-bit / alpha -> 8-bit sRGB),
  * region reads for tiling, tensors for the network, and the annotated picture.
  */
-import { constants } from 'node:fs';
+import { constants, readdirSync, rmSync } from 'node:fs';
 import { access, type FileHandle, mkdtemp, open, readdir, rm, stat, statfs } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -30,7 +30,7 @@ function describe(e: unknown): string {
   const m = (e as Error).message ?? String(e);
   if (/unsupported image format/i.test(m)) return 'not an image in a format hemocount reads (JPEG, PNG, TIFF, WebP, GIF or AVIF)';
   // a decoder warning made an error by failOn: a damaged file (in a worker thread libvips may not say which warning)
-  if (/premature end|truncated|corrupt|unexpected end|Invalid|bad seek|Warning treated as error/i.test(m))
+  if (/premature end|truncated|corrupt|unexpected end|Invalid|bad seek|Warning treated as error|read error/i.test(m))
     return `corrupt or truncated image (${m.trim().split('\n')[0] ?? m})`;
   if (/ENOENT|no such file/i.test(m)) return 'no such file';
   if (/pixel limit/i.test(m)) return m;
@@ -150,6 +150,28 @@ async function sweepStale(dir: string): Promise<void> {
       process.kill(pid, 0); // alive (or not ours to judge): left alone
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'ESRCH') await rm(join(dir, name), { recursive: true, force: true }).catch(() => {});
+    }
+  }
+}
+
+/**
+ * Removes this process's copies at once (its worker threads share its pid): for a program
+ * stopped by a signal while a worker writes one, before the copy is open and unlinked.
+ */
+export function removeOwnCopies(): void {
+  const dir = tmpdir();
+  let names: string[] = [];
+  try {
+    names = readdirSync(dir);
+  } catch {
+    return;
+  }
+  for (const n of names) {
+    if (!n.startsWith(`hemocount-v${process.pid}-`)) continue;
+    try {
+      rmSync(join(dir, n), { recursive: true, force: true });
+    } catch {
+      // left to the next run's sweep
     }
   }
 }

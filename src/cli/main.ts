@@ -7,7 +7,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { parseScale as parseScaleSpec, scaleModel } from '../core/detect.js';
-import { readImagesOnce } from '../adapters/image.js';
+import { readImagesOnce, removeOwnCopies } from '../adapters/image.js';
 import { readMetadata } from '../adapters/onnx.js';
 import { CLASSES, type ModelMetadata, type PerClass } from '../core/types.js';
 import { findTorchPython } from '../adapters/python.js';
@@ -142,6 +142,15 @@ const trainingDir = () => join(here, '..', '..', '..', 'training');
 async function main(argv: string[]): Promise<number> {
   readImagesOnce();
   const [cmd, ...rest] = argv;
+  if (cmd && ['count', 'evaluate', 'calibrate', 'select', 'report'].includes(cmd)) {
+    // Ctrl-C while a worker writes a large image's decoded copy: remove it, then stop as the signal would
+    for (const s of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+      process.once(s, () => {
+        removeOwnCopies();
+        process.kill(process.pid, s);
+      });
+    }
+  }
   if (!cmd || cmd === '--help' || cmd === '-h' || cmd === 'help') {
     process.stdout.write(HELP);
     return cmd ? 0 : 2;
