@@ -3,7 +3,7 @@
  * region reads for tiling, tensors for the network, and the annotated picture.
  */
 import { constants, readdirSync, rmSync } from 'node:fs';
-import { access, type FileHandle, mkdtemp, open, readdir, rm, stat, statfs } from 'node:fs/promises';
+import { access, type FileHandle, mkdtemp, open, rm, stat, statfs } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
@@ -141,16 +141,32 @@ const TMPFS = 0x01021994;
 /** Copies this thread holds open: one at a time, so the temporary space is one image per worker. */
 let copies = 0;
 
-/** Leftovers of processes killed while they wrote a copy (nothing else removes them). */
-async function sweepStale(dir: string): Promise<void> {
-  for (const name of await readdir(dir).catch(() => [] as string[])) {
-    const pid = Number(/^hemocount-v(\d+)-/.exec(name)?.[1] ?? Number.NaN);
-    if (!Number.isInteger(pid) || pid === process.pid) continue;
+/** Removes the copies in `dir` of the processes `whose` picks (a copy's folder names its pid). */
+function removeCopies(dir: string, whose: (pid: number) => boolean): void {
+  let names: string[] = [];
+  try {
+    names = readdirSync(dir);
+  } catch {
+    return;
+  }
+  for (const n of names) {
+    const pid = Number(/^hemocount-v(\d+)-/.exec(n)?.[1] ?? Number.NaN);
+    if (!Number.isInteger(pid) || !whose(pid)) continue;
     try {
-      process.kill(pid, 0); // alive (or not ours to judge): left alone
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ESRCH') await rm(join(dir, name), { recursive: true, force: true }).catch(() => {});
+      rmSync(join(dir, n), { recursive: true, force: true });
+    } catch {
+      // left to the next run's sweep
     }
+  }
+}
+
+/** A process that is gone (one alive, or not ours to judge, is left alone). */
+function gone(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return false;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'ESRCH';
   }
 }
 
@@ -159,21 +175,7 @@ async function sweepStale(dir: string): Promise<void> {
  * stopped by a signal while a worker writes one, before the copy is open and unlinked.
  */
 export function removeOwnCopies(): void {
-  const dir = tmpdir();
-  let names: string[] = [];
-  try {
-    names = readdirSync(dir);
-  } catch {
-    return;
-  }
-  for (const n of names) {
-    if (!n.startsWith(`hemocount-v${process.pid}-`)) continue;
-    try {
-      rmSync(join(dir, n), { recursive: true, force: true });
-    } catch {
-      // left to the next run's sweep
-    }
-  }
+  removeCopies(tmpdir(), (pid) => pid === process.pid);
 }
 
 /**
@@ -195,7 +197,7 @@ export function regions(input: string | Uint8Array, width: number, height: numbe
     if (copies > 0 || !fs || fs.type === TMPFS || fs.bavail * fs.bsize < need + 512 * 2 ** 20) return null;
     copies++;
     held = true;
-    await sweepStale(root);
+    removeCopies(root, (pid) => pid !== process.pid && gone(pid)); // left by processes killed while writing one
     let dir: string | null = null;
     let fh: FileHandle | null = null;
     try {

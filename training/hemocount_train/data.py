@@ -426,52 +426,33 @@ SAME_PIXELS = 2.0  # thumbnail distance under which two images are one field
 
 
 def shared_images(train: list[Sample], val: list[Sample]) -> list[tuple[str, str]]:
-    """(validation image, training image) pairs that are one image: the same file, the same
-    bytes under another name (a copy), or the same pixels in another encoding (a JPEG saved
-    again, or as PNG; same size, thumbnails within SAME_PIXELS). Scoring a model on what it
-    trained on says nothing about new smears."""
-    def digest(path):
-        with open(path, "rb") as f:
-            return hashlib.sha1(f.read()).hexdigest()
-    by_size = {}
-    for s in train:
-        by_size.setdefault(os.path.getsize(s.image), set()).add(s.image)
-    hashed = {}  # size -> {digest: training file}, computed once per size
-    out, rest = [], []
-    for s in val:
-        size = os.path.getsize(s.image)
-        same = by_size.get(size)
-        if same and s.image in same:
-            out.append((s.image, s.image))
-            continue
-        twin = hashed.setdefault(size, {digest(t): t for t in same}).get(digest(s.image)) if same else None
-        if twin:
-            out.append((s.image, twin))
-        else:
-            rest.append(s.image)
-    # the same pixels in another file: compared only among images of one width and height
-
+    """(validation image, training image) pairs that are one image: the same file, or the same
+    pixels under another name (a copy, a JPEG saved again, a PNG; same size, thumbnails within
+    SAME_PIXELS). Scoring a model on what it trained on says nothing about new smears."""
     def dims(path):
         with Image.open(path) as im:  # the header only
             return im.size
-    wanted = {}
-    for p in rest:
-        wanted.setdefault(dims(p), []).append(p)
-    if wanted:
-        group = {}
-        for t in {s.image for s in train}:
-            d = dims(t)
-            if d in wanted:
-                group.setdefault(d, []).append(t)
-        for d, vs in wanted.items():
-            ts = sorted(group.get(d, []))
-            if not ts:
-                continue
-            tt = np.stack([_thumb(t) for t in ts])
-            for v in vs:
-                dist = np.abs(tt - _thumb(v)).mean(axis=(1, 2))
-                if dist.min() < SAME_PIXELS:
-                    out.append((v, ts[int(dist.argmin())]))
+    train_files = {s.image for s in train}
+    out, wanted = [], {}
+    for s in val:
+        if s.image in train_files:
+            out.append((s.image, s.image))
+        else:
+            wanted.setdefault(dims(s.image), []).append(s.image)
+    group = {}  # training images of the sizes asked about
+    for t in train_files if wanted else ():
+        d = dims(t)
+        if d in wanted:
+            group.setdefault(d, []).append(t)
+    for d, vs in wanted.items():
+        ts = sorted(group.get(d, []))
+        if not ts:
+            continue
+        tt = np.stack([_thumb(t) for t in ts])
+        for v in vs:
+            dist = np.abs(tt - _thumb(v)).mean(axis=(1, 2))
+            if dist.min() < SAME_PIXELS:
+                out.append((v, ts[int(dist.argmin())]))
     order = {s.image: i for i, s in enumerate(val)}
     return sorted(out, key=lambda pair: order[pair[0]])
 
