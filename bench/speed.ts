@@ -80,19 +80,31 @@ const model = await loadModel(path, { threads });
 const files = readdirSync(SAMPLES)
   .filter((f) => f.endsWith('.jpg'))
   .map((f) => join(SAMPLES, f));
-// whole counts, this model and (when it is the bundled fp32 one) the default int8 model, interleaved
+// whole counts, this model and (when it is the bundled fp32 one) the default int8 model, interleaved:
+// as a user runs them (--scale auto: a close-up outside the magnification band costs extra
+// passes) and doing PyTorch eager's work (--scale 1: one pass at native resolution)
 const int8Model = a.model ? undefined : await loadModel('int8', { threads });
-const whole: number[] = [];
-const wholeInt8: number[] = [];
+const timed = { auto: [] as number[], autoInt8: [] as number[], one: [] as number[], oneInt8: [] as number[] };
+const runsOf = [
+  [model, 'auto', timed.auto],
+  [model, 1, timed.one],
+  ...(int8Model
+    ? ([
+        [int8Model, 'auto', timed.autoInt8],
+        [int8Model, 1, timed.oneInt8],
+      ] as const)
+    : []),
+] as const;
 for (let r = 0; r < passes; r++) {
   for (const f of files) {
-    for (const [m, out] of [[model, whole] as const, ...(int8Model ? [[int8Model, wholeInt8] as const] : [])]) {
+    for (const [m, scale, out] of runsOf) {
       const t = performance.now();
-      await m.count(f);
+      await m.count(f, { scale });
       out.push(performance.now() - t);
     }
   }
 }
+const stats = (xs: number[]) => ({ images: xs.length, p50: +q(xs, 0.5).toFixed(1), p90: +q(xs, 0.9).toFixed(1) });
 
 // PyTorch eager on the same weights and images, where a Python with torch is found
 let eager: Record<string, unknown> | undefined;
@@ -105,7 +117,14 @@ try {
   );
   if (r.status !== 0) throw new Error(r.stderr.trim().split('\n').pop());
   const e = JSON.parse(r.stdout) as { per_image_ms: { p50: number } };
-  eager = { ...e, hemocount_speedup_p50: +(e.per_image_ms.p50 / q(whole, 0.5)).toFixed(1) };
+  const x = (xs: number[]) => (xs.length ? +(e.per_image_ms.p50 / q(xs, 0.5)).toFixed(1) : undefined);
+  eager = {
+    ...e,
+    // eager makes one pass per image at native resolution: --scale 1 is the same work
+    hemocount_speedup_p50: x(timed.one),
+    hemocount_int8_speedup_p50: x(timed.oneInt8),
+    hemocount_scale_auto_speedup_p50: x(timed.auto),
+  };
 } catch (e) {
   eager = { skipped: (e as Error).message.split('\n')[0] };
 }
@@ -121,8 +140,10 @@ const out = {
   model: { file: path, name: onnx.metadata.name, sha256: onnx.sha256.slice(0, 12) },
   forward_640x480_ms: { input: `${pw}x${ph} (padded)`, runs, p50: +q(fwd, 0.5).toFixed(1), p90: +q(fwd, 0.9).toFixed(1), min: +Math.min(...fwd).toFixed(1) },
   ...(int8 && { forward_int8_vs_fp32_ms: int8 }),
-  count_per_image_ms: { images: whole.length, p50: +q(whole, 0.5).toFixed(1), p90: +q(whole, 0.9).toFixed(1) },
-  ...(wholeInt8.length && { count_per_image_int8_ms: { images: wholeInt8.length, p50: +q(wholeInt8, 0.5).toFixed(1), p90: +q(wholeInt8, 0.9).toFixed(1) } }),
+  count_per_image_ms: stats(timed.auto),
+  ...(timed.autoInt8.length && { count_per_image_int8_ms: stats(timed.autoInt8) }),
+  count_per_image_scale1_ms: stats(timed.one),
+  ...(timed.oneInt8.length && { count_per_image_int8_scale1_ms: stats(timed.oneInt8) }),
   pytorch_eager_same_weights: eager,
   sweep: {
     images: got.images.length,

@@ -50,7 +50,9 @@ acc = (f"**Full-field smears** (whole fields of view, the images labs take):\n\n
        + ", ".join(f"{k} F1 {gate[('full-field', 'F1 ' + k)][1]:.2f} %" for k in ("RBC", "WBC", "Platelets"))
        + " (`docs/validation/int8-gate.txt`).")
 f, c, s = sp["forward_640x480_ms"], sp["count_per_image_ms"], sp["sweep"]
-c8 = sp.get("count_per_image_int8_ms") or {"p50": "-", "p90": "-"}
+none = {"p50": "-", "p90": "-"}
+c8 = sp.get("count_per_image_int8_ms") or none
+c1, c81 = sp.get("count_per_image_scale1_ms") or none, sp.get("count_per_image_int8_scale1_ms") or none
 cur, old = large["current"], large["firstRelease"]
 
 
@@ -64,8 +66,9 @@ own figures follow):
 | what | p50 | p90 |
 |---|---|---|
 | network forward pass, 640 x 480 (padded to {f['input'].split(' ')[0]}), onnxruntime-node, {f['runs']} runs | {f['p50']} ms | {f['p90']} ms |
-| whole count of a sample image (decode, network, decoding, NMS) | {c['p50']} ms | {c['p90']} ms |
+| whole count of a sample image (decode, network, decoding, NMS; `--scale auto`) | {c['p50']} ms | {c['p90']} ms |
 | the same with the default int8 model, interleaved | {c8['p50']} ms | {c8['p90']} ms |
+| whole count, one pass at native size (`--scale 1`), fp32 / int8 | {c1['p50']} / {c81['p50']} ms | {c1['p90']} / {c81['p90']} ms |
 
 A {large['image']} smear is counted in {cur['seconds']} s ({cur['tiles']} tiles of 1792 px) with a peak of
 {cur['maxRssMB']} MB; the first release's tiling (1024 px tiles, 320 px overlap: {old['tiles']} tiles) took
@@ -101,8 +104,11 @@ if "per_image_ms" in eager:
 
 **Against PyTorch eager** on the same weights and sample images (Debian's torch {eager['torch']},
 {eager['threads']} threads; `python3 -m hemocount_train eager-bench`): {eager['per_image_ms']['p50']} ms per image
-p50, end to end (read, decode, network, decoding, NMS); hemocount's count is **x{eager['hemocount_speedup_p50']}**
-faster in the same run."""
+p50, end to end (read, decode, network, decoding, NMS), one pass at native resolution. Doing the
+same work (`--scale 1`), hemocount's count is **x{eager['hemocount_speedup_p50']}** faster with the same fp32 weights
+and **x{eager.get('hemocount_int8_speedup_p50', '-')}** with the default int8 model, in the same run; with `--scale auto` (the default,
+which spends extra passes on images outside the training magnification, here the close-ups)
+x{eager.get('hemocount_scale_auto_speedup_p50', '-')} with fp32."""
 q8 = sp.get("forward_int8_vs_fp32_ms")
 if q8:
     speed += f"""

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -113,6 +114,16 @@ def load_samples(args):
     if not train:
         sys.exit(f"{args.data}: no training images found")
     return train, val, info
+
+
+RUN_FILE = re.compile(r"(epoch_\d+\.pt|last\.pt|best\.pt|train_log\.jsonl)")
+
+
+def run_files(out: str) -> list[str]:
+    """The files a training run writes in its --out folder; only these are removed by
+    --overwrite (a user's own checkpoints or notes beside them stay)."""
+    names = os.listdir(out) if os.path.isdir(out) else []
+    return sorted(f for f in names if RUN_FILE.fullmatch(f))
 
 
 def main(argv=None):
@@ -238,7 +249,7 @@ def main(argv=None):
         if args.resume:
             ckpt = os.path.join(args.out, "last.pt")
             if not os.path.isfile(ckpt):
-                held = sorted(f for f in (os.listdir(args.out) if os.path.isdir(args.out) else []) if f.endswith(".pt"))
+                held = run_files(args.out)
                 if held:  # stopped between writing its first epoch and recording it
                     sys.exit(f"--resume: {args.out} has no last.pt ({', '.join(held[:3])}): its first epoch was never "
                              "recorded, so there is nothing to continue; start the run again with --overwrite")
@@ -254,11 +265,14 @@ def main(argv=None):
             if args.patience is not None:
                 cfg.patience = args.patience
         else:
-            held = sorted(f for f in (os.listdir(args.out) if os.path.isdir(args.out) else [])
-                          if f.endswith(".pt") or f == "train_log.jsonl")
+            held = run_files(args.out)
             if held and not args.overwrite:
                 sys.exit(f"{args.out} holds a training run ({', '.join(held[:4])}{', ...' if len(held) > 4 else ''}): "
                          "--resume continues it; choose another --out, or --overwrite to start again there")
+            if args.init and os.path.dirname(os.path.abspath(args.init)) == os.path.abspath(args.out) \
+                    and os.path.basename(args.init) in held:
+                sys.exit(f"--init {args.init} is a checkpoint of the run that --overwrite would remove: "
+                         "copy it out of that folder first, or train into another --out")
             cfg = TrainConfig(**{k: v for k, v in given.items() if v is not None})
         args.data, args.val, args.relabel, args.split, args.val_split = cfg.data, cfg.val, cfg.relabel, cfg.split, cfg.val_split
         train_s, val_s, info = load_samples(args)

@@ -11,7 +11,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 # the cell vocabulary shared with the TypeScript side (classes, aliases, colours, extensions)
 VOCABULARY = json.load(open(os.path.join(os.path.dirname(__file__), "..", "..", "vocabulary.json"), encoding="utf-8"))
@@ -104,10 +104,33 @@ def _clip_box(box, w, h, path, defects: Defects, min_size=1.0):
     return [cx1, cy1, cx2, cy2]
 
 
+# EXIF orientations that swap width and height (5-8: the picture is shown turned by 90 degrees)
+_TURNED = {5, 6, 7, 8}
+
+
+def oriented_size(im: Image.Image) -> tuple[int, int]:
+    """(width, height) as the picture is shown, i.e. after its EXIF orientation, as hemocount's
+    count, evaluate and the VOC / YOLO files it writes see it."""
+    w, h = im.size
+    return (h, w) if im.getexif().get(0x0112) in _TURNED else (w, h)
+
+
+def open_rgb(path: str) -> Image.Image:
+    """The image as hemocount counts it: turned by its EXIF orientation, transparency
+    flattened onto white (sharp's flatten in `count`), RGB."""
+    with Image.open(path) as im:
+        im = ImageOps.exif_transpose(im)
+        if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+            im = im.convert("RGBA")
+            white = Image.new("RGBA", im.size, (255, 255, 255, 255))
+            return Image.alpha_composite(white, im).convert("RGB")
+        return im.convert("RGB")
+
+
 def _image_size(img: str, defects: Defects):
     try:
         with Image.open(img) as im:
-            return im.size
+            return oriented_size(im)
     except Exception as e:  # noqa: BLE001 - any decoder error is a defect to report
         defects.add(img, f"cannot be read as an image ({e}): skipped")
         return None
@@ -419,7 +442,7 @@ def _thumb(path: str):
     difference, 0-255) from it; distinct fields of the shared split at least 8.5 apart."""
     with Image.open(path) as im:
         im.draft("RGB", (64, 64))
-        return np.asarray(im.convert("L").resize((16, 16), Image.BILINEAR), dtype=np.float32)
+        return np.asarray(ImageOps.exif_transpose(im).convert("L").resize((16, 16), Image.BILINEAR), dtype=np.float32)
 
 
 SAME_PIXELS = 2.0  # thumbnail distance under which two images are one field
@@ -431,7 +454,7 @@ def shared_images(train: list[Sample], val: list[Sample]) -> list[tuple[str, str
     SAME_PIXELS). Scoring a model on what it trained on says nothing about new smears."""
     def dims(path):
         with Image.open(path) as im:  # the header only
-            return im.size
+            return oriented_size(im)
     train_files = {s.image for s in train}
     out, wanted = [], {}
     for s in val:

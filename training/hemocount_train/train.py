@@ -13,10 +13,9 @@ import time
 
 import torch
 import torchvision.transforms.functional as TF
-from PIL import Image
 from torchvision.ops import roi_align
 
-from .data import CLASSES, Sample, median_cell_px, rbc_sides
+from .data import CLASSES, Sample, median_cell_px, open_rgb, rbc_sides
 from .model import build_model, count_parameters, load_backbone_weights, load_init
 
 RARE = (CLASSES.index("WBC"), CLASSES.index("Platelets"))
@@ -24,8 +23,7 @@ NC = len(CLASSES)
 
 
 def load_rgb(path: str) -> torch.Tensor:
-    with Image.open(path) as im:
-        return TF.pil_to_tensor(im.convert("RGB"))  # uint8 CHW
+    return TF.pil_to_tensor(open_rgb(path))  # uint8 CHW, as hemocount counts it (EXIF turned, alpha on white)
 
 
 class CropDataset:

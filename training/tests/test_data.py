@@ -292,3 +292,32 @@ def test_two_voc_files_labelling_one_image_keep_the_one_named_after_it(tmp_path)
     assert [os.path.basename(s.image) for s in got] == ["BloodImage_00011.jpg"]
     assert got[0].boxes == own[0].boxes
     assert any(p.endswith("BloodImage_00004.xml") and "which BloodImage_00011.xml describes too: skipped" in m for p, m in d.items)
+
+
+def test_training_sees_images_as_count_does_exif_turned_and_alpha_on_white(tmp_path):
+    # a phone or camera picture stored on its side with an EXIF orientation: count, evaluate and
+    # the VOC / YOLO files hemocount writes use the turned picture, so training must too
+    import numpy as np
+    from hemocount_train.data import _image_size
+    from hemocount_train.train import load_rgb
+    src = os.path.join(SAMPLES, "BloodImage_00004.jpg")
+    turned = str(tmp_path / "turned.jpg")
+    with Image.open(src) as im:
+        exif = Image.Exif()
+        exif[0x0112] = 6  # shown turned 90 degrees clockwise
+        im.transpose(Image.Transpose.ROTATE_90).save(turned, quality=95, exif=exif)
+    with Image.open(turned) as im:
+        assert im.size == (480, 640)
+    assert _image_size(turned, Defects()) == (640, 480)
+    a, b = load_rgb(src), load_rgb(turned)
+    assert a.shape == b.shape == (3, 480, 640)
+    assert (a.float() - b.float()).abs().mean() < 3  # the same picture, up to JPEG re-encoding
+    # transparency is flattened onto white, as count's sharp does
+    rgba = np.zeros((8, 8, 4), dtype=np.uint8)
+    rgba[..., 0] = 200
+    rgba[:4, ..., 3] = 255  # top half opaque red-ish, bottom half transparent
+    png = str(tmp_path / "alpha.png")
+    Image.fromarray(rgba, "RGBA").save(png)
+    t = load_rgb(png)
+    assert t[:, :4].tolist() == [[[200] * 8] * 4, [[0] * 8] * 4, [[0] * 8] * 4]
+    assert (t[:, 4:] == 255).all()

@@ -259,9 +259,15 @@ def test_resume_restores_the_run_and_refuses_contradicting_flags(tmp_path):
     refused = subprocess.run(fresh, capture_output=True, text=True, env=env)
     assert refused.returncode != 0 and "holds a training run" in refused.stderr and "--resume continues it" in refused.stderr
     assert os.path.isfile(os.path.join(out, "epoch_002.pt"))
+    # --overwrite removes the run's own files only, and never the checkpoint it starts from
+    shutil.copy(os.path.join(out, "epoch_002.pt"), os.path.join(out, "my_best_model.pt"))
+    from_own = subprocess.run(fresh + ["--overwrite", "--init", os.path.join(out, "epoch_002.pt")],
+                              capture_output=True, text=True, env=env)
+    assert from_own.returncode != 0 and "is a checkpoint of the run that --overwrite would remove" in from_own.stderr
+    assert os.path.isfile(os.path.join(out, "epoch_002.pt"))
     again = subprocess.run(fresh + ["--overwrite"], capture_output=True, text=True, env=env)
     assert again.returncode == 0, again.stderr
-    assert sorted(f for f in os.listdir(out) if f.endswith(".pt")) == ["epoch_001.pt", "last.pt"]
+    assert sorted(f for f in os.listdir(out) if f.endswith(".pt")) == ["epoch_001.pt", "last.pt", "my_best_model.pt"]
     # a file that is no checkpoint is named in one line, not a traceback
     junk = str(tmp_path / "notes.pt")
     open(junk, "w").write("my notes")
