@@ -279,6 +279,23 @@ test('scale auto finds cells far below the training size (a field at 0.2x), and 
   await onnx.release();
 });
 
+test('black is no cell: a black field counts nothing, and a black margin around a smear changes no white-cell count', async () => {
+  // the network never saw unlit pixels: before they became padding, a black field was a white
+  // cell at 0.94 and a margin like a slide scanner's five more, hiding the red cells beside it
+  const black = { data: new Uint8Array(640 * 480 * 3), width: 640, height: 480, channels: 3 as const };
+  const none = await model.count(black);
+  assert.deepEqual(none.counts, { RBC: 0, WBC: 0, Platelets: 0 });
+  const file = join(SAMPLES, 'BloodImage_00004.jpg');
+  const plain = await model.count(file);
+  const framed = await model.count(await sharp(file).extend({ top: 200, bottom: 200, left: 300, right: 300, background: '#000' }).png().toBuffer());
+  assert.equal(framed.counts.WBC, plain.counts.WBC);
+  assert.equal(framed.counts.Platelets, plain.counts.Platelets);
+  assert.ok(Math.abs(framed.counts.RBC - plain.counts.RBC) <= 0.2 * plain.counts.RBC, `RBC ${framed.counts.RBC} against ${plain.counts.RBC}`);
+  // a cell cut by the smear's edge may have its box reach past it (as past an image's edge); none lies in the margin alone
+  const inSmear = ([x0, y0, x1, y1]: number[]) => Math.min(x1!, 940) - Math.max(x0!, 300) >= 4 && Math.min(y1!, 680) - Math.max(y0!, 200) >= 4;
+  for (const d of framed.detections) assert.ok(inSmear(d.box), `a cell in the margin: ${d.box}`);
+});
+
 test('test-time augmentation (flips) finds the same cells, in the same place', async () => {
   const file = join(SAMPLES, 'BloodImage_00011.jpg');
   const plain = await model.count(file, { scale: 1 });

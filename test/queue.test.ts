@@ -46,6 +46,9 @@ function worker(url: string): { proc: ChildProcess; lines: () => string[] } {
   return { proc, lines: () => out.split('\n').filter((l) => l.startsWith('counted ')) };
 }
 
+/** After a spawnSync (which blocks this process's event loop), let the workers' output arrive. */
+const drain = () => new Promise((r) => setTimeout(r, 500));
+
 test('submit --wait after a worker is killed returns every image with the counts of a local count', async () => {
   const dir = tmp();
   const slides = join(dir, 'slides');
@@ -101,6 +104,7 @@ test('submit --wait after a worker is killed returns every image with the counts
   });
   assert.equal(again.status, 0, again.stderr);
   assert.equal(JSON.parse(again.stdout).images.length, 24);
+  await drain();
   assert.equal(w2.lines().length, before);
 });
 
@@ -124,5 +128,30 @@ test('submit and status name an unreachable Redis; a failing image is retried, t
   assert.equal(doc.totals.images, 1);
   assert.match(doc.images[1].error, /^not an image .* \(after 2 attempt\(s\)\)$/);
   assert.equal(readFileSync(join(dir, 'good.jpg')).length > 0, true);
+  // the broken image replaced by a smear is a new image: counted, not the old failure
+  // returned; the unchanged good one is not counted again
+  copyFileSync(join(SAMPLES, 'BloodImage_00011.jpg'), join(dir, 'broken.jpg'));
+  await drain();
+  const counted = w.lines().length;
+  const submitAgain = (...extra: string[]) =>
+    spawnSync(process.execPath, [CLI, 'submit', '--redis', url, join(dir, 'good.jpg'), join(dir, 'broken.jpg'), '--wait', '--json', '-', '--quiet', ...extra], {
+      cwd: ROOT,
+      encoding: 'utf8',
+      maxBuffer: 64 << 20,
+    });
+  const mended = submitAgain();
+  assert.equal(mended.status, 0, mended.stderr);
+  const local = JSON.parse(
+    spawnSync(process.execPath, [CLI, 'count', join(SAMPLES, 'BloodImage_00011.jpg'), '--json', '-', '--quiet'], { cwd: ROOT, encoding: 'utf8' }).stdout,
+  );
+  assert.deepEqual(JSON.parse(mended.stdout).images[1].counts, local.images[0].counts);
+  await drain();
+  assert.equal(w.lines().length, counted + 1);
+  // --fresh counts the whole batch again (after the workers changed model, say)
+  const fresh = submitAgain('--fresh');
+  assert.equal(fresh.status, 0, fresh.stderr);
+  assert.deepEqual(JSON.parse(fresh.stdout).totals, JSON.parse(mended.stdout).totals);
+  await drain();
+  assert.equal(w.lines().length, counted + 3);
   w.proc.kill('SIGTERM');
 });

@@ -2,10 +2,11 @@
  * Count jobs on Redis through BullMQ: one job per image, any number of workers on any
  * number of machines. BullMQ gives the guarantees: a killed worker's job is redelivered
  * (stalled-job recovery), a failing job is retried a bounded number of times, and a job id
- * derived from the batch and the file makes a resubmitted batch reuse its jobs, so an
+ * derived from the image (path, size, time) and the settings makes a resubmitted batch reuse its jobs, so an
  * image is never counted twice into one result.
  */
 import { createHash } from 'node:crypto';
+import { statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { Job, Queue, QueueEvents, Worker } from 'bullmq';
@@ -95,33 +96,62 @@ export interface Planned {
   sample?: string;
 }
 
-/** The batch's id: the same images with the same settings give the same id (resubmitting resumes). */
-export function batchId(files: Planned[], settings: Omit<CountJob, 'file' | 'sample' | 'inline'>, inline: boolean): string {
-  const h = createHash('sha256');
-  h.update(JSON.stringify({ settings, inline }));
-  for (const f of files) h.update(`\0${resolve(f.path)}\0${f.sample ?? ''}`);
-  return h.digest('hex').slice(0, 16);
+/**
+ * One job id per image: its path, sample, size and modification time (a file replaced or
+ * edited is a new image) and the settings. Submitting the same images again finds their jobs
+ * (resubmitting resumes, and nothing is counted twice); a repeat within one batch gets a
+ * suffix, so every image has a job of its own.
+ */
+export function jobIds(files: Planned[], settings: Omit<CountJob, 'file' | 'sample' | 'inline'>, inline: boolean): string[] {
+  const common = JSON.stringify({ settings, inline });
+  const seen = new Map<string, number>();
+  return files.map((f) => {
+    let stamp = '';
+    try {
+      const st = statSync(f.path);
+      stamp = `${st.size}:${st.mtimeMs}`;
+    } catch {} // unreadable here: its job will say why
+    const id = createHash('sha256')
+      .update(`${common}\0${resolve(f.path)}\0${f.sample ?? ''}\0${stamp}`)
+      .digest('hex')
+      .slice(0, 24);
+    const n = (seen.get(id) ?? 0) + 1;
+    seen.set(id, n);
+    return n === 1 ? id : `${id}-${n}`;
+  });
 }
 
-const jobIdOf = (batch: string, index: number) => `${batch}-${index}`;
+/** A short name for a batch in messages: a digest of its job ids. */
+const batchName = (ids: string[]) => createHash('sha256').update(ids.join('\0')).digest('hex').slice(0, 16);
 
 export interface SubmitOptions {
   settings: Omit<CountJob, 'file' | 'sample' | 'inline'>;
   inline?: boolean;
   attempts?: number;
+  /** Count again the images an earlier submit of this batch already counted (e.g. after the workers changed model). */
+  fresh?: boolean;
   /** Called as results arrive: (done, total). */
   progress?: (done: number, total: number) => void;
 }
 
 /**
- * Enqueue one job per image (jobs already there from an earlier submit of the same batch
- * are kept, not added again). Returns the batch id.
+ * Enqueue one job per image. Jobs already there from an earlier submit of the same batch are
+ * kept, not added again, except failed ones, which are tried again (and, with `fresh`,
+ * counted ones, which are counted again). Returns the batch's name and its job ids.
  */
-export async function submit(redis: Redis, files: Planned[], o: SubmitOptions): Promise<string> {
-  const batch = batchId(files, o.settings, !!o.inline);
+export async function submit(redis: Redis, files: Planned[], o: SubmitOptions): Promise<{ batch: string; ids: string[] }> {
+  const ids = jobIds(files, o.settings, !!o.inline);
   const queue = new Queue<CountJob>(QUEUE, { connection: redis });
   try {
     for (let i = 0; i < files.length; i += 500) {
+      await Promise.all(
+        files.slice(i, i + 500).map(async (f, k) => {
+          const id = ids[i + k]!;
+          const state = await queue.getJobState(id);
+          if (o.fresh && state === 'active') throw new Error(`${f.path}: a worker is counting it now; wait for the batch to finish, then submit --fresh again`);
+          if (state === 'failed' || (o.fresh && state !== 'unknown')) await (await Job.fromId(queue, id))?.remove();
+        }),
+      );
       const chunk = await Promise.all(
         files.slice(i, i + 500).map(async (f, k) => {
           let inline: string | undefined;
@@ -139,7 +169,7 @@ export async function submit(redis: Redis, files: Planned[], o: SubmitOptions): 
             name: 'count',
             data: { ...o.settings, file: f.path, ...(f.sample !== undefined && { sample: f.sample }), ...(inline && { inline }) },
             opts: {
-              jobId: jobIdOf(batch, i + k),
+              jobId: ids[i + k],
               attempts: o.attempts ?? 3,
               backoff: { type: 'exponential', delay: 1000 },
               removeOnComplete: { age: 7 * 24 * 3600 },
@@ -153,7 +183,7 @@ export async function submit(redis: Redis, files: Planned[], o: SubmitOptions): 
   } finally {
     await queue.close();
   }
-  return batch;
+  return { batch: batchName(ids), ids };
 }
 
 /**
@@ -162,7 +192,7 @@ export async function submit(redis: Redis, files: Planned[], o: SubmitOptions): 
  */
 export async function collect(
   redis: Redis,
-  batch: string,
+  ids: string[],
   files: Planned[],
   o: Pick<SubmitOptions, 'progress'> & { signal?: AbortSignal } = {},
 ): Promise<{ results: ImageResult[]; runs: Omit<CountJobResult, 'result'>[] }> {
@@ -172,7 +202,7 @@ export async function collect(
   const out: (ImageResult | undefined)[] = new Array(files.length);
   // the models and thresholds the workers used, by model hash + thresholds
   const runs = new Map<string, Omit<CountJobResult, 'result'>>();
-  const index = new Map(files.map((file, i) => [jobIdOf(batch, i), { i, file }]));
+  const index = new Map(files.map((file, i) => [ids[i]!, { i, file }]));
   let done = 0;
   let wake = () => {};
   const settle = (id: string, r: ImageResult, run?: Omit<CountJobResult, 'result'>) => {

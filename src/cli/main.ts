@@ -117,6 +117,8 @@ samples (several fields of one smear; see README 'Samples'):
   --inline              send the image bytes in the job (up to 16 MB each) instead of the path;
                         without it, workers read the paths: give them the same storage
   --attempts N          tries per image before it is reported failed (default 3)
+  --fresh               count again images this batch already counted (submitting the same batch
+                        again otherwise reuses its results, for 7 days; failed images are always tried again)
   --threshold, --review, --scale, --tta, --max-megapixels, --samples, --sample, --rbc-count,
   --no-recursive, --overwrite, --quiet   as for count
 
@@ -324,6 +326,7 @@ async function main(argv: string[]): Promise<number> {
           redis: { type: 'string' },
           wait: { type: 'boolean', default: false },
           inline: { type: 'boolean', default: false },
+          fresh: { type: 'boolean', default: false },
           attempts: { type: 'string' },
           threshold: { type: 'string' },
           review: { type: 'string' },
@@ -347,6 +350,7 @@ async function main(argv: string[]): Promise<number> {
         redis: v.redis,
         wait: v.wait,
         inline: v.inline,
+        fresh: v.fresh,
         attempts: whole(v.attempts, '--attempts'),
         threshold: v.threshold,
         review: v.review,

@@ -72,6 +72,7 @@ export interface SubmitArgs
   wait: boolean;
   inline: boolean;
   attempts?: number;
+  fresh?: boolean;
 }
 
 export async function runSubmit(a: SubmitArgs): Promise<number> {
@@ -92,8 +93,9 @@ export async function runSubmit(a: SubmitArgs): Promise<number> {
     const planned = files.map((f) => ({ path: resolve(f.path), sample: f.sample }));
     const settings = { threshold: a.threshold, review: a.review, scale: a.scale ?? 'auto', tta: a.tta, maxPixels: a.maxPixels };
     let batch: string;
+    let ids: string[];
     try {
-      batch = await submit(redis, planned, { settings, inline: a.inline, attempts: a.attempts });
+      ({ batch, ids } = await submit(redis, planned, { settings, inline: a.inline, attempts: a.attempts, fresh: a.fresh }));
     } catch (e) {
       throw new UsageError((e as Error).message);
     }
@@ -105,7 +107,7 @@ export async function runSubmit(a: SubmitArgs): Promise<number> {
     process.once('SIGINT', interrupt);
     let got: Awaited<ReturnType<typeof collect>>;
     try {
-      got = await collect(redis, batch, planned, { progress: (d) => progress.tick(d, ''), signal: abort.signal });
+      got = await collect(redis, ids, planned, { progress: (d) => progress.tick(d, ''), signal: abort.signal });
     } catch (e) {
       if (abort.signal.aborted) {
         log(`interrupted: the jobs stay queued; run the same submit --wait again to collect batch ${batch}`);
@@ -118,7 +120,7 @@ export async function runSubmit(a: SubmitArgs): Promise<number> {
     }
     if (got.runs.length > 1) {
       throw new Error(
-        `the workers used ${got.runs.length} different models or thresholds (${got.runs.map((r) => `${r.model.name} ${r.model.version} ${r.model.sha256.slice(0, 12)}`).join('; ')}): run one model on every worker`,
+        `the workers used ${got.runs.length} different models or thresholds (${got.runs.map((r) => `${r.model.name} ${r.model.version} ${r.model.sha256.slice(0, 12)}`).join('; ')}): run one model on every worker, then submit again with --fresh`,
       );
     }
     // report results under the paths the user gave, as a local count does

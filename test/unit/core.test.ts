@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import { applyThresholds, parseThresholds } from '../../src/core/count.js';
 import { baseAnchors, classwiseNms, levelGrids, nms, topAbove } from '../../src/core/decode.js';
 import { estimateScale, flipPixels, mergePasses, parseScale, resizePixels } from '../../src/core/detect.js';
-import { toTensor } from '../../src/core/pipeline.js';
+import { DARK_LEVEL, toTensor } from '../../src/core/pipeline.js';
 import { mergeTiles, ownedByTile, planTiles } from '../../src/core/tiling.js';
 import type { Candidate, ModelMetadata } from '../../src/core/types.js';
 
@@ -282,4 +282,17 @@ test('toTensor writes every element, padding included: a reused buffer gives the
   assert.equal(fresh[w], 0.5); // right of the image
   assert.equal(fresh[2 * ph * pw + h * pw], 0.5); // below it, last channel
   assert.ok(Math.abs(fresh[0]! - (0 / 255 - 0.485) / 0.229) < 1e-6);
+});
+
+test('toTensor makes dark pixels (all channels below DARK_LEVEL) padding, and only those', () => {
+  const meta = { input: { scale: 1 / 255, mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225], pad_value: 0 } } as unknown as ModelMetadata;
+  const D = DARK_LEVEL;
+  // black, just dark, one channel at the level, a dark purple nucleus-like pixel
+  const px = [0, 0, 0, D - 1, D - 1, D - 1, D - 1, D, D - 1, 30, 10, 90];
+  const t = toTensor({ data: Uint8Array.from(px), width: 4, height: 1, channels: 3 }, meta, 1, 4);
+  const at = (x: number) => [t[x], t[4 + x], t[8 + x]];
+  assert.deepEqual(at(0), [0, 0, 0]);
+  assert.deepEqual(at(1), [0, 0, 0]);
+  assert.ok(Math.abs(at(2)[1]! - (D / 255 - 0.456) / 0.224) < 1e-6, 'a pixel with one channel at the level is kept');
+  assert.ok(Math.abs(at(3)[2]! - (90 / 255 - 0.406) / 0.225) < 1e-6);
 });

@@ -47,12 +47,21 @@ def anchor_generator():
     return AnchorGenerator(sizes, (ASPECT_RATIOS,) * len(sizes))
 
 
+DARK_LEVEL = 40  # src/core/pipeline.ts DARK_LEVEL
+
+
 class NativeTransform(GeneralizedRCNNTransform):
     """torchvision's transform without the resize: the network is fully convolutional and
     sees cells at their native pixel size, which is what the anchors are sized for."""
 
     def resize(self, image, target=None):
         return image, target
+
+    def normalize(self, image):
+        # as hemocount's toTensor: a pixel dark in all three channels (unlit: black margins of
+        # scanned, stitched or vignetted fields) becomes padding, the mean colour
+        dark = (image < DARK_LEVEL / 255).all(dim=0)
+        return super().normalize(image).masked_fill(dark, 0.0)
 
 
 def conv_bn(cin, cout, stride=1, k=3):
