@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { applyThresholds, parseThresholds } from './core/count.js';
 import type { ImageResult } from './core/formats.js';
 import { checkDetectOptions, type DetectOptions, shown, type Detected as CoreDetected, detect, type ScaleEstimate } from './core/detect.js';
-import { crop, megapixels, WHOLE_IMAGE_PIXELS } from './core/pipeline.js';
+import { crop, megapixels, type Runner, WHOLE_IMAGE_PIXELS } from './core/pipeline.js';
 import { CLASSES, type ModelMetadata, type PerClass, perClass, type Thresholds } from './core/types.js';
 import { decodeRgb, type ImageInput, isRaw, probe, type RawImage, regions } from './adapters/image.js';
 import { type OnnxModel, openOnnx } from './adapters/onnx.js';
@@ -40,6 +40,8 @@ export interface ModelDetectOptions extends DetectOptions {
   maxPixels?: number;
   /** Return the decoded pixels (images decoded whole), so a picture can be drawn without decoding again. */
   keepPixels?: boolean;
+  /** Stop before the next network pass once aborted (the promise rejects with the signal's reason). */
+  signal?: AbortSignal;
 }
 
 export interface CountOptions extends ModelDetectOptions {
@@ -107,6 +109,7 @@ export class Model {
     const t0 = performance.now();
     checkInput(input);
     checkDetectOptions(opts); // before decoding anything
+    if (opts.signal !== undefined && !(opts.signal instanceof AbortSignal)) throw new TypeError(`signal must be an AbortSignal, not ${shown(opts.signal)}`);
     const { width, height } = await probe(input);
     if (opts.maxPixels && width * height > opts.maxPixels) {
       throw new Error(
@@ -121,8 +124,17 @@ export class Model {
       whole ??= await decodeRgb(input);
       return l === 0 && t === 0 && w === whole.width && h === whole.height ? whole : crop(whole, l, t, w, h);
     };
+    const { signal } = opts;
+    signal?.throwIfAborted();
+    // a pass of a large image takes seconds: an abandoned count stops at the next one
+    const run: Runner = signal
+      ? (x, h, w) => {
+          signal.throwIfAborted();
+          return this.onnx.run(x, h, w);
+        }
+      : this.onnx.run.bind(this.onnx);
     try {
-      const det = await detect(this.onnx.run.bind(this.onnx), this.metadata, { width, height, read }, opts);
+      const det = await detect(run, this.metadata, { width, height, read }, opts);
       return { ...det, ms: performance.now() - t0, ...(opts.keepPixels && whole ? { pixels: whole } : {}) };
     } finally {
       await large?.close();
@@ -132,7 +144,7 @@ export class Model {
   /** Detect, apply per-class thresholds and the review band, count. */
   async count(input: ImageInput, opts: CountOptions = {}): Promise<ImageResult> {
     const floor = opts.candidates ? undefined : lowestScore(this.thresholds(opts.thresholds, opts.review));
-    const det = await this.detect(input, { scale: opts.scale, tta: opts.tta, maxPixels: opts.maxPixels, tiling: opts.tiling, floor });
+    const det = await this.detect(input, { scale: opts.scale, tta: opts.tta, maxPixels: opts.maxPixels, tiling: opts.tiling, floor, signal: opts.signal });
     return this.summarise(det, opts, opts.name ?? (typeof input === 'string' ? input : 'image'));
   }
 

@@ -39,7 +39,7 @@ export interface CountJobResult {
 }
 
 /** A Redis connection for BullMQ, after checking that the server answers (a clear error, not endless retries). */
-export async function connect(url: string): Promise<Redis> {
+export async function connect(url: string, log: (line: string) => void = (l) => process.stderr.write(`${l}\n`)): Promise<Redis> {
   let u: URL;
   try {
     u = new URL(url);
@@ -58,7 +58,28 @@ export async function connect(url: string): Promise<Redis> {
     probe.disconnect();
   }
   // BullMQ workers block on Redis: they need retries without a per-request limit
-  return new Redis(url, { maxRetriesPerRequest: null });
+  const redis = new Redis(url, { maxRetriesPerRequest: null });
+  // ioredis and BullMQ retry by themselves; without this, each retry printed an error and its stack
+  let down = false;
+  const lost = (e: Error) => {
+    if (down) return;
+    down = true;
+    log(`Redis at ${url} unreachable (${e.message}): retrying`);
+  };
+  outages.set(redis, lost);
+  redis.on('error', lost);
+  redis.on('ready', () => {
+    if (down) log(`Redis at ${url} reachable again`);
+    down = false;
+  });
+  return redis;
+}
+
+/** Each connection's one-line outage report, for the BullMQ objects and connections made from it. */
+const outages = new WeakMap<Redis, (e: Error) => void>();
+function reportOutages<T extends { on(event: 'error', f: (e: Error) => void): unknown }>(redis: Redis, emitter: T): T {
+  emitter.on('error', outages.get(redis) ?? (() => {}));
+  return emitter;
 }
 
 export interface WorkerOptions {
@@ -87,6 +108,7 @@ export async function startWorker(redis: Redis, o: WorkerOptions = {}): Promise<
     },
     { connection: redis, concurrency: o.concurrency ?? 1, lockDuration: lock, stalledInterval: Math.max(1000, lock / 2), maxStalledCount: 3 },
   );
+  reportOutages(redis, worker);
   worker.on('failed', (job, err) => o.log?.(`failed ${job?.data.file}: ${err.message.replace(`${job?.data.file}: `, '')} (attempt ${job?.attemptsMade})`));
   return { worker, model };
 }
@@ -141,7 +163,7 @@ export interface SubmitOptions {
  */
 export async function submit(redis: Redis, files: Planned[], o: SubmitOptions): Promise<{ batch: string; ids: string[] }> {
   const ids = jobIds(files, o.settings, !!o.inline);
-  const queue = new Queue<CountJob>(QUEUE, { connection: redis });
+  const queue = reportOutages(redis, new Queue<CountJob>(QUEUE, { connection: redis }));
   try {
     for (let i = 0; i < files.length; i += 500) {
       await Promise.all(
@@ -196,9 +218,9 @@ export async function collect(
   files: Planned[],
   o: Pick<SubmitOptions, 'progress'> & { signal?: AbortSignal } = {},
 ): Promise<{ results: ImageResult[]; runs: Omit<CountJobResult, 'result'>[] }> {
-  const queue = new Queue<CountJob, CountJobResult>(QUEUE, { connection: redis });
-  const eventConnection = redis.duplicate(); // QueueEvents blocks on its own connection
-  const events = new QueueEvents(QUEUE, { connection: eventConnection });
+  const queue = reportOutages(redis, new Queue<CountJob, CountJobResult>(QUEUE, { connection: redis }));
+  const eventConnection = reportOutages(redis, redis.duplicate()); // QueueEvents blocks on its own connection
+  const events = reportOutages(redis, new QueueEvents(QUEUE, { connection: eventConnection }));
   const out: (ImageResult | undefined)[] = new Array(files.length);
   // the models and thresholds the workers used, by model hash + thresholds
   const runs = new Map<string, Omit<CountJobResult, 'result'>>();
@@ -257,7 +279,7 @@ export async function collect(
 
 /** Jobs by state, and the workers connected now. */
 export async function queueStatus(redis: Redis) {
-  const queue = new Queue(QUEUE, { connection: redis });
+  const queue = reportOutages(redis, new Queue(QUEUE, { connection: redis }));
   try {
     const n = await queue.getJobCounts('waiting', 'active', 'completed', 'failed', 'delayed', 'prioritized');
     const workers = await queue.getWorkers();

@@ -2,7 +2,7 @@
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import { constants as osConstants } from 'node:os';
+import { hostname, constants as osConstants } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -451,6 +451,11 @@ async function main(argv: string[]): Promise<number> {
       });
       const addr = await app.listen({ port, host: v.host });
       log(`hemocount serving ${model.info.name} at ${addr}  (API: ${addr}/api/openapi.json)`);
+      // bound to every interface: other machines reach it by a name, which the Host check must know
+      if (['0.0.0.0', '::', '[::]'].includes(v.host!) && !v['allow-host']?.length)
+        log(
+          `listening on all interfaces (${v.host}), but answering only requests addressed to loopback names: add --allow-host NAME for each name or address clients use (e.g. --allow-host ${hostname()})`,
+        );
       const stop = () => app.close().then(() => process.exit(0));
       process.on('SIGINT', stop);
       process.on('SIGTERM', stop);

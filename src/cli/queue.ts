@@ -10,7 +10,7 @@ import { c, log, Progress } from './ui.js';
 async function redisOf(url: string | undefined) {
   if (!url) throw new UsageError('--redis URL is required (e.g. redis://127.0.0.1:6379)');
   try {
-    return await connect(url);
+    return await connect(url, (line) => log(c.dim(line)));
   } catch (e) {
     throw new UsageError((e as Error).message);
   }

@@ -197,24 +197,33 @@ export async function buildServer(o: ServerOptions): Promise<FastifyInstance> {
           continue;
         }
         const chunks: Buffer[] = [];
-        for await (const chunk of part.file as AsyncIterable<Buffer>) {
-          if (inFlight.bytes + chunk.length > lim.maxInFlightBytes)
-            throw new QueueFullError(`the server is busy: uploads in progress hold ${mb(lim.maxInFlightBytes)}`);
-          inFlight.bytes += chunk.length;
-          held += chunk.length;
-          chunks.push(chunk);
+        const tooLarge = () => new HttpError(413, `${part.filename || 'a file'}: larger than the ${mb(lim.maxFileBytes)} limit`, part.filename);
+        try {
+          for await (const chunk of part.file as AsyncIterable<Buffer>) {
+            if (inFlight.bytes + chunk.length > lim.maxInFlightBytes)
+              throw new QueueFullError(`the server is busy: uploads in progress hold ${mb(lim.maxInFlightBytes)}`);
+            inFlight.bytes += chunk.length;
+            held += chunk.length;
+            chunks.push(chunk);
+          }
+        } catch (e) {
+          throw (e as { code?: string }).code === 'FST_REQ_FILE_TOO_LARGE' ? tooLarge() : e;
         }
-        if (part.file.truncated) throw Object.assign(new Error('file too large'), { code: 'FST_REQ_FILE_TOO_LARGE' });
+        if (part.file.truncated) throw tooLarge();
         files.push({ name: part.filename || `image${files.length + 1}`, bytes: Buffer.concat(chunks) });
       }
     } catch (e) {
       inFlight.bytes -= held;
       throw e;
     }
-    // the count below holds the decoded images, not these buffers' budget: release it after
+    // the count below holds the decoded images, not these buffers' budget: release it after;
+    // a client gone before its answer (a closed tab, a timeout) has its count stopped, waiting or running
+    const gone = new AbortController();
     reply.raw.once('close', () => {
       inFlight.bytes -= held;
+      if (!reply.raw.writableEnded) gone.abort(new Error('the client closed the connection'));
     });
+    if (req.raw.socket.destroyed) gone.abort(new Error('the client closed the connection'));
     if (!files.length) throw new HttpError(400, 'no image in the request (multipart field "images")');
     let th: ReturnType<Model['thresholds']>;
     try {
@@ -257,10 +266,12 @@ export async function buildServer(o: ServerOptions): Promise<FastifyInstance> {
     const images: ImageResult[] = await queue.run(async () => {
       const out: ImageResult[] = [];
       for (const f of files) {
+        gone.signal.throwIfAborted();
         try {
-          const r = await model.count(f.bytes, { thresholds: th.count, review: th.review, candidates: true, name: f.name, scale, tta });
+          const r = await model.count(f.bytes, { thresholds: th.count, review: th.review, candidates: true, name: f.name, scale, tta, signal: gone.signal });
           out.push(r);
         } catch (e) {
+          if (gone.signal.aborted) throw e; // nobody to tell
           out.push(failedResult(f.name, (e as Error).message.replace(/^image: /, '')));
         }
       }
