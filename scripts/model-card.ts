@@ -142,7 +142,8 @@ network. The figures below are fp32's unless stated.
   pyramid P3-P7 with ${fpnCh} channels, classification and box subnets shared across levels with ${convs}
   convolutions of ${fpnCh} channels each (${p.head_norm === 'group' ? 'with GroupNorm' : "no normalisation, as in the original RetinaNet: a shared BatchNorm would mix the levels' statistics, and GroupNorm would make a cell's score depend on the rest of the image"}), focal loss (alpha 0.25, gamma 2) and
   torchvision's L1 box-regression loss. ${Number(p.parameters).toLocaleString('en')} parameters. Native resolution (no
-  resize); the input is padded to a multiple of ${meta.input.pad_multiple}.
+  resize); the input is padded to a multiple of ${meta.input.pad_multiple}. Pixels dark in all three channels (below 40 of 255:
+  unlit, as in a slide scanner's black margin) are given the padding value, so that black is no cell.
 - **Anchors:** ${lv.map((l) => `${l.name} stride ${l.stride}: ${l.sizes.map((s) => Math.round(s)).join('/')} px`).join('; ')};
   aspect ratios ${lv[0]!.aspect_ratios.join(', ')} (cells are round).
 - **Outputs:** per-anchor sigmoid probabilities and box regressions; decoding, per-class

@@ -135,8 +135,10 @@ export async function calibrateToFile(model: Model, images: EvalImage[], o: Cali
   // a threshold at which no cell of a class is found right is no calibration of it
   const chosen = (meta.calibration as { classes: PerClass<{ f1: number | null }> }).classes;
   for (const k of CLASSES)
-    if (!chosen[k].f1)
-      o.warn?.(`the model finds no ${k} cell right on these images at any threshold: its ${k} threshold (${meta.thresholds[k]}) means nothing`);
+    if ((chosen[k].f1 ?? 0) < 0.1)
+      o.warn?.(
+        `the model finds hardly any ${k} cell right on these images at any threshold (best F1 ${(100 * (chosen[k].f1 ?? 0)).toFixed(1)} %): its ${k} threshold (${meta.thresholds[k]}) means nothing; train it further first`,
+      );
   const bytes = withMetadata(model.bytes, meta);
   readMetadata(bytes);
   await guard.write(o.out, bytes);

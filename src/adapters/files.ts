@@ -372,7 +372,9 @@ export async function loadTruth(path: string, format?: 'voc' | 'yolo' | 'coco', 
     return loadTruth(sub(json), 'coco', split);
   }
   const yamlName = yaml ?? (names.includes('data.yaml') ? 'data.yaml' : undefined);
-  const yoloNames = yamlName ?? (names.includes('classes.txt') ? 'classes.txt' : undefined);
+  // classes.txt beside labels/, or inside it (where `count --yolo DIR/labels` writes it)
+  const yoloNames =
+    yamlName ?? (names.includes('classes.txt') ? 'classes.txt' : existsSync(join(path, 'labels', 'classes.txt')) ? join('labels', 'classes.txt') : undefined);
   // the sets the yaml names (train/val/test); one whose labels are not there is named, not skipped silently
   const named = yamlName ? [...yamlSets(await readFile(sub(yamlName), 'utf8'), path)] : [];
   const missing = named.filter(([, s]) => !existsSync(s.labels));

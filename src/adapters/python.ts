@@ -25,7 +25,10 @@ export function findTorchPython(env = process.env): PythonFound {
       const [torch = '', onnx] = r.stdout.trim().split(' ');
       return { python: py, torch, onnx: onnx === 'True' };
     }
-    tried.push(`${py}: ${r.error ? 'not found' : (r.stderr.trim().split('\n').pop() ?? 'failed')}`);
+    const code = (r.error as NodeJS.ErrnoException | undefined)?.code;
+    tried.push(
+      `${py}: ${r.error ? (code === 'ENOENT' ? 'not found' : `cannot be run (${code ?? r.error.message})`) : (r.stderr.trim().split('\n').pop() ?? 'failed')}`,
+    );
     if (env.HEMOCOUNT_PYTHON && py === env.HEMOCOUNT_PYTHON) break; // an explicit choice is not second-guessed
   }
   throw new Error(

@@ -75,6 +75,8 @@ samples (several fields of one smear; see README 'Samples'):
 `,
   study: `evaluate / calibrate / select / report options:
   --data DIR|FILE       annotated images: VOC XML, YOLO (labels/ + classes.txt) or COCO JSON
+  --model FILE|fp32     the model to score (default: the bundled int8 model); select takes models as arguments
+  --out FILE            (calibrate) the new model file, required; (report) the report .html, required
   --format voc|yolo|coco  override auto-detection
   --iou 0.5             IoU for matching a detection to a cell
   --criterion f1|accuracy  what 'best' means (default f1; ties go to the other)

@@ -325,7 +325,8 @@ def read_yolo(image_dir: str, label_dir: str, class_names: list[str], source="yo
                 defects.add(path, f"line {i} is not 'class cx cy w h': ignored")
                 continue
             if cid < 0 or cid >= len(mapped) or mapped[cid] is None:
-                defects.add(path, f"line {i}: unknown class id {cid}: ignored")
+                named = f" ({class_names[cid]})" if 0 <= cid < len(class_names) else ""
+                defects.add(path, f"line {i}: unknown class id {cid}{named}: ignored")
                 continue
             key = (cx, cy, bw, bh)
             if (cid,) + key in seen:
@@ -338,6 +339,14 @@ def read_yolo(image_dir: str, label_dir: str, class_names: list[str], source="yo
                 s.boxes.append(box)
                 s.labels.append(CLASSES.index(mapped[cid]))
         samples.append(s)
+    # an image without a label file may be unlabelled rather than empty: named, not trained on
+    if os.path.isdir(image_dir):
+        labelled = {os.path.splitext(n)[0] for n in os.listdir(label_dir)}
+        for name in sorted(os.listdir(image_dir)):
+            stem, ext = os.path.splitext(name)
+            if ext.lower() in IMAGE_EXTS and stem not in labelled:
+                defects.add(os.path.join(image_dir, name), f"no label file {stem}.txt in {os.path.normpath(label_dir)} (an image "
+                            "without cells needs an empty one): not used")
     return samples
 
 
@@ -397,7 +406,8 @@ def read_dataset(path: str, defects=None, split: str | None = None) -> list[Samp
                 raise ValueError(f"{path}: {yaml}'s {k} set: no labels at {labels}")
             if split is None:
                 defects.add(sub(yaml), f"its {k} set has no labels at {labels}: skipped")
-    names_file = next((sub(n) for n in (yaml, "classes.txt") if os.path.isfile(sub(n))), None)
+    # classes.txt beside labels/, or inside it (where `hemocount count --yolo DIR/labels` writes it)
+    names_file = next((sub(n) for n in (yaml, "classes.txt", os.path.join("labels", "classes.txt")) if os.path.isfile(sub(n))), None)
     yolo = bool(sets) or os.path.isdir(sub("labels"))
     if split is not None and not (yolo and names_file):
         raise ValueError(f"{path}: a split picks one set of a YOLO folder (labels/<split>/ with classes.txt, or a "

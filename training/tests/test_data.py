@@ -35,18 +35,21 @@ def test_yolo_reader_reports_defects(tmp_path):
         "2 0.99 0.5 0.1 0.1\n"     # platelet running off the right edge: clipped
         "0 0.5 0.5 0.0 0.1\n"      # zero width: dropped
         "5 0.5 0.5 0.1 0.1\n"      # unknown class id
+        "3 0.5 0.5 0.1 0.1\n"      # a class hemocount does not count
         "1 1.5 0.5 0.1 0.1\n"      # wholly outside (cx = 1.5): dropped
         "1 0.5 0.5 -0.1 0.1\n"     # inverted: dropped
         "garbage\n")
     (lab_dir / "missing.txt").write_text("1 0.5 0.5 0.1 0.1\n")
+    shutil.copy(os.path.join(SAMPLES, "BloodImage_00004.jpg"), img_dir / "unlabelled.jpg")
     d = Defects()
-    s = read_yolo(str(img_dir), str(lab_dir), ["WBC", "RBC", "Platelet"], defects=d)
+    s = read_yolo(str(img_dir), str(lab_dir), ["WBC", "RBC", "Platelet", "Eosinophil"], defects=d)
     assert len(s) == 1
     assert [CLASSES[i] for i in s[0].labels] == ["RBC", "Platelets"]
     assert s[0].boxes[1][2] == 640
     text = d.summary(100)
     for needle in ("repeats", "partly outside", "lies outside the image: dropped", "inverted corners: dropped",
-                   "zero size", "unknown class id 5", "not 'class", "no image"):
+                   "zero size", "unknown class id 5", "unknown class id 3 (Eosinophil)", "not 'class", "no image",
+                   "unlabelled.jpg: no label file unlabelled.txt"):
         assert needle in text, needle
 
 
