@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import sharp from 'sharp';
 import { parseCoco, parseCsv, parseVoc, parseYolo, toVoc, toYolo } from '../src/core/formats.js';
-import { readMetadata } from '../src/adapters/onnx.js';
+import { readMetadata, withMetadata } from '../src/adapters/onnx.js';
 import { CLI, pngHeaderOnly, ROOT, SAMPLES, tmp } from './helpers.js';
 import { makeLargeSmear } from '../bench/large.js';
 import { TILE_OVERLAP, TILE_SIZE } from '../src/core/pipeline.js';
@@ -695,4 +695,24 @@ test("Ctrl-C while workers write large images' decoded copies leaves none behind
   const [code, signal] = await exited;
   assert.equal(signal, 'SIGINT', `stopped as the signal stops it (exit ${code})`);
   assert.deepEqual(readdirSync(scratch), [], 'no copy left');
+});
+
+test('scoring a model on the images it was trained on warns; other images do not', () => {
+  const dir = tmp();
+  const lab = join(dir, 'lab');
+  mkdirSync(lab);
+  for (const f of ['BloodImage_00004.jpg', 'BloodImage_00011.jpg']) copyFileSync(join(SAMPLES, f), join(lab, f));
+  for (const f of ['BloodImage_00004.xml', 'BloodImage_00011.xml']) copyFileSync(join(SAMPLES, 'truth', f), join(lab, f));
+  // the bundled model, as if a lab had trained it on `lab` (hemocount train records the data's absolute path)
+  const bytes = readFileSync(join(ROOT, 'models', 'hemocount-default.onnx'));
+  const meta = readMetadata(bytes);
+  const mine = join(dir, 'mine.onnx');
+  writeFileSync(mine, withMetadata(bytes, { ...meta, provenance: { ...(meta.provenance as object), config: { data: lab } } }));
+  const warning = /warning: .*lab is what this model was trained on: its scores there say how well it fits those images, not how it counts new smears/;
+  const own = run(['evaluate', '--data', lab, '--model', mine, '--quiet']);
+  assert.equal(own.status, 0, own.stderr);
+  assert.match(own.stderr, warning);
+  const other = run(['evaluate', '--data', SAMPLES, '--model', mine, '--quiet']);
+  assert.equal(other.status, 0, other.stderr);
+  assert.doesNotMatch(other.stderr, warning);
 });

@@ -106,6 +106,17 @@ test('other limits: too many files, bad thresholds, no image, not multipart', as
   assert.match((await tta.json()).error, /tta must be true or false, not 'yes'/);
   const json = await fetch(`${base}/api/count`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
   assert.equal(json.status, 415);
+  // a misspelt option or a file in another field is refused, not ignored; an empty file is called empty
+  const unknown = await post(form([{ name: 'a.jpg', bytes: sample }], { model: 'fp32' }));
+  assert.equal(unknown.status, 400);
+  assert.match((await unknown.json()).error, /^unknown field 'model' \(fields: images, thresholds, review, scale, tta/);
+  const f = new FormData();
+  f.append('file', new Blob([sample], { type: 'image/jpeg' }), 'x.jpg');
+  const field = await post(f);
+  assert.equal(field.status, 400);
+  assert.deepEqual(await field.json(), { error: 'x.jpg: send images in the field "images", not "file"', status: 400, file: 'x.jpg' });
+  const empty = await post(form([{ name: 'e.jpg', bytes: new Uint8Array(0) }]));
+  assert.deepEqual(await empty.json(), { error: 'e.jpg: empty file (0 bytes)', status: 400, file: 'e.jpg' });
   await stillAlive();
 });
 

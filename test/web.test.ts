@@ -206,6 +206,12 @@ test('private mode downloads: the model cached for good, onnxruntime revalidated
   const m = await get(url, info.browser.model);
   assert.equal(m.headers['cache-control'], 'public, max-age=31536000, immutable');
   assert.ok(m.body.equals(onnx));
+  // the app's scripts are named by their content: cached for good too; the page that names them is not
+  const page = await get(url, '/');
+  const script = /src="(\/assets\/[^"]+\.js)"/.exec(page.body.toString())?.[1];
+  assert.ok(script, 'the page loads a hashed script');
+  assert.equal((await get(url, script)).headers['cache-control'], 'public, max-age=31536000, immutable');
+  assert.notEqual(page.headers['cache-control'], 'public, max-age=31536000, immutable');
   assert.equal((await get(url, info.browser.model, { 'if-none-match': String(m.headers.etag) })).status, 304);
   assert.equal((await get(url, `/api/models/${'0'.repeat(64)}.onnx`)).status, 404);
   const int8 = await get(url, '/api/model.onnx?precision=int8');

@@ -9,7 +9,7 @@ import { createHash } from 'node:crypto';
 import { statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
-import { Job, Queue, QueueEvents, Worker } from 'bullmq';
+import { Job, Queue, QueueEvents, UnrecoverableError, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import { failedResult, type ImageResult, roundResult } from '../core/formats.js';
 import type { PerClass } from '../core/types.js';
@@ -101,7 +101,15 @@ export async function startWorker(redis: Redis, o: WorkerOptions = {}): Promise<
       const d = job.data;
       const th = model.thresholds(d.threshold, d.review);
       const input = d.inline ? Buffer.from(d.inline, 'base64') : d.file;
-      const r = await model.count(input, { thresholds: th.count, review: th.review, scale: d.scale, tta: d.tta, maxPixels: d.maxPixels, name: d.file });
+      let r: ImageResult;
+      try {
+        r = await model.count(input, { thresholds: th.count, review: th.review, scale: d.scale, tta: d.tta, maxPixels: d.maxPixels, name: d.file });
+      } catch (e) {
+        // the bytes themselves are bad: trying again gives the same answer (a missing or
+        // unreadable file may be storage that is not there yet, and is tried again)
+        const m = (e as Error).message;
+        throw /not an image|corrupt or truncated|megapixels, above the limit/.test(m) ? new UnrecoverableError(m) : e;
+      }
       if (d.sample !== undefined) r.sample = d.sample;
       o.log?.(`counted ${d.file}`);
       return { result: roundResult(r), model: model.info, thresholds: th };
@@ -183,7 +191,7 @@ export async function submit(redis: Redis, files: Planned[], o: SubmitOptions): 
             });
             if (bytes.length > MAX_INLINE_BYTES)
               throw new Error(
-                `${f.path}: ${(bytes.length / 2 ** 20).toFixed(1)} MB is above the inline limit of ${MAX_INLINE_BYTES / 2 ** 20} MB: put it on storage the workers read, and submit without --inline`,
+                `${f.path}: ${(bytes.length / 2 ** 20).toFixed(2)} MB is above the inline limit of ${MAX_INLINE_BYTES / 2 ** 20} MB: put it on storage the workers read, and submit without --inline`,
               );
             inline = bytes.toString('base64');
           }

@@ -41,8 +41,20 @@ async function guarded(a: StudyArgs, planned: (string | undefined)[], protect: s
   return guard;
 }
 
+/** Scores on a model's own training images say how it fits them, not how it counts new smears. */
+function trainedOn(model: Model, a: StudyArgs): boolean {
+  const cfg = (model.metadata.provenance as { config?: { data?: string | null; split?: string | null } } | undefined)?.config;
+  return !!cfg?.data && resolve(a.data!) === resolve(cfg.data) && (!a.split || !cfg.split || a.split === cfg.split);
+}
+
 async function run(model: Model, a: StudyArgs): Promise<EvalImage[]> {
   if (!a.data) throw new UsageError('--data DIR (annotated images: VOC XML, YOLO or COCO JSON) is required');
+  if (trainedOn(model, a))
+    log(
+      c.yellow(
+        `warning: ${dataLabel(a)} is what this model was trained on: its scores there say how well it fits those images, not how it counts new smears (use images it never saw)`,
+      ),
+    );
   const truth = await loadTruth(a.data, a.format, a.split);
   if (truth.problems.length)
     log(c.dim(`${truth.problems.length} annotation note(s):\n  ${truth.problems.slice(0, 10).join('\n  ')}${truth.problems.length > 10 ? '\n  ...' : ''}`));

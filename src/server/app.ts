@@ -117,7 +117,9 @@ export async function buildServer(o: ServerOptions): Promise<FastifyInstance> {
     }
   });
 
-  app.addHook('onSend', async (_req, reply) => {
+  app.addHook('onSend', async (req, reply) => {
+    // the web build names its scripts and styles by their content: they never change under a name
+    if (req.url.startsWith('/assets/') && reply.statusCode === 200) reply.header('cache-control', IMMUTABLE);
     // threaded WebAssembly (private mode) needs a cross-origin isolated page
     reply.header('Cross-Origin-Opener-Policy', 'same-origin');
     reply.header('Cross-Origin-Embedder-Policy', 'require-corp');
@@ -192,10 +194,15 @@ export async function buildServer(o: ServerOptions): Promise<FastifyInstance> {
     let held = 0;
     try {
       for await (const part of req.parts()) {
+        // a misspelt field is refused, not ignored: the client must learn its option was not taken
         if (part.type !== 'file') {
+          if (!FORM_FIELDS.includes(part.fieldname))
+            throw new HttpError(400, `unknown field '${part.fieldname}' (fields: images, ${FORM_FIELDS.join(', ')}; the model is the server's, --model)`);
           fields[part.fieldname] = String(part.value);
           continue;
         }
+        if (part.fieldname !== 'images')
+          throw new HttpError(400, `${part.filename || 'a file'}: send images in the field "images", not "${part.fieldname}"`, part.filename);
         const chunks: Buffer[] = [];
         const tooLarge = () => new HttpError(413, `${part.filename || 'a file'}: larger than the ${mb(lim.maxFileBytes)} limit`, part.filename);
         try {
@@ -244,6 +251,7 @@ export async function buildServer(o: ServerOptions): Promise<FastifyInstance> {
     // check every file before any inference: type by bytes, size in pixels
     let pixels = 0;
     for (const f of files) {
+      if (!f.bytes.length) throw new HttpError(400, `${f.name}: empty file (0 bytes)`, f.name);
       const type = sniffImageType(f.bytes);
       if (!type) throw new HttpError(415, `${f.name}: not an image (JPEG, PNG, TIFF, WebP, GIF or AVIF by its content)`, f.name);
       const { width, height } = await probe(f.bytes).catch((e) => {
@@ -300,6 +308,9 @@ function hostOf(origin: string): string | null {
     return null;
   }
 }
+
+/** The form fields /api/count reads besides the images. */
+const FORM_FIELDS = ['thresholds', 'review', 'scale', 'tta'];
 
 const mb = (b: number) => `${(b / 1024 / 1024).toFixed(0)} MB`;
 
