@@ -67,7 +67,7 @@ own figures follow):
 |---|---|---|
 | network forward pass, 640 x 480 (padded to {f['input'].split(' ')[0]}), onnxruntime-node, {f['runs']} runs | {f['p50']} ms | {f['p90']} ms |
 | whole count of a sample image (decode, network, decoding, NMS; `--scale auto`) | {c['p50']} ms | {c['p90']} ms |
-| the same with the default int8 model, interleaved | {c8['p50']} ms | {c8['p90']} ms |
+| the same with the default int8 model, in the same run | {c8['p50']} ms | {c8['p90']} ms |
 | whole count, one pass at native size (`--scale 1`), fp32 / int8 | {c1['p50']} / {c81['p50']} ms | {c1['p90']} / {c81['p90']} ms |
 
 A {large['image']} smear is counted in {cur['seconds']} s ({cur['tiles']} tiles of 1792 px) with a peak of
@@ -115,7 +115,7 @@ if q8:
 
 **int8**, the default model (`--model fp32` selects the full-precision network): the same network with static QDQ int8 quantisation
 (`scripts/quantize.py`, activations calibrated on training images only), {q8['int8_mb']} MiB instead of
-{q8['fp32_mb']} MiB. Forward pass p50, interleaved in the same run: fp32 {q8['fp32_p50']} ms, int8
+{q8['fp32_mb']} MiB. Forward pass p50, in alternating blocks of 10 runs in the same run: fp32 {q8['fp32_p50']} ms, int8
 {q8['int8_p50']} ms, **{q8['speedup']}x**. Its accuracy against fp32 on the validation split (the release
 gate: mAP@0.5 and each class's F1 within 0.5 points, on each subset): `docs/validation/int8-gate.txt`. Per
 field the two can differ by a cell or two (one more or one fewer borderline cell above a threshold)."""
