@@ -41,7 +41,7 @@ def epoch_scorer(val_samples, out_dir):
                  f"(node: {node or 'not found'}; in a checkout, run `npm run build`); run it through "
                  "`hemocount train`, or leave --patience out")
     if not val_samples:
-        sys.exit("--patience needs validation images: --val, or the shared split (no --data)")
+        usage("--patience needs validation images: --val, or the shared split (no --data)")
     val_json = os.path.join(out_dir, "val.json")
     write_coco(val_samples, val_json)
 
@@ -70,8 +70,8 @@ def load_samples(args):
     cmd = f"hemocount {args.cmd}"
     if args.data is None or os.path.abspath(args.data) == DEFAULT_DATA:
         if split is not None or val_split is not None:
-            sys.exit(f"{cmd}: --split and --val-split pick sets of YOLO data given with --data and --val; "
-                     "the shared datasets have hemocount's own split")
+            usage(f"{cmd}: --split and --val-split pick sets of YOLO data given with --data and --val; "
+                  "the shared datasets have hemocount's own split")
         if not os.path.isdir(DEFAULT_DATA):
             sys.exit(f"no --data given and the shared datasets are not at {DEFAULT_DATA}")
         train, val = shared_split(DEFAULT_DATA, defects)
@@ -79,7 +79,7 @@ def load_samples(args):
                 "rule": "shared_split"}
     else:
         if val_split is not None and not args.val:
-            sys.exit(f"{cmd}: --val-split picks a set of the --val data; give --val too")
+            usage(f"{cmd}: --val-split picks a set of the --val data; give --val too")
         try:
             train = read_dataset(args.data, defects, split)
             val = read_dataset(args.val, defects, val_split) if args.val else []
@@ -114,6 +114,13 @@ def load_samples(args):
     if not train:
         sys.exit(f"{args.data}: no training images found")
     return train, val, info
+
+
+def usage(msg: str):
+    """A usage error (options that contradict each other or the run folder): exit status 2, as
+    hemocount's other commands and argparse give."""
+    print(msg, file=sys.stderr)
+    sys.exit(2)
 
 
 RUN_FILE = re.compile(r"(epoch_\d+\.pt|last\.pt|best\.pt|train_log\.jsonl)")
@@ -232,12 +239,12 @@ def main(argv=None):
         from .train import TrainConfig, train
         device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
         if args.patience is not None and args.patience < 1:
-            sys.exit(f"--patience must be a whole number of epochs >= 1, not {args.patience}")
+            usage(f"--patience must be a whole number of epochs >= 1, not {args.patience}")
         try:
             scale = tuple(float(v) for v in args.scale_range.split(",")) if args.scale_range else None
             assert scale is None or (len(scale) == 2 and 0 < scale[0] <= scale[1])
         except (ValueError, AssertionError):
-            sys.exit(f"--scale-range must be two numbers LOW,HIGH, not '{args.scale_range}'")
+            usage(f"--scale-range must be two numbers LOW,HIGH, not '{args.scale_range}'")
         given = {"data": args.data and os.path.abspath(args.data), "val": args.val and os.path.abspath(args.val),
                  "split": args.split, "val_split": args.val_split,
                  "relabel": args.relabel and os.path.abspath(args.relabel),
@@ -251,15 +258,15 @@ def main(argv=None):
             if not os.path.isfile(ckpt):
                 held = run_files(args.out)
                 if held:  # stopped between writing its first epoch and recording it
-                    sys.exit(f"--resume: {args.out} has no last.pt ({', '.join(held[:3])}): its first epoch was never "
-                             "recorded, so there is nothing to continue; start the run again with --overwrite")
-                sys.exit(f"--resume: {ckpt} does not exist (no run to continue in {args.out})")
+                    usage(f"--resume: {args.out} has no last.pt ({', '.join(held[:3])}): its first epoch was never "
+                          "recorded, so there is nothing to continue; start the run again with --overwrite")
+                usage(f"--resume: {ckpt} does not exist (no run to continue in {args.out})")
             saved = torch.load(ckpt, map_location="cpu", weights_only=False)
             cfg = TrainConfig.from_checkpoint(saved)
             bad = cfg.conflicts(given)
             if bad:
-                sys.exit(f"--resume: {args.out} was trained with other settings:\n  " + "\n  ".join(bad) +
-                         "\nresume with the run's own settings (leave them out), or start a new --out")
+                usage(f"--resume: {args.out} was trained with other settings:\n  " + "\n  ".join(bad) +
+                      "\nresume with the run's own settings (leave them out), or start a new --out")
             if args.epochs:
                 cfg.epochs = args.epochs
             if args.patience is not None:
@@ -267,12 +274,12 @@ def main(argv=None):
         else:
             held = run_files(args.out)
             if held and not args.overwrite:
-                sys.exit(f"{args.out} holds a training run ({', '.join(held[:4])}{', ...' if len(held) > 4 else ''}): "
-                         "--resume continues it; choose another --out, or --overwrite to start again there")
+                usage(f"{args.out} holds a training run ({', '.join(held[:4])}{', ...' if len(held) > 4 else ''}): "
+                      "--resume continues it; choose another --out, or --overwrite to start again there")
             if args.init and os.path.dirname(os.path.abspath(args.init)) == os.path.abspath(args.out) \
                     and os.path.basename(args.init) in held:
-                sys.exit(f"--init {args.init} is a checkpoint of the run that --overwrite would remove: "
-                         "copy it out of that folder first, or train into another --out")
+                usage(f"--init {args.init} is a checkpoint of the run that --overwrite would remove: "
+                      "copy it out of that folder first, or train into another --out")
             cfg = TrainConfig(**{k: v for k, v in given.items() if v is not None})
         args.data, args.val, args.relabel, args.split, args.val_split = cfg.data, cfg.val, cfg.relabel, cfg.split, cfg.val_split
         train_s, val_s, info = load_samples(args)

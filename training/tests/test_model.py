@@ -248,7 +248,7 @@ def test_resume_restores_the_run_and_refuses_contradicting_flags(tmp_path):
     ck = torch.load(os.path.join(out, "last.pt"), map_location="cpu", weights_only=False)
     assert ck["config"]["crop"] == 256 and ck["config"]["data"] == os.path.abspath(data)
     bad = subprocess.run(base + ["--resume", "--crop", "320", "--epochs", "2"], capture_output=True, text=True, env=env)
-    assert bad.returncode != 0
+    assert bad.returncode == 2  # a usage error, as hemocount's other commands give
     assert "crop: the run has 256, this command asks 320" in bad.stderr
     ok = subprocess.run(base + ["--resume", "--epochs", "2"], capture_output=True, text=True, env=env)
     assert ok.returncode == 0, ok.stderr
@@ -257,13 +257,13 @@ def test_resume_restores_the_run_and_refuses_contradicting_flags(tmp_path):
     # a new run is not started over this one unless asked, and then leaves none of its epochs behind
     fresh = base + ["--data", data, "--epochs", "1", "--batch-size", "2", "--crop", "256", "--max-steps-per-epoch", "1"]
     refused = subprocess.run(fresh, capture_output=True, text=True, env=env)
-    assert refused.returncode != 0 and "holds a training run" in refused.stderr and "--resume continues it" in refused.stderr
+    assert refused.returncode == 2 and "holds a training run" in refused.stderr and "--resume continues it" in refused.stderr
     assert os.path.isfile(os.path.join(out, "epoch_002.pt"))
     # --overwrite removes the run's own files only, and never the checkpoint it starts from
     shutil.copy(os.path.join(out, "epoch_002.pt"), os.path.join(out, "my_best_model.pt"))
     from_own = subprocess.run(fresh + ["--overwrite", "--init", os.path.join(out, "epoch_002.pt")],
                               capture_output=True, text=True, env=env)
-    assert from_own.returncode != 0 and "is a checkpoint of the run that --overwrite would remove" in from_own.stderr
+    assert from_own.returncode == 2 and "is a checkpoint of the run that --overwrite would remove" in from_own.stderr
     assert os.path.isfile(os.path.join(out, "epoch_002.pt"))
     again = subprocess.run(fresh + ["--overwrite"], capture_output=True, text=True, env=env)
     assert again.returncode == 0, again.stderr
