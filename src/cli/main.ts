@@ -483,7 +483,7 @@ function describeModel(path: string, m: ModelMetadata, size: number): string {
   const band = scaleModel(m); // the model's band, or the defaults it falls back on
   const lines = [
     `${m.name} ${m.version}  (${path}, ${(size / 1e6).toFixed(1)} MB, format ${m.format})`,
-    `architecture: ${p.arch ?? '?'}, ${Number(p.parameters ?? 0).toLocaleString('en')} parameters; trained ${p.epochs ?? '?'} epochs${p.init ? ` from ${String(p.init)}` : ''}`,
+    `architecture: ${p.arch ?? '?'}, ${Number(p.parameters ?? 0).toLocaleString('en')} parameters; trained ${p.epochs ?? '?'} epoch${p.epochs === 1 ? '' : 's'}${p.init ? ` from ${String(p.init)}` : ''}`,
     `classes:      ${CLASSES.map((k) => `${k} threshold ${m.thresholds[k].toFixed(2)} (review from ${(m.review?.[k] ?? m.thresholds[k]).toFixed(2)})`).join('; ')}`,
     cal
       ? `calibrated:   on ${cal.images} images of ${cal.data} (criterion ${cal.criterion}); F1 there ${CLASSES.map((k) => `${k} ${cal.classes?.[k]?.f1 == null ? '-' : (100 * cal.classes[k].f1!).toFixed(1)} %`).join(', ')}`

@@ -84,6 +84,11 @@ class Defects:
         return "\n".join(lines)
 
 
+def _shown(box) -> str:
+    """A box in a message: pixels to one decimal (YOLO's normalised floats print 582.4000000000001)."""
+    return "[" + ", ".join(f"{v:.1f}".rstrip("0").rstrip(".") for v in box) + "]"
+
+
 def _clip_box(box, w, h, path, defects: Defects, min_size=1.0):
     """The ground-truth box rules, as in src/core/formats.ts (checkBox): a box must have
     positive size; one reaching more than half a pixel outside the image is clipped with a
@@ -96,11 +101,11 @@ def _clip_box(box, w, h, path, defects: Defects, min_size=1.0):
     cx2, cy2 = min(max(x2, 0.0), w), min(max(y2, 0.0), h)
     if cx2 - cx1 < min_size or cy2 - cy1 < min_size:
         where = "lies outside the image" if (x2 - x1 >= min_size and y2 - y1 >= min_size) else "has (almost) zero size"
-        defects.add(path, f"box {box} {where}: dropped")
+        defects.add(path, f"box {_shown(box)} {where}: dropped")
         return None
     # YOLO's normalised floats round-trip with ~1e-4 px noise: only real excursions count
     if max(abs(cx1 - x1), abs(cy1 - y1), abs(cx2 - x2), abs(cy2 - y2)) > 0.5:
-        defects.add(path, f"box {box} lies partly outside the {w}x{h} image: clipped")
+        defects.add(path, f"box {_shown(box)} lies partly outside the {w}x{h} image: clipped")
     return [cx1, cy1, cx2, cy2]
 
 
