@@ -57,6 +57,8 @@ export interface CountOptions extends ModelDetectOptions {
 
 export interface Detected extends CoreDetected {
   ms: number;
+  /** Set when the candidates average the image and its flips (test-time augmentation). */
+  tta?: true;
   /** With keepPixels: the image as decoded (oriented 8-bit RGB); absent for images read in tiles. */
   pixels?: RawImage;
 }
@@ -135,7 +137,7 @@ export class Model {
       : this.onnx.run.bind(this.onnx);
     try {
       const det = await detect(run, this.metadata, { width, height, read }, opts);
-      return { ...det, ms: performance.now() - t0, ...(opts.keepPixels && whole ? { pixels: whole } : {}) };
+      return { ...det, ms: performance.now() - t0, ...(opts.tta ? { tta: true as const } : {}), ...(opts.keepPixels && whole ? { pixels: whole } : {}) };
     } finally {
       await large?.close();
     }
@@ -163,6 +165,7 @@ export class Model {
       ...(opts.candidates ? { candidates: det.candidates } : {}),
       tiles: det.tiles,
       scale: det.scale,
+      ...(det.tta ? { tta: true as const } : {}),
       ms: Math.round(det.ms),
     };
   }

@@ -300,6 +300,8 @@ test('test-time augmentation (flips) finds the same cells, in the same place', a
   const file = join(SAMPLES, 'BloodImage_00011.jpg');
   const plain = await model.count(file, { scale: 1 });
   const tta = await model.count(file, { scale: 1, tta: true });
+  // the result says how it was made
+  assert.deepEqual([tta.tta, plain.tta], [true, undefined]);
   assert.equal(tta.counts.WBC, plain.counts.WBC);
   assert.ok(Math.abs(tta.counts.RBC - plain.counts.RBC) <= 3, `${tta.counts.RBC} vs ${plain.counts.RBC}`);
   const w = (r: typeof plain) => r.detections.find((d) => d.label === 'WBC')!.box;

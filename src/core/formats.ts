@@ -20,6 +20,8 @@ export interface ImageResult {
   tiles?: number;
   /** Factor the image was resized by before detection (`scale: 'auto'` estimates it). */
   scale?: number;
+  /** Set when the counts average the image and its flips (test-time augmentation, `--tta`). */
+  tta?: true;
   ms?: number;
   error?: string;
   /** The sample (smear) this field belongs to: its sub-folder, or a manifest's `sample`. */
