@@ -84,5 +84,19 @@ test('a manifest assigns samples and red-cell counts; its errors name the file a
   assert.match(two.stderr, /needs a sample/);
   const named = run(['count', join(dir, 'BloodImage_00004.jpg'), '--sample', 'P7', '--rbc-count', '4.8e6', '--json', '-', '--quiet']);
   assert.equal(named.status, 0, named.stderr);
-  assert.equal(JSON.parse(named.stdout).samples[0].name, 'P7');
+  const p7 = JSON.parse(named.stdout).samples[0];
+  assert.equal(p7.name, 'P7');
+  // one field holds a few dozen red cells: no estimate per microlitre from that, and it says why
+  assert.deepEqual([p7.estimates.WBC, p7.estimates.Platelets], [null, null]);
+  assert.match(p7.estimates.note, /^not given: \d+ red cells counted, the ratio method needs at least 1000 \(about \d+ fields like these in all\)$/);
+  // the analyser's 4.8 (x10^12/L) is not taken as 4.8 red cells per microlitre
+  const unit = run(['count', join(dir, 'BloodImage_00004.jpg'), '--sample', 'P7', '--rbc-count', '4.8']);
+  assert.equal(unit.status, 2);
+  assert.match(unit.stderr, /--rbc-count: '4\.8' looks like x10\^12\/L .* give red cells per microlitre, e\.g\. 4\.8e6/);
+  writeFileSync(join(dir, 'unit.csv'), 'file,sample,rbc_count\nBloodImage_00004.jpg,S1,4.8\n');
+  assert.match(run(['count', '--samples', join(dir, 'unit.csv')]).stderr, /unit\.csv: line 2: rbc_count '4\.8' looks like x10\^12\/L/);
+  // a listed field that is missing is a failed field of its sample
+  const gone = run(['count', join(dir, 'BloodImage_00004.jpg'), join(dir, 'gone.jpg'), '--sample', 'P8', '--json', '-', '--quiet']);
+  const p8 = JSON.parse(gone.stdout).samples[0];
+  assert.deepEqual([p8.fields, p8.failed, p8.images.length], [1, 1, 2]);
 });

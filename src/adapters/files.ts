@@ -6,6 +6,7 @@ import { basename, dirname, extname, join, relative, resolve, sep } from 'node:p
 import { parseCoco, parseCsv, parseVoc, parseYolo } from '../core/formats.js';
 import type { GroundTruthBox } from '../core/metrics.js';
 import type { CellClass } from '../core/types.js';
+import { rbcCountProblem } from '../core/samples.js';
 import { IMAGE_EXTENSIONS } from '../core/vocabulary.js';
 import { probe } from './image.js';
 
@@ -157,8 +158,8 @@ export async function readManifest(path: string): Promise<ManifestEntry[]> {
     seen.set(abs, line);
     const rc = col('rbc_count') >= 0 ? (r[col('rbc_count')] ?? '').trim() : '';
     const rbcCount = rc ? Number(rc) : undefined;
-    if (rbcCount !== undefined && !(Number.isFinite(rbcCount) && rbcCount > 0))
-      throw new Error(`${path}: line ${line}: rbc_count '${rc}' is not a positive number (red cells per microlitre, e.g. 4.8e6)`);
+    const why = rbcCount === undefined ? null : rbcCountProblem(rbcCount);
+    if (why) throw new Error(`${path}: line ${line}: rbc_count '${rc}' ${why}`);
     out.push({ file: abs, sample, ...(rbcCount !== undefined && { rbcCount }) });
   }
   if (!out.length) throw new Error(`${path}: the sample manifest lists no image`);
@@ -178,6 +179,13 @@ export async function collectInputs(o: { inputs: string[]; recursive: boolean; m
     const s = bySample.get(resolve(f.path)) ?? f.sample ?? o.sample;
     if (s !== undefined) f.sample = s;
   }
+  // a listed field that is missing is a failed field of its sample, not a field of none
+  const missingSample = Object.fromEntries(
+    found.missing.flatMap((m) => {
+      const s = bySample.get(resolve(m)) ?? o.sample;
+      return s === undefined ? [] : [[m, s]];
+    }),
+  );
   const rbcCount: Record<string, number> = {};
   for (const e of entries) {
     if (e.rbcCount === undefined) continue;
@@ -186,7 +194,7 @@ export async function collectInputs(o: { inputs: string[]; recursive: boolean; m
     }
     rbcCount[e.sample] = e.rbcCount;
   }
-  return { ...found, rbcCount };
+  return { ...found, missingSample, rbcCount };
 }
 
 /**

@@ -8,6 +8,7 @@ import { CLASSES } from '../core/types.js';
 import { DetectorPool } from '../adapters/pool.js';
 import { drawAnnotated, thumbnail } from '../adapters/image.js';
 import { renderSampleReport } from '../core/sample-report.js';
+import { rbcCountProblem } from '../core/samples.js';
 import type { ModelMetadata, PerClass } from '../core/types.js';
 import { collectInputs, ensureDir, OutputGuard } from '../adapters/files.js';
 import { type Detected, lowestScore, Model } from '../detector.js';
@@ -61,7 +62,8 @@ export interface CountArgs {
 export function parseRbcCount(spec: string, samples: string[]): Record<string, number> {
   const num = (t: string) => {
     const v = Number(t.trim());
-    if (!(Number.isFinite(v) && v > 0)) throw new UsageError(`--rbc-count: '${t}' is not a positive number (red cells per microlitre, e.g. 4.8e6)`);
+    const why = rbcCountProblem(v);
+    if (why) throw new UsageError(`--rbc-count: '${t.trim()}' ${why}`);
     return v;
   };
   if (!spec.includes('=')) {
@@ -87,7 +89,7 @@ const stemOf = (rel: string) => rel.slice(0, rel.length - extname(rel).length);
 
 export async function runCount(a: CountArgs): Promise<number> {
   if (!a.inputs.length && !a.samples) throw new UsageError('count: name at least one image, folder or glob (or --samples FILE)');
-  const { files, missing, skipped, rbcCount } = await planInputs(a);
+  const { files, missing, missingSample, skipped, rbcCount } = await planInputs(a);
   // --jobs N > 1: N worker threads, each with its own network session (onnxruntime-node runs a
   // pass on the calling thread, so one thread runs one pass at a time)
   // default: one worker per core (measured: 1.25x the images/s of one process on 2 cores, 1.3x
@@ -150,7 +152,10 @@ export async function runCount(a: CountArgs): Promise<number> {
   }
   await preflight(guard, planned);
   const results: ImageResult[] = [
-    ...missing.map((m) => failedResult(m, 'no such file, folder or matching glob')),
+    ...missing.map((m) => ({
+      ...failedResult(m, 'no such file, folder or matching glob'),
+      ...(missingSample[m] !== undefined && { sample: missingSample[m] }),
+    })),
     ...skipped.filter((x) => x.error).map((s) => failedResult(s.path, s.reason)),
   ];
   // nothing to count is a usage error (a mistyped path too); unreadable files are reported as results
@@ -260,14 +265,14 @@ export async function planInputs(a: Pick<CountArgs, 'inputs' | 'recursive' | 'sa
   } catch (e) {
     throw new UsageError((e as Error).message);
   }
-  const { files, missing, skipped } = collected;
+  const { files, missing, missingSample, skipped } = collected;
   const sampleNames = [...new Set(files.map((f) => f.sample).filter((s): s is string => s !== undefined))];
   const rbcCount = { ...collected.rbcCount, ...(a.rbcCount ? parseRbcCount(a.rbcCount, sampleNames) : {}) };
   if ((a.samplesCsv || a.sampleReport) && !sampleNames.length)
     throw new UsageError('--samples-csv/--sample-report: no image belongs to a sample (use sub-folders, --sample NAME or --samples FILE)');
   if (a.sampleReport && !/\.(html?|md)$/i.test(a.sampleReport)) throw new UsageError(`--sample-report: '${a.sampleReport}' must end in .html or .md`);
   for (const s of skipped.filter((x) => !x.error)) log(c.dim(`note: ${s.path}: ${s.reason}`));
-  return { files, missing, skipped, rbcCount };
+  return { files, missing, missingSample, skipped, rbcCount };
 }
 
 /** Refuse before spending minutes counting, not at the end: folders made, no file replaced that hemocount did not write. */
@@ -341,7 +346,7 @@ export async function sampleReport(doc: CountDocument, meta: ModelMetadata, form
       if (im.sample !== undefined && !im.error) thumbs[im.file] = await thumbnail(im.file, im.detections, { meta, counts: im.counts, uncertain: im.uncertain });
     }
   }
-  return renderSampleReport(doc, { format, thumbs });
+  return renderSampleReport(doc, { format, thumbs, generated: new Date().toISOString() });
 }
 
 export class UsageError extends Error {}

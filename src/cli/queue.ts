@@ -79,7 +79,7 @@ export async function runSubmit(a: SubmitArgs): Promise<number> {
   if (!a.inputs.length && !a.samples) throw new UsageError('submit: name at least one image, folder or glob (or --samples FILE)');
   const writes = [a.json, a.csv, a.samplesCsv, a.sampleReport].filter((o): o is string => !!o);
   if (writes.length && !a.wait) throw new UsageError('--json/--csv/--samples-csv/--sample-report need --wait (the results exist once the workers are done)');
-  const { files, missing, skipped, rbcCount } = await planInputs(a);
+  const { files, missing, missingSample, skipped, rbcCount } = await planInputs(a);
   for (const s of skipped.filter((x) => !x.error)) log(c.dim(`note: ${s.path}: ${s.reason}`));
   if (!files.length) throw new UsageError(`no image found in ${[...a.inputs, ...(a.samples ? [a.samples] : [])].join(', ')}`);
   const guard = new OutputGuard(new Set(files.map((f) => resolve(f.path))), a.overwrite);
@@ -125,7 +125,10 @@ export async function runSubmit(a: SubmitArgs): Promise<number> {
     }
     // report results under the paths the user gave, as a local count does
     const results: ImageResult[] = [
-      ...missing.map((m) => failedResult(m, 'no such file, folder or matching glob')),
+      ...missing.map((m) => ({
+        ...failedResult(m, 'no such file, folder or matching glob'),
+        ...(missingSample[m] !== undefined && { sample: missingSample[m] }),
+      })),
       ...skipped.filter((x) => x.error).map((s) => failedResult(s.path, s.reason)),
       // collect gives one result per file, in input order
       ...got.results.map((r, i) => ({ ...r, file: files[i]!.path })),

@@ -118,6 +118,12 @@ export async function runEvaluate(a: StudyArgs): Promise<number> {
     for (const k of CLASSES) say(a, classTable(k, r.evaluation.classes[k].sweep, r.evaluation.classes[k].best) + '\n');
   }
   if (!Object.keys(parts).length) for (const k of CLASSES) say(a, classTable(k, rep.evaluation.classes[k].sweep, rep.evaluation.classes[k].best) + '\n');
+  say(
+    a,
+    c.dim(
+      `Accuracy is count accuracy, min(counted, truth) / max(counted, truth) over all the images together (errors of opposite sign in different images cancel); * marks the best threshold by ${a.criterion === 'accuracy' ? 'count accuracy' : 'F1'}.\n`,
+    ),
+  );
   for (const [name, r] of Object.entries(parts)) say(a, `${c.bold(`Subset '${name}'`)}: ` + summaryTable(r) + '\n');
   say(a, (Object.keys(parts).length ? `${c.bold('All subsets together')}: ` : '') + summaryTable(rep));
   await output(a, { ...rep, subsets: parts }, guard);

@@ -111,6 +111,9 @@ export function toCsv(doc: CountDocument): string {
     ...CLASSES.map((c) => `${c}`),
     ...CLASSES.map((c) => `${c}_uncertain`),
     ...CLASSES.map((c) => `${c}_mean_score`),
+    // how the image was counted: the factor it was resized by (magnification), flips averaged
+    'scale',
+    'tta',
     'error',
   ];
   const rows = doc.images.map((i) => [
@@ -121,6 +124,8 @@ export function toCsv(doc: CountDocument): string {
     ...CLASSES.map((c) => i.counts?.[c] ?? ''),
     ...CLASSES.map((c) => i.uncertain?.[c] ?? ''),
     ...CLASSES.map((c) => (i.meanScore?.[c] == null ? '' : r4(i.meanScore[c]!))),
+    i.scale ?? '',
+    i.tta ? 'true' : '',
     i.error ?? '',
   ]);
   const t = doc.totals;
@@ -131,6 +136,8 @@ export function toCsv(doc: CountDocument): string {
     '',
     ...CLASSES.map((c) => t.counts[c]),
     ...CLASSES.map((c) => t.uncertain[c]),
+    '',
+    '',
     '',
     '',
     '',
@@ -152,7 +159,10 @@ export function toSamplesCsv(samples: SampleSummary[]): string {
     'fields_reviewed',
     'rbc_per_ul',
     ...(['WBC', 'Platelets'] as const).flatMap((c) => [`${c}_per_ul_estimate`, `${c}_per_ul_ci95_low`, `${c}_per_ul_ci95_high`]),
+    'estimate_note',
   ];
+  // three significant figures: the interval is wider than that
+  const g3 = (v: number | undefined) => (v === undefined || !Number.isFinite(v) ? '' : Number(v.toPrecision(3)));
   const rows = samples.map((s) => [
     s.name,
     s.fields,
@@ -162,7 +172,8 @@ export function toSamplesCsv(samples: SampleSummary[]): string {
     s.fieldsToReview,
     s.fieldsReviewed,
     s.estimates?.rbcPerUl ?? '',
-    ...(['WBC', 'Platelets'] as const).flatMap((c) => [rnd(s.estimates?.[c]?.value, 0), rnd(s.estimates?.[c]?.ci95[0], 0), rnd(s.estimates?.[c]?.ci95[1], 0)]),
+    ...(['WBC', 'Platelets'] as const).flatMap((c) => [g3(s.estimates?.[c]?.value), g3(s.estimates?.[c]?.ci95[0]), g3(s.estimates?.[c]?.ci95[1])]),
+    s.estimates?.note ?? '',
   ]);
   return [head, ...rows].map((r) => r.map((v) => csvField(v as string | number)).join(',')).join('\n') + '\n';
 }

@@ -34,8 +34,11 @@ export interface SampleSummary {
   /** Fields with cells in the review band still undecided. */
   fieldsToReview: number;
   fieldsReviewed: number;
-  /** Ratio-method estimates per microlitre, only when the analyser's red-cell count is given. */
-  estimates?: { rbcPerUl: number; WBC: RatioValue | null; Platelets: RatioValue | null };
+  /**
+   * Ratio-method estimates per microlitre, only when the analyser's red-cell count is given;
+   * null (with `note`) when fewer than MIN_RATIO_RBC red cells were counted.
+   */
+  estimates?: { rbcPerUl: number; WBC: RatioValue | null; Platelets: RatioValue | null; note?: string };
 }
 
 export interface RatioValue {
@@ -43,9 +46,34 @@ export interface RatioValue {
   ci95: Interval;
 }
 
+/**
+ * Why an analyser red-cell count cannot be right, or null. Analysers print 4.8 (x10^12/L) for
+ * 4.8 million per microlitre: taken as per microlitre, that would give platelet estimates of 0.
+ */
+export function rbcCountProblem(v: number): string | null {
+  if (!(Number.isFinite(v) && v > 0)) return 'is not a positive number (red cells per microlitre, e.g. 4.8e6)';
+  if (v < 100) return `looks like x10^12/L (an analyser's ${v} means ${v}e6 per microlitre): give red cells per microlitre, e.g. ${v}e6`;
+  if (v < RBC_PER_UL[0] || v > RBC_PER_UL[1])
+    return `red cells per microlitre lies outside human blood (${RBC_PER_UL[0] / 1e6}-${RBC_PER_UL[1] / 1e6} million per microlitre): give red cells per microlitre, e.g. 4.8e6`;
+  return null;
+}
+export const RBC_PER_UL = [0.5e6, 10e6] as const;
+
+/**
+ * Red cells a ratio-method estimate needs: the method counts cells per 1000 red cells, and
+ * fewer leave the estimate to chance (20 red cells, one field, gave 0 platelets per microlitre).
+ */
+export const MIN_RATIO_RBC = 1000;
+
 export const ESTIMATE_METHOD =
   'ratio method: (cells counted / red cells counted) x analyser red-cell count; the interval carries the counting ' +
   '(Poisson) error only, taking the analyser count as exact';
+
+function estimates(rbcPerUl: number, rbc: number, fields: number, at: (c: 'WBC' | 'Platelets') => RatioValue | null): NonNullable<SampleSummary['estimates']> {
+  if (rbc >= MIN_RATIO_RBC) return { rbcPerUl, WBC: at('WBC'), Platelets: at('Platelets') };
+  const need = rbc > 0 ? ` (about ${Math.ceil((MIN_RATIO_RBC * fields) / rbc)} fields like these in all)` : '';
+  return { rbcPerUl, WBC: null, Platelets: null, note: `not given: ${rbc} red cells counted, the ratio method needs at least ${MIN_RATIO_RBC}${need}` };
+}
 
 /**
  * Group image results into samples and summarise each. `rbcCount` gives the analyser's
@@ -79,7 +107,7 @@ function summarise(name: string, all: FieldResult[], rbcPerUl?: number): SampleS
     per1000RBC,
     fieldsToReview: ok.filter((f) => !f.reviewed && CLASSES.some((c) => f.uncertain[c] > 0)).length,
     fieldsReviewed: ok.filter((f) => f.reviewed).length,
-    ...(rbcPerUl !== undefined && { estimates: { rbcPerUl, WBC: scaled(per1000RBC.WBC, rbcPerUl), Platelets: scaled(per1000RBC.Platelets, rbcPerUl) } }),
+    ...(rbcPerUl !== undefined && { estimates: estimates(rbcPerUl, counts.RBC, ok.length, (c) => scaled(per1000RBC[c], rbcPerUl)) }),
   };
 }
 

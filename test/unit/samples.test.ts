@@ -1,7 +1,7 @@
 /** Samples: intervals and ratios checked against reference values, and the grouping of fields. */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { betaInc, gammaInc, meanSd, perThousand, poissonInterval, summariseSamples } from '../../src/core/samples.js';
+import { betaInc, gammaInc, MIN_RATIO_RBC, meanSd, perThousand, poissonInterval, rbcCountProblem, summariseSamples } from '../../src/core/samples.js';
 
 const near = (a: number, b: number, tol: number, what: string) => assert.ok(Math.abs(a - b) <= tol, `${what}: ${a} vs ${b}`);
 
@@ -33,13 +33,20 @@ test('a sample sums its counted fields; failed fields add nothing; estimates fol
     uncertain: { RBC: u, WBC: 0, Platelets: 0 },
     ...(error && { error }),
   });
-  const [a, b] = summariseSamples(
-    [f('1', 'A', 100, 1, 10, 2), f('2', 'A', 300, 3, 20), f('3', 'B', 50, 0, 5), f('4', 'A', 0, 0, 0, 0, 'corrupt'), f('5', undefined, 9, 9, 9)],
-    { A: 5e6 },
+  const [a, b, c] = summariseSamples(
+    [
+      f('1', 'A', 400, 4, 40, 2),
+      f('2', 'A', 800, 8, 50),
+      f('3', 'B', 50, 0, 5),
+      f('4', 'A', 0, 0, 0, 0, 'corrupt'),
+      f('5', undefined, 9, 9, 9),
+      f('6', 'C', 300, 3, 20),
+    ],
+    { A: 5e6, C: 5e6 },
   );
-  assert.ok(a && b);
+  assert.ok(a && b && c);
   assert.equal(a.name, 'A');
-  assert.deepEqual(a.counts, { RBC: 400, WBC: 4, Platelets: 30 });
+  assert.deepEqual(a.counts, { RBC: 1200, WBC: 12, Platelets: 90 });
   assert.equal(a.fields, 2);
   assert.equal(a.failed, 1);
   assert.equal(a.images.length, 3);
@@ -49,4 +56,15 @@ test('a sample sums its counted fields; failed fields add nothing; estimates fol
   assert.ok(a.estimates!.Platelets!.ci95[0] < 375000 && a.estimates!.Platelets!.ci95[1] > 375000);
   assert.equal(b.estimates, undefined);
   assert.equal(b.per1000RBC.WBC!.value, 0);
+  // under MIN_RATIO_RBC red cells the ratios stand, the estimates per microlitre are not given
+  assert.equal(c.per1000RBC.Platelets!.value, (20 / 300) * 1000);
+  assert.deepEqual([c.estimates!.WBC, c.estimates!.Platelets], [null, null]);
+  assert.equal(c.estimates!.note, `not given: 300 red cells counted, the ratio method needs at least ${MIN_RATIO_RBC} (about 4 fields like these in all)`);
+});
+
+test('an analyser red-cell count in x10^12/L, or outside human blood, is named as such', () => {
+  assert.equal(rbcCountProblem(4.8e6), null);
+  assert.match(rbcCountProblem(4.8)!, /^looks like x10\^12\/L .*give red cells per microlitre, e\.g\. 4\.8e6$/);
+  assert.match(rbcCountProblem(4.8e12)!, /outside human blood/);
+  assert.match(rbcCountProblem(-1)!, /not a positive number/);
 });

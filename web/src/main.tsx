@@ -126,7 +126,11 @@ function App() {
     const d = doc(items);
     const thumbs: Record<string, string> = {};
     for (const i of items.filter((x) => !x.error)) thumbs[i.name] = await thumbnail(i, reviewed.get(i.id)!.detections, visible);
-    download(`${stem(sample.name.trim() || 'sample')}.report.html`, renderSampleReport(d, { format: 'html', thumbs }), 'text/html');
+    download(
+      `${stem(sample.name.trim() || 'sample')}.report.html`,
+      renderSampleReport(d, { format: 'html', thumbs, generated: new Date().toISOString() }),
+      'text/html',
+    );
   }
 
   const exportPng = async (i: Item) => download(`${stem(i.name)}.annotated.png`, await annotatedPng(i, reviewed.get(i.id)!.detections, visible));

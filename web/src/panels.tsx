@@ -1,7 +1,7 @@
 /** The side panels of the web app, each one concern: thresholds, the current image, the sample, exports. */
 import type { Reviewed } from '../../src/core/review.js';
 import { sampleRows } from '../../src/core/sample-report.js';
-import type { SampleSummary } from '../../src/core/samples.js';
+import { rbcCountProblem, type SampleSummary } from '../../src/core/samples.js';
 import { type CellClass, CLASSES, type ModelMetadata, type Thresholds } from '../../src/core/types.js';
 import { COLOURS } from './draw.js';
 import type { SampleInfo } from './store.js';
@@ -120,6 +120,7 @@ export function SampleForm(p: { sample: SampleInfo; setSample: (s: SampleInfo) =
             placeholder="e.g. 4.8e6"
             value={sample.rbcCount}
             class={rbcCountOk ? '' : 'bad'}
+            title={rbcCountOk ? undefined : `${sample.rbcCount.trim()} ${rbcCountProblem(Number(sample.rbcCount))}`}
             onInput={(e) => setSample({ ...sample, rbcCount: (e.target as HTMLInputElement).value })}
           />
         </label>

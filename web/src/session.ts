@@ -6,6 +6,7 @@
 import { checkBox, type CountDocument, countDocument, type ImageResult, parseVoc } from '../../src/core/formats.js';
 import type { GroundTruthBox } from '../../src/core/metrics.js';
 import { noCorrections, type Reviewed, type ReviewedDetection } from '../../src/core/review.js';
+import { rbcCountProblem } from '../../src/core/samples.js';
 import { type CellClass, type ModelMetadata, perClass, type Thresholds } from '../../src/core/types.js';
 import { drawDetections } from './draw.js';
 import { detectInBrowser } from './private.js';
@@ -159,10 +160,10 @@ export async function labelledItems(files: File[]): Promise<{ added: Item[]; res
   return { added, rest, errs };
 }
 
-/** A valid analyser red-cell count per microlitre, or null (empty or not a positive number). */
+/** A valid analyser red-cell count per microlitre, or null (empty, or not one: rbcCountProblem says why). */
 export function rbcPerUl(s: SampleInfo): number | null {
   const v = Number(s.rbcCount);
-  return s.rbcCount.trim() && Number.isFinite(v) && v > 0 ? v : null;
+  return s.rbcCount.trim() && !rbcCountProblem(v) ? v : null;
 }
 
 /** The batch as one sample, reviewed: the same document the CLI writes. */
