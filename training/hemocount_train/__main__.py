@@ -175,6 +175,9 @@ def main(argv=None):
                         "stop after this many epochs without a better one; best.pt is the best epoch")
     p.add_argument("--copy-paste", type=float, help="probability (0-1) that a training crop gets 1-3 white cells or "
                                                     "platelets pasted from other images (default 0)")
+    p.add_argument("--stain-jitter", type=float,
+                   help="width of the stain jitter, times the default (brightness and contrast +-25 %%, saturation "
+                        "+-30 %%, hue +-0.05 turn); above 1, also grey crops with probability 0.05 x (S - 1) (default 1)")
     p.add_argument("--threads", type=int, help="CPU threads for torch")
     p.add_argument("--max-steps-per-epoch", type=int)
     p.add_argument("--oversample", help="repeat images of a source, e.g. full=3")
@@ -251,7 +254,7 @@ def main(argv=None):
                  "oversample": args.oversample, "arch": args.arch, "head_norm": args.head_norm, "box_loss": args.box_loss, "epochs": args.epochs,
                  "batch_size": args.batch_size, "lr": args.lr, "crop": args.crop, "scale": scale, "seed": args.seed,
                  "init": args.init, "backbone_weights": args.backbone_weights, "freeze_backbone": args.freeze_backbone,
-                 "max_steps_per_epoch": args.max_steps_per_epoch, "copy_paste": args.copy_paste,
+                 "max_steps_per_epoch": args.max_steps_per_epoch, "copy_paste": args.copy_paste, "stain": args.stain_jitter,
                  "patience": args.patience}
         if args.resume:
             ckpt = os.path.join(args.out, "last.pt")

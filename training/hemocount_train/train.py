@@ -30,9 +30,9 @@ class CropDataset:
     """Deterministic augmentation: item (epoch, i) always yields the same crop, so a
     resumed run replays exactly what an uninterrupted one would have seen."""
 
-    def __init__(self, samples: list[Sample], crop=384, seed=0, augment=True, scale=(0.6, 1.6), copy_paste=0.0):
+    def __init__(self, samples: list[Sample], crop=384, seed=0, augment=True, scale=(0.6, 1.6), copy_paste=0.0, stain=1.0):
         self.samples, self.crop, self.seed, self.augment, self.scale = samples, crop, seed, augment, scale
-        self.copy_paste = copy_paste
+        self.copy_paste, self.stain = copy_paste, stain
         self.cache: dict = {}
         self._bank, self._rbc = None, {}
 
@@ -82,10 +82,15 @@ class CropDataset:
                 img = img.transpose(1, 2)
                 boxes = boxes[:, [1, 0, 3, 2]]
             # stain jitter: smears vary in stain intensity, hue and illumination
-            img = TF.adjust_brightness(img, rng.uniform(0.75, 1.25))
-            img = TF.adjust_contrast(img, rng.uniform(0.75, 1.25))
-            img = TF.adjust_saturation(img, rng.uniform(0.7, 1.3))
-            img = hue_rotate(img, rng.uniform(-0.05, 0.05))
+            k = self.stain
+            img = TF.adjust_brightness(img, rng.uniform(max(0.1, 1 - 0.25 * k), 1 + 0.25 * k))
+            img = TF.adjust_contrast(img, rng.uniform(max(0.1, 1 - 0.25 * k), 1 + 0.25 * k))
+            img = TF.adjust_saturation(img, rng.uniform(max(0.0, 1 - 0.3 * k), 1 + 0.3 * k))
+            img = hue_rotate(img, rng.uniform(-0.05 * k, 0.05 * k))
+            # wider jitter also shows grey crops (monochrome cameras); drawn only then, so that
+            # runs at the default jitter keep their random stream
+            if k > 1 and rng.random() < 0.05 * (k - 1):
+                img = TF.rgb_to_grayscale(img, 3)
             if rng.random() < 0.2:  # defocus: focus varies across a smear and between slides
                 k = rng.choice((3, 5))
                 img = TF.gaussian_blur(img, [k, k], [rng.uniform(0.5, 1.5)] * 2)
@@ -328,6 +333,7 @@ class TrainConfig:
     freeze_backbone: bool = False
     max_steps_per_epoch: int | None = None
     copy_paste: float = 0.0          # probability that a crop gets 1-3 pasted WBC/platelets
+    stain: float = 1.0               # stain jitter's width, times the default
     patience: int | None = None      # stop after this many epochs without a better validation F1
 
     # may differ on --resume: training longer is what resuming is for
@@ -381,7 +387,7 @@ def train(cfg: TrainConfig, train_samples, val_samples, out_dir, resume=False, d
         autocast_networks(model)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
-    ds = CropDataset(train_samples, crop=crop, seed=seed, scale=scale, copy_paste=cfg.copy_paste)
+    ds = CropDataset(train_samples, crop=crop, seed=seed, scale=scale, copy_paste=cfg.copy_paste, stain=cfg.stain)
     steps_per_epoch = math.ceil(len(train_samples) / batch_size)
     cell_px = median_cell_px(train_samples)  # the data's magnification, for the exported --scale auto band
     if max_steps_per_epoch:

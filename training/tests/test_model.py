@@ -419,3 +419,16 @@ def test_patience_scores_each_epoch_with_hemocounts_evaluation_and_stops(tmp_pat
     again = subprocess.run(base + ["--resume"], capture_output=True, text=True, env=env)
     assert again.returncode == 0 and "training stopped early at epoch 2" in again.stderr, again.stderr
     assert torch.load(os.path.join(out, "best.pt"), map_location="cpu", weights_only=False)["epoch"] == 1
+
+
+def test_stain_jitter_widens_the_colour_changes_and_shows_grey_crops():
+    # the default width reproduces the crops of runs made before the option existed
+    one = two_images()[:1]
+    default, same = CropDataset(one, crop=256, augment=True), CropDataset(one, crop=256, augment=True, stain=1.0)
+    for e in range(3):
+        assert torch.equal(default.get(0, e)[0], same.get(0, e)[0])
+    # wider: some crops grey (all three channels equal), none at the default width
+    wide = CropDataset(one, crop=256, augment=True, stain=5.0)  # grey with probability 0.2
+    grey = lambda img: torch.equal(img[0], img[1]) and torch.equal(img[1], img[2])  # noqa: E731
+    assert sum(grey(wide.get(0, e)[0]) for e in range(30)) >= 2
+    assert not any(grey(default.get(0, e)[0]) for e in range(30))
