@@ -115,6 +115,17 @@ test('other limits: too many files, bad thresholds, no image, not multipart', as
   const field = await post(f);
   assert.equal(field.status, 400);
   assert.deepEqual(await field.json(), { error: 'x.jpg: send images in the field "images", not "file"', status: 400, file: 'x.jpg' });
+  // refused once the body is read, so the same connection carries the next request
+  const big = new Uint8Array(400_000);
+  big.set(sample);
+  for (let k = 0; k < 2; k++) {
+    const w = new FormData();
+    w.append('file', new Blob([big], { type: 'image/jpeg' }), 'w.jpg');
+    w.append('images', new Blob([sample], { type: 'image/jpeg' }), 'ok.jpg');
+    assert.equal((await post(w)).status, 400);
+    assert.equal((await post(form([{ name: 'a.jpg', bytes: sample }], { model: 'x' }))).status, 400);
+    assert.equal((await post(form([{ name: 'a.jpg', bytes: sample }]))).status, 200);
+  }
   const empty = await post(form([{ name: 'e.jpg', bytes: new Uint8Array(0) }]));
   assert.deepEqual(await empty.json(), { error: 'e.jpg: empty file (0 bytes)', status: 400, file: 'e.jpg' });
   await stillAlive();
@@ -290,6 +301,20 @@ test('a client that leaves stops its count: the server does not go on counting f
     if ((await stillAlive()).queue.running === 1) break;
     await new Promise((r) => setTimeout(r, 20));
   }
+  // a second client that leaves while it waits gives its place up at once
+  const waiter = new AbortController();
+  const waited = fetch(`${base}/api/count`, { method: 'POST', body: form([{ name: 'a.jpg', bytes: sample }]), signal: waiter.signal }).catch((e) => e);
+  for (;;) {
+    if ((await stillAlive()).queue.waiting === 1) break;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  waiter.abort();
+  await waited;
+  for (let k = 0; (await stillAlive()).queue.waiting !== 0; k++) {
+    assert.ok(k < 25, 'the waiting count that was left stayed in the queue');
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  assert.equal((await stillAlive()).queue.running, 1, 'the first count was still running');
   leave.abort();
   t = performance.now();
   await left;

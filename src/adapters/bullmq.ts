@@ -105,10 +105,10 @@ export async function startWorker(redis: Redis, o: WorkerOptions = {}): Promise<
       try {
         r = await model.count(input, { thresholds: th.count, review: th.review, scale: d.scale, tta: d.tta, maxPixels: d.maxPixels, name: d.file });
       } catch (e) {
-        // the bytes themselves are bad: trying again gives the same answer (a missing or
-        // unreadable file may be storage that is not there yet, and is tried again)
+        // the bytes are no image, or too large: trying again gives the same answer (a missing,
+        // empty or truncated file may be storage still being written, and is tried again)
         const m = (e as Error).message;
-        throw /not an image|corrupt or truncated|megapixels, above the limit/.test(m) ? new UnrecoverableError(m) : e;
+        throw /not an image|megapixels, above the limit/.test(m) && !/empty/i.test(m) ? new UnrecoverableError(m) : e;
       }
       if (d.sample !== undefined) r.sample = d.sample;
       o.log?.(`counted ${d.file}`);
@@ -127,8 +127,8 @@ export interface Planned {
 }
 
 /**
- * One job id per image: its path, sample, size and modification time (a file replaced or
- * edited is a new image) and the settings. Submitting the same images again finds their jobs
+ * One job id per image: its path, sample, size, times and inode (a file replaced or edited,
+ * even by a copy that keeps the old time, is a new image) and the settings. Submitting the same images again finds their jobs
  * (resubmitting resumes, and nothing is counted twice); a repeat within one batch gets a
  * suffix, so every image has a job of its own.
  */
@@ -139,7 +139,7 @@ export function jobIds(files: Planned[], settings: Omit<CountJob, 'file' | 'samp
     let stamp = '';
     try {
       const st = statSync(f.path);
-      stamp = `${st.size}:${st.mtimeMs}`;
+      stamp = `${st.size}:${st.mtimeMs}:${st.ctimeMs}:${st.ino}`;
     } catch {} // unreadable here: its job will say why
     const id = createHash('sha256')
       .update(`${common}\0${resolve(f.path)}\0${f.sample ?? ''}\0${stamp}`)
@@ -174,12 +174,14 @@ export async function submit(redis: Redis, files: Planned[], o: SubmitOptions): 
   const queue = reportOutages(redis, new Queue<CountJob>(QUEUE, { connection: redis }));
   try {
     for (let i = 0; i < files.length; i += 500) {
+      // again: a failed job, and with --fresh a counted one, moved back to the queue in one step
+      // (BullMQ's retry is atomic: a job another submit retried meanwhile is left as it is)
       await Promise.all(
-        files.slice(i, i + 500).map(async (f, k) => {
-          const id = ids[i + k]!;
-          const state = await queue.getJobState(id);
-          if (o.fresh && state === 'active') throw new Error(`${f.path}: a worker is counting it now; wait for the batch to finish, then submit --fresh again`);
-          if (state === 'failed' || (o.fresh && state !== 'unknown')) await (await Job.fromId(queue, id))?.remove();
+        ids.slice(i, i + 500).map(async (id) => {
+          const job = await Job.fromId(queue, id);
+          const state = job ? await job.getState() : 'unknown';
+          if (!job || !(state === 'failed' || (o.fresh && state === 'completed'))) return;
+          await job.retry(state, { resetAttemptsMade: true, resetAttemptsStarted: true }).catch(() => {});
         }),
       );
       const chunk = await Promise.all(
@@ -248,13 +250,20 @@ export async function collect(
     ...failedResult(f.path, reason.replace(`${f.path}: `, '')),
     ...(f.sample !== undefined && { sample: f.sample }),
   });
+  const vanished = new Map<string, number>();
   const check = async (id: string) => {
     const { i, file } = index.get(id)!;
     if (out[i]) return;
     // the state first, then the job: a job read before it finished and a state read after
     // would be "completed" without its result
     const state = await queue.getJobState(id);
-    if (state === 'unknown') return settle(id, failed(file, 'the job disappeared from the queue (removed or expired): submit again'));
+    if (state === 'unknown') {
+      // gone only when still gone a while later: another submit may be moving it back to the queue
+      const first = vanished.get(id) ?? vanished.set(id, Date.now()).get(id)!;
+      if (Date.now() - first < 5000) return;
+      return settle(id, failed(file, 'the job disappeared from the queue (removed or expired): submit again'));
+    }
+    vanished.delete(id);
     if (state !== 'completed' && state !== 'failed') return;
     const job = await Job.fromId<CountJob, CountJobResult>(queue, id);
     if (!job) return settle(id, failed(file, 'the job disappeared from the queue (removed or expired): submit again'));

@@ -193,16 +193,21 @@ export async function buildServer(o: ServerOptions): Promise<FastifyInstance> {
     // uploads are buffered, so the bytes all requests hold at once are budgeted while streaming
     let held = 0;
     try {
+      // a misspelt field is refused, not ignored: the client must learn its option was not taken;
+      // refused once the body is read, so that the connection can carry the client's next request
+      let refusal: HttpError | null = null;
       for await (const part of req.parts()) {
-        // a misspelt field is refused, not ignored: the client must learn its option was not taken
         if (part.type !== 'file') {
-          if (!FORM_FIELDS.includes(part.fieldname))
-            throw new HttpError(400, `unknown field '${part.fieldname}' (fields: images, ${FORM_FIELDS.join(', ')}; the model is the server's, --model)`);
-          fields[part.fieldname] = String(part.value);
+          if (FORM_FIELDS.includes(part.fieldname)) fields[part.fieldname] = String(part.value);
+          else
+            refusal ??= new HttpError(400, `unknown field '${part.fieldname}' (fields: images, ${FORM_FIELDS.join(', ')}; the model is the server's, --model)`);
           continue;
         }
-        if (part.fieldname !== 'images')
-          throw new HttpError(400, `${part.filename || 'a file'}: send images in the field "images", not "${part.fieldname}"`, part.filename);
+        if (part.fieldname !== 'images' || refusal) {
+          refusal ??= new HttpError(400, `${part.filename || 'a file'}: send images in the field "images", not "${part.fieldname}"`, part.filename);
+          for await (const _ of part.file as AsyncIterable<Buffer>); // read past it, unkept
+          continue;
+        }
         const chunks: Buffer[] = [];
         const tooLarge = () => new HttpError(413, `${part.filename || 'a file'}: larger than the ${mb(lim.maxFileBytes)} limit`, part.filename);
         try {
@@ -219,8 +224,12 @@ export async function buildServer(o: ServerOptions): Promise<FastifyInstance> {
         if (part.file.truncated) throw tooLarge();
         files.push({ name: part.filename || `image${files.length + 1}`, bytes: Buffer.concat(chunks) });
       }
+      if (refusal) throw refusal;
     } catch (e) {
       inFlight.bytes -= held;
+      // refused before the whole body was read (a full server, a file too large): the rest of it
+      // would be taken for the next request on this connection, so the connection ends here
+      if (!req.raw.complete) reply.header('connection', 'close');
       throw e;
     }
     // the count below holds the decoded images, not these buffers' budget: release it after;
@@ -271,7 +280,7 @@ export async function buildServer(o: ServerOptions): Promise<FastifyInstance> {
           f.name,
         );
     }
-    const images: ImageResult[] = await queue.run(async () => {
+    const images: ImageResult[] = await queue.run(gone.signal, async () => {
       const out: ImageResult[] = [];
       for (const f of files) {
         gone.signal.throwIfAborted();

@@ -18,10 +18,23 @@ export class InferenceQueue {
     return this.running >= this.concurrency && this.waiting.length >= this.maxWaiting;
   }
 
-  async run<T>(job: () => Promise<T>): Promise<T> {
+  /** `signal`: a job aborted while it waits leaves the queue at once (its place goes to others). */
+  async run<T>(signal: AbortSignal | undefined, job: () => Promise<T>): Promise<T> {
     if (this.full) throw new QueueFullError('the server is busy: too many counts queued');
+    signal?.throwIfAborted();
     if (this.running >= this.concurrency) {
-      await new Promise<void>((res) => this.waiting.push(res));
+      await new Promise<void>((res, rej) => {
+        const go = () => {
+          signal?.removeEventListener('abort', leave);
+          res();
+        };
+        const leave = () => {
+          this.waiting = this.waiting.filter((w) => w !== go);
+          rej(signal!.reason);
+        };
+        this.waiting.push(go);
+        signal?.addEventListener('abort', leave, { once: true });
+      });
     } else this.running++;
     try {
       return await job();

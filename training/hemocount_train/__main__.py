@@ -279,8 +279,8 @@ def main(argv=None):
             if held and not args.overwrite:
                 usage(f"{args.out} holds a training run ({', '.join(held[:4])}{', ...' if len(held) > 4 else ''}): "
                       "--resume continues it; choose another --out, or --overwrite to start again there")
-            if args.init and os.path.dirname(os.path.abspath(args.init)) == os.path.abspath(args.out) \
-                    and os.path.basename(args.init) in held:
+            if args.init and os.path.isfile(args.init) and any(
+                    os.path.samefile(args.init, os.path.join(args.out, f)) for f in held):
                 usage(f"--init {args.init} is a checkpoint of the run that --overwrite would remove: "
                       "copy it out of that folder first, or train into another --out")
             cfg = TrainConfig(**{k: v for k, v in given.items() if v is not None})
