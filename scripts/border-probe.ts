@@ -67,7 +67,7 @@ if (from) {
         c.label === 'RBC' && touches(c.box, im.width ?? Infinity, im.height ?? Infinity) ? { ...c, score: Math.min(1, c.score + d) } : c,
       ),
     }));
-  const countAcc = (r: ReturnType<typeof classAt>) => (100 * Math.min(r.tp + r.fp, r.tp + r.fn)) / Math.max(1, r.tp + r.fp, r.tp + r.fn);
+  const countAcc = (r: ReturnType<typeof classAt>) => 100 * r.accuracy;
   for (const d of [0, 0.05, 0.08, 0.1, 0.12, 0.15]) {
     const c = boost(calib, d);
     const ts = Array.from({ length: 41 }, (_, i) => Math.round((0.3 + i * 0.01) * 100) / 100);

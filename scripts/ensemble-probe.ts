@@ -7,7 +7,7 @@
 import { parseArgs } from 'node:util';
 import { loadTruth } from '../src/adapters/files.js';
 import { mergePasses } from '../src/core/detect.js';
-import { classAt, type EvalImage } from '../src/core/metrics.js';
+import { classAt, type EvalImage, PAPER_THRESHOLDS } from '../src/core/metrics.js';
 import { CLASSES } from '../src/core/types.js';
 import { collect } from '../src/evaluation.js';
 import { loadModel } from '../src/index.js';
@@ -23,7 +23,7 @@ for (const f of files) {
   runs.push((await collect(model, truth)).images);
   await model.release();
 }
-const sweep = Array.from({ length: 14 }, (_, i) => Math.round((0.2 + 0.05 * i) * 100) / 100);
+const sweep = PAPER_THRESHOLDS;
 const best = (ims: EvalImage[], subset: string) => {
   const s = ims.filter((i) => i.subset === subset);
   const f1 = CLASSES.map((c) => Math.max(...sweep.map((t) => classAt(s, c, t).f1 ?? 0)));

@@ -89,7 +89,7 @@ const stemOf = (rel: string) => rel.slice(0, rel.length - extname(rel).length);
 
 export async function runCount(a: CountArgs): Promise<number> {
   if (!a.inputs.length && !a.samples) throw new UsageError('count: name at least one image, folder or glob (or --samples FILE)');
-  const { files, missing, missingSample, skipped, rbcCount } = await planInputs(a);
+  const { files, missing, uncountable, skipped, rbcCount } = await planInputs(a);
   // --jobs N > 1: N worker threads, each with its own network session (onnxruntime-node runs a
   // pass on the calling thread, so one thread runs one pass at a time)
   // default: one worker per core (measured: 1.25x the images/s of one process on 2 cores, 1.3x
@@ -151,13 +151,7 @@ export async function runCount(a: CountArgs): Promise<number> {
     if (a.yolo) planned.push(join(a.yolo, `${stem}.txt`));
   }
   await preflight(guard, planned);
-  const results: ImageResult[] = [
-    ...missing.map((m) => ({
-      ...failedResult(m, 'no such file, folder or matching glob'),
-      ...(missingSample[m] !== undefined && { sample: missingSample[m] }),
-    })),
-    ...skipped.filter((x) => x.error).map((s) => failedResult(s.path, s.reason)),
-  ];
+  const results: ImageResult[] = [...uncountable];
   // nothing to count is a usage error (a mistyped path too); unreadable files are reported as results
   if (!files.length && !skipped.some((x) => x.error))
     throw new UsageError(
@@ -266,13 +260,21 @@ export async function planInputs(a: Pick<CountArgs, 'inputs' | 'recursive' | 'sa
     throw new UsageError((e as Error).message);
   }
   const { files, missing, missingSample, skipped } = collected;
+  // what cannot be counted, reported as results: missing inputs (with their sample) and unreadable ones
+  const uncountable: ImageResult[] = [
+    ...missing.map((m) => ({
+      ...failedResult(m, 'no such file, folder or matching glob'),
+      ...(missingSample[m] !== undefined && { sample: missingSample[m] }),
+    })),
+    ...skipped.filter((x) => x.error).map((s) => failedResult(s.path, s.reason)),
+  ];
   const sampleNames = [...new Set(files.map((f) => f.sample).filter((s): s is string => s !== undefined))];
   const rbcCount = { ...collected.rbcCount, ...(a.rbcCount ? parseRbcCount(a.rbcCount, sampleNames) : {}) };
   if ((a.samplesCsv || a.sampleReport) && !sampleNames.length)
     throw new UsageError('--samples-csv/--sample-report: no image belongs to a sample (use sub-folders, --sample NAME or --samples FILE)');
   if (a.sampleReport && !/\.(html?|md)$/i.test(a.sampleReport)) throw new UsageError(`--sample-report: '${a.sampleReport}' must end in .html or .md`);
   for (const s of skipped.filter((x) => !x.error)) log(c.dim(`note: ${s.path}: ${s.reason}`));
-  return { files, missing, missingSample, skipped, rbcCount };
+  return { files, missing, uncountable, skipped, rbcCount };
 }
 
 /** Refuse before spending minutes counting, not at the end: folders made, no file replaced that hemocount did not write. */

@@ -2,7 +2,7 @@
 import { resolve } from 'node:path';
 import { collect, connect, queueStatus, startWorker, submit } from '../adapters/bullmq.js';
 import { OutputGuard } from '../adapters/files.js';
-import { countDocument, failedResult, type ImageResult } from '../core/formats.js';
+import { countDocument, type ImageResult } from '../core/formats.js';
 import { Model } from '../detector.js';
 import { type CountArgs, planInputs, preflight, report, UsageError, writeDocument } from './count.js';
 import { c, log, Progress } from './ui.js';
@@ -79,7 +79,7 @@ export async function runSubmit(a: SubmitArgs): Promise<number> {
   if (!a.inputs.length && !a.samples) throw new UsageError('submit: name at least one image, folder or glob (or --samples FILE)');
   const writes = [a.json, a.csv, a.samplesCsv, a.sampleReport].filter((o): o is string => !!o);
   if (writes.length && !a.wait) throw new UsageError('--json/--csv/--samples-csv/--sample-report need --wait (the results exist once the workers are done)');
-  const { files, missing, missingSample, skipped, rbcCount } = await planInputs(a);
+  const { files, uncountable, skipped, rbcCount } = await planInputs(a);
   for (const s of skipped.filter((x) => !x.error)) log(c.dim(`note: ${s.path}: ${s.reason}`));
   if (!files.length) throw new UsageError(`no image found in ${[...a.inputs, ...(a.samples ? [a.samples] : [])].join(', ')}`);
   const guard = new OutputGuard(new Set(files.map((f) => resolve(f.path))), a.overwrite);
@@ -125,11 +125,7 @@ export async function runSubmit(a: SubmitArgs): Promise<number> {
     }
     // report results under the paths the user gave, as a local count does
     const results: ImageResult[] = [
-      ...missing.map((m) => ({
-        ...failedResult(m, 'no such file, folder or matching glob'),
-        ...(missingSample[m] !== undefined && { sample: missingSample[m] }),
-      })),
-      ...skipped.filter((x) => x.error).map((s) => failedResult(s.path, s.reason)),
+      ...uncountable,
       // collect gives one result per file, in input order
       ...got.results.map((r, i) => ({ ...r, file: files[i]!.path })),
     ];

@@ -283,7 +283,6 @@ export async function buildServer(o: ServerOptions): Promise<FastifyInstance> {
     const images: ImageResult[] = await queue.run(gone.signal, async () => {
       const out: ImageResult[] = [];
       for (const f of files) {
-        gone.signal.throwIfAborted();
         try {
           const r = await model.count(f.bytes, { thresholds: th.count, review: th.review, candidates: true, name: f.name, scale, tta, signal: gone.signal });
           out.push(r);
