@@ -1,6 +1,6 @@
 /** A folder of N smears for the folder benchmarks: CBC full fields (640 x 480) when the shared datasets are there, else the samples. */
 import { spawnSync } from 'node:child_process';
-import { copyFileSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
+import { copyFileSync, mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { ROOT, SAMPLES, tmp } from '../test/helpers.js';
@@ -29,7 +29,34 @@ export function smearFolder(n: number, prefix: string): { dir: string; images: s
   return { dir, images };
 }
 
-export const machine = () => `${cpus()[0]?.model ?? 'unknown CPU'}, ${cpus().length} cores, ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}`;
+/**
+ * The machine, named well enough to tell hosts apart: hosts of one kind may carry CPUs of
+ * different generations under the same model name ("AMD EPYC"), and int8 speed depends on
+ * whether the CPU has VNNI, so the family/model numbers and the widest vector extension go in.
+ */
+export function machine(): string {
+  let cpu = cpus()[0]?.model ?? 'unknown CPU';
+  try {
+    const info = readFileSync('/proc/cpuinfo', 'utf8');
+    const field = (k: string) => new RegExp(`^${k}\\s*: (.*)$`, 'm').exec(info)?.[1];
+    const flags = new Set((field('flags') ?? '').split(' '));
+    const isa = flags.has('avx512_vnni')
+      ? 'AVX-512 VNNI'
+      : flags.has('avx512f')
+        ? 'AVX-512'
+        : flags.has('avx_vnni')
+          ? 'AVX-VNNI'
+          : flags.has('avx2')
+            ? 'AVX2'
+            : '';
+    const family = field('cpu family');
+    const model = field('model');
+    if (family && model) cpu += ` (family ${family} model ${model}${isa ? `, ${isa}` : ''})`;
+  } catch {
+    // not Linux: the model name alone
+  }
+  return `${cpu}, ${cpus().length} cores, ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}`;
+}
 
 /**
  * Seconds of one whole `hemocount count` command (process start and model load included) of

@@ -54,6 +54,11 @@ const steps = log.filter((r) => r.type === 'step');
 const trainSeconds = epochs.reduce((s, r) => s + r.time, 0);
 const rates = steps.map((r) => r.images_per_s as number).sort((x, y) => x - y);
 const medianRate = rates[Math.floor(rates.length / 2)] ?? 0;
+// where it trained: the log's run records (written since 2026-11-27); the fourth release's log
+// predates them, and it trained on the AVX2 host of that time, not the one that measured speed.json
+const trainedOn =
+  [...new Set(log.filter((r) => r.type === 'run').map((r) => `${r.machine}, ${r.device === 'cpu' ? 'CPU only' : r.device}`))].join('; ') ||
+  'AMD EPYC (AVX2, no VNNI), 2 cores, CPU only';
 const p = meta.provenance as Record<string, unknown>;
 const pct = (v: number | null | undefined) => (v == null ? '-' : (100 * v).toFixed(1));
 const row = (cells: (string | number)[]) => `| ${cells.join(' | ')} |`;
@@ -216,8 +221,11 @@ ${archTable.replace(/^/gm, '  ')}
   its validation F1 (\`--patience\` scores every epoch as \`hemocount select\` does: mean best F1
   91.25, full fields 92.44, close-ups 90.05; the third release 91.54, 92.66, 90.41 on the same
   images, a gap inside one seed's spread), for its robustness to stain and colour
-  (\`docs/validation/stain-sweep.json\`, below).
-- **Hardware and time:** ${speed.machine.replace(/, Node.*/, '')}, CPU only, 2 threads:
+  (\`docs/validation/stain-sweep.json\`, below). Re-exported on 2026-11-27 with the outputs in
+  the planar layout (no transpose in the graph): the same weights, recovered from the fourth
+  release's ONNX file (its convolutions carry the folded BatchNorm), the same detections on the
+  sample images to the last digit, thresholds and int8 gate re-run by the release script.
+- **Hardware and time:** ${trainedOn}, 2 threads:
   ${(trainSeconds / 60).toFixed(0)} minutes for ${epochs.length} epochs (sum of the epoch times in
   \`models/train_log.jsonl\`; the machine was shared with other work), a median of
   ${medianRate.toFixed(1)} training images/s (batch ${p.batch_size}, ${p.crop} x ${p.crop} crops, augmentation in the same process).

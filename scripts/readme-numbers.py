@@ -144,7 +144,8 @@ try:
 **Against an earlier build, side by side** (`node dist/bench/against.js --base DIR`: both CLIs on the
 same {ag['images']} CBC smears and the 12000 x 9000 smear, alternating, best of 3; this build {ag['this']['commit']} against
 {ag['base']['commit']}, {ag['machine']}): """ + "; ".join(
-        f"{k} {v['baseSeconds']} s -> {v['thisSeconds']} s, **x{v['speedup']}**" for k, v in ag["results"].items()) + """.
+        f"{k} {v['baseSeconds']} s -> {v['thisSeconds']} s, **x{v['speedup']}**" if "speedup" in v
+        else f"{k} {v['thisSeconds']} s (not in {ag['base']['commit']})" for k, v in ag["results"].items()) + """.
 The figures above come from other runs; this shared machine's speed drifts by 20-30 % between
 runs, which is why only ratios within one run compare."""
 except FileNotFoundError:

@@ -117,6 +117,9 @@ export function metadataProblem(m: ModelMetadata): string | null {
   if (m.input.mean.length !== 3 || m.input.std.length !== 3) return 'input mean and std need 3 values (R, G, B)';
   if (!num(m.postprocess?.score_floor) || !num(m.postprocess?.nms_iou)) return 'postprocess (score_floor, nms_iou) is missing';
   if (!Array.isArray(m.box_coder?.weights)) return 'box_coder.weights is missing';
+  const layout = m.outputs?.layout;
+  if (layout !== undefined && layout !== 'planar' && layout !== 'interleaved')
+    return `outputs.layout '${String(layout)}' is not planar or interleaved (made by a newer hemocount?)`;
   if (!Array.isArray(m.classes) || m.classes.map((c) => c?.name).join() !== CLASSES.join()) return `classes must be ${CLASSES.join(', ')}`;
   return null;
 }

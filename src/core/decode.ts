@@ -136,28 +136,79 @@ export function classwiseNms<T extends Candidate>(cands: T[], iou: number, maxDe
 const INDEX_BITS = 2 ** 21;
 
 /**
+ * Moves the k smallest of keys[0, n) to keys[0, k), in no order (Hoare's quickselect,
+ * median-of-three pivots): a field has ~11,000 scores above the floor and keeps 1000 a level,
+ * so selecting before sorting sorts a tenth of them.
+ */
+function selectSmallest(keys: Float64Array, k: number): void {
+  let lo = 0;
+  let hi = keys.length - 1;
+  while (hi > lo) {
+    const mid = (lo + hi) >>> 1;
+    const [x, y, z] = [keys[lo]!, keys[mid]!, keys[hi]!];
+    const pivot = Math.max(Math.min(x, y), Math.min(Math.max(x, y), z));
+    let i = lo;
+    let j = hi;
+    while (i <= j) {
+      while (keys[i]! < pivot) i++;
+      while (keys[j]! > pivot) j--;
+      if (i <= j) {
+        const t = keys[i]!;
+        keys[i++] = keys[j]!;
+        keys[j--] = t;
+      }
+    }
+    if (k - 1 <= j) hi = j;
+    else if (k - 1 >= i) lo = i;
+    else return;
+  }
+}
+
+/**
  * Offsets i - start of the values in [start, end) above the floor, by value descending and
  * offset ascending (torchvision's order), at most k. Each value becomes one float64 key,
  * its float32 bits (order-preserving for non-negative floats) inverted above the offset, so
- * the engine's numeric sort orders them: 2-3x faster than a comparator on thousands.
+ * the engine's numeric sort orders them: 2-3x faster than a comparator on thousands. Keys
+ * are distinct (the offset is in them), so selecting the k smallest first is exact.
+ * `order`, when given, maps a position to the offset that orders ties and is returned (a
+ * planar output's position to torchvision's interleaved offset).
  */
-export function topAbove(v: Float32Array, start: number, end: number, floor: number, k: number): number[] {
+export function topAbove(v: Float32Array, start: number, end: number, floor: number, k: number, order?: (p: number) => number): number[] {
   const n = end - start;
+  const at = order ?? ((p: number) => p);
   let out: number[];
   if (n <= INDEX_BITS && floor >= 0) {
     const bits = new Uint32Array(v.buffer, v.byteOffset, v.length);
-    const keys: number[] = [];
-    for (let i = start; i < end; i++) if (v[i]! > floor) keys.push((0x7fffffff - bits[i]!) * INDEX_BITS + (i - start));
-    const sorted = Float64Array.from(keys).sort();
-    out = Array.from(sorted.subarray(0, k), (key) => key % INDEX_BITS);
+    let above = 0;
+    for (let i = start; i < end; i++) if (v[i]! > floor) above++;
+    const keys = new Float64Array(above);
+    for (let i = start, j = 0; i < end; i++) if (v[i]! > floor) keys[j++] = (0x7fffffff - bits[i]!) * INDEX_BITS + at(i - start);
+    if (above > k) selectSmallest(keys, k);
+    const sorted = (above > k ? keys.subarray(0, k) : keys).sort();
+    out = Array.from(sorted, (key) => key % INDEX_BITS);
   } else {
-    out = [];
-    for (let i = start; i < end; i++) if (v[i]! > floor) out.push(i - start);
-    out.sort((a, b) => v[start + b]! - v[start + a]! || a - b);
-    if (out.length > k) out.length = k;
+    const pos: number[] = [];
+    for (let i = start; i < end; i++) if (v[i]! > floor) pos.push(i - start);
+    pos.sort((a, b) => v[start + b]! - v[start + a]! || at(a) - at(b));
+    if (pos.length > k) pos.length = k;
+    out = pos.map(at);
   }
   return out;
 }
+
+/**
+ * Output layouts. 'interleaved' (torchvision's, and models exported before 2026-11-27): per
+ * level y, x, anchor, then class (or box coordinate) fastest. 'planar': per level anchor,
+ * class (or coordinate), y, x, each convolution's own output, which spares the graph a
+ * transpose per level and head (about a tenth of the fp32 network's time). Candidates are
+ * ordered by torchvision's interleaved offset either way (ties, and the parity fixture).
+ */
+const interleavedOffset = (hw: number, A: number, K: number) => (p: number) => {
+  const cell = p % hw;
+  const ak = (p - cell) / hw;
+  const c = ak % K;
+  return (cell * A + (ak - c) / K) * K + c;
+};
 
 /**
  * Network outputs -> candidates in image pixels.
@@ -177,6 +228,7 @@ export function decodeDetections(
   const [wx, wy, ww, wh] = meta.box_coder.weights;
   const clampV = meta.box_coder.clamp;
   const topk = perArea(meta.postprocess.topk_per_level, ph, pw);
+  const planar = meta.outputs?.layout === 'planar';
   const all: Candidate[] = [];
   for (const [li, level] of meta.anchors.levels.entries()) {
     const g = grids[li]!;
@@ -184,12 +236,19 @@ export function decodeDetections(
     const A = g.anchorsPerCell;
     const start = g.offset * K;
     const end = (g.offset + g.height * g.width * A) * K;
+    const hw = g.height * g.width;
+    const d0 = g.offset * 4;
     // keep scores above the floor, then the top-k of this level (torchvision order)
-    for (const flat of topAbove(scores, start, end, floor, topk)) {
+    for (const flat of topAbove(scores, start, end, floor, topk, planar ? interleavedOffset(hw, A, K) : undefined)) {
       const anchorIdx = Math.floor(flat / K);
-      const label = CLASSES[flat % K]!;
+      const k = flat % K;
+      const label = CLASSES[k]!;
       const a = anchorIdx % A;
       const cell = Math.floor(anchorIdx / A);
+      // where this anchor's score and deltas are (delta c at d + c * step)
+      const s = planar ? (a * K + k) * hw + cell : flat;
+      const d = d0 + (planar ? a * 4 * hw + cell : anchorIdx * 4);
+      const step = planar ? hw : 1;
       const gx = cell % g.width;
       const gy = Math.floor(cell / g.width);
       const sx = gx * g.stride;
@@ -202,11 +261,10 @@ export function decodeDetections(
       const ah = f32(ay2 - ay1);
       const cx = f32(ax1 + f32(0.5 * aw));
       const cy = f32(ay1 + f32(0.5 * ah));
-      const d = (g.offset + anchorIdx) * 4;
       const dx = f32(deltas[d]! / wx);
-      const dy = f32(deltas[d + 1]! / wy);
-      const dw = Math.min(f32(deltas[d + 2]! / ww), clampV);
-      const dh = Math.min(f32(deltas[d + 3]! / wh), clampV);
+      const dy = f32(deltas[d + step]! / wy);
+      const dw = Math.min(f32(deltas[d + 2 * step]! / ww), clampV);
+      const dh = Math.min(f32(deltas[d + 3 * step]! / wh), clampV);
       const pcx = f32(f32(dx * aw) + cx);
       const pcy = f32(f32(dy * ah) + cy);
       const pw2 = f32(0.5 * f32(f32(Math.exp(dw)) * aw));
@@ -217,7 +275,7 @@ export function decodeDetections(
         Math.min(Math.max(f32(pcx + pw2), 0), w),
         Math.min(Math.max(f32(pcy + ph2), 0), h),
       ];
-      all.push({ label, score: scores[start + flat]!, box });
+      all.push({ label, score: scores[start + s]!, box });
     }
   }
   return classwiseNms(all, meta.postprocess.nms_iou, perArea(meta.postprocess.max_detections, ph, pw));

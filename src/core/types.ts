@@ -43,6 +43,8 @@ export interface ModelMetadata {
     pad_value: number;
   };
   anchors: { levels: AnchorLevel[] };
+  /** How the outputs are laid out (core/decode.ts); absent in models exported before 2026-11-27: interleaved. */
+  outputs?: { layout?: 'planar' | 'interleaved'; [k: string]: unknown };
   box_coder: { weights: [number, number, number, number]; clamp: number };
   postprocess: { score_floor: number; topk_per_level: number; nms_iou: number; max_detections: number };
   thresholds: PerClass<number>;

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { applyThresholds, parseThresholds } from '../../src/core/count.js';
-import { baseAnchors, classwiseNms, levelGrids, nms, topAbove } from '../../src/core/decode.js';
+import { baseAnchors, classwiseNms, decodeDetections, levelGrids, nms, topAbove } from '../../src/core/decode.js';
 import { estimateScale, flipPixels, mergePasses, parseScale, resizePixels } from '../../src/core/detect.js';
 import { DARK_LEVEL, toTensor } from '../../src/core/pipeline.js';
 import { mergeTiles, ownedByTile, planTiles } from '../../src/core/tiling.js';
@@ -270,6 +270,47 @@ test('topAbove orders as the comparator sort does: score descending, ties by ind
   big[7] = 0.9;
   big[100] = 0.95;
   assert.deepEqual(topAbove(big, 0, big.length, 0.05, 10), [100, 7, 2 ** 21 + 3]);
+});
+
+test('a planar output (anchor, class, y, x per level) decodes to exactly the interleaved one', () => {
+  let seed = 11;
+  const rand = () => {
+    seed = (seed * 1103515245 + 12345) % 2 ** 31;
+    return seed / 2 ** 31;
+  };
+  const levels = [8, 16, 32].map((stride, i) => ({ name: `P${i + 3}`, stride, sizes: [24 * 2 ** i, 30 * 2 ** i], aspect_ratios: [0.7, 1, 1.4] }));
+  const meta = {
+    classes: ['RBC', 'WBC', 'Platelets'].map((name) => ({ name, colour: '#000' })),
+    input: { pad_multiple: 32 },
+    anchors: { levels },
+    box_coder: { weights: [1, 1, 1, 1], clamp: Math.log(1000 / 16) },
+    // a small top-k so that it cuts, and ties (coarse scores) that torchvision's order settles
+    postprocess: { score_floor: 0.05, topk_per_level: 40, nms_iou: 0.4, max_detections: 1000 },
+  } as unknown as ModelMetadata;
+  const [h, w] = [96, 128];
+  const grids = levelGrids(meta, h, w);
+  const n = grids.reduce((t, g) => t + g.height * g.width * g.anchorsPerCell, 0);
+  const K = 3;
+  const scores = Float32Array.from({ length: n * K }, () => Math.round(rand() * 20) / 20);
+  const deltas = Float32Array.from({ length: n * 4 }, () => (rand() - 0.5) * 0.6);
+  // the same values, each level rearranged from (y, x, a, c) to (a, c, y, x)
+  const [ps, pd] = [new Float32Array(scores.length), new Float32Array(deltas.length)];
+  for (const g of grids) {
+    const hw = g.height * g.width;
+    const A = g.anchorsPerCell;
+    for (let cell = 0; cell < hw; cell++)
+      for (let a = 0; a < A; a++) {
+        const anchor = g.offset + cell * A + a;
+        for (let c = 0; c < K; c++) ps[g.offset * K + (a * K + c) * hw + cell] = scores[anchor * K + c]!;
+        for (let c = 0; c < 4; c++) pd[g.offset * 4 + (a * 4 + c) * hw + cell] = deltas[anchor * 4 + c]!;
+      }
+  }
+  const interleaved = decodeDetections(meta, scores, deltas, h, w);
+  const planar = decodeDetections({ ...meta, outputs: { layout: 'planar' } }, ps, pd, h, w);
+  assert.ok(interleaved.length > 50, `${interleaved.length} candidates`);
+  assert.deepEqual(planar, interleaved);
+  // and the layout matters: read as interleaved, the planar arrays give other boxes
+  assert.notDeepEqual(decodeDetections(meta, ps, pd, h, w), interleaved);
 });
 
 test('toTensor writes every element, padding included: a reused buffer gives the fresh result', () => {

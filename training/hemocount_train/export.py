@@ -56,9 +56,10 @@ def metadata(model, ck, name):
         "classes": [{"name": c, "colour": COLOURS[c]} for c in CLASSES],
         "input": {"layout": "NCHW", "channels": "RGB", "scale": 1 / 255, "mean": list(M.MEAN), "std": list(M.STD),
                   "pad_multiple": M.PAD_MULTIPLE, "pad_value": 0.0, "resize": "none (native resolution)"},
-        "outputs": {"scores": "[1, anchors, classes] sigmoid probabilities",
-                    "deltas": "[1, anchors, 4] box regression (dx, dy, dw, dh)",
-                    "order": "levels P3..P7, then y, x, anchor"},
+        "outputs": {"scores": "[1, anchors x classes] sigmoid probabilities",
+                    "deltas": "[1, anchors x 4] box regression (dx, dy, dw, dh)",
+                    "layout": "planar",
+                    "order": "levels P3..P7, then anchor, class (or coordinate), y, x"},
         "anchors": {"levels": [{"name": f"P{i + 3}", "stride": st, "sizes": list(sz),
                                 "aspect_ratios": list(ar)}
                                for i, (st, sz, ar) in enumerate(zip(M.STRIDES, ag.sizes, ag.aspect_ratios))],

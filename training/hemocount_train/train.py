@@ -242,6 +242,28 @@ def best_epoch(path):
     return max(scored, key=lambda e: (e[1], -e[0])) if scored else None
 
 
+def machine() -> str:
+    """The CPU as bench/smears.ts names it (model, family/model numbers, widest vector
+    extension, cores): hosts of one kind differ, and the model card states where a model trained."""
+    import platform
+    cpu, extra = platform.processor() or platform.machine(), ""
+    try:
+        info = open("/proc/cpuinfo", encoding="utf-8").read()
+        field = {}
+        for line in info.splitlines():
+            k, _, v = line.partition(":")
+            field.setdefault(k.strip(), v.strip())
+        flags = set(field.get("flags", "").split())
+        isa = next((n for f, n in (("avx512_vnni", "AVX-512 VNNI"), ("avx512f", "AVX-512"), ("avx_vnni", "AVX-VNNI"),
+                                   ("avx2", "AVX2")) if f in flags), "")
+        cpu = field.get("model name", cpu)
+        if field.get("cpu family") and field.get("model"):
+            extra = f" (family {field['cpu family']} model {field['model']}{', ' + isa if isa else ''})"
+    except OSError:
+        pass
+    return f"{cpu}{extra}, {os.cpu_count()} cores"
+
+
 def _truncate_log(path, epoch):
     """Drop the records of the epoch a kill interrupted (and any half-written line): the
     resumed run writes that epoch again."""
@@ -422,6 +444,9 @@ def train(cfg: TrainConfig, train_samples, val_samples, out_dir, resume=False, d
             if os.path.exists(stale):
                 os.remove(stale)
     logf = open(log_path, "a", encoding="utf-8")
+    # where this (part of the) run trained: a resumed run may continue on another machine
+    logf.write(json.dumps({"type": "run", "epoch": start_epoch, "machine": machine(), "device": str(device),
+                           "torch": torch.__version__, "threads": torch.get_num_threads()}) + "\n")
     log(f"{arch}: {count_parameters(model):,} parameters; {len(train_samples)} train / {len(val_samples)} "
         f"validation images; {steps_per_epoch} steps x {epochs} epochs, batch {batch_size}, crop {crop}")
     val_cache: dict = {}
