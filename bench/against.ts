@@ -24,9 +24,10 @@ if (!existsSync(join(resolve(a.base), 'dist', 'src', 'cli', 'main.js'))) throw n
 const n = Number(a.n);
 const { dir, images } = smearFolder(n, 'hemocount-bench-against-');
 const large = await makeLargeSmear(12000, 9000, join(tmpdir(), 'hemocount-large-12000x9000.jpg'));
-const git = (cwd: string) => spawnSync('git', ['rev-parse', '--short', 'HEAD'], { cwd, encoding: 'utf8' }).stdout.trim();
+// '-dirty': the measured tree had changes not yet committed
+const git = (cwd: string) => spawnSync('git', ['describe', '--always', '--dirty'], { cwd, encoding: 'utf8' }).stdout.trim();
 
-// The first three run each build as it comes (its own default model, threads and workers): an
+// The first three and the last run each build as it comes (its own default model, threads and workers): an
 // older build may lack the options the others name, and then its side is recorded as unsupported.
 const configs: Record<string, { args: string[]; images: number }> = {
   'one image (start-up)': { args: [join(SAMPLES, 'BloodImage_00004.jpg')], images: 1 },
@@ -37,6 +38,7 @@ const configs: Record<string, { args: string[]; images: number }> = {
   'fp32, no pictures, --jobs 2': { args: [images, '--model', 'fp32', '--jobs', '2'], images: n },
   'int8, --out PNG, --jobs 2': { args: [images, '--model', 'int8', '--jobs', '2', '--out', join(dir, 'out')], images: n },
   'int8, one 12000 x 9000 smear': { args: [large, '--model', 'int8'], images: 1 },
+  'defaults, one 12000 x 9000 smear': { args: [large], images: 1 },
 };
 const results: Record<string, unknown> = {};
 for (const [name, c] of Object.entries(configs)) {

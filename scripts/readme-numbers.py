@@ -70,7 +70,7 @@ own figures follow):
 | the same with the default int8 model, in the same run | {c8['p50']} ms | {c8['p90']} ms |
 | whole count, one pass at native size (`--scale 1`), fp32 / int8 | {c1['p50']} / {c81['p50']} ms | {c1['p90']} / {c81['p90']} ms |
 
-A {large['image']} smear is counted in {cur['seconds']} s ({cur['tiles']} tiles of 1792 px) with a peak of
+A {large['image']} smear is counted in {cur['seconds']} s ({cur['tiles']} tiles of {cur['tiling'].split(' px')[0]} px) with a peak of
 {cur['maxRssMB']} MB; the first release's tiling (1024 px tiles, 320 px overlap: {old['tiles']} tiles) took
 {old['seconds']} s in the same run, **x{large['speedup']}**; with the default int8 model, {large['int8']['seconds']} s and
 {large['int8']['maxRssMB']} MB (`node dist/bench/large.js --out docs/large.json`).
@@ -79,13 +79,19 @@ Tiled counts against one network pass over a 4000 x 3000 smear: {diff(large['agr
 {diff(large['agreement'][2]) if len(large['agreement']) > 2 else '-'}). Evaluating {s['images']} annotated sample images takes
 {s['evaluation_pass_ms'] / 1000:.1f} s; the whole 14-threshold sweep on top of it costs {s['sweep_ms']:.0f} ms
 (x{s['ratio_pass_plus_sweep_to_pass']} of one evaluation pass), because thresholds are applied to stored candidates.
-Absolute timings on this shared 2-core machine vary between sessions (the same network measured
-33 ms in an earlier session and 48-57 ms in another): compare ratios taken in one run."""
+This project's 2-core machines are not all alike, though all are called "AMD EPYC": until
+2026-11-26 they were AVX2 hosts without VNNI, where this network's forward pass took 33-57 ms
+from session to session, int8 was x1.3-1.5 faster than fp32, a 12000 x 9000 smear took 21.8 s
+with int8 and 100 CBC smears ran at 24.8 images/s (int8, no pictures; `docs/*.json` at commit
+b2dc2dd); the AVX-512 VNNI host named above is about three times faster. Every benchmark file
+names its machine; compare ratios taken in one run."""
 try:
     br = json.load(open("docs/browser.json"))
     f32 = br["results"]["fp32"]
     d0 = (br["results"]["int8"].get("disagreements") or [{}])[0]
-    dis = (f"{d0['image']}: {d0['browser']['RBC']} red cells against {d0['server']['RBC']}" if d0 else "no disagreement")
+    k0 = next((k for k in ("RBC", "WBC", "Platelets") if d0 and d0["browser"][k] != d0["server"][k]), "RBC")
+    names = {"RBC": "red cells", "WBC": "white cells", "Platelets": "platelets"}
+    dis = (f"{d0['image']}: {d0['browser'][k0]} {names[k0]} against {d0['server'][k0]}" if d0 else "no disagreement")
     speed += f"""
 
 **The browser's private mode** (`npm run bench:browser`: headless Chromium {br['chromium']}, loopback, a fresh

@@ -21,7 +21,7 @@ export interface DetectOptions {
   scale?: 'auto' | number;
   /** Average the network over the image and its horizontal and vertical flips (3 passes). */
   tta?: boolean;
-  /** Tile geometry for images above WHOLE_IMAGE_PIXELS (default 1792 px tiles, 256 px overlap). */
+  /** Tile geometry for images above WHOLE_IMAGE_PIXELS (default 1536 px tiles, 256 px overlap). */
   tiling?: Tiling;
   /**
    * The lowest score the caller will use (e.g. its lowest review edge): weaker candidates are

@@ -94,8 +94,13 @@ test('grid NMS keeps exactly what the pairwise greedy loop keeps, boxes of any s
       if (i % 3 === 0) boxes.push([x + rnd() * 10, y + rnd() * 10, x + s, y + s * 1.1]);
     }
     const scores = boxes.map(() => Math.round(rnd() * 100) / 100); // ties on purpose
-    for (const t of [0.3, 0.5]) assert.deepEqual(nms(boxes, scores, t), pairwise(boxes, scores, t));
+    // as given (merged scores: sorted by a comparator) and as the network's float32 values (sorted as keys)
+    for (const sc of [scores, scores.map(Math.fround)]) for (const t of [0.3, 0.5]) assert.deepEqual(nms(boxes, sc, t), pairwise(boxes, sc, t));
   }
+  // -0 and 0 are equal scores, ordered by index; a negative score sorts last
+  const row: [number, number, number, number][] = [0, 1, 2, 3].map((i) => [i * 100, 0, i * 100 + 50, 50]);
+  assert.deepEqual(nms(row, [0.5, -0, 0, 0.5], 0.5), [0, 3, 1, 2]);
+  assert.deepEqual(nms(row, [0.5, -0, 0, -1], 0.5), [0, 1, 2, 3]);
 });
 
 test('class-wise NMS never lets one class suppress another', () => {
