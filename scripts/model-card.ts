@@ -57,8 +57,9 @@ const medianRate = rates[Math.floor(rates.length / 2)] ?? 0;
 // where it trained: the log's run records (written since 2026-11-27); the fourth release's log
 // predates them, and it trained on the AVX2 host of that time, not the one that measured speed.json
 const trainedOn =
-  [...new Set(log.filter((r) => r.type === 'run').map((r) => `${r.machine}, ${r.device === 'cpu' ? 'CPU only' : r.device}`))].join('; ') ||
-  'AMD EPYC (AVX2, no VNNI), 2 cores, CPU only';
+  [...new Set(log.filter((r) => r.type === 'run').map((r) => `${r.machine}, ${r.device === 'cpu' ? `CPU only, ${r.threads} threads` : r.device}`))].join(
+    '; ',
+  ) || 'AMD EPYC (AVX2, no VNNI), 2 cores, CPU only, 2 threads';
 const p = meta.provenance as Record<string, unknown>;
 const pct = (v: number | null | undefined) => (v == null ? '-' : (100 * v).toFixed(1));
 const row = (cells: (string | number)[]) => `| ${cells.join(' | ')} |`;
@@ -148,7 +149,12 @@ function targets(): string {
     ...CLASSES.map((k) => row([`count accuracy ${k} >= 98 %`, `${pct(accOf(k))} %`, t(accOf(k) >= 0.98)])),
     row(['per-image RBC Pearson r >= 0.95', r.toFixed(3), t(r >= 0.95)]),
     row(['scale 0.5x-2x with --scale auto: every F1 within 3 points of 1x', 'see the sweep below', t(within3)]),
-    row(['forward pass p50 <= 60 ms (640 x 480, 2 cores)', `${speed.forward_640x480_ms.p50} ms`, t(speed.forward_640x480_ms.p50 <= 60)]),
+    // the budget was set on the AVX2 host of that time (the compact network: 33 ms there)
+    row([
+      'forward pass p50 <= 60 ms (640 x 480, 2 cores)',
+      `${speed.forward_640x480_ms.p50} ms (${speed.machine.replace(/, \d+ GiB.*/, '')}; 33-57 ms on the AVX2 host)`,
+      t(speed.forward_640x480_ms.p50 <= 60),
+    ]),
   ].join('\n');
 }
 
@@ -225,7 +231,7 @@ ${archTable.replace(/^/gm, '  ')}
   the planar layout (no transpose in the graph): the same weights, recovered from the fourth
   release's ONNX file (its convolutions carry the folded BatchNorm), the same detections on the
   sample images to the last digit, thresholds and int8 gate re-run by the release script.
-- **Hardware and time:** ${trainedOn}, 2 threads:
+- **Hardware and time:** ${trainedOn}:
   ${(trainSeconds / 60).toFixed(0)} minutes for ${epochs.length} epochs (sum of the epoch times in
   \`models/train_log.jsonl\`; the machine was shared with other work), a median of
   ${medianRate.toFixed(1)} training images/s (batch ${p.batch_size}, ${p.crop} x ${p.crop} crops, augmentation in the same process).

@@ -457,7 +457,13 @@ test('a model file with broken metadata fails with its name and the problem, exi
   assert.equal(r.status, 1);
   assert.match(r.stderr, /bad\.onnx: unusable hemocount metadata: thresholds\.RBC must be a number from 0 to 1/);
   writeFileSync(join(dir, 'future.onnx'), withMetadata(bytes, { ...meta, format: 'hemocount-retinanet/9' }));
-  assert.match(run(['info', '--model', join(dir, 'future.onnx')]).stderr, /format 'hemocount-retinanet\/9' is not hemocount-retinanet\/1/);
+  assert.match(run(['info', '--model', join(dir, 'future.onnx')]).stderr, /format 'hemocount-retinanet\/9' is not hemocount-retinanet\/1 or \/2/);
+  // planar outputs labelled format 1 (which builds before format 2 would decode as interleaved)
+  writeFileSync(join(dir, 'mislabelled.onnx'), withMetadata(bytes, { ...meta, format: 'hemocount-retinanet/1' }));
+  assert.match(
+    run(['info', '--model', join(dir, 'mislabelled.onnx')]).stderr,
+    /outputs\.layout 'planar' is not one this hemocount reads with format hemocount-retinanet\/1/,
+  );
 });
 
 test('a batch killed mid-way keeps its work in --jsonl, and --resume counts only the rest', async () => {
@@ -581,7 +587,7 @@ test('habits: every command answers --help with its own options; - is stdout for
   assert.equal(info.status, 0);
   assert.match(info.stdout, /RBC threshold 0\.\d\d/);
   assert.match(info.stdout, /parameters/);
-  assert.equal(JSON.parse(run(['info', '--json']).stdout).format, 'hemocount-retinanet/1');
+  assert.equal(JSON.parse(run(['info', '--json']).stdout).format, 'hemocount-retinanet/2');
 });
 
 test('evaluate --split val scores only labels/val of a YOLO set given by its data.yaml; a missing split is named', () => {

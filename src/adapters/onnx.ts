@@ -101,8 +101,10 @@ export function readMetadata(bytes: Uint8Array, file = 'model'): ModelMetadata {
 export function metadataProblem(m: ModelMetadata): string | null {
   const num = (v: unknown) => typeof v === 'number' && Number.isFinite(v);
   if (!m || typeof m !== 'object') return 'not an object';
-  if (typeof m.format !== 'string' || !/^hemocount-retinanet\/1$/.test(m.format))
-    return `format '${String(m.format)}' is not hemocount-retinanet/1 (made by another version of hemocount?)`;
+  // format 2: the outputs' layout is named (planar); 1: torchvision's interleaved layout. A
+  // build that reads only 1 refuses 2 instead of decoding planar outputs as interleaved.
+  if (typeof m.format !== 'string' || !/^hemocount-retinanet\/[12]$/.test(m.format))
+    return `format '${String(m.format)}' is not hemocount-retinanet/1 or /2 (made by a newer version of hemocount?)`;
   // models before the vocabulary file carry none: version 1 is what they were made with
   if (m.vocabulary !== undefined && (!Number.isInteger(m.vocabulary) || m.vocabulary > VOCABULARY_VERSION))
     return `its cell vocabulary version ${String(m.vocabulary)} is newer than this hemocount's (${VOCABULARY_VERSION}): update hemocount`;
@@ -117,9 +119,9 @@ export function metadataProblem(m: ModelMetadata): string | null {
   if (m.input.mean.length !== 3 || m.input.std.length !== 3) return 'input mean and std need 3 values (R, G, B)';
   if (!num(m.postprocess?.score_floor) || !num(m.postprocess?.nms_iou)) return 'postprocess (score_floor, nms_iou) is missing';
   if (!Array.isArray(m.box_coder?.weights)) return 'box_coder.weights is missing';
-  const layout = m.outputs?.layout;
-  if (layout !== undefined && layout !== 'planar' && layout !== 'interleaved')
-    return `outputs.layout '${String(layout)}' is not planar or interleaved (made by a newer hemocount?)`;
+  const layout = m.outputs?.layout ?? 'interleaved';
+  if (layout !== 'interleaved' && (m.format !== 'hemocount-retinanet/2' || layout !== 'planar'))
+    return `outputs.layout '${String(layout)}' is not one this hemocount reads with format ${m.format}`;
   if (!Array.isArray(m.classes) || m.classes.map((c) => c?.name).join() !== CLASSES.join()) return `classes must be ${CLASSES.join(', ')}`;
   return null;
 }

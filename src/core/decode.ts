@@ -138,7 +138,7 @@ const INDEX_BITS = 2 ** 21;
 /**
  * Moves the k smallest of keys[0, n) to keys[0, k), in no order (Hoare's quickselect,
  * median-of-three pivots): a field has ~11,000 scores above the floor and keeps 1000 a level,
- * so selecting before sorting sorts a tenth of them.
+ * so selecting before sorting sorts about a third of them.
  */
 function selectSmallest(keys: Float64Array, k: number): void {
   let lo = 0;
@@ -197,7 +197,7 @@ export function topAbove(v: Float32Array, start: number, end: number, floor: num
 }
 
 /**
- * Output layouts. 'interleaved' (torchvision's, and models exported before 2026-11-27): per
+ * Output layouts. 'interleaved' (torchvision's, and models of format 1): per
  * level y, x, anchor, then class (or box coordinate) fastest. 'planar': per level anchor,
  * class (or coordinate), y, x, each convolution's own output, which spares the graph a
  * transpose per level and head (about a tenth of the fp32 network's time). Candidates are

@@ -11,7 +11,7 @@ export const WHOLE_IMAGE_PIXELS = 2048 * 2048;
 /** Pixels as megapixels in a message: whole ones for photographs, two significant digits below ten. */
 export const megapixels = (px: number): string => (px >= 1e7 ? (px / 1e6).toFixed(0) : String(Number((px / 1e6).toPrecision(2))));
 /**
- * Large tiles: the overlap is paid per seam, so 1536 px tiles push about 1.5x the image's
+ * Large tiles: the overlap is paid per seam, so 1536 px tiles push 1.4x a 12000 x 9000 smear's
  * pixels through the network where 1024 px tiles pushed 2.4x. Larger tiles cost memory more
  * than they save time: on a 12000 x 9000 smear with the int8 model (bench/large.js --one, AVX-512
  * host) 1792 px tiles took the same 6.0 s and peaked at 590-620 MB against 510 MB (its float

@@ -43,7 +43,7 @@ export interface ModelMetadata {
     pad_value: number;
   };
   anchors: { levels: AnchorLevel[] };
-  /** How the outputs are laid out (core/decode.ts); absent in models exported before 2026-11-27: interleaved. */
+  /** How the outputs are laid out (core/decode.ts): 'planar' in format 2; absent (interleaved) in format 1. */
   outputs?: { layout?: 'planar' | 'interleaved'; [k: string]: unknown };
   box_coder: { weights: [number, number, number, number]; clamp: number };
   postprocess: { score_floor: number; topk_per_level: number; nms_iou: number; max_detections: number };

@@ -178,6 +178,7 @@ def main(argv=None):
     p.add_argument("--stain-jitter", type=float,
                    help="width of the stain jitter, times the default (brightness and contrast +-25 %%, saturation "
                         "+-30 %%, hue +-0.05 turn); above 1, also grey crops with probability 0.05 x (S - 1) (default 1)")
+    p.add_argument("--class-weight", help="classification loss weight per class, e.g. Platelets=2 (default 1 each)")
     p.add_argument("--threads", type=int, help="CPU threads for torch")
     p.add_argument("--max-steps-per-epoch", type=int)
     p.add_argument("--oversample", help="repeat images of a source, e.g. full=3")
@@ -248,6 +249,12 @@ def main(argv=None):
             assert scale is None or (len(scale) == 2 and 0 < scale[0] <= scale[1])
         except (ValueError, AssertionError):
             usage(f"--scale-range must be two numbers LOW,HIGH, not '{args.scale_range}'")
+        if args.class_weight:
+            from .train import class_weights
+            try:
+                class_weights(args.class_weight)
+            except ValueError as e:
+                usage(f"--class-weight: {e}")
         given = {"data": args.data and os.path.abspath(args.data), "val": args.val and os.path.abspath(args.val),
                  "split": args.split, "val_split": args.val_split,
                  "relabel": args.relabel and os.path.abspath(args.relabel),
@@ -255,7 +262,7 @@ def main(argv=None):
                  "batch_size": args.batch_size, "lr": args.lr, "crop": args.crop, "scale": scale, "seed": args.seed,
                  "init": args.init, "backbone_weights": args.backbone_weights, "freeze_backbone": args.freeze_backbone,
                  "max_steps_per_epoch": args.max_steps_per_epoch, "copy_paste": args.copy_paste, "stain": args.stain_jitter,
-                 "patience": args.patience}
+                 "class_weight": args.class_weight, "patience": args.patience}
         if args.resume:
             ckpt = os.path.join(args.out, "last.pt")
             if not os.path.isfile(ckpt):

@@ -49,7 +49,7 @@ def scale_for(ck):
 def metadata(model, ck, name):
     ag = model.anchor_generator
     return {
-        "format": "hemocount-retinanet/1",
+        "format": "hemocount-retinanet/2",  # 2: outputs.layout named (planar)
         "vocabulary": VOCABULARY["version"],
         "name": name,
         "version": datetime.date.today().isoformat(),
@@ -161,8 +161,8 @@ def export(ckpt, out, name="hemocount-compact", fixture_images=(), opset=17):
     dummy = torch.rand(1, 3, 256, 384)
     tmp = out + ".tmp"
     torch.onnx.export(wrapper, (dummy,), tmp, input_names=["image"], output_names=["scores", "deltas"],
-                      dynamic_axes={"image": {2: "height", 3: "width"}, "scores": {1: "anchors"},
-                                    "deltas": {1: "anchors"}},
+                      dynamic_axes={"image": {2: "height", 3: "width"}, "scores": {1: "anchors_x_classes"},
+                                    "deltas": {1: "anchors_x_4"}},
                       opset_version=opset, do_constant_folding=True, **legacy_exporter())
     import onnx
     m = onnx.load(tmp)

@@ -161,6 +161,8 @@ class MaskedClassificationHead(RetinaNetClassificationHead):
     'ignore_anchors' (anchors x classes, from MaskedHead): near an undecided cell, an
     anchor matched to no cell is not taught "not this class"."""
 
+    class_weight = None  # per-class loss weights (train --class-weight), a tensor of num_classes
+
     def compute_loss(self, targets, head_outputs, matched_idxs):
         losses = []
         cls_logits = head_outputs["cls_logits"]
@@ -179,6 +181,8 @@ class MaskedClassificationHead(RetinaNetClassificationHead):
             near = tgt.get("ignore_anchors")
             if near is not None:
                 loss = loss * ~(near[valid] & (gt[valid] == 0))
+            if self.class_weight is not None:  # a rare class's classifier gets a larger share of the gradient
+                loss = loss * self.class_weight.to(loss)[None, :]
             losses.append(loss.sum() / max(1, fg.numel()))
         return sum(losses) / len(targets)
 

@@ -15,7 +15,7 @@ import torch
 import torchvision.transforms.functional as TF
 from torchvision.ops import roi_align
 
-from .data import CLASSES, Sample, median_cell_px, open_rgb, rbc_sides
+from .data import CLASSES, Sample, median_cell_px, normalise_class, open_rgb, rbc_sides
 from .model import build_model, count_parameters, load_backbone_weights, load_init
 
 RARE = (CLASSES.index("WBC"), CLASSES.index("Platelets"))
@@ -242,6 +242,23 @@ def best_epoch(path):
     return max(scored, key=lambda e: (e[1], -e[0])) if scored else None
 
 
+def class_weights(spec: str) -> list[float]:
+    """'Platelets=2' (or 'WBC=1.5,Platelets=2') -> one weight per class, 1 where not named."""
+    w = {c: 1.0 for c in CLASSES}
+    for part in spec.split(","):
+        name, _, v = part.partition("=")
+        c = normalise_class(name.strip())
+        try:
+            x = float(v)
+        except ValueError:
+            x = -1.0
+        if c is None or not (0 < x <= 100):
+            raise ValueError(f"class weight '{part}': give CLASS=WEIGHT with a class of {', '.join(CLASSES)} "
+                             "and a weight above 0")
+        w[c] = x
+    return [w[c] for c in CLASSES]
+
+
 def machine() -> str:
     """The CPU as bench/smears.ts names it (model, family/model numbers, widest vector
     extension, cores): hosts of one kind differ, and the model card states where a model trained."""
@@ -356,6 +373,7 @@ class TrainConfig:
     max_steps_per_epoch: int | None = None
     copy_paste: float = 0.0          # probability that a crop gets 1-3 pasted WBC/platelets
     stain: float = 1.0               # stain jitter's width, times the default
+    class_weight: str | None = None  # classification loss weight per class, e.g. "Platelets=2"
     patience: int | None = None      # stop after this many epochs without a better validation F1
 
     # may differ on --resume: training longer is what resuming is for
@@ -396,6 +414,8 @@ def train(cfg: TrainConfig, train_samples, val_samples, out_dir, resume=False, d
         torch.set_num_threads(threads)
     torch.manual_seed(seed)
     model = build_model(arch, head_norm=head_norm, box_loss=cfg.box_loss)
+    if cfg.class_weight:
+        model.head.classification_head.class_weight = torch.tensor(class_weights(cfg.class_weight))
     if backbone_weights:
         n, _ = load_backbone_weights(model, backbone_weights, freeze_backbone)
         log(f"loaded {n} backbone tensors from {backbone_weights}{' (frozen)' if freeze_backbone else ''}")

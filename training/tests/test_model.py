@@ -172,6 +172,27 @@ def test_incomplete_class_teaches_no_background():
     assert all_masked < masked
 
 
+def test_class_weight_scales_one_class_loss():
+    """--class-weight Platelets=2 doubles exactly the platelet classifier's share of the loss."""
+    from hemocount_train.train import class_weights
+    torch.manual_seed(0)
+    model = build_model("compact")
+    model.train()
+    img, tgt = CropDataset(two_images(), augment=False).get(0, 0)
+    head = model.head.classification_head
+    loss = lambda: float(model([img], [tgt])["classification"])  # noqa: E731
+    plain = loss()
+    head.class_weight = torch.tensor([0.0, 0.0, 1.0])
+    platelets = loss()
+    head.class_weight = torch.tensor(class_weights("Platelets=2"))
+    assert 0 < platelets < plain
+    assert abs(loss() - (plain + platelets)) < 1e-5 * plain
+    assert class_weights("wbc=1.5,PLT=3") == [1.0, 1.5, 3.0]
+    for bad in ("Foo=2", "Platelets=0", "Platelets=x", "Platelets"):
+        with pytest.raises(ValueError, match="CLASS=WEIGHT"):
+            class_weights(bad)
+
+
 def test_undecided_cells_teach_neither_cell_nor_background():
     """Cells nobody confirmed (VOC difficult: a teacher's uncertain detections) add no
     "not this class" loss near them, and only for their own class; the cells' loss stays."""
