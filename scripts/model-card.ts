@@ -188,7 +188,7 @@ network. The figures below are fp32's unless stated.
   first pass and, when it lies outside ${meta.scale?.min_px}-${meta.scale?.max_px} px, rescales the image so that red cells
   measure about ${meta.scale?.reference_px} px (the full-field training smears' median), then maps the boxes back.
 - **Choosing the architecture.** The candidates' cost, in one run of \`npm run bench:architectures\`
-  (${archs.machine}, ${archs.input}, \`docs/architectures.json\`; absolute times drift between
+  (${/family/.test(archs.machine) ? archs.machine : `${archs.machine}: the AVX2 host of that time`}, ${archs.input}, \`docs/architectures.json\`; absolute times drift between
   sessions on this machine, the ratios hold):
 
 ${archTable.replace(/^/gm, '  ')}

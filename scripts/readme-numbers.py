@@ -60,15 +60,18 @@ def diff(a):
     return ", ".join(f"{k} {v:+.2f} %" for k, v in a["differencePct"].items())
 
 
-speed = f"""Measured on this project's CI-class machine ({sp['machine']}), the fp32 network (the default int8 model's
-own figures follow):
+q8 = sp.get("forward_int8_vs_fp32_ms") or {"int8_p50": "-", "fp32_p50": "-"}
+speed = f"""Measured on this project's CI-class machine ({sp['machine']}); p50 / p90 per image, the
+default int8 model and the fp32 network it is quantised from, in one run (`npm run bench`):
 
-| what | p50 | p90 |
+| what | int8 (default) | fp32 (`--model fp32`) |
 |---|---|---|
-| network forward pass, 640 x 480 (padded to {f['input'].split(' ')[0]}), onnxruntime-node, {f['runs']} runs | {f['p50']} ms | {f['p90']} ms |
-| whole count of a sample image (decode, network, decoding, NMS; `--scale auto`) | {c['p50']} ms | {c['p90']} ms |
-| the same with the default int8 model, in the same run | {c8['p50']} ms | {c8['p90']} ms |
-| whole count, one pass at native size (`--scale 1`), fp32 / int8 | {c1['p50']} / {c81['p50']} ms | {c1['p90']} / {c81['p90']} ms |
+| network forward pass, 640 x 480 (padded to {f['input'].split(' ')[0]}), p50 | {q8['int8_p50']} ms | {q8['fp32_p50']} ms |
+| whole count of a sample image (read, decode, network, decoding, NMS; `--scale auto`) | {c8['p50']} / {c8['p90']} ms | {c['p50']} / {c['p90']} ms |
+| whole count, one pass at native size (`--scale 1`) | {c81['p50']} / {c81['p90']} ms | {c1['p50']} / {c1['p90']} ms |
+
+Without VNNI (AVX2 only) int8 gains less: x1.3-1.5 over fp32 on this project's earlier hosts,
+against x{q8.get('speedup', '-')} here (below).
 
 A {large['image']} smear is counted in {cur['seconds']} s ({cur['tiles']} tiles of {cur['tiling'].split(' px')[0]} px) with a peak of
 {cur['maxRssMB']} MB; the first release's tiling (1024 px tiles, 320 px overlap: {old['tiles']} tiles) took
@@ -179,7 +182,7 @@ example = f"""```json
 {det_lines},
         "…"
       ],
-      "tiles": 1, "ms": {im['ms']}
+      "scale": {im['scale']}, "tiles": 1, "ms": {im['ms']}
     }},
     {{ "file": "broken.jpg", "width": 0, "height": 0, "counts": {{ "RBC": 0, "WBC": 0, "Platelets": 0 }},
       "uncertain": {{ "RBC": 0, "WBC": 0, "Platelets": 0 }}, "meanScore": {{ "RBC": null, "WBC": null, "Platelets": null }},

@@ -722,3 +722,18 @@ test('scoring a model on the images it was trained on warns; other images do not
   assert.equal(other.status, 0, other.stderr);
   assert.doesNotMatch(other.stderr, warning);
 });
+
+test('a reader that closes the pipe early (| head) ends the count quietly; the other outputs are still written', async () => {
+  const dir = tmp();
+  const child = spawn(process.execPath, [CLI, 'count', 'samples', '--json', '-', '--quiet', '--out', join(dir, 'pics')], { cwd: ROOT });
+  let stderr = '';
+  child.stderr.on('data', (d) => {
+    stderr += d;
+  });
+  // close our end before the results come, as a `head` that has read enough does
+  child.stdout.destroy();
+  const [code] = await once(child, 'exit');
+  assert.equal(code, 0, stderr);
+  assert.doesNotMatch(stderr, /EPIPE|Error/);
+  assert.equal(readdirSync(join(dir, 'pics')).filter((f) => f.endsWith('.annotated.png')).length, 5);
+});

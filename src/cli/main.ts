@@ -46,7 +46,7 @@ const SECTIONS: Record<string, string> = {
   --out DIR             annotated images (<name>.annotated.png); --no-labels, --no-scores to declutter
   --out-format png|jpg|webp  the annotated images' format (default png)
   --json FILE|-         results as JSON ('-' for stdout)
-  --csv FILE            one row per image plus a totals row
+  --csv FILE|-          one row per image plus a totals row
   --max-megapixels N    refuse larger images (default 250; a 12000 x 9000 smear is 108)
   --jsonl FILE          JSON Lines, one image per line, written as each image finishes
   --resume              with --jsonl: keep the images already there, count the rest
@@ -211,6 +211,7 @@ async function main(argv: string[]): Promise<number> {
     return Number(v);
   };
   const outFormat = (v: string) => {
+    if (v === 'jpeg') return 'jpg'; // the library's name for it
     if (v !== 'png' && v !== 'jpg' && v !== 'webp') throw new UsageError(`--out-format must be png, jpg or webp, not '${v}'`);
     return v;
   };
@@ -486,7 +487,10 @@ function describeModel(path: string, m: ModelMetadata, size: number): string {
     `architecture: ${p.arch ?? '?'}, ${Number(p.parameters ?? 0).toLocaleString('en')} parameters; trained ${p.epochs ?? '?'} epoch${p.epochs === 1 ? '' : 's'}${p.init ? ` from ${String(p.init)}` : ''}`,
     `classes:      ${CLASSES.map((k) => `${k} threshold ${m.thresholds[k].toFixed(2)} (review from ${(m.review?.[k] ?? m.thresholds[k]).toFixed(2)})`).join('; ')}`,
     cal
-      ? `calibrated:   on ${cal.images} images of ${cal.data} (criterion ${cal.criterion}); F1 there ${CLASSES.map((k) => `${k} ${cal.classes?.[k]?.f1 == null ? '-' : (100 * cal.classes[k].f1!).toFixed(1)} %`).join(', ')}`
+      ? `calibrated:   on ${cal.images} images of ${cal.data} (criterion ${cal.criterion}); F1 there ${CLASSES.map((k) => `${k} ${cal.classes?.[k]?.f1 == null ? '-' : (100 * cal.classes[k].f1!).toFixed(1)} %`).join(', ')}${
+          // an int8 model carries the calibration of the fp32 network it was quantised from
+          m.name.endsWith('-int8') ? ' (of the fp32 network; int8 within 0.5 points, docs/validation/int8-gate.txt)' : ''
+        }`
       : "calibrated:   no (the paper's thresholds)",
     `magnification: --scale auto keeps red cells of ${band.min_px}-${band.max_px} px, rescales others to ${band.reference_px} px`,
     `input:        RGB, native resolution, padded to a multiple of ${m.input.pad_multiple}; NMS IoU ${m.postprocess.nms_iou}`,
@@ -530,6 +534,12 @@ async function train(args: string[]): Promise<number> {
     });
   });
 }
+
+// A reader that stops early (`count --json - | head`) closes the pipe: what is left for stdout is
+// dropped and the command finishes its other outputs, instead of dying with a stack trace.
+process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+  if (e.code !== 'EPIPE' && e.code !== 'ERR_STREAM_DESTROYED') throw e;
+});
 
 main(process.argv.slice(2)).then(
   (code) => {
