@@ -165,7 +165,8 @@ ${(statSync(model).size / 1e6).toFixed(1)} MB, sha256 \`${rep.model.sha256}\`), 
 \`models/hemocount-default.int8.onnx\` (${(statSync(model.replace(/\.onnx$/, '.int8.onnx')).size / 1e6).toFixed(1)} MB), which is the default model:
 static QDQ quantisation with per-channel weights and activation ranges from training images
 (the first convolution, on the 3-channel image, kept float: quantised, it cost this model 2.9
-points of close-up platelet F1 and failed the gate),
+points of close-up platelet F1 and failed the gate; and the classification head's last one, whose
+8-bit logits cost F1),
 gated by the release within 0.5 points of fp32 (mAP@0.5 and each class's F1, on each
 validation subset: \`docs/validation/int8-gate.txt\`). \`--model fp32\` selects the full-precision
 network. The figures below are fp32's unless stated.
