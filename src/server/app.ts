@@ -90,7 +90,10 @@ export async function buildServer(o: ServerOptions): Promise<FastifyInstance> {
   });
   // only multipart bodies are read at all: anything else is refused (415) before its bytes are
   app.removeAllContentTypeParsers();
-  await app.register(multipart, { limits: { fileSize: lim.maxFileBytes, files: lim.maxFiles, fields: 10, fieldSize: 10_000 }, throwFileSizeLimit: true });
+  // files past maxFiles are read and refused after the body (a mid-body refusal closes the
+  // connection, and a client still sending may see a reset instead of the answer); past four
+  // times that, multipart's own limit ends the request at once
+  await app.register(multipart, { limits: { fileSize: lim.maxFileBytes, files: 4 * lim.maxFiles, fields: 10, fieldSize: 10_000 }, throwFileSizeLimit: true });
   const allowed = new Set([...LOOPBACK, ...(o.allowHosts ?? [])].map((h) => h.toLowerCase()));
 
   app.addHook('onRequest', async (req, reply) => {
@@ -203,8 +206,11 @@ export async function buildServer(o: ServerOptions): Promise<FastifyInstance> {
             refusal ??= new HttpError(400, `unknown field '${part.fieldname}' (fields: images, ${FORM_FIELDS.join(', ')}; the model is the server's, --model)`);
           continue;
         }
-        if (part.fieldname !== 'images' || refusal) {
-          refusal ??= new HttpError(400, `${part.filename || 'a file'}: send images in the field "images", not "${part.fieldname}"`, part.filename);
+        if (part.fieldname !== 'images' || refusal || files.length >= lim.maxFiles) {
+          refusal ??=
+            part.fieldname !== 'images'
+              ? new HttpError(400, `${part.filename || 'a file'}: send images in the field "images", not "${part.fieldname}"`, part.filename)
+              : new HttpError(413, `too many files: at most ${lim.maxFiles} per request`);
           for await (const _ of part.file as AsyncIterable<Buffer>); // read past it, unkept
           continue;
         }
