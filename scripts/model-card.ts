@@ -56,10 +56,11 @@ const rates = steps.map((r) => r.images_per_s as number).sort((x, y) => x - y);
 const medianRate = rates[Math.floor(rates.length / 2)] ?? 0;
 // where it trained: the log's run records (written since 2026-11-27); the fourth release's log
 // predates them, and it trained on the AVX2 host of that time, not the one that measured speed.json
+// only the parts of a run that finished an epoch (a resumed run killed at once trained nothing)
+const trainedParts = log.filter((r, i) => r.type === 'run' && log.slice(i + 1).find((n) => n.type !== 'step')?.type === 'epoch');
 const trainedOn =
-  [...new Set(log.filter((r) => r.type === 'run').map((r) => `${r.machine}, ${r.device === 'cpu' ? `CPU only, ${r.threads} threads` : r.device}`))].join(
-    '; ',
-  ) || 'AMD EPYC (AVX2, no VNNI), 2 cores, CPU only, 2 threads';
+  [...new Set(trainedParts.map((r) => `${r.machine}, ${r.device === 'cpu' ? `CPU only, ${r.threads} threads` : r.device}`))].join('; ') ||
+  'AMD EPYC (AVX2, no VNNI), 2 cores, CPU only, 2 threads';
 const p = meta.provenance as Record<string, unknown>;
 const pct = (v: number | null | undefined) => (v == null ? '-' : (100 * v).toFixed(1));
 const row = (cells: (string | number)[]) => `| ${cells.join(' | ')} |`;
