@@ -1,10 +1,11 @@
 #!/usr/bin/python3
-"""How counts hold up when a smear's stain or illumination differs from the training smears.
-Writes the validation split with each image changed in one fixed way (paler, faded, grey,
-over-stained, brighter, flatter) and scores a model on each with `hemocount evaluate`, so the
-figures are hemocount's own (F1 at the model's thresholds, IoU 0.5, per subset).
+"""How counts hold up when a smear's stain or illumination, or the camera, differs from the
+training smears'. Writes the validation split with each image changed in one fixed way (stain:
+paler, faded, grey, over-stained, brighter, flatter; camera: sensor noise, strong JPEG, defocus,
+half the resolution) and scores a model on each with `hemocount evaluate`, so the figures are
+hemocount's own (F1 at the model's thresholds, IoU 0.5, per subset).
 
-    /usr/bin/python3 scripts/stain-sweep.py [--model M] [--data training/splits/val.json] [--out docs/validation/stain-sweep.json]
+    /usr/bin/python3 scripts/stain-sweep.py [--set stain|camera] [--model M] [--data training/splits/val.json] [--out FILE]
 
 Needs Pillow (Debian's python3-pil) and a built checkout (`npm run build`).
 """
@@ -30,6 +31,40 @@ CHANGES = [
 ]
 
 
+# (name, operation): how another camera or objective may record the same smear (--set camera)
+CAMERA = [
+    ("as taken", None),
+    ("sensor noise (sigma 4 %)", ("noise", 0.04)),
+    ("sensor noise (sigma 8 %)", ("noise", 0.08)),
+    ("strong JPEG (quality 30)", ("jpeg", 30)),
+    ("out of focus (blur sigma 2 px)", ("blur", 2.0)),
+    ("half the resolution, upsampled", ("resolution", 0.5)),
+]
+
+
+def camera(src: str, dst: str, op) -> None:
+    import zlib
+
+    import numpy as np
+    from PIL import ImageFilter
+    with Image.open(src) as im:
+        im = im.convert("RGB")
+        quality = 95
+        kind, k = op or (None, None)
+        if kind == "noise":  # independent per pixel and channel; the same for an image run to run
+            rng = np.random.default_rng(zlib.crc32(os.path.basename(src).encode()))
+            a = np.asarray(im, dtype=np.float32) + rng.normal(0.0, 255 * k, (im.size[1], im.size[0], 3))
+            im = Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8))
+        elif kind == "jpeg":
+            quality = k
+        elif kind == "blur":
+            im = im.filter(ImageFilter.GaussianBlur(k))
+        elif kind == "resolution":
+            w, h = im.size
+            im = im.resize((round(w * k), round(h * k)), Image.BILINEAR).resize((w, h), Image.BILINEAR)
+        im.save(dst, quality=quality)
+
+
 def changed(src: str, dst: str, b: float, c: float, s: float) -> None:
     with Image.open(src) as im:
         im = im.convert("RGB")
@@ -44,18 +79,24 @@ def main(argv=None):
     ap.add_argument("--model", default="fp32", help="model to score (default: the bundled fp32 network)")
     ap.add_argument("--data", default=os.path.join(ROOT, "training", "splits", "val.json"))
     ap.add_argument("--out", help="write the table as JSON here")
+    ap.add_argument("--set", choices=["stain", "camera"], default="stain",
+                    help="stain: stain and illumination (default); camera: noise, JPEG, focus, resolution")
     a = ap.parse_args(argv)
     coco = json.load(open(a.data))
     base = os.path.dirname(os.path.abspath(a.data))
     rows = []
     with tempfile.TemporaryDirectory(prefix="hemocount-stain-") as tmp:
-        for name, b, c, s in CHANGES:
+        sweep = CHANGES if a.set == "stain" else [(name, op, None, None) for name, op in CAMERA]
+        for name, b, c, s in sweep:
             d = os.path.join(tmp, str(len(rows)))
             os.mkdir(d)
             images = []
             for im in coco["images"]:
                 dst = os.path.join(d, f"{im['id']}.jpg")
-                changed(os.path.join(base, im["file_name"]), dst, b, c, s)
+                if a.set == "stain":
+                    changed(os.path.join(base, im["file_name"]), dst, b, c, s)
+                else:
+                    camera(os.path.join(base, im["file_name"]), dst, b)
                 images.append({**im, "file_name": dst})
             ann = os.path.join(d, "val.json")
             json.dump({**coco, "images": images}, open(ann, "w"))
@@ -64,7 +105,7 @@ def main(argv=None):
             if r.returncode != 0:
                 sys.exit(f"evaluate failed on '{name}': {r.stderr.strip()[-500:]}")
             doc = json.loads(r.stdout)
-            row = {"change": name, "brightness": b, "contrast": c, "saturation": s}
+            row = {"change": name, **({"brightness": b, "contrast": c, "saturation": s} if a.set == "stain" else {"operation": b})}
             for sub, rep in doc["subsets"].items():
                 row[sub] = {k: round(100 * v["f1"], 1) for k, v in rep["atModel"].items()}
             rows.append(row)

@@ -178,6 +178,8 @@ def main(argv=None):
     p.add_argument("--stain-jitter", type=float,
                    help="width of the stain jitter, times the default (brightness and contrast +-25 %%, saturation "
                         "+-30 %%, hue +-0.05 turn); above 1, also grey crops with probability 0.05 x (S - 1) (default 1)")
+    p.add_argument("--noise", type=float, help="sensor noise on half the training crops: Gaussian with sigma drawn up "
+                                               "to this fraction of full scale, e.g. 0.06 (default 0: none)")
     p.add_argument("--class-weight", help="classification loss weight per class, e.g. Platelets=2 (default 1 each)")
     p.add_argument("--threads", type=int, help="CPU threads for torch")
     p.add_argument("--max-steps-per-epoch", type=int)
@@ -249,6 +251,8 @@ def main(argv=None):
             assert scale is None or (len(scale) == 2 and 0 < scale[0] <= scale[1])
         except (ValueError, AssertionError):
             usage(f"--scale-range must be two numbers LOW,HIGH, not '{args.scale_range}'")
+        if args.noise is not None and not 0 <= args.noise <= 0.5:
+            usage(f"--noise must be a fraction of full scale from 0 to 0.5, not {args.noise}")
         if args.class_weight:
             from .train import class_weights
             try:
@@ -262,7 +266,7 @@ def main(argv=None):
                  "batch_size": args.batch_size, "lr": args.lr, "crop": args.crop, "scale": scale, "seed": args.seed,
                  "init": args.init, "backbone_weights": args.backbone_weights, "freeze_backbone": args.freeze_backbone,
                  "max_steps_per_epoch": args.max_steps_per_epoch, "copy_paste": args.copy_paste, "stain": args.stain_jitter,
-                 "class_weight": args.class_weight, "patience": args.patience}
+                 "class_weight": args.class_weight, "noise": args.noise, "patience": args.patience}
         if args.resume:
             ckpt = os.path.join(args.out, "last.pt")
             if not os.path.isfile(ckpt):

@@ -30,9 +30,10 @@ class CropDataset:
     """Deterministic augmentation: item (epoch, i) always yields the same crop, so a
     resumed run replays exactly what an uninterrupted one would have seen."""
 
-    def __init__(self, samples: list[Sample], crop=384, seed=0, augment=True, scale=(0.6, 1.6), copy_paste=0.0, stain=1.0):
+    def __init__(self, samples: list[Sample], crop=384, seed=0, augment=True, scale=(0.6, 1.6), copy_paste=0.0, stain=1.0,
+                 noise=0.0):
         self.samples, self.crop, self.seed, self.augment, self.scale = samples, crop, seed, augment, scale
-        self.copy_paste, self.stain = copy_paste, stain
+        self.copy_paste, self.stain, self.noise = copy_paste, stain, noise
         self.cache: dict = {}
         self._bank, self._rbc = None, {}
 
@@ -94,6 +95,11 @@ class CropDataset:
             if rng.random() < 0.2:  # defocus: focus varies across a smear and between slides
                 k = rng.choice((3, 5))
                 img = TF.gaussian_blur(img, [k, k], [rng.uniform(0.5, 1.5)] * 2)
+            # sensor noise (another camera, less light): drawn only when asked, so that runs
+            # without it keep their random stream
+            if self.noise and rng.random() < 0.5:
+                g = torch.Generator().manual_seed(rng.randrange(2 ** 31))
+                img = img + torch.randn(img.shape, generator=g) * rng.uniform(0.0, self.noise)
             img = img.clamp(0, 1)
         return img, target(boxes.reshape(-1, 4), labels, s)
 
@@ -374,6 +380,7 @@ class TrainConfig:
     copy_paste: float = 0.0          # probability that a crop gets 1-3 pasted WBC/platelets
     stain: float = 1.0               # stain jitter's width, times the default
     class_weight: str | None = None  # classification loss weight per class, e.g. "Platelets=2"
+    noise: float = 0.0               # sensor noise on half the crops: Gaussian, sigma up to this (of full scale)
     patience: int | None = None      # stop after this many epochs without a better validation F1
 
     # may differ on --resume: training longer is what resuming is for
@@ -429,7 +436,8 @@ def train(cfg: TrainConfig, train_samples, val_samples, out_dir, resume=False, d
         autocast_networks(model)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
-    ds = CropDataset(train_samples, crop=crop, seed=seed, scale=scale, copy_paste=cfg.copy_paste, stain=cfg.stain)
+    ds = CropDataset(train_samples, crop=crop, seed=seed, scale=scale, copy_paste=cfg.copy_paste, stain=cfg.stain,
+                     noise=cfg.noise)
     steps_per_epoch = math.ceil(len(train_samples) / batch_size)
     cell_px = median_cell_px(train_samples)  # the data's magnification, for the exported --scale auto band
     if max_steps_per_epoch:

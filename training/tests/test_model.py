@@ -453,3 +453,17 @@ def test_stain_jitter_widens_the_colour_changes_and_shows_grey_crops():
     grey = lambda img: torch.equal(img[0], img[1]) and torch.equal(img[1], img[2])  # noqa: E731
     assert sum(grey(wide.get(0, e)[0]) for e in range(30)) >= 2
     assert not any(grey(default.get(0, e)[0]) for e in range(30))
+
+
+def test_sensor_noise_on_about_half_the_crops_and_only_when_asked():
+    one = two_images()[:1]
+    plain, zero = CropDataset(one, crop=256), CropDataset(one, crop=256, noise=0.0)
+    noisy = CropDataset(one, crop=256, noise=0.08)
+    # without noise the crops are those of runs made before the option existed
+    assert all(torch.equal(plain.get(0, e)[0], zero.get(0, e)[0]) for e in range(3))
+    # with it, a crop is reproducible, and about half differ from the plain ones by pixel noise:
+    # high-frequency change (neighbouring pixels disagree) that the plain crop does not have
+    assert torch.equal(noisy.get(0, 4)[0], noisy.get(0, 4)[0])
+    rough = lambda img: float((img[:, :, 1:] - img[:, :, :-1]).abs().mean())  # noqa: E731
+    changed = [rough(noisy.get(0, e)[0]) > 1.3 * rough(plain.get(0, e)[0]) for e in range(30)]
+    assert 6 <= sum(changed) <= 24, sum(changed)
