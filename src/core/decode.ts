@@ -200,7 +200,7 @@ export function topAbove(v: Float32Array, start: number, end: number, floor: num
  * Output layouts. 'interleaved' (torchvision's, and models of format 1): per
  * level y, x, anchor, then class (or box coordinate) fastest. 'planar': per level anchor,
  * class (or coordinate), y, x, each convolution's own output, which spares the graph a
- * transpose per level and head (about a tenth of the fp32 network's time). Candidates are
+ * transpose per level and head (2-9 % of the fp32 forward pass in one-off timings). Candidates are
  * ordered by torchvision's interleaved offset either way (ties, and the parity fixture).
  */
 const interleavedOffset = (hw: number, A: number, K: number) => (p: number) => {

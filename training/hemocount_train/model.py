@@ -267,7 +267,7 @@ class ExportWrapper(nn.Module):
     """What the ONNX file computes: normalised image -> per-anchor class probabilities and
     raw box regressions, levels concatenated (P3..P7), each level as its convolution writes it
     (anchor, class or coordinate, y, x: the 'planar' layout). torchvision's head transposes
-    every level to (y, x, anchor, class), which cost about a tenth of the fp32 network's time;
+    every level to (y, x, anchor, class), which cost 2-9 % of the fp32 forward pass (one-off timings);
     the TypeScript decoder reads either. Anchors, decoding, thresholds and NMS live there."""
 
     def __init__(self, model):
