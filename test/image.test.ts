@@ -5,7 +5,7 @@ import { statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import sharp from 'sharp';
-import { decodeRgb, drawAnnotated, probe, readRegion, regions, sniffImageType } from '../src/adapters/image.js';
+import { decodeRgb, drawAnnotated, headerPixels, probe, readRegion, regions, sniffImageType } from '../src/adapters/image.js';
 import { annotationLayout, legendLayout } from '../src/core/raster.js';
 import type { Detection, ModelMetadata } from '../src/core/types.js';
 import { loadModel } from '../src/index.js';
@@ -25,6 +25,11 @@ test('EXIF orientation is applied: a portrait-tagged JPEG is read upright', asyn
   let diff = 0;
   for (let i = 0; i < a.data.length; i += 997) diff += Math.abs(a.data[i]! - b.data[i]!);
   assert.ok(diff / (a.data.length / 997) < 12, 'same picture after orientation');
+  // a count reads the file once and takes its size from the decoded, upright pixels
+  const model = await loadModel(MODEL);
+  const [tagged, upright] = [await model.count(f), await model.count(a)];
+  assert.deepEqual([tagged.width, tagged.height], [640, 480]);
+  assert.deepEqual(tagged.detections, upright.detections);
 });
 
 /** Files this process reads through an open handle after they were removed, under `folder`. */
@@ -125,6 +130,31 @@ test('grey, 16-bit and alpha images become 8-bit RGB and are counted', async () 
 test('file types are told by their bytes', () => {
   assert.equal(sniffImageType(readFileSync(SAMPLE)), 'jpeg');
   assert.equal(sniffImageType(new TextEncoder().encode('hello world')), null);
+});
+
+test("a JPEG's or PNG's pixel count is read from its header as libvips reads it; other formats and damaged headers give null", async () => {
+  const dir = tmp();
+  const cases: [string, Buffer][] = [
+    ['baseline JPEG', readFileSync(SAMPLE)],
+    [
+      'progressive JPEG, EXIF rotated',
+      await sharp(SAMPLE).resize(321, 123).rotate(270).withMetadata({ orientation: 6 }).jpeg({ progressive: true }).toBuffer(),
+    ],
+    ['grey PNG', await sharp(SAMPLE).resize(77, 1301).greyscale().png().toBuffer()],
+    ['16-bit PNG with alpha', await sharp(SAMPLE).ensureAlpha(0.5).toColourspace('rgb16').png().toBuffer()],
+  ];
+  for (const [name, bytes] of cases) {
+    const m = await sharp(bytes).metadata();
+    assert.equal(headerPixels(bytes), m.width! * m.height!, name);
+  }
+  writeFileSync(join(dir, 'x.webp'), await sharp(SAMPLE).webp().toBuffer());
+  assert.equal(headerPixels(readFileSync(join(dir, 'x.webp'))), null, 'WebP: asked of libvips');
+  const jpg = readFileSync(SAMPLE);
+  assert.equal(headerPixels(jpg.subarray(0, 30)), null, 'cut before the frame header');
+  const broken = Buffer.from(jpg);
+  broken[2] = 0x00; // no marker where one must be
+  assert.equal(headerPixels(broken), null);
+  assert.equal(headerPixels(new TextEncoder().encode('hello world')), null);
 });
 
 test('bad files give errors that name the file and the problem', async () => {

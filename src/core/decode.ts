@@ -56,47 +56,64 @@ export function paddedSize(meta: ModelMetadata, h: number, w: number): [number, 
 }
 
 /**
- * Greedy NMS on one class; returns kept indices in descending score order.
- * A box is kept when no already kept box overlaps it by more than the threshold: the same
- * result as torchvision's pairwise loop, but each box is compared only with the kept boxes
- * in the grid cells it covers, so a large smear's tens of thousands of candidates merge in
- * time linear in their number (cells are small against the image).
+ * Greedy NMS on one class; returns kept indices in descending score order (ties: lower index
+ * first). A box is kept when no already kept box overlaps it by more than the threshold.
  */
 export function nms(boxes: Box[], scores: number[], iouThreshold: number): number[] {
   const order = scores.map((_, i) => i).sort((a, b) => scores[b]! - scores[a]! || a - b);
+  const flat = new Float64Array(boxes.length * 4);
+  for (const [i, b] of boxes.entries()) flat.set(b, i * 4);
+  return greedyNms(flat, order, iouThreshold);
+}
+
+/**
+ * Greedy NMS over the boxes at 4i..4i+3 of `boxes`, visited in `order` (best first): the same
+ * result as torchvision's pairwise loop, but each box is compared only with the kept boxes in
+ * the grid cells it covers, so a large smear's tens of thousands of candidates merge in time
+ * linear in their number (cells are small against the image).
+ */
+function greedyNms(boxes: ArrayLike<number>, order: ArrayLike<number>, iouThreshold: number): number[] {
   const keep: number[] = [];
-  if (boxes.length === 0) return keep;
+  const n = order.length;
+  if (n === 0) return keep;
   // grid cell: twice the median box side, so a typical box touches at most 4 cells
-  const sides = boxes.map((b) => Math.max(b[2] - b[0], b[3] - b[1])).sort((a, b) => a - b);
-  const cell = Math.max(1, 2 * sides[sides.length >> 1]!);
+  const sides = new Float64Array(n);
   let x0 = Infinity;
   let y0 = Infinity;
-  for (const b of boxes) {
-    x0 = Math.min(x0, b[0]);
-    y0 = Math.min(y0, b[1]);
+  for (let j = 0; j < n; j++) {
+    const o = order[j]! * 4;
+    sides[j] = Math.max(boxes[o + 2]! - boxes[o]!, boxes[o + 3]! - boxes[o + 1]!);
+    x0 = Math.min(x0, boxes[o]!);
+    y0 = Math.min(y0, boxes[o + 1]!);
   }
-  const grid = new Map<number, number[]>();
+  sides.sort();
+  const cell = Math.max(1, 2 * sides[n >> 1]!);
   // cell keys packed in one number; 2^20 columns is far more than any image needs
-  const span = (b: Box): Box => [
-    Math.floor((b[0] - x0) / cell),
-    Math.floor((b[1] - y0) / cell),
-    Math.floor((b[2] - x0) / cell),
-    Math.floor((b[3] - y0) / cell),
-  ];
-  for (const i of order) {
-    const b = boxes[i]!;
-    const areaB = (b[2] - b[0]) * (b[3] - b[1]);
-    const [gx1, gy1, gx2, gy2] = span(b);
+  const grid = new Map<number, number[]>();
+  for (let j = 0; j < n; j++) {
+    const i = order[j]!;
+    const o = i * 4;
+    const bx1 = boxes[o]!;
+    const by1 = boxes[o + 1]!;
+    const bx2 = boxes[o + 2]!;
+    const by2 = boxes[o + 3]!;
+    const areaB = (bx2 - bx1) * (by2 - by1);
+    const gx1 = Math.floor((bx1 - x0) / cell);
+    const gy1 = Math.floor((by1 - y0) / cell);
+    const gx2 = Math.floor((bx2 - x0) / cell);
+    const gy2 = Math.floor((by2 - y0) / cell);
     let suppressed = false;
     search: for (let gy = gy1; gy <= gy2; gy++) {
       for (let gx = gx1; gx <= gx2; gx++) {
-        for (const k of grid.get(gy * 1048576 + gx) ?? []) {
-          const a = boxes[k]!;
-          const iw = Math.min(a[2], b[2]) - Math.max(a[0], b[0]);
-          const ih = Math.min(a[3], b[3]) - Math.max(a[1], b[1]);
+        const list = grid.get(gy * 1048576 + gx);
+        if (!list) continue;
+        for (const k of list) {
+          const q = k * 4;
+          const iw = Math.min(boxes[q + 2]!, bx2) - Math.max(boxes[q]!, bx1);
+          const ih = Math.min(boxes[q + 3]!, by2) - Math.max(boxes[q + 1]!, by1);
           if (iw <= 0 || ih <= 0) continue;
           const inter = iw * ih;
-          if (inter / ((a[2] - a[0]) * (a[3] - a[1]) + areaB - inter) > iouThreshold) {
+          if (inter / ((boxes[q + 2]! - boxes[q]!) * (boxes[q + 3]! - boxes[q + 1]!) + areaB - inter) > iouThreshold) {
             suppressed = true;
             break search;
           }
