@@ -2,9 +2,9 @@
  * Where one count's time goes: each stage of `count(file, { scale: 1 })` timed alone on the
  * bundled samples (the same work as PyTorch eager's in bench/speed.ts), p50 over the images
  * and passes, next to the whole count timed through the library in the same run.
- * Usage: node dist/bench/stages.js [--model int8|fp32|FILE] [--passes 20]
+ * Usage: node dist/bench/stages.js [--model int8|fp32|FILE] [--passes 20] [--out docs/stages.json]
  */
-import { readdirSync } from 'node:fs';
+import { readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { applyThresholds } from '../src/core/count.js';
@@ -16,7 +16,9 @@ import { defaultModelPath, lowestScore, loadModel } from '../src/detector.js';
 import { SAMPLES } from '../test/helpers.js';
 import { machine } from './smears.js';
 
-const { values: a } = parseArgs({ options: { model: { type: 'string', default: 'int8' }, passes: { type: 'string', default: '20' } } });
+const { values: a } = parseArgs({
+  options: { model: { type: 'string', default: 'int8' }, passes: { type: 'string', default: '20' }, out: { type: 'string' } },
+});
 const path = a.model === 'int8' || a.model === 'fp32' ? defaultModelPath(a.model) : a.model!;
 const onnx = await openOnnx(path);
 const model = await loadModel(path, {});
@@ -62,6 +64,14 @@ for (let pass = -2; pass < Number(a.passes); pass++) {
     if (pass >= 0) t['whole count']!.push(performance.now() - t0);
   }
 }
-const p50 = (xs: number[]) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)]!;
-console.log(`${machine()}; ${path}; ${files.length} samples x ${a.passes} passes, p50 ms per image`);
-for (const [k, v] of Object.entries(t)) console.log(`${k.padEnd(14)} ${p50(v).toFixed(2).padStart(7)}`);
+const p50 = (xs: number[]) => +[...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)]!.toFixed(2);
+const report = {
+  machine: machine(),
+  model: path,
+  images: files.length,
+  passes: Number(a.passes),
+  p50_ms: Object.fromEntries(Object.entries(t).map(([k, v]) => [k, p50(v)])),
+};
+console.log(`${report.machine}; ${path}; ${files.length} samples x ${a.passes} passes, p50 ms per image`);
+for (const [k, v] of Object.entries(report.p50_ms)) console.log(`${k.padEnd(14)} ${v.toFixed(2).padStart(7)}`);
+if (a.out) writeFileSync(a.out, `${JSON.stringify(report, null, 2)}\n`);

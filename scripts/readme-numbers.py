@@ -118,6 +118,17 @@ same work (`--scale 1`), hemocount's count is **x{eager['hemocount_speedup_p50']
 and **x{eager.get('hemocount_int8_speedup_p50', '-')}** with the default int8 model, in the same run; with `--scale auto` (the default,
 which spends extra passes on images outside the training magnification, here the close-ups)
 x{eager.get('hemocount_scale_auto_speedup_p50', '-')} with fp32."""
+    try:
+        st = json.load(open("docs/stages.json"))["p50_ms"]
+        five = eager["per_image_ms"]["p50"] / 5
+        speed += f"""
+Where the int8 count's time goes (`npm run bench:stages`, each stage timed alone, p50 over the
+samples, a separate run): reading the file {st['read file']} ms, its size from the header
+{st['size']} ms, decoding the JPEG {st['decode image']} ms, the input tensor {st['tensor']} ms, the network
+{st['network']} ms, box decoding and NMS {st['boxes + NMS']} ms; the whole count {st['whole count']} ms. Five times
+faster than eager would be {five:.1f} ms, which the network and the JPEG decoding alone nearly use up."""
+    except FileNotFoundError:
+        pass
 q8 = sp.get("forward_int8_vs_fp32_ms")
 if q8:
     speed += f"""

@@ -169,6 +169,14 @@ test('bad files give errors that name the file and the problem', async () => {
   writeFileSync(join(dir, 'text.png'), 'not a png');
   await assert.rejects(decodeRgb(join(dir, 'text.png')), /text\.png: not an image/);
   await assert.rejects(decodeRgb(join(dir, 'missing.jpg')), /missing\.jpg: /);
+  // a count reads a small file into memory first: the same reasons, with the file's name
+  const model = await loadModel(MODEL);
+  writeFileSync(join(dir, 'empty.jpg'), '');
+  await assert.rejects(model.count(join(dir, 'empty.jpg')), /empty\.jpg: empty file \(0 bytes\)/);
+  await assert.rejects(model.count(bad), /half\.jpg: corrupt or truncated image/);
+  await assert.rejects(model.count(join(dir, 'half.png')), /half\.png: corrupt or truncated image/);
+  await assert.rejects(model.count(join(dir, 'text.png')), /text\.png: not an image/);
+  await assert.rejects(model.count(join(dir, 'missing.jpg')), /missing\.jpg: no such file/);
 });
 
 test('the annotated picture has the boxes in the paper colours', async () => {

@@ -109,12 +109,16 @@ async function checkFile(path: string): Promise<number> {
  * the path. Errors name the file; the bytes' decoders are given `path` as their name.
  */
 export async function imageSource(path: string): Promise<string | Uint8Array> {
-  if ((await checkFile(path)) > IN_MEMORY_BYTES) return path;
+  const size = await checkFile(path);
+  if (size === 0) throw new Error(`${path}: empty file (0 bytes)`);
+  if (size > IN_MEMORY_BYTES) return path;
+  let b: Buffer;
   try {
-    return new Uint8Array(await readFile(path));
+    b = await readFile(path);
   } catch (e) {
     throw new Error(`${path}: ${describe(e)}`);
   }
+  return new Uint8Array(b.buffer, b.byteOffset, b.length);
 }
 
 /** Width and height after EXIF orientation, from the header only. */

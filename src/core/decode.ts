@@ -76,23 +76,30 @@ function greedyNms(boxes: ArrayLike<number>, order: ArrayLike<number>, iouThresh
   const keep: number[] = [];
   const n = order.length;
   if (n === 0) return keep;
+  // a box with a coordinate that is no finite number overlaps nothing (its IoU is 0 or NaN,
+  // never above the threshold): kept, and left out of the grid
+  const finite = (o: number) => Number.isFinite(boxes[o]! + boxes[o + 1]! + boxes[o + 2]! + boxes[o + 3]!);
   // grid cell: twice the median box side, so a typical box touches at most 4 cells
-  const sides = new Float64Array(n);
+  const sides: number[] = [];
   let x0 = Infinity;
   let y0 = Infinity;
   for (let j = 0; j < n; j++) {
     const o = order[j]! * 4;
-    sides[j] = Math.max(boxes[o + 2]! - boxes[o]!, boxes[o + 3]! - boxes[o + 1]!);
+    if (!finite(o)) continue;
+    sides.push(Math.max(boxes[o + 2]! - boxes[o]!, boxes[o + 3]! - boxes[o + 1]!));
     x0 = Math.min(x0, boxes[o]!);
     y0 = Math.min(y0, boxes[o + 1]!);
   }
-  sides.sort();
-  const cell = Math.max(1, 2 * sides[n >> 1]!);
+  const cell = Math.max(1, 2 * (Float64Array.from(sides).sort()[sides.length >> 1] ?? 1));
   // cell keys packed in one number; 2^20 columns is far more than any image needs
   const grid = new Map<number, number[]>();
   for (let j = 0; j < n; j++) {
     const i = order[j]!;
     const o = i * 4;
+    if (!finite(o)) {
+      keep.push(i);
+      continue;
+    }
     const bx1 = boxes[o]!;
     const by1 = boxes[o + 1]!;
     const bx2 = boxes[o + 2]!;

@@ -101,6 +101,18 @@ test('grid NMS keeps exactly what the pairwise greedy loop keeps, boxes of any s
   const row: [number, number, number, number][] = [0, 1, 2, 3].map((i) => [i * 100, 0, i * 100 + 50, 50]);
   assert.deepEqual(nms(row, [0.5, -0, 0, 0.5], 0.5), [0, 3, 1, 2]);
   assert.deepEqual(nms(row, [0.5, -0, 0, -1], 0.5), [0, 1, 2, 3]);
+  // a box with NaN or infinite sides (only a broken network output gives one) overlaps nothing,
+  // whatever share of the boxes it is, and never stalls the grid
+  const odd: [number, number, number, number][] = [
+    [2, 3, 11, 15],
+    [11, 15, Number.NaN, 27],
+    [1, 4, 16, 13],
+    [15, 7, Number.NaN, 22],
+    [0, 0, Number.POSITIVE_INFINITY, 9],
+  ];
+  const sc = [2 / 3, 0, 2 / 3, 1 / 3, 0.9];
+  assert.deepEqual(nms(odd, sc, 0.3), pairwise(odd, sc, 0.3));
+  assert.deepEqual(nms(odd, sc, 0.3), [4, 0, 3, 1]);
 });
 
 test('class-wise NMS never lets one class suppress another', () => {
