@@ -3,7 +3,7 @@
  * the whole count of each sample (decode + network + decoding + NMS), and the cost of a
  * threshold sweep against one evaluation pass, and PyTorch eager on the same weights and
  * images (the machine's torch, found as `hemocount train` finds it).
- * Usage: node dist/bench/speed.js [--model M] [--runs 50] [--data DIR]
+ * Usage: node dist/bench/speed.js [--model M] [--runs 200] [--data DIR]  (runs/10 passes over the samples for the whole counts)
  */
 import { spawnSync } from 'node:child_process';
 import { availableParallelism } from 'node:os';
@@ -24,7 +24,7 @@ import { ROOT, SAMPLES } from '../test/helpers.js';
 import { machine } from './smears.js';
 
 const { values: a } = parseArgs({
-  options: { model: { type: 'string' }, runs: { type: 'string', default: '50' }, data: { type: 'string' }, threads: { type: 'string' } },
+  options: { model: { type: 'string' }, runs: { type: 'string', default: '200' }, data: { type: 'string' }, threads: { type: 'string' } },
 });
 const runs = Number(a.runs);
 const q = (xs: number[], p: number) => {

@@ -21,27 +21,37 @@ const acc: { scaleSweep: Record<string, { auto: F1s; off: F1s; autoScaleMedian: 
 );
 /** What limits the model, with evidence: written from the measurements of this release. */
 const LIMITS = readFileSync(join(ROOT, 'models', 'LIMITS.md'), 'utf8').trim();
-/** F1 % at the model's thresholds on the validation split changed in stain and colour (scripts/stain-sweep.py). */
+/** F1 % at the model's thresholds on the validation split with every image changed one way (scripts/stain-sweep.py). */
 interface Sweep {
   rows: ({ change: string } & Record<string, Record<string, number>>)[];
 }
-const stainSweep = (f: string): Sweep => JSON.parse(readFileSync(join(ROOT, 'docs', 'validation', f), 'utf8'));
-const [stain, stainPrev] = [stainSweep('stain-sweep.json'), stainSweep('stain-sweep-previous.json')];
-const STAIN = `## Stain and colour
-
-F1 (%) at the model's thresholds on the validation split with every image changed in one way
-(\`/usr/bin/python3 scripts/stain-sweep.py --model fp32\`), this model against the third release
-(in brackets; \`docs/validation/stain-sweep.json\`, \`stain-sweep-previous.json\`):
-
-| change | full fields: RBC | WBC | Platelets | close-ups: RBC | WBC | Platelets |
+const readSweep = (f: string): Sweep => JSON.parse(readFileSync(join(ROOT, 'docs', 'validation', f), 'utf8'));
+/** This model's sweep against the previous release's (in brackets), row by row. */
+const sweepTable = (name: string) => {
+  const [cur, prevSweep] = [readSweep(`${name}.json`), readSweep(`${name}-previous.json`)];
+  return `| change | full fields: RBC | WBC | Platelets | close-ups: RBC | WBC | Platelets |
 |---|---|---|---|---|---|---|
-${stain.rows
+${cur.rows
   .map((r, i) => {
-    const q = stainPrev.rows[i]!;
+    const q = prevSweep.rows[i]!;
     const cell = (sub: string, k: string) => `${r[sub]![k]} (${q[sub]![k]})`;
     return `| ${r.change} | ${['full-field', 'close-up'].flatMap((sub) => CLASSES.map((k) => cell(sub, k))).join(' | ')} |`;
   })
-  .join('\n')}
+  .join('\n')}`;
+};
+const STAIN = `## Stain and colour, and the camera
+
+F1 (%) at the model's thresholds on the validation split with every image changed in one way
+(\`/usr/bin/python3 scripts/stain-sweep.py --model fp32\`), this model against the fourth release
+(in brackets; \`docs/validation/stain-sweep.json\`, \`stain-sweep-previous.json\`):
+
+${sweepTable('stain-sweep')}
+
+How another camera or objective may record the same smears (\`--set camera\`: Gaussian sensor
+noise, strong JPEG compression, defocus, half the resolution; \`docs/validation/camera-sweep.json\`,
+\`camera-sweep-previous.json\`), this model against the fourth release (in brackets):
+
+${sweepTable('camera-sweep')}
 
 The full fields hold 25 white cells and 33 platelets: one cell is 4 and 3 points of F1.`;
 const speed = JSON.parse(readFileSync(join(ROOT, 'docs', 'speed.json'), 'utf8'));
@@ -212,27 +222,32 @@ ${archTable.replace(/^/gm, '  ')}
   - TXL-PBC's 416 x 416 augmented copies of training smears and its close-ups (575 x 575,
     360 x 363, 366 x 369) are used as they are. ${p.train_images} training images per epoch
     (oversampling ${JSON.stringify(split.oversample ?? 'none')}: full fields with complete labels count three times).
-- **Recipe:** fine-tuned in three stages from the first release (trained from scratch on CBC's
+- **Recipe:** fine-tuned in four stages from the first release (trained from scratch on CBC's
   incomplete labels): 11 epochs from its ONNX file (its convolutions carry the folded BatchNorm,
   so BatchNorm statistics stay frozen; epoch 10 became the second release); 16 epochs from that
   with copy-paste (\`--copy-paste 0.5\`: half of the crops get 1-3 white cells or platelets from
   other images with complete labels of that class, resized by the two images' red-cell sizes and
-  blended where they hide no labelled cell; epoch 15 became the third release); then, from that
-  checkpoint (\`--init ${p.init}\`), ${p.epochs} epochs with twice the stain jitter and grey crops
-  (\`--stain-jitter 2\`: brightness and contrast +-50 %, saturation +-60 %, hue +-0.1 turn, a grey crop in
-  twenty), for microscopes and stains unlike the training smears. This last stage: ${steps.length / epochs.length} steps an epoch,
+  blended where they hide no labelled cell; epoch 15 became the third release); 8 epochs from that
+  with twice the stain jitter and grey crops (\`--stain-jitter 2\`: brightness and contrast +-50 %,
+  saturation +-60 %, hue +-0.1 turn, a grey crop in twenty), for microscopes and stains unlike the
+  training smears (epoch 7 became the fourth release); then, from the fourth release's weights
+  (\`--init ${p.init}\`, recovered from its ONNX file), ${p.epochs} epochs with camera sensor noise on
+  half the crops (\`--noise 0.08\`: Gaussian, sigma drawn up to 8 % of full scale), the rest of the
+  recipe unchanged. This last stage: ${steps.length / epochs.length} steps an epoch,
   batch ${p.batch_size}, random ${p.crop} x ${p.crop} crops at native resolution, AdamW (lr ${p.lr}, weight decay 1e-4),
   warm-up then cosine decay, gradient clipping at 10, seed ${p.seed}. Augmentation throughout:
   log-uniform scale jitter 0.6-1.6, crops that keep a cell cut by the crop edge as a target while
   35 % of it is visible (complete labels box cells cut by the border), flips, 90-degree rotations,
-  stain jitter (brightness, contrast, saturation, hue), defocus blur. Epoch 7 of 8 was chosen by
-  its validation F1 (\`--patience\` scores every epoch as \`hemocount select\` does: mean best F1
-  91.25, full fields 92.44, close-ups 90.05; the third release 91.54, 92.66, 90.41 on the same
-  images, a gap inside one seed's spread), for its robustness to stain and colour
-  (\`docs/validation/stain-sweep.json\`, below). Re-exported on 2026-11-27 with the outputs in
-  the planar layout (no transpose in the graph): the same weights, recovered from the fourth
-  release's ONNX file (its convolutions carry the folded BatchNorm), the same detections on the
-  sample images to the last digit, thresholds and int8 gate re-run by the release script.
+  stain jitter (brightness, contrast, saturation, hue), defocus blur. **How this run was chosen:**
+  four seeds with noise and four without, the same recipe otherwise, the last epoch of each, all
+  scored in one \`hemocount select\` run (\`docs/validation/noise-experiment.txt\`). On the clean
+  validation images the noise runs score a mean best F1 of 91.08 on average against 90.82 without
+  (full fields 92.36 against 92.09), and with 8 % sensor noise added 90.41 against 85.72 (the
+  fourth release 85.35). The rule, fixed before scoring: ship the noise run with the highest clean
+  mean best F1 whose int8 twin passes the release gate. Seed 1 (91.39) failed the gate by one
+  full-field platelet in an earlier session; seed 3 (91.06; the fourth release 91.25, a gap inside
+  one seed's spread) passed it and is this model. Its outputs are in the planar layout (no
+  transpose in the graph).
 - **Hardware and time:** ${trainedOn}:
   ${(trainSeconds / 60).toFixed(0)} minutes for ${epochs.length} epochs (sum of the epoch times in
   \`models/train_log.jsonl\`; the machine was shared with other work), a median of

@@ -316,10 +316,13 @@ export async function detect(run: Runner, meta: ModelMetadata, src: PixelSource,
     return e;
   };
   let [fPrev, ePrev] = [1, first.estimate.cellPx];
-  // Too few cells to measure, yet something cell-like is there: cells far below the training
-  // size look like that (a field at 0.2x, cells of 19 px, counted 1 red cell of 25 at 1x); one
-  // look at the largest factor decides. A blank image has nothing above 0.3 and pays nothing.
-  if (first.estimate.basis === 'none' && pass1.candidates.filter((c) => c.score >= 0.3).length >= 3) {
+  // Too few cells to measure, yet something small and cell-like is there: cells far below the
+  // training size look like that (a field at 0.2x, cells of 19 px, counted 1 red cell of 25 at
+  // 1x: weak boxes of 20-60 px); one look at the largest factor decides. A blank image pays
+  // nothing: its weak guesses, if any (the fifth release sees 0.30-0.35 "red cells" in flat
+  // grey), are boxes of a red cell's usual size, not small ones.
+  const small = (b: Box) => Math.sqrt((b[2] - b[0]) * (b[3] - b[1])) < scaleModel(meta).min_px;
+  if (first.estimate.basis === 'none' && pass1.candidates.filter((c) => c.score >= 0.3 && small(c.box)).length >= 3) {
     const e = await measure(4);
     if (e !== null) [fPrev, ePrev, step] = [4, e, toReference(meta, e)];
   }
