@@ -43,7 +43,8 @@ const STAIN = `## Stain and colour, and the camera
 
 F1 (%) at the model's thresholds on the validation split with every image changed in one way
 (\`/usr/bin/python3 scripts/stain-sweep.py --model fp32\`), this model against the fourth release
-(in brackets; \`docs/validation/stain-sweep.json\`, \`stain-sweep-previous.json\`):
+(in brackets; \`docs/validation/stain-sweep.json\`, \`stain-sweep-previous.json\`). Every image is
+written again as a JPEG of quality 95, so "as taken" differs from the tables above by a cell or two:
 
 ${sweepTable('stain-sweep')}
 
@@ -175,10 +176,10 @@ The network shipped with hemocount: \`models/hemocount-default.onnx\` (fp32,
 ${(statSync(model).size / 1e6).toFixed(1)} MB, sha256 \`${rep.model.sha256}\`), and its int8 version
 \`models/hemocount-default.int8.onnx\` (${(statSync(model.replace(/\.onnx$/, '.int8.onnx')).size / 1e6).toFixed(1)} MB), which is the default model:
 static QDQ quantisation with per-channel weights and activation ranges from training images
-(the first convolution, on the 3-channel image, kept float: quantised, it cost this model 2.9
+(the first convolution, on the 3-channel image, kept float: quantised, it cost the fourth release 2.9
 points of close-up platelet F1 and failed the gate; and the classification head's last one, whose
 8-bit logits cost F1),
-gated by the release within 0.5 points of fp32 (mAP@0.5 and each class's F1, on each
+gated by the release to lose no more than 0.5 points against fp32 (mAP@0.5 and each class's F1, on each
 validation subset: \`docs/validation/int8-gate.txt\`). \`--model fp32\` selects the full-precision
 network. The figures below are fp32's unless stated.
 

@@ -330,9 +330,18 @@ test('evaluate reports each subset of a COCO set on its own, and --subset restri
   assert.match(text.stdout, /errors\s+missed\s+at border/);
   const one = run(['evaluate', '--data', join(dir, 'set.json'), '--subset', 'other', '--json', '-', '--quiet']);
   assert.equal(JSON.parse(one.stdout).evaluation.images, 2);
+  // a subset the file does not have is a usage error that names the ones it has
   const none = run(['evaluate', '--data', join(dir, 'set.json'), '--subset', 'close-up', '--quiet']);
-  assert.equal(none.status, 1);
-  assert.match(none.stderr, /no image of subset 'close-up'/);
+  assert.equal(none.status, 2);
+  assert.match(none.stderr, /--subset close-up: .*set\.json has the subsets full-field, other/);
+  // images of the subset that are not where the file says are named, not "no image of subset"
+  doc.images.push({ id: 9, file_name: join(dir, 'gone.jpg'), width: 640, height: 480, subset: 'far' });
+  writeFileSync(join(dir, 'set.json'), JSON.stringify(doc));
+  const gone = run(['evaluate', '--data', join(dir, 'set.json'), '--subset', 'far', '--quiet']);
+  assert.equal(gone.status, 1);
+  assert.match(gone.stderr, /gone\.jpg: no such file \(listed in .*set\.json, subset far\)/);
+  assert.match(gone.stderr, /none of the 1 annotated image\(s\) of subset 'far' could be read \(1 missing: are the images where set\.json says\?/);
+  assert.equal(run(['evaluate', '--data', join(dir, 'set.json'), '--subset', 'other', '--quiet']).status, 0, 'the other subset is unaffected');
 });
 
 test('--scale: the factor used is reported per image; a bad value is a usage error', () => {

@@ -324,6 +324,13 @@ export interface TruthSet {
   /** Images the annotations name that are missing or unreadable (path: reason). */
   unreadable: string[];
   format: 'voc' | 'yolo' | 'coco';
+  /** A COCO file's subsets (its images' 'subset' fields), readable images or not. */
+  subsets?: string[];
+}
+
+/** Keeps one subset of a COCO set: its images, and its unreadable ones (named so by loadTruth). */
+export function pickSubset(t: TruthSet, subset: string): TruthSet {
+  return { ...t, images: t.images.filter((i) => i.subset === subset), unreadable: t.unreadable.filter((u) => u.endsWith(`, subset ${subset})`)) };
 }
 
 async function findImage(dir: string, stem: string): Promise<string | null> {
@@ -354,11 +361,15 @@ export async function loadTruth(path: string, format?: 'voc' | 'yolo' | 'coco', 
     problems.push(...doc.problems.map((p) => `${path}: ${p}`));
     const unreadable = doc.images
       .filter((im) => !existsSync(resolve(base, im.file)))
-      .map((im) => `${resolve(base, im.file)}: no such file (listed in ${path})`);
+      .map((im) => {
+        const subset = doc.subset.get(im.file);
+        return `${resolve(base, im.file)}: no such file (listed in ${path}${subset ? `, subset ${subset}` : ''})`;
+      });
     return {
       format: 'coco',
       problems,
       unreadable,
+      subsets: [...new Set([...doc.subset.values()])],
       images: doc.images
         .filter((im) => existsSync(resolve(base, im.file)))
         .map((im) => ({

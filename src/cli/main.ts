@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { parseScale as parseScaleSpec, scaleModel } from '../core/detect.js';
 import { readImagesOnce, removeOwnCopies } from '../adapters/image.js';
-import { readMetadata } from '../adapters/onnx.js';
+import { readMetadata, sha256 } from '../adapters/onnx.js';
 import { CLASSES, type ModelMetadata, type PerClass } from '../core/types.js';
 import { findTorchPython } from '../adapters/python.js';
 import { Model, modelPath } from '../detector.js';
@@ -61,7 +61,8 @@ const SECTIONS: Record<string, string> = {
                         (default: one per core; 1 = one network pass at a time on all cores)
   --scale auto|1|F      magnification: auto (default) measures the cells and rescales images
                         whose cells are outside the training range; 1 = off; F = force factor F
-  --tta                 test-time augmentation: average over the image and its two flips (3x time)
+  --tta                 test-time augmentation: average over the image and its two flips (about 3x
+                        the time; not always better: the model card gives its measured effect)
 
 samples (several fields of one smear; see README 'Samples'):
   each sub-folder of a named folder is a sample (slides/patient-A/*.jpg -> sample patient-A)
@@ -411,7 +412,7 @@ async function main(argv: string[]): Promise<number> {
         throw new Error(`${path}: cannot read the model file (${e.code ?? e.message})`);
       });
       const meta = readMetadata(new Uint8Array(bytes), path);
-      process.stdout.write(v.json ? JSON.stringify(meta, null, 2) + '\n' : describeModel(path, meta, bytes.length));
+      process.stdout.write(v.json ? JSON.stringify(meta, null, 2) + '\n' : describeModel(path, meta, bytes.length, sha256(new Uint8Array(bytes))));
       return 0;
     }
     case 'serve': {
@@ -478,18 +479,19 @@ function parseScale(v: string): 'auto' | number {
 }
 
 /** `hemocount info`: what a person wants to know about a model file. */
-function describeModel(path: string, m: ModelMetadata, size: number): string {
+function describeModel(path: string, m: ModelMetadata, size: number, sha: string): string {
   const p = m.provenance as Record<string, unknown>;
   const cal = m.calibration as { data?: string; images?: number; criterion?: string; classes?: PerClass<{ f1: number | null }> } | undefined;
   const band = scaleModel(m); // the model's band, or the defaults it falls back on
   const lines = [
-    `${m.name} ${m.version}  (${path}, ${(size / 1e6).toFixed(1)} MB, format ${m.format})`,
+    // the file's hash tells apart two releases or calibrations that share a name and a date
+    `${m.name} ${m.version} sha256 ${sha.slice(0, 12)}  (${path}, ${(size / 1e6).toFixed(1)} MB, format ${m.format})`,
     `architecture: ${p.arch ?? '?'}, ${Number(p.parameters ?? 0).toLocaleString('en')} parameters; trained ${p.epochs ?? '?'} epoch${p.epochs === 1 ? '' : 's'}${p.init ? ` from ${String(p.init)}` : ''}`,
     `classes:      ${CLASSES.map((k) => `${k} threshold ${m.thresholds[k].toFixed(2)} (review from ${(m.review?.[k] ?? m.thresholds[k]).toFixed(2)})`).join('; ')}`,
     cal
       ? `calibrated:   on ${cal.images} images of ${cal.data} (criterion ${cal.criterion}); F1 there ${CLASSES.map((k) => `${k} ${cal.classes?.[k]?.f1 == null ? '-' : (100 * cal.classes[k].f1!).toFixed(1)} %`).join(', ')}${
           // an int8 model carries the calibration of the fp32 network it was quantised from
-          m.name.endsWith('-int8') ? ' (of the fp32 network; int8 within 0.5 points, docs/validation/int8-gate.txt)' : ''
+          m.name.endsWith('-int8') ? ' (of the fp32 network; int8 loses no more than 0.5 points, docs/validation/int8-gate.txt)' : ''
         }`
       : "calibrated:   no (the paper's thresholds)",
     `magnification: --scale auto keeps red cells of ${band.min_px}-${band.max_px} px, rescales others to ${band.reference_px} px`,

@@ -3,7 +3,7 @@ import { basename, resolve } from 'node:path';
 import { type ClassRow, type Criterion, type EvalImage, evaluate, PAPER_THRESHOLDS, pairedBootstrap, subsets } from '../core/metrics.js';
 import { meanBestF1, reportFigures, reportHtml, reportMarkdown, scoreOfParts, selectBest, selectionScore } from '../core/report.js';
 import { CLASSES, type CellClass, type PerClass } from '../core/types.js';
-import { loadTruth, OutputGuard } from '../adapters/files.js';
+import { loadTruth, OutputGuard, pickSubset } from '../adapters/files.js';
 import { svgToPng } from '../adapters/image.js';
 import { Model } from '../detector.js';
 import { buildReport, calibrateToFile, collect, type Report } from '../evaluation.js';
@@ -55,18 +55,24 @@ async function run(model: Model, a: StudyArgs): Promise<EvalImage[]> {
         `warning: ${dataLabel(a)} is what this model was trained on: its scores there say how well it fits those images, not how it counts new smears (use images it never saw)`,
       ),
     );
-  const truth = await loadTruth(a.data, a.format, a.split);
+  let truth = await loadTruth(a.data, a.format, a.split);
   if (truth.problems.length)
     log(c.dim(`${truth.problems.length} annotation note(s):\n  ${truth.problems.slice(0, 10).join('\n  ')}${truth.problems.length > 10 ? '\n  ...' : ''}`));
   if (a.subset) {
-    const all = truth.images.length;
-    truth.images = truth.images.filter((t) => t.subset === a.subset);
-    if (!truth.images.length) throw new Error(`${a.data}: no image of subset '${a.subset}' (of ${all} images)`);
+    const known = truth.subsets ?? [];
+    if (!known.includes(a.subset))
+      throw new UsageError(
+        `--subset ${a.subset}: ${a.data} ${known.length ? `has the subsets ${known.join(', ')}` : "has no subsets (a COCO file's images can name one)"}`,
+      );
+    truth = pickSubset(truth, a.subset);
   }
   if (!truth.images.length) {
     for (const b of truth.unreadable) log(`${c.red('error')} ${b}`);
+    const missing = truth.unreadable.filter((u) => u.includes(': no such file')).length;
     throw new Error(
-      truth.unreadable.length ? `${a.data}: none of the ${truth.unreadable.length} annotated image(s) could be read` : `${a.data}: no annotated images found`,
+      truth.unreadable.length
+        ? `${a.data}: none of the ${truth.unreadable.length} annotated image(s)${a.subset ? ` of subset '${a.subset}'` : ''} could be read${missing ? ` (${missing} missing: are the images where ${basename(a.data)} says? Its paths are relative to its folder)` : ''}`
+        : `${a.data}: no annotated images found`,
     );
   }
   const p = new Progress(truth.images.length, a.quiet);

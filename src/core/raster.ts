@@ -68,6 +68,18 @@ export interface LayoutOptions {
 }
 
 /**
+ * A probability as a box label shows it: two decimals cut, not rounded, so that a label never
+ * crosses a two-decimal threshold (0.5692 under a threshold of 0.57 reads 0.56?, not 0.57?).
+ */
+export function scoreLabel(score: number): string {
+  // k / 100 <= score < (k + 1) / 100 exactly, as thresholds like 0.57 are the same doubles
+  let k = Math.floor(score * 100);
+  if ((k + 1) / 100 <= score) k++;
+  else if (k / 100 > score) k--;
+  return (k / 100).toFixed(2);
+}
+
+/**
  * Boxes and labels of the annotated picture. Labels are sized by the cells (a big mosaic of
  * smears has cells of the usual size), not by the picture; each label sits above its box when
  * there is room, else inside it, and is kept inside the picture.
@@ -84,7 +96,7 @@ export function annotationLayout(width: number, _height: number, dets: readonly 
     if (c === undefined) throw new Error(`the model's metadata gives no colour for class ${d.label}`);
     let label: LabelLayout | null = null;
     if (o.labels !== false) {
-      const text = `${SHORT[d.label]}${o.scores !== false ? ` ${d.score.toFixed(2)}` : ''}${d.uncertain ? '?' : ''}`;
+      const text = `${SHORT[d.label]}${o.scores !== false ? ` ${scoreLabel(d.score)}` : ''}${d.uncertain ? '?' : ''}`;
       const tw = text.length * fs * 0.6 + 4;
       const ty = y1 >= fs + 2 ? y1 - fs - 2 : y1;
       const tx = Math.max(0, Math.min(x1, width - tw));

@@ -27,7 +27,11 @@ export function openapi(lim: { maxFileBytes: number; maxFiles: number; maxPixels
                       example: 'auto',
                       description: "'auto' (default: measure the cells, rescale when off the training scale), 1 (off) or a factor 0.25-4",
                     },
-                    tta: { type: 'string', example: 'false', description: 'true: average over the image and its flips (3x time)' },
+                    tta: {
+                      type: 'string',
+                      example: 'false',
+                      description: 'true: average over the image and its flips (about 3x the time; its measured effect is in the model card)',
+                    },
                     review: { type: 'string', example: 'RBC=0.1,WBC=0.5,Platelets=0.2' },
                   },
                   required: ['images'],

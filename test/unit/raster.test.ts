@@ -13,6 +13,7 @@ import {
   type GlyphAtlas,
   parseColour,
   textOn,
+  scoreLabel,
 } from '../../src/core/raster.js';
 import type { Detection } from '../../src/core/types.js';
 
@@ -125,4 +126,21 @@ test('label layout: above the box when there is room, else inside; inside the pi
   // labels need the atlas of their size
   assert.throws(() => drawAnnotations(blank(640, 480), l, null), /glyph atlas/);
   drawAnnotations(blank(640, 480), annotationLayout(640, 480, dets, { colours, labels: false }), null);
+});
+
+test("a box label's probability never crosses a two-decimal threshold: cut, not rounded", () => {
+  assert.equal(scoreLabel(0.5692), '0.56');
+  assert.equal(scoreLabel(0.57), '0.57');
+  assert.equal(scoreLabel(Math.fround(0.57)), '0.56'); // float32 0.57 lies below 0.57: uncertain, so shown below it
+  assert.equal(scoreLabel(1), '1.00');
+  let seed = 11;
+  const rnd = () => {
+    seed = (seed * 16807) % 2147483647;
+    return seed / 2147483647;
+  };
+  for (let i = 0; i < 20000; i++) {
+    const t = Math.round(rnd() * 100) / 100;
+    const s = rnd() < 0.5 ? Math.fround(rnd()) : t + (rnd() - 0.5) * 1e-6;
+    assert.equal(Number(scoreLabel(s)) >= t, s >= t, `score ${s}, threshold ${t}`);
+  }
 });

@@ -1,4 +1,5 @@
 /** Drawing detections on a 2D canvas (the viewer and the exported PNG share it). */
+import { scoreLabel } from '../../src/core/raster.js';
 import type { ReviewedDetection } from '../../src/core/review.js';
 import type { CellClass } from '../../src/core/types.js';
 import { COLOURS, SHORT } from '../../src/core/vocabulary.js';
@@ -29,7 +30,7 @@ export function drawDetections(
     ctx.setLineDash(d.uncertain ? [4 / o.scale, 3 / o.scale] : []);
     ctx.strokeRect(x1, y1, x2 - x1, y2 - y1);
     if (o.labels !== false) {
-      const text = `${SHORT[d.label]} ${d.added ? 'added' : o.fromLabels ? 'label' : d.score.toFixed(2)}${d.uncertain ? '?' : ''}`;
+      const text = `${SHORT[d.label]} ${d.added ? 'added' : o.fromLabels ? 'label' : scoreLabel(d.score)}${d.uncertain ? '?' : ''}`;
       const tw = ctx.measureText(text).width + 4;
       const ty = y1 >= fs + 2 ? y1 - fs - 2 : y1;
       ctx.globalAlpha = 0.75;

@@ -154,8 +154,8 @@ function App() {
     >
       <header>
         <h1>hemocount</h1>
-        <span class="model">
-          {model.name} {model.version}
+        <span class="model" title={`sha256 ${model.sha256}`}>
+          {model.name} {model.version} <small>{model.sha256.slice(0, 12)}</small>
         </span>
         <button
           type="button"
@@ -396,7 +396,7 @@ function App() {
           <button type="button" class="drop" onClick={() => fileInput.current!.click()}>
             Drop smear images here, or click to choose.
             <br />
-            <small>JPEG, PNG, TIFF, WebP</small>
+            <small>JPEG, PNG, TIFF, WebP, GIF or AVIF</small>
           </button>
         )}
       </main>
