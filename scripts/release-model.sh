@@ -33,6 +33,7 @@ node bin/hemocount.js evaluate --data "$VAL" --model models/hemocount-default.on
 node bin/hemocount.js evaluate --data "$VAL" --model "$TMP/int8.onnx" --json "$TMP/int8.json" --quiet > /dev/null
 rm -f models/hemocount-default.int8.onnx
 node scripts/int8-gate.mjs "$TMP/fp32.json" "$TMP/int8.json" | tee docs/validation/int8-gate.txt
+cp "$TMP/int8.json" docs/validation/evaluate-int8.json  # the default model's own figures (README)
 cp "$TMP/int8.onnx" models/hemocount-default.int8.onnx
 cp "$RUN/train_log.jsonl" models/train_log.jsonl
 node bin/hemocount.js report --model fp32 --data "$VAL" --out docs/validation/report.html --log models/train_log.jsonl --overwrite --quiet

@@ -46,13 +46,24 @@ def scale_for(ck):
             "max_px": round(SCALE["max_px"] * k, 1)}
 
 
+def weights_hash(model) -> str:
+    """The first 8 hex digits of the sha256 of the network's tensors, in state_dict order."""
+    h = hashlib.sha256()
+    for k, v in model.state_dict().items():
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:8]
+
+
 def metadata(model, ck, name):
     ag = model.anchor_generator
     return {
         "format": "hemocount-retinanet/2",  # 2: outputs.layout named (planar)
         "vocabulary": VOCABULARY["version"],
         "name": name,
-        "version": datetime.date.today().isoformat(),
+        # the date, and the weights' hash: two exports of one day (two releases, or a release
+        # and a re-export) are told apart by name and version, not only by the file's sha256
+        "version": f"{datetime.date.today().isoformat()}+{weights_hash(model)}",
         "classes": [{"name": c, "colour": COLOURS[c]} for c in CLASSES],
         "input": {"layout": "NCHW", "channels": "RGB", "scale": 1 / 255, "mean": list(M.MEAN), "std": list(M.STD),
                   "pad_multiple": M.PAD_MULTIPLE, "pad_value": 0.0, "resize": "none (native resolution)"},
