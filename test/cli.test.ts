@@ -344,6 +344,12 @@ test('evaluate reports each subset of a COCO set on its own, and --subset restri
   assert.equal(run(['evaluate', '--data', join(dir, 'set.json'), '--subset', 'other', '--quiet']).status, 0, 'the other subset is unaffected');
 });
 
+test('an unknown option is a usage error that says so plainly and points to the help', () => {
+  const r = run(['count', 'samples', '--bogus']);
+  assert.equal(r.status, 2);
+  assert.match(r.stderr, /unknown option '--bogus' \(hemocount count --help lists the options\)/);
+});
+
 test('--scale: the factor used is reported per image; a bad value is a usage error', () => {
   const r = run(['count', 'samples/BloodImage_00004.jpg', '--scale', '1.5', '--json', '-']);
   assert.equal(r.status, 0, r.stderr);

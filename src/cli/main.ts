@@ -23,10 +23,10 @@ Usage: hemocount <command> [options]
 
 Commands:
   count <files|folders|globs...>   count cells; write pictures, JSON, CSV, VOC, YOLO, COCO
-  evaluate --data DIR              paper-style tables against annotations (threshold sweep)
-  calibrate --data DIR --out M.onnx  pick per-class thresholds + review band into a new model file
-  select --data DIR M1.onnx M2.onnx...  compare models (e.g. epochs), name the best
-  report --data DIR --out R.html   HTML + Markdown report with plots
+  evaluate --data DIR|FILE         paper-style tables against annotations (threshold sweep)
+  calibrate --data DIR|FILE --out M.onnx  pick per-class thresholds + review band into a new model file
+  select --data DIR|FILE M1.onnx M2.onnx...  compare models (e.g. epochs), name the best
+  report --data DIR|FILE --out R.html  HTML + Markdown report with plots
   train [args]                     train a model (PyTorch; see 'hemocount train --help')
   export CKPT --out M.onnx         a training checkpoint -> ONNX with hemocount's metadata
   serve [--port 8080] [--host 127.0.0.1]  web app + HTTP API (--max-file-mb, --max-files, --max-megapixels, --max-queued,
@@ -549,7 +549,12 @@ main(process.argv.slice(2)).then(
   },
   (e) => {
     if (e instanceof UsageError || (e as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
-      log(`hemocount: ${(e as Error).message}`);
+      // Node's own wording for an unknown option ends in advice about '--' with an unbalanced quote
+      const unknown = /^Unknown option '([^']+)'/.exec((e as Error).message);
+      const cmd = ['count', 'evaluate', 'calibrate', 'select', 'report', 'train', 'export', 'serve', 'info', 'worker', 'submit', 'status'].find(
+        (k) => k === process.argv[2],
+      );
+      log(`hemocount: ${unknown ? `unknown option '${unknown[1]}' (hemocount ${cmd ? `${cmd} ` : ''}--help lists the options)` : (e as Error).message}`);
       process.exitCode = 2;
     } else {
       log(`${c.red('hemocount:')} ${(e as Error).message}`);

@@ -116,13 +116,15 @@ export function toCsv(doc: CountDocument): string {
     'tta',
     'error',
   ];
+  // a failed image's cells are blank, not 0: a spreadsheet's mean must not count it as an empty field
+  const n = (i: ImageResult, v: number | undefined) => (i.error || v === undefined ? '' : v);
   const rows = doc.images.map((i) => [
     ...(withSample ? [i.sample ?? ''] : []),
     i.file,
-    i.width,
-    i.height,
-    ...CLASSES.map((c) => i.counts?.[c] ?? ''),
-    ...CLASSES.map((c) => i.uncertain?.[c] ?? ''),
+    n(i, i.width),
+    n(i, i.height),
+    ...CLASSES.map((c) => n(i, i.counts?.[c])),
+    ...CLASSES.map((c) => n(i, i.uncertain?.[c])),
     ...CLASSES.map((c) => (i.meanScore?.[c] == null ? '' : r4(i.meanScore[c]!))),
     i.scale ?? '',
     i.tta ? 'true' : '',

@@ -101,6 +101,8 @@ test('CSV: a row per image and a totals row, errors kept', () => {
   assert.equal(first[0], 'x,1.jpg');
   assert.equal(first[head.indexOf('RBC')], '3');
   assert.equal(second[head.indexOf('error')], 'corrupt');
+  // a failed image has no counts: blank cells, which a spreadsheet's mean skips, not zeros
+  for (const col of ['width', 'RBC', 'WBC', 'Platelets', 'RBC_uncertain']) assert.equal(second[head.indexOf(col)], '', col);
   assert.equal(total[0], 'TOTAL');
   assert.equal(total[head.indexOf('RBC_uncertain')], '2');
   assert.equal(doc.totals.failed, 1);
