@@ -98,7 +98,7 @@ samples (several fields of one smear; see README 'Samples'):
   --host 127.0.0.1      address to bind; beyond loopback a token is required
   --token SECRET        required from clients (Authorization: Bearer SECRET, or open /?token=SECRET); or HEMOCOUNT_TOKEN
   --allow-host NAME     a Host name to answer besides loopback ones (repeatable)
-  --model FILE          ONNX model (default: the bundled model)
+  --model FILE|fp32     ONNX model (default: the bundled int8 model; fp32: its full-precision network)
   --max-file-mb 15  --max-files 20  --max-megapixels 50  --max-queued 8  --max-inflight-mb 384
   --threads N           onnxruntime threads
 
@@ -107,7 +107,7 @@ samples (several fields of one smear; see README 'Samples'):
   --redis URL           the Redis server (redis://host:6379); jobs come from its 'hemocount-count' queue
   --concurrency N       images counted at once by this worker (default 1)
   --stall-seconds S     a job whose worker stops answering for S seconds goes to another worker (default 30)
-  --model FILE          ONNX model (default: the bundled model; give every worker the same one)
+  --model FILE|fp32     ONNX model (default: the bundled int8 model; give every worker the same one)
   --threads N           onnxruntime threads
   --quiet               no line per job
 
@@ -132,7 +132,7 @@ samples (several fields of one smear; see README 'Samples'):
 
 `,
   info: `info options:
-  --model FILE          the model to describe (default: the bundled model)
+  --model FILE|fp32     the model to describe (default: the bundled int8 model)
   --json                the whole embedded metadata as JSON
 
 `,
