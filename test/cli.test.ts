@@ -344,6 +344,23 @@ test('evaluate reports each subset of a COCO set on its own, and --subset restri
   assert.equal(run(['evaluate', '--data', join(dir, 'set.json'), '--subset', 'other', '--quiet']).status, 0, 'the other subset is unaffected');
 });
 
+test('the table tells apart images that share a file name by their paths', () => {
+  const dir = tmp();
+  for (const [d, f] of [
+    ['A', 'BloodImage_00004'],
+    ['B', 'BloodImage_00011'],
+  ] as const) {
+    mkdirSync(join(dir, d));
+    copyFileSync(join(SAMPLES, `${f}.jpg`), join(dir, d, 'x.jpg'));
+  }
+  copyFileSync(join(SAMPLES, 'BloodImage_00017.jpg'), join(dir, 'A', 'y.jpg'));
+  const r = run(['count', join(dir, 'A'), join(dir, 'B')]);
+  assert.equal(r.status, 0, r.stderr);
+  const names = r.stdout.split('\n').map((l) => l.split(/\s+/)[0]);
+  assert.ok(names.some((n) => n?.endsWith(join('A', 'x.jpg'))) && names.some((n) => n?.endsWith(join('B', 'x.jpg'))), r.stdout);
+  assert.ok(names.includes('y.jpg'), 'a name of its own stays short');
+});
+
 test('an unknown option is a usage error that says so plainly and points to the help', () => {
   const r = run(['count', 'samples', '--bogus']);
   assert.equal(r.status, 2);

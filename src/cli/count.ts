@@ -322,9 +322,12 @@ export function report(
   const failed = results.filter((r) => r.error);
   for (const f of failed) log(`${c.red('error')} ${f.file}: ${f.error}`);
   if (!a.quiet) {
+    // a file's name, or its path where two images share a name (slides/A/x.jpg, slides/B/x.jpg)
+    const shared = new Set(results.map((r) => basename(r.file)).filter((n, i, all) => all.indexOf(n) !== i));
+    const name = (f: string) => (shared.has(basename(f)) ? relative(process.cwd(), resolve(f)) || f : basename(f));
     const rows = results
       .filter((r) => !r.error)
-      .map((r) => [basename(r.file), ...classCols(r.counts, String), ...classCols(r.uncertain, String), `${r.scale ?? 1}x`]);
+      .map((r) => [name(r.file), ...classCols(r.counts, String), ...classCols(r.uncertain, String), `${r.scale ?? 1}x`]);
     const t = doc.totals;
     rows.push(['TOTAL', ...classCols(t.counts, String), ...classCols(t.uncertain, String), '']);
     const text = table(['image', ...CLASSES, ...CLASSES.map((k) => `${k}?`), 'scale'], rows);
