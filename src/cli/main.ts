@@ -551,9 +551,8 @@ main(process.argv.slice(2)).then(
     if (e instanceof UsageError || (e as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
       // Node's own wording for an unknown option ends in advice about '--' with an unbalanced quote
       const unknown = /^Unknown option '([^']+)'/.exec((e as Error).message);
-      const cmd = ['count', 'evaluate', 'calibrate', 'select', 'report', 'train', 'export', 'serve', 'info', 'worker', 'submit', 'status'].find(
-        (k) => k === process.argv[2],
-      );
+      // options are parsed per command, so the first argument is the command that refused it
+      const cmd = process.argv[2];
       log(`hemocount: ${unknown ? `unknown option '${unknown[1]}' (hemocount ${cmd ? `${cmd} ` : ''}--help lists the options)` : (e as Error).message}`);
       process.exitCode = 2;
     } else {
