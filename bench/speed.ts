@@ -42,19 +42,20 @@ const onnx = await openOnnx(path, threads);
 const img = await decodeRgb(join(SAMPLES, 'BloodImage_00004.jpg'));
 const [ph, pw] = paddedSize(onnx.metadata, img.height, img.width);
 const input = toTensor(img, onnx.metadata, ph, pw);
-for (let i = 0; i < 5; i++) await onnx.run(input, ph, pw);
+for (let i = 0; i < 5; i++) await onnx.run(input);
 const fwd: number[] = [];
 for (let i = 0; i < runs; i++) {
   const t = performance.now();
-  await onnx.run(input, ph, pw);
+  await onnx.run(input);
   fwd.push(performance.now() - t);
 }
 
-// int8 against fp32 on the same input, interleaved in one run (the machine's speed drifts)
+// int8 against fp32 on the same image (each fed the input it takes), interleaved in one run (the machine's speed drifts)
 let int8: Record<string, number | string> | undefined;
 if (!a.model) {
   const [f, i8] = [await openOnnx(defaultModelPath('fp32'), threads), await openOnnx(defaultModelPath('int8'), threads)];
-  for (let i = 0; i < 5; i++) for (const m of [f, i8]) await m.run(input, ph, pw);
+  const inputOf = new Map([f, i8].map((m) => [m, toTensor(img, m.metadata, ph, pw)]));
+  for (let i = 0; i < 5; i++) for (const m of [f, i8]) await m.run(inputOf.get(m)!);
   const tf: number[] = [];
   const ti: number[] = [];
   // in blocks of 10: onnxruntime's threads spin a while after a run, and a session switched
@@ -66,7 +67,7 @@ if (!a.model) {
     ] as const) {
       for (let k = 0; k < Math.min(10, runs - i); k++) {
         const t = performance.now();
-        await m.run(input, ph, pw);
+        await m.run(inputOf.get(m)!);
         out.push(performance.now() - t);
       }
     }

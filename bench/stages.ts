@@ -48,7 +48,7 @@ for (let pass = -2; pass < Number(a.passes); pass++) {
     const img = await time('decode image', () => decodeRgb(src, f));
     const [ph, pw] = paddedSize(meta, img.height, img.width);
     const x = await time('tensor', () => toTensor(img, meta, ph, pw));
-    const out = await time('network', () => onnx.run(x, ph, pw));
+    const out = await time('network', () => onnx.run(x));
     const c = await time('boxes + NMS', () => decodeDetections(meta, out.scores, out.deltas, img.height, img.width, floor));
     await time('thresholds', () => applyThresholds(c, th));
     t['stages summed']!.push(stages.reduce((s, k) => s + t[k]!.at(-1)!, 0));

@@ -191,7 +191,9 @@ console.error(`${candidates.length} images, ${candidates.length - eligible.lengt
 async function tensorOf(path) {
   const img = await decodeRgb(path);
   const [ph, pw] = paddedSize(meta, img.height, img.width);
-  return new ort.Tensor('float32', toTensor(img, meta, ph, pw), [1, 3, ph, pw]);
+  const x = toTensor(img, meta, ph, pw);
+  if (!(x.data instanceof Float32Array)) throw new Error(`${modelPath}: ranges are calibrated on a float model, not an 8-bit one`);
+  return new ort.Tensor('float32', x.data, x.dims);
 }
 
 // ---- statistics ----------------------------------------------------------------------------

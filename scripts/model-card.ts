@@ -175,10 +175,12 @@ const card = `# Model card: ${meta.name} (${meta.version})
 The network shipped with hemocount: \`models/hemocount-default.onnx\` (fp32,
 ${(statSync(model).size / 1e6).toFixed(1)} MB, sha256 \`${rep.model.sha256}\`), and its int8 version
 \`models/hemocount-default.int8.onnx\` (${(statSync(model.replace(/\.onnx$/, '.int8.onnx')).size / 1e6).toFixed(1)} MB), which is the default model:
-static QDQ quantisation with per-channel weights and activation ranges from training images
-(the first convolution, on the 3-channel image, kept float: quantised, it cost the fourth release 2.9
-points of close-up platelet F1 and failed the gate; and the classification head's last one, whose
-8-bit logits cost F1),
+static QDQ quantisation with per-channel weights and activation ranges from training images.
+Its input is the 8-bit image itself (NHWC), with the normalisation folded into the first
+convolution's weights, so that the image needs no quantisation step of its own (quantising the
+normalised image instead cost the fourth release 2.9 points of close-up platelet F1, and that
+convolution was kept float until this version); the classification head's last convolution stays
+float (its 8-bit logits cost F1). The int8 model is
 gated by the release to lose no more than 0.5 points against fp32 (mAP@0.5 and each class's F1, on each
 validation subset: \`docs/validation/int8-gate.txt\`). \`--model fp32\` selects the full-precision
 network. The figures below are fp32's unless stated.

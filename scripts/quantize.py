@@ -3,7 +3,7 @@
 
     /usr/bin/python3 scripts/quantize.py IN.onnx OUT.onnx --ranges RANGES.json
         [--calib p99.99|p99.999|p99.9|minmax] [--act uint8|int8] [--float-final both|cls|reg|none]
-        [--float-first] [--full-range]
+        [--float-first | --uint8-input] [--full-range]
 
 RANGES.json comes from `node scripts/calibrate-ranges.mjs IN.onnx --out RANGES.json`.
 Needs only the `onnx` and `numpy` packages (no onnxruntime).
@@ -29,6 +29,16 @@ and an 8-bit Resize):
   both: 8-bit logits cost F1); their input is still the dequantised 8-bit activation. The
   graph outputs (scores, deltas) stay float either way. --float-first keeps the Conv on the
   graph input float too (float image in, 8-bit out).
+- --uint8-input: the graph input becomes the 8-bit RGB image itself, NHWC, and the
+  normalisation ((x * scale - mean) / std) is folded into the first Conv's weights and bias,
+  so that Conv is int8 with an exact input (no quantisation step of the image), and the
+  float first Conv, its layout reorder and the caller's float tensor all go (onnxruntime
+  removes the NHWC -> NCHW Transpose: its int8 Convs run NHWC). The padding of that Conv
+  (top row and left column only: a stride-2 3x3 Conv on an even size never reaches past the
+  bottom and right edges) is a grey of INPUT_ZERO_POINT where the float model saw the mean
+  colour (123.7, 116.3, 103.5): within 0.2 of a normalised unit. The metadata's input
+  becomes layout NHWC, dtype uint8 (src/core/pipeline.ts pads with the mean colour), and its
+  format hemocount-retinanet/3, which builds that feed only float NCHW refuse by name.
 - --act int8 writes int8 activations; onnxruntime's x86 CPU EP does not fuse int8-activation
   Convs (session.qdqisint8allowed is off there), so that model is slower than fp32.
 Everything else of the model is copied unchanged, metadata included, except that the
@@ -76,6 +86,75 @@ def topo_sort(nodes, graph_inputs, initializers):
     return out
 
 
+INPUT_ZERO_POINT = 115  # about the mean of the mean colour's channels (123.7, 116.3, 103.5)
+
+
+def fold_uint8_input(model, w_qmax):
+    """Make the graph input the uint8 NHWC image; see --uint8-input above."""
+    g = model.graph
+    prop = next(p for p in model.metadata_props if p.key == "hemocount")
+    meta = json.loads(prop.value)
+    inp = meta["input"]
+    inits = {t.name: t for t in g.initializer}
+    name = g.input[0].name
+    firsts = [n for n in g.node if name in n.input]
+    if len(firsts) != 1 or firsts[0].op_type != "Conv" or firsts[0].input[0] != name or firsts[0].input[1] not in inits:
+        sys.exit("--uint8-input: the graph input must feed exactly one float Conv (quantise with the first Conv float)")
+    conv = firsts[0]
+    w = numpy_helper.to_array(inits[conv.input[1]]).astype(np.float64)
+    b = numpy_helper.to_array(inits[conv.input[2]]).astype(np.float64) if len(conv.input) > 2 and conv.input[2] else np.zeros(len(w))
+    mean, std, scale, z = np.array(inp["mean"], np.float64), np.array(inp["std"], np.float64), float(inp["scale"]), INPUT_ZERO_POINT
+    # conv(w, (x * scale - mean) / std) + b = conv(wf, x - z) + b + sum(wf * (z - mean / scale)) inside the image
+    wf = w * (scale / std)[None, :, None, None]
+    bf = b + (wf * (z - mean / scale)[None, :, None, None]).sum(axis=(1, 2, 3))
+    amax = np.abs(wf.reshape(len(wf), -1)).max(axis=1)
+    ws = (np.where(amax > 0, amax, 1.0) / w_qmax).astype(np.float32)
+    wq = np.clip(np.round(wf / ws.reshape(-1, 1, 1, 1)), -w_qmax, w_qmax).astype(np.int8)
+    bq = np.round(bf / ws.astype(np.float64))
+    if np.abs(bq).max() >= 2**31 - 1:
+        sys.exit("--uint8-input: the first Conv's bias does not fit int32")
+    p = "image_uint8/"
+    g.initializer.extend([
+        numpy_helper.from_array(np.array(1.0, np.float32), p + "scale"),
+        numpy_helper.from_array(np.array(z, np.uint8), p + "zero_point"),
+        numpy_helper.from_array(wq, p + "weight_q"),
+        numpy_helper.from_array(ws, p + "weight_scale"),
+        numpy_helper.from_array(np.zeros(len(ws), np.int8), p + "weight_zero_point"),
+        numpy_helper.from_array(bq.astype(np.int32), p + "bias_q"),
+        numpy_helper.from_array(ws, p + "bias_scale"),
+        numpy_helper.from_array(np.zeros(len(ws), np.int32), p + "bias_zero_point"),
+    ])
+    pre = [
+        helper.make_node("Transpose", [name], [p + "nchw"], perm=[0, 3, 1, 2], name=p + "Transpose"),
+        helper.make_node("DequantizeLinear", [p + "nchw", p + "scale", p + "zero_point"], [p + "x"], name=p + "x/DequantizeLinear"),
+        helper.make_node("DequantizeLinear", [p + "weight_q", p + "weight_scale", p + "weight_zero_point"], [p + "w"],
+                         name=p + "w/DequantizeLinear", axis=0),
+        helper.make_node("DequantizeLinear", [p + "bias_q", p + "bias_scale", p + "bias_zero_point"], [p + "b"],
+                         name=p + "b/DequantizeLinear", axis=0),
+    ]
+    conv.input[:] = [p + "x", p + "w", p + "b"]
+    nodes = pre + list(g.node)
+    del g.node[:]
+    g.node.extend(nodes)
+    used = {i for n in g.node for i in n.input}
+    kept = [t for t in g.initializer if t.name in used]
+    del g.initializer[:]
+    g.initializer.extend(kept)
+    t = g.input[0].type.tensor_type
+    t.elem_type = onnx.TensorProto.UINT8
+    old = [d.dim_param or d.dim_value for d in t.shape.dim]  # [1, 3, height, width]
+    del t.shape.dim[:]
+    for v in (old[0], old[2], old[3], 3):
+        d = t.shape.dim.add()
+        if isinstance(v, str):
+            d.dim_param = v
+        else:
+            d.dim_value = v
+    inp.update(layout="NHWC", dtype="uint8", normalisation="folded into the first convolution")
+    meta["format"] = "hemocount-retinanet/3"  # 3: the input may be the 8-bit image; older builds refuse it
+    prop.value = json.dumps(meta)
+
+
 def name_int8(model):
     """The hemocount metadata's name, suffixed "-int8" (once)."""
     for p in model.metadata_props:
@@ -97,10 +176,13 @@ def main(argv=None):
                     help="keep the heads' last Convs float (default both)")
     ap.add_argument("--float-first", action="store_true",
                     help="keep the Conv(s) reading the graph input float (float input and weights, 8-bit output)")
+    ap.add_argument("--uint8-input", action="store_true",
+                    help="the graph input is the uint8 NHWC image, normalised inside the first (int8) Conv; see above")
     ap.add_argument("--full-range", action="store_true",
                     help="8-bit weights ([-127, 127]); only for CPUs with VNNI (AVX512-VNNI / AVX-VNNI) or ARM, see above")
     a = ap.parse_args(argv)
 
+    a.float_first |= a.uint8_input  # quantised first as float, then folded
     model = onnx.load(a.input)
     ranges = json.load(open(a.ranges))["tensors"]
     g = model.graph
@@ -270,12 +352,15 @@ def main(argv=None):
     g.input.extend(keep_in)
     del g.value_info[:]
 
+    if a.uint8_input:
+        fold_uint8_input(model, w_qmax)
     name_int8(model)
     onnx.checker.check_model(model)
     onnx.save(model, a.output)
     n_conv = sum(1 for n in nodes if n.op_type == "Conv")
-    print(f"{a.output}: {n_conv - len(float_final) - len(float_first)}/{n_conv} Convs int8 (float: {len(float_final)} final "
-          f"({a.float_final}), {len(float_first)} first), "
+    n_first = 0 if a.uint8_input else len(float_first)
+    print(f"{a.output}: {n_conv - len(float_final) - n_first}/{n_conv} Convs int8 (float: {len(float_final)} final "
+          f"({a.float_final}), {n_first} first{', uint8 image input' if a.uint8_input else ''}), "
           f"{len(params)} activations {a.act} ({a.calib}), {len(folded)} Relus folded, weights [-{w_qmax}, {w_qmax}]", file=sys.stderr)
 
 

@@ -141,7 +141,8 @@ if q8:
     speed += f"""
 
 **int8**, the default model (`--model fp32` selects the full-precision network): the same network with static QDQ int8 quantisation
-(`scripts/quantize.py`, activations calibrated on training images only, the first convolution and the class logits' kept float), {q8['int8_mb']} MiB instead of
+(`scripts/quantize.py --uint8-input`, activations calibrated on training images only; its input is the 8-bit image itself, its normalisation folded
+into the first convolution; the class logits' convolution kept float), {q8['int8_mb']} MiB instead of
 {q8['fp32_mb']} MiB. Forward pass p50, in alternating blocks of 10 runs in the same run: fp32 {q8['fp32_p50']} ms, int8
 {q8['int8_p50']} ms, **{q8['speedup']}x**. Its accuracy against fp32 on the validation split (the release
 gate: mAP@0.5 and each class's F1 no more than 0.5 points below fp32's, on each subset): `docs/validation/int8-gate.txt`. Per

@@ -136,9 +136,9 @@ export class Model {
     };
     // a pass of a large image takes seconds: an abandoned count stops at the next one
     const run: Runner = signal
-      ? (x, h, w) => {
+      ? (x) => {
           signal.throwIfAborted();
-          return this.onnx.run(x, h, w);
+          return this.onnx.run(x);
         }
       : this.onnx.run.bind(this.onnx);
     try {

@@ -489,12 +489,19 @@ test('a model file with broken metadata fails with its name and the problem, exi
   assert.equal(r.status, 1);
   assert.match(r.stderr, /bad\.onnx: unusable hemocount metadata: thresholds\.RBC must be a number from 0 to 1/);
   writeFileSync(join(dir, 'future.onnx'), withMetadata(bytes, { ...meta, format: 'hemocount-retinanet/9' }));
-  assert.match(run(['info', '--model', join(dir, 'future.onnx')]).stderr, /format 'hemocount-retinanet\/9' is not hemocount-retinanet\/1 or \/2/);
+  assert.match(run(['info', '--model', join(dir, 'future.onnx')]).stderr, /format 'hemocount-retinanet\/9' is not hemocount-retinanet\/1, \/2 or \/3/);
   // planar outputs labelled format 1 (which builds before format 2 would decode as interleaved)
   writeFileSync(join(dir, 'mislabelled.onnx'), withMetadata(bytes, { ...meta, format: 'hemocount-retinanet/1' }));
   assert.match(
     run(['info', '--model', join(dir, 'mislabelled.onnx')]).stderr,
     /outputs\.layout 'planar' is not one this hemocount reads with format hemocount-retinanet\/1/,
+  );
+  // the int8 model's 8-bit image input labelled format 2 (which builds before format 3 would feed floats)
+  const q = new Uint8Array(readFileSync(join(ROOT, 'models', 'hemocount-default.int8.onnx')));
+  writeFileSync(join(dir, 'int8-as-2.onnx'), withMetadata(q, { ...readMetadata(q), format: 'hemocount-retinanet/2' }));
+  assert.match(
+    run(['info', '--model', join(dir, 'int8-as-2.onnx')]).stderr,
+    /input 'NHWC uint8' is not one this hemocount feeds with format hemocount-retinanet\/2/,
   );
 });
 
@@ -619,7 +626,7 @@ test('habits: every command answers --help with its own options; - is stdout for
   assert.equal(info.status, 0);
   assert.match(info.stdout, /RBC threshold 0\.\d\d/);
   assert.match(info.stdout, /parameters/);
-  assert.equal(JSON.parse(run(['info', '--json']).stdout).format, 'hemocount-retinanet/2');
+  assert.equal(JSON.parse(run(['info', '--json']).stdout).format, 'hemocount-retinanet/3'); // the int8 model's 8-bit input
 });
 
 test('evaluate --split val scores only labels/val of a YOLO set given by its data.yaml; a missing split is named', () => {

@@ -10,7 +10,7 @@ import { TILE_OVERLAP, TILE_SIZE, WHOLE_IMAGE_PIXELS } from '../src/detector.js'
 import { planTiles } from '../src/core/tiling.js';
 import { applyThresholds } from '../src/core/count.js';
 import { parseVoc } from '../src/core/formats.js';
-import { detectPixels, crop } from '../src/core/pipeline.js';
+import { crop, detectPixels, type InputTensor } from '../src/core/pipeline.js';
 import { detect } from '../src/core/detect.js';
 import { decodeRgb } from '../src/adapters/image.js';
 import { openOnnx } from '../src/adapters/onnx.js';
@@ -196,9 +196,9 @@ test('scale auto measures no factor twice, and keeps the pass whose cells measur
       .toBuffer({ resolveWithObject: true });
     const img = { data: new Uint8Array(data), width: info.width, height: info.height, channels: 3 };
     const sizes: string[] = [];
-    const run = (x: Float32Array, h: number, w: number) => {
-      sizes.push(`${w}x${h}`);
-      return onnx.run(x, h, w);
+    const run = (x: InputTensor) => {
+      sizes.push(`${x.width}x${x.height}`);
+      return onnx.run(x);
     };
     const src = { width: img.width, height: img.height, read: async (l: number, t: number, w: number, h: number) => crop(img, l, t, w, h) };
     return { det: await detect(run, onnx.metadata, src, { scale: 'auto' }), sizes };
@@ -231,9 +231,9 @@ test('scale auto measures a large image at low magnification on a central region
   const src = { width: img.width, height: img.height, read: async (l: number, t: number, w: number, h: number) => crop(img, l, t, w, h) };
   const pixels = async (scale: 'auto' | number) => {
     let px = 0;
-    const run = (x: Float32Array, h: number, w: number) => {
-      px += h * w;
-      return onnx.run(x, h, w);
+    const run = (x: InputTensor) => {
+      px += x.height * x.width;
+      return onnx.run(x);
     };
     return { det: await detect(run, onnx.metadata, src, { scale }), px };
   };
@@ -261,9 +261,9 @@ test('scale auto finds cells far below the training size (a field at 0.2x), and 
   const blank = { data: new Uint8Array(640 * 480 * 3).fill(235), width: 640, height: 480, channels: 3 };
   const src = { width: 640, height: 480, read: async (l: number, t: number, w: number, h: number) => crop(blank, l, t, w, h) };
   const det = await detect(
-    (x, h, w) => {
+    (x) => {
       runs++;
-      return onnx.run(x, h, w);
+      return onnx.run(x);
     },
     onnx.metadata,
     src,
@@ -349,9 +349,13 @@ test('the bundled int8 model is the default, carries the same metadata, is small
   const q = await loadModel('int8');
   assert.equal((await loadModel()).info.sha256, q.info.sha256);
   assert.equal((await loadModel('fp32')).info.sha256, model.info.sha256);
-  // the same metadata but the name, which says which of the two ran
+  // the same metadata but the name, which says which of the two ran, and the input: the
+  // 8-bit image itself (NHWC), its normalisation folded into the first convolution
   assert.equal(q.metadata.name, `${model.metadata.name}-int8`);
-  assert.deepEqual({ ...q.metadata, name: model.metadata.name }, model.metadata);
+  const { layout, dtype, normalisation, ...qInput } = q.metadata.input as typeof q.metadata.input & { normalisation?: string };
+  assert.deepEqual([layout, dtype, normalisation], ['NHWC', 'uint8', 'folded into the first convolution']);
+  assert.equal(q.metadata.format, 'hemocount-retinanet/3');
+  assert.deepEqual({ ...q.metadata, name: model.metadata.name, format: model.metadata.format, input: { ...qInput, layout: 'NCHW' } }, model.metadata);
   assert.ok(readFileSync(q.path).length < readFileSync(MODEL).length / 2.5);
   let matched = 0;
   let total = 0;

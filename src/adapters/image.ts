@@ -2,7 +2,7 @@
  * Images through sharp: decoding (EXIF orientation, grey / 16-bit / alpha -> 8-bit sRGB),
  * region reads for tiling, tensors for the network, and the annotated picture.
  */
-import { constants, readdirSync, rmSync } from 'node:fs';
+import { constants, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { access, type FileHandle, mkdtemp, open, readFile, rm, stat, statfs } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -109,6 +109,8 @@ async function checkFile(path: string): Promise<number> {
  * the path. Errors name the file; the bytes' decoders are given `path` as their name.
  */
 export async function imageSource(path: string): Promise<string | Uint8Array> {
+  const quick = readSmallFile(path);
+  if (quick) return quick;
   const size = await checkFile(path);
   if (size === 0) throw new Error(`${path}: empty file (0 bytes)`);
   if (size > IN_MEMORY_BYTES) return path;
@@ -119,6 +121,26 @@ export async function imageSource(path: string): Promise<string | Uint8Array> {
     throw new Error(`${path}: ${describe(e)}`);
   }
   return new Uint8Array(b.buffer, b.byteOffset, b.length);
+}
+
+/**
+ * Files of up to this size are read synchronously: a smear photograph (30-600 KB) is read in
+ * about 0.03 ms where the asynchronous stat, access and read took 0.35 ms, a thirtieth of a
+ * whole count, and the event loop waits no longer than that read (under a millisecond).
+ */
+export const SYNC_READ_BYTES = 2 ** 20;
+
+/** A small regular file's bytes, or null for anything else (left to the checks of imageSource). */
+function readSmallFile(path: string): Uint8Array | null {
+  try {
+    // stat first: opening a FIFO would wait for a writer
+    const st = statSync(path);
+    if (!st.isFile() || st.size === 0 || st.size > SYNC_READ_BYTES) return null;
+    const b = readFileSync(path);
+    return new Uint8Array(b.buffer, b.byteOffset, b.length);
+  } catch {
+    return null; // the asynchronous path says why
+  }
 }
 
 /** Width and height after EXIF orientation, from the header only. */

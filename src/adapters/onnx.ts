@@ -5,6 +5,7 @@
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import * as ort from 'onnxruntime-node';
+import type { InputTensor } from '../core/pipeline.js';
 import { CLASSES, type ModelMetadata } from '../core/types.js';
 import { VOCABULARY_VERSION } from '../core/vocabulary.js';
 
@@ -101,10 +102,11 @@ export function readMetadata(bytes: Uint8Array, file = 'model'): ModelMetadata {
 export function metadataProblem(m: ModelMetadata): string | null {
   const num = (v: unknown) => typeof v === 'number' && Number.isFinite(v);
   if (!m || typeof m !== 'object') return 'not an object';
-  // format 2: the outputs' layout is named (planar); 1: torchvision's interleaved layout. A
-  // build that reads only 1 refuses 2 instead of decoding planar outputs as interleaved.
-  if (typeof m.format !== 'string' || !/^hemocount-retinanet\/[12]$/.test(m.format))
-    return `format '${String(m.format)}' is not hemocount-retinanet/1 or /2 (made by a newer version of hemocount?)`;
+  // format 3: the input may be the 8-bit image (NHWC uint8); 2: the outputs' layout is named
+  // (planar); 1: torchvision's interleaved layout. A build refuses a format newer than it
+  // reads instead of feeding or decoding it wrongly.
+  if (typeof m.format !== 'string' || !/^hemocount-retinanet\/[123]$/.test(m.format))
+    return `format '${String(m.format)}' is not hemocount-retinanet/1, /2 or /3 (made by a newer version of hemocount?)`;
   // models before the vocabulary file carry none: version 1 is what they were made with
   if (m.vocabulary !== undefined && (!Number.isInteger(m.vocabulary) || m.vocabulary > VOCABULARY_VERSION))
     return `its cell vocabulary version ${String(m.vocabulary)} is newer than this hemocount's (${VOCABULARY_VERSION}): update hemocount`;
@@ -117,10 +119,13 @@ export function metadataProblem(m: ModelMetadata): string | null {
     if (!num(l.stride) || !Array.isArray(l.sizes) || !Array.isArray(l.aspect_ratios)) return 'an anchor level lacks stride, sizes or aspect_ratios';
   if (!num(m.input?.pad_multiple) || !Array.isArray(m.input?.mean) || !Array.isArray(m.input?.std)) return 'input (pad_multiple, mean, std) is missing';
   if (m.input.mean.length !== 3 || m.input.std.length !== 3) return 'input mean and std need 3 values (R, G, B)';
+  const input = `${m.input.layout ?? 'NCHW'} ${m.input.dtype ?? 'float32'}`;
+  if (input !== 'NCHW float32' && !(input === 'NHWC uint8' && m.format === 'hemocount-retinanet/3'))
+    return `input '${input}' is not one this hemocount feeds with format ${m.format} (NCHW float32, or NHWC uint8 from format 3)`;
   if (!num(m.postprocess?.score_floor) || !num(m.postprocess?.nms_iou)) return 'postprocess (score_floor, nms_iou) is missing';
   if (!Array.isArray(m.box_coder?.weights)) return 'box_coder.weights is missing';
   const layout = m.outputs?.layout ?? 'interleaved';
-  if (layout !== 'interleaved' && (m.format !== 'hemocount-retinanet/2' || layout !== 'planar'))
+  if (layout !== 'interleaved' && (m.format === 'hemocount-retinanet/1' || layout !== 'planar'))
     return `outputs.layout '${String(layout)}' is not one this hemocount reads with format ${m.format}`;
   if (!Array.isArray(m.classes) || m.classes.map((c) => c?.name).join() !== CLASSES.join()) return `classes must be ${CLASSES.join(', ')}`;
   return null;
@@ -150,12 +155,14 @@ export function sha256(bytes: Uint8Array): string {
   return createHash('sha256').update(bytes).digest('hex');
 }
 
+const ortTensor = (x: InputTensor) => (x.data instanceof Uint8Array ? new ort.Tensor('uint8', x.data, x.dims) : new ort.Tensor('float32', x.data, x.dims));
+
 export interface OnnxModel {
   path: string;
   bytes: Uint8Array;
   metadata: ModelMetadata;
   sha256: string;
-  run(input: Float32Array, height: number, width: number): Promise<{ scores: Float32Array; deltas: Float32Array }>;
+  run(x: InputTensor): Promise<{ scores: Float32Array; deltas: Float32Array }>;
   release(): Promise<void>;
 }
 
@@ -185,8 +192,8 @@ export async function openOnnx(path: string, threads?: number, lazy = false): Pr
     bytes,
     metadata,
     sha256: sha256(bytes),
-    async run(input, height, width) {
-      const { scores, deltas } = await (await open()).run({ image: new ort.Tensor('float32', input, [1, 3, height, width]) });
+    async run(x) {
+      const { scores, deltas } = await (await open()).run({ image: ortTensor(x) });
       if (!scores || !deltas) throw new Error(`${path}: the model has no 'scores' and 'deltas' outputs`);
       return { scores: scores.data as Float32Array, deltas: deltas.data as Float32Array };
     },

@@ -159,6 +159,14 @@ export function classwiseNms<T extends Candidate>(cands: T[], iou: number, maxDe
 
 const INDEX_BITS = 2 ** 21;
 
+/** topAbove's keys, reused (it runs once per level and pass, synchronously). */
+let scratch = new Float64Array(4096);
+const grown = (a: Float64Array) => {
+  const b = new Float64Array(2 * a.length);
+  b.set(a);
+  return b;
+};
+
 /**
  * Moves the k smallest of keys[0, n) to keys[0, k), in no order (Hoare's quickselect,
  * median-of-three pivots): a field has ~11,000 scores above the floor and keeps 1000 a level,
@@ -204,9 +212,13 @@ export function topAbove(v: Float32Array, start: number, end: number, floor: num
   if (n <= INDEX_BITS && floor >= 0) {
     const bits = new Uint32Array(v.buffer, v.byteOffset, v.length);
     let above = 0;
-    for (let i = start; i < end; i++) if (v[i]! > floor) above++;
-    const keys = new Float64Array(above);
-    for (let i = start, j = 0; i < end; i++) if (v[i]! > floor) keys[j++] = (0x7fffffff - bits[i]!) * INDEX_BITS + at(i - start);
+    // one pass over the scores (a field has 184,000) into a buffer kept between calls
+    for (let i = start; i < end; i++)
+      if (v[i]! > floor) {
+        if (above === scratch.length) scratch = grown(scratch);
+        scratch[above++] = (0x7fffffff - bits[i]!) * INDEX_BITS + at(i - start);
+      }
+    const keys = scratch.subarray(0, above);
     if (above > k) selectSmallest(keys, k);
     const sorted = (above > k ? keys.subarray(0, k) : keys).sort();
     out = Array.from(sorted, (key) => key % INDEX_BITS);

@@ -37,27 +37,55 @@ export interface Pixels {
   channels: number;
 }
 
-export type Runner = (input: Float32Array, height: number, width: number) => Promise<{ scores: Float32Array; deltas: Float32Array }>;
+/**
+ * The network's input: float NCHW, normalised (fp32 models), or the 8-bit RGB pixels as they
+ * are, NHWC (the int8 model, which has the normalisation folded into its first convolution,
+ * so that the image itself is its first 8-bit tensor).
+ */
+export interface InputTensor {
+  data: Float32Array<ArrayBuffer> | Uint8Array<ArrayBuffer>;
+  dims: [number, number, number, number];
+  /** The padded size, whatever the layout. */
+  height: number;
+  width: number;
+}
+
+export type Runner = (x: InputTensor) => Promise<{ scores: Float32Array; deltas: Float32Array }>;
 
 /** A pixel is dark when all three channels are below this: unlit, not stained. */
 export const DARK_LEVEL = 40;
 
+const isUint8 = (meta: ModelMetadata) => meta.input.dtype === 'uint8';
+
+/** The shape of a padded input as the model's layout wants it. */
+export const inputDims = (meta: ModelMetadata, paddedH: number, paddedW: number): InputTensor['dims'] =>
+  meta.input.layout === 'NHWC' ? [1, paddedH, paddedW, 3] : [1, 3, paddedH, paddedW];
+
+/** An 8-bit model's padding: the mean colour, which the folded normalisation maps to 0. */
+const padColour = (meta: ModelMetadata) => meta.input.mean.map((m) => Math.round(m / meta.input.scale));
+
 /**
- * Pixels -> normalised, padded NCHW float tensor as the model metadata says, written into
- * `out` (of 3 x paddedH x paddedW floats; every element is written, padding included).
- * Dark pixels become padding: the network never saw unlit pixels and called black margins
- * (slide scanners, stitched or vignetted fields, failed captures) white cells at up to 0.94,
- * and hid the red cells beside them; as padding they are what lies beyond an image's edge.
- * No stained cell is dark: of the 23,848 expert boxes of the shared datasets none has more
- * than 3 % dark pixels.
+ * Pixels -> the padded input tensor the model metadata asks for, written into `out` (of
+ * 3 x paddedH x paddedW elements of the model's type; every element is written, padding
+ * included). Dark pixels become padding: the network never saw unlit pixels and called black
+ * margins (slide scanners, stitched or vignetted fields, failed captures) white cells at up
+ * to 0.94, and hid the red cells beside them; as padding they are what lies beyond an
+ * image's edge. No stained cell is dark: of the 23,848 expert boxes of the shared datasets
+ * none has more than 3 % dark pixels.
  */
-export function toTensor(
-  img: Pixels,
-  meta: ModelMetadata,
-  paddedH: number,
-  paddedW: number,
-  out = new Float32Array(3 * paddedH * paddedW),
-): Float32Array<ArrayBuffer> {
+export function toTensor(img: Pixels, meta: ModelMetadata, paddedH: number, paddedW: number, out?: InputTensor['data']): InputTensor {
+  const n = 3 * paddedH * paddedW;
+  const dims = inputDims(meta, paddedH, paddedW);
+  if (isUint8(meta)) {
+    const buf = out instanceof Uint8Array && out.length === n ? out : new Uint8Array(n);
+    if (meta.input.layout !== 'NHWC') throw new Error(`${meta.name}: an 8-bit input must be NHWC, not ${meta.input.layout}`);
+    return { data: fillUint8(img, padColour(meta), paddedH, paddedW, buf), dims, height: paddedH, width: paddedW };
+  }
+  const buf = out instanceof Float32Array && out.length === n ? out : new Float32Array(n);
+  return { data: fillFloat(img, meta, paddedH, paddedW, buf), dims, height: paddedH, width: paddedW };
+}
+
+function fillFloat(img: Pixels, meta: ModelMetadata, paddedH: number, paddedW: number, out: Float32Array<ArrayBuffer>) {
   const { scale, mean, std, pad_value: pad } = meta.input;
   const plane = paddedH * paddedW;
   const [m0, m1, m2] = mean;
@@ -92,25 +120,62 @@ export function toTensor(
   return out;
 }
 
+/** RGB(A) rows copied as they are (NHWC); dark pixels and the padding get the pad colour. */
+function fillUint8(img: Pixels, [p0, p1, p2]: number[], paddedH: number, paddedW: number, out: Uint8Array<ArrayBuffer>) {
+  const { data, width, height, channels: ch } = img;
+  const rowLen = 3 * paddedW;
+  const fillPad = (from: number, to: number) => {
+    for (let d = from; d < to; d += 3) {
+      out[d] = p0!;
+      out[d + 1] = p1!;
+      out[d + 2] = p2!;
+    }
+  };
+  for (let y = 0; y < height; y++) {
+    const row = y * rowLen;
+    let src = y * width * ch;
+    let darkRed = false;
+    if (ch === 3) {
+      out.set(data.subarray(src, src + 3 * width), row);
+      for (let x = 0; x < width; x++, src += 3) if (data[src]! < DARK_LEVEL) darkRed = true;
+    } else {
+      for (let x = 0, d = row; x < width; x++, src += ch, d += 3) {
+        const r = data[src]!;
+        if (r < DARK_LEVEL) darkRed = true;
+        out[d] = r;
+        out[d + 1] = data[src + 1]!;
+        out[d + 2] = data[src + 2]!;
+      }
+    }
+    if (darkRed)
+      for (let d = row; d < row + 3 * width; d += 3) if (out[d]! < DARK_LEVEL && out[d + 1]! < DARK_LEVEL && out[d + 2]! < DARK_LEVEL) fillPad(d, d + 3);
+    fillPad(row + 3 * width, row + rowLen);
+  }
+  fillPad(height * rowLen, paddedH * rowLen);
+  return out;
+}
+
 /**
- * The input tensor of the last pass, lent to the next pass of the same size: allocating a
- * fresh one (38 MB for a full tile) cost as much as filling it (about 30 ms a tile). One spare,
- * taken while a pass runs, so passes that overlap never share one; none above a tile's size.
+ * The input tensor of the last pass, lent to the next pass of the same size and type:
+ * allocating a fresh one (38 MB for a full float tile) cost as much as filling it (about
+ * 30 ms a tile). One spare, taken while a pass runs, so passes that overlap never share one;
+ * none above a tile's size.
  */
-let spare: Float32Array<ArrayBuffer> | null = null;
+let spare: InputTensor['data'] | null = null;
 const SPARE_MAX = 3 * TILE_SIZE * TILE_SIZE;
 
 /** One network pass over a whole (small enough) image; candidates above `floor` (default: the model's). */
 export async function detectPixels(run: Runner, meta: ModelMetadata, img: Pixels, floor = meta.postprocess.score_floor): Promise<Candidate[]> {
   const [ph, pw] = paddedSize(meta, img.height, img.width);
-  const n = 3 * ph * pw;
-  const buf = spare?.length === n ? spare : new Float32Array(n);
-  if (buf === spare) spare = null;
+  const lent = spare;
+  spare = null;
+  const x = toTensor(img, meta, ph, pw, lent ?? undefined);
+  if (x.data !== lent) spare = lent; // not of this size or type: keep it for another pass
   try {
-    const { scores, deltas } = await run(toTensor(img, meta, ph, pw, buf), ph, pw);
+    const { scores, deltas } = await run(x);
     return decodeDetections(meta, scores, deltas, img.height, img.width, floor);
   } finally {
-    if (n <= SPARE_MAX) spare = buf;
+    if (x.data.length <= SPARE_MAX) spare = x.data;
   }
 }
 

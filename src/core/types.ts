@@ -34,7 +34,10 @@ export interface ModelMetadata {
   version: string;
   classes: { name: CellClass; colour: string }[];
   input: {
-    layout: 'NCHW';
+    /** NHWC with dtype 'uint8': the pixels as they are, normalised inside the network. */
+    layout: 'NCHW' | 'NHWC';
+    /** Absent: float32. */
+    dtype?: 'float32' | 'uint8';
     channels: 'RGB';
     scale: number;
     mean: [number, number, number];
@@ -43,7 +46,7 @@ export interface ModelMetadata {
     pad_value: number;
   };
   anchors: { levels: AnchorLevel[] };
-  /** How the outputs are laid out (core/decode.ts): 'planar' in format 2; absent (interleaved) in format 1. */
+  /** How the outputs are laid out (core/decode.ts): 'planar' from format 2; absent (interleaved) in format 1. */
   outputs?: { layout?: 'planar' | 'interleaved'; [k: string]: unknown };
   box_coder: { weights: [number, number, number, number]; clamp: number };
   postprocess: { score_floor: number; topk_per_level: number; nms_iou: number; max_detections: number };

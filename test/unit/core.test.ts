@@ -330,27 +330,54 @@ test('a planar output (anchor, class, y, x per level) decodes to exactly the int
   assert.notDeepEqual(decodeDetections(meta, ps, pd, h, w), interleaved);
 });
 
+const NORM = { scale: 1 / 255, mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] };
+const FLOAT_IN = { input: { layout: 'NCHW', ...NORM, pad_value: 0.5 } } as unknown as ModelMetadata;
+const UINT8_IN = { input: { layout: 'NHWC', dtype: 'uint8', ...NORM, pad_value: 0 } } as unknown as ModelMetadata;
+/** The 8-bit model's padding: the mean colour, which its folded normalisation makes 0. */
+const PAD_RGB = [124, 116, 104];
+
 test('toTensor writes every element, padding included: a reused buffer gives the fresh result', () => {
-  const meta = { input: { scale: 1 / 255, mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225], pad_value: 0.5 } } as unknown as ModelMetadata;
   const [w, h, ph, pw] = [5, 3, 8, 8];
   const img = { data: Uint8Array.from({ length: w * h * 3 }, (_, i) => (i * 37) % 256), width: w, height: h, channels: 3 };
-  const fresh = toTensor(img, meta, ph, pw);
+  const fresh = toTensor(img, FLOAT_IN, ph, pw);
+  assert.deepEqual([fresh.dims, fresh.height, fresh.width], [[1, 3, ph, pw], ph, pw]);
   const dirty = new Float32Array(3 * ph * pw).fill(Number.NaN);
-  assert.deepEqual([...toTensor(img, meta, ph, pw, dirty)], [...fresh]);
-  assert.equal(fresh[w], 0.5); // right of the image
-  assert.equal(fresh[2 * ph * pw + h * pw], 0.5); // below it, last channel
-  assert.ok(Math.abs(fresh[0]! - (0 / 255 - 0.485) / 0.229) < 1e-6);
+  assert.deepEqual([...toTensor(img, FLOAT_IN, ph, pw, dirty).data], [...fresh.data]);
+  assert.equal(fresh.data[w], 0.5); // right of the image
+  assert.equal(fresh.data[2 * ph * pw + h * pw], 0.5); // below it, last channel
+  assert.ok(Math.abs(fresh.data[0]! - (0 / 255 - 0.485) / 0.229) < 1e-6);
+
+  // the 8-bit model: the pixels as they are, NHWC, padded with the mean colour
+  const q = toTensor(img, UINT8_IN, ph, pw);
+  assert.ok(q.data instanceof Uint8Array);
+  assert.deepEqual(q.dims, [1, ph, pw, 3]);
+  const dirty8 = new Uint8Array(3 * ph * pw).fill(7);
+  assert.deepEqual([...toTensor(img, UINT8_IN, ph, pw, dirty8).data], [...q.data]);
+  const rgb = (x: number, y: number) => [...q.data.subarray(3 * (y * pw + x), 3 * (y * pw + x) + 3)];
+  assert.deepEqual(rgb(4, 2), [...img.data.subarray(3 * (2 * w + 4), 3 * (2 * w + 4) + 3)]);
+  assert.deepEqual(rgb(w, 0), PAD_RGB); // right of the image
+  assert.deepEqual(rgb(0, h), PAD_RGB); // below it
+  assert.deepEqual(rgb(pw - 1, ph - 1), PAD_RGB);
+  // a buffer of the other type or size is not written into
+  assert.notEqual(toTensor(img, UINT8_IN, ph, pw, dirty).data, dirty);
+  // RGBA: alpha is dropped, the same tensor
+  const rgba = Uint8Array.from({ length: w * h * 4 }, (_, i) => (i % 4 === 3 ? 9 : img.data[3 * (i >> 2) + (i % 4)]!));
+  assert.deepEqual([...toTensor({ ...img, data: rgba, channels: 4 }, UINT8_IN, ph, pw).data], [...q.data]);
+  assert.deepEqual([...toTensor({ ...img, data: rgba, channels: 4 }, FLOAT_IN, ph, pw).data], [...fresh.data]);
 });
 
 test('toTensor makes dark pixels (all channels below DARK_LEVEL) padding, and only those', () => {
-  const meta = { input: { scale: 1 / 255, mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225], pad_value: 0 } } as unknown as ModelMetadata;
+  const meta = { input: { ...FLOAT_IN.input, pad_value: 0 } } as ModelMetadata;
   const D = DARK_LEVEL;
   // black, just dark, one channel at the level, a dark purple nucleus-like pixel
   const px = [0, 0, 0, D - 1, D - 1, D - 1, D - 1, D, D - 1, 30, 10, 90];
-  const t = toTensor({ data: Uint8Array.from(px), width: 4, height: 1, channels: 3 }, meta, 1, 4);
+  const img = { data: Uint8Array.from(px), width: 4, height: 1, channels: 3 };
+  const t = toTensor(img, meta, 1, 4).data;
   const at = (x: number) => [t[x], t[4 + x], t[8 + x]];
   assert.deepEqual(at(0), [0, 0, 0]);
   assert.deepEqual(at(1), [0, 0, 0]);
   assert.ok(Math.abs(at(2)[1]! - (D / 255 - 0.456) / 0.224) < 1e-6, 'a pixel with one channel at the level is kept');
   assert.ok(Math.abs(at(3)[2]! - (90 / 255 - 0.406) / 0.225) < 1e-6);
+  const q = toTensor(img, UINT8_IN, 1, 4).data;
+  assert.deepEqual([...q], [...PAD_RGB, ...PAD_RGB, D - 1, D, D - 1, 30, 10, 90]);
 });

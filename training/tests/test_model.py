@@ -117,7 +117,7 @@ def test_export_onnx_with_metadata_that_node_reads(tmp_path):
     # onnxruntime-node loads the file and the TypeScript side parses its metadata
     script = ("import {openOnnx} from './dist/src/adapters/onnx.js';"
               f"const m = await openOnnx({json.dumps(out)});"
-              "const r = await m.run(new Float32Array(3*256*384), 256, 384);"
+              "const r = await m.run({data: new Float32Array(3*256*384), dims: [1, 3, 256, 384], height: 256, width: 384});"
               "console.log(JSON.stringify({name: m.metadata.name, scores: r.scores.length}));")
     r = subprocess.run(["node", "--input-type=module", "-e", script], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr

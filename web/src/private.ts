@@ -7,7 +7,7 @@
 import type * as Ort from 'onnxruntime-web';
 import { type DetectOptions, type Detected, detect } from '../../src/core/detect.js';
 import { paddedSize } from '../../src/core/decode.js';
-import { crop, megapixels, type Pixels } from '../../src/core/pipeline.js';
+import { crop, type InputTensor, megapixels, type Pixels, toTensor } from '../../src/core/pipeline.js';
 import type { ModelMetadata } from '../../src/core/types.js';
 
 interface Loaded {
@@ -75,6 +75,13 @@ async function pixelsOf(blob: Blob, limit?: number | null): Promise<Pixels> {
   return { data, width: canvas.width, height: canvas.height, channels: 4 };
 }
 
+async function run(session: Ort.InferenceSession, ort: typeof Ort, x: InputTensor) {
+  const image = x.data instanceof Uint8Array ? new ort.Tensor('uint8', x.data, x.dims) : new ort.Tensor('float32', x.data, x.dims);
+  const { scores, deltas } = await session.run({ image });
+  if (!scores || !deltas) throw new Error("the model has no 'scores' and 'deltas' outputs");
+  return { scores: scores.data as Float32Array, deltas: deltas.data as Float32Array };
+}
+
 let warming: Promise<unknown> | null = null;
 let counting = false;
 
@@ -90,7 +97,7 @@ export function preparePrivateMode(): void {
       if (counting) return; // the image pays those costs itself, sooner
       const t0 = performance.now();
       const [h, w] = paddedSize(meta, 480, 640);
-      await session.run({ image: new ort.Tensor('float32', new Float32Array(3 * h * w), [1, 3, h, w]) });
+      await run(session, ort, toTensor({ data: new Uint8Array(640 * 480 * 3).fill(255), width: 640, height: 480, channels: 3 }, meta, h, w));
       since('warm-up', t0);
     })
     .catch(() => {
@@ -105,14 +112,9 @@ export async function detectInBrowser(blob: Blob, opts: DetectOptions & { maxPix
   const { session, ort, meta } = await load();
   await warming; // one run at a time on a session
   const t0 = performance.now();
-  const run = async (input: Float32Array, h: number, w: number) => {
-    const { scores, deltas } = await session.run({ image: new ort.Tensor('float32', input, [1, 3, h, w]) });
-    if (!scores || !deltas) throw new Error("the model has no 'scores' and 'deltas' outputs");
-    return { scores: scores.data as Float32Array, deltas: deltas.data as Float32Array };
-  };
   const px = await pixelsOf(blob, opts.maxPixels);
   const read = async (l: number, t: number, w: number, h: number) => (l === 0 && t === 0 && w === px.width && h === px.height ? px : crop(px, l, t, w, h));
-  const found = await detect(run, meta, { width: px.width, height: px.height, read }, opts);
+  const found = await detect((x) => run(session, ort, x), meta, { width: px.width, height: px.height, read }, opts);
   since('detect', t0);
   return found;
 }
