@@ -83,7 +83,9 @@ against x{q8.get('speedup', '-')} here (below).
 A {large['image']} smear is counted in {cur['seconds']} s ({cur['tiles']} tiles of {cur['tiling'].split(' px')[0]} px) with a peak of
 {cur['maxRssMB']} MB; the first release's tiling (1024 px tiles, 320 px overlap: {old['tiles']} tiles) took
 {old['seconds']} s in the same run, **x{large['speedup']}**; with the default int8 model, {large['int8']['seconds']} s and
-{large['int8']['maxRssMB']} MB (`node dist/bench/large.js --out docs/large.json`).
+{large['int8']['maxRssMB']} MB (`node dist/bench/large.js --out docs/large.json`); its red cells there: {large['int8']['counts']['RBC']} against
+fp32's {cur['counts']['RBC']}. The smear repeats one 640 x 480 sample field about {round(cur['width'] / 640 * cur['height'] / 480)} times, so
+a single borderline cell of that field that one model scores above the threshold and the other below counts that many times.
 Tiled counts against one network pass over a 4000 x 3000 smear: {diff(large['agreement'][0])}
 (the first release's tiling: {diff(large['agreement'][1])}; the default int8 model with the current tiling:
 {diff(large['agreement'][2]) if len(large['agreement']) > 2 else '-'}). Evaluating {s['images']} annotated sample images takes
@@ -133,7 +135,8 @@ Where the int8 count's time goes (`npm run bench:stages`, each stage timed alone
 samples, a separate run): reading the file {st['read file']} ms, its size from the header
 {st['size']} ms, decoding the JPEG {st['decode image']} ms, the input tensor {st['tensor']} ms, the network
 {st['network']} ms, box decoding and NMS {st['boxes + NMS']} ms; the whole count {st['whole count']} ms. Five times
-faster than eager would be {five:.1f} ms, which the network and the JPEG decoding alone nearly use up."""
+faster than eager is {five:.1f} ms; the network and the JPEG decoding take most of it. (The int8 model's input is
+the 8-bit image itself, so the tensor step only copies pixels and pads; its first convolution normalises.)"""
     except FileNotFoundError:
         pass
 q8 = sp.get("forward_int8_vs_fp32_ms")

@@ -2,10 +2,10 @@
 """How counts hold up when a smear's stain or illumination, or the camera, differs from the
 training smears'. Writes the validation split with each image changed in one fixed way (stain:
 paler, faded, grey, over-stained, brighter, flatter; camera: sensor noise, strong JPEG, defocus,
-half the resolution) and scores a model on each with `hemocount evaluate`, so the figures are
+half the resolution; light: the lamp's colour, not white-balanced) and scores a model on each with `hemocount evaluate`, so the figures are
 hemocount's own (F1 at the model's thresholds, IoU 0.5, per subset).
 
-    /usr/bin/python3 scripts/stain-sweep.py [--set stain|camera] [--model M] [--data training/splits/val.json] [--out FILE]
+    /usr/bin/python3 scripts/stain-sweep.py [--set stain|camera|light] [--model M] [--data training/splits/val.json] [--out FILE]
 
 Needs Pillow (Debian's python3-pil) and a built checkout (`npm run build`).
 """
@@ -41,6 +41,16 @@ CAMERA = [
     ("half the resolution, upsampled", ("resolution", 0.5)),
 ]
 
+# (name, operation): the lamp's colour recorded as it is, by a camera whose white balance was
+# not set for it (--set light); gains per channel (R, G, B) on the 8-bit values
+LIGHT = [
+    ("as taken", None),
+    ("warm lamp (R x1.08, B x0.80)", ("cast", (1.08, 1.0, 0.80))),
+    ("halogen, no white balance (R x1.12, G x0.96, B x0.65)", ("cast", (1.12, 0.96, 0.65))),
+    ("cool light (R x0.85, B x1.05)", ("cast", (0.85, 1.0, 1.05))),
+    ("green tint (G x1.08)", ("cast", (1.0, 1.08, 1.0))),
+]
+
 
 def camera(src: str, dst: str, op) -> None:
     import zlib
@@ -54,6 +64,9 @@ def camera(src: str, dst: str, op) -> None:
         if kind == "noise":  # independent per pixel and channel; the same for an image run to run
             rng = np.random.default_rng(zlib.crc32(os.path.basename(src).encode()))
             a = np.asarray(im, dtype=np.float32) + rng.normal(0.0, 255 * k, (im.size[1], im.size[0], 3))
+            im = Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8))
+        elif kind == "cast":
+            a = np.asarray(im, dtype=np.float32) * np.array(k, np.float32)
             im = Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8))
         elif kind == "jpeg":
             quality = k
@@ -79,14 +92,14 @@ def main(argv=None):
     ap.add_argument("--model", default="fp32", help="model to score (default: the bundled fp32 network)")
     ap.add_argument("--data", default=os.path.join(ROOT, "training", "splits", "val.json"))
     ap.add_argument("--out", help="write the table as JSON here")
-    ap.add_argument("--set", choices=["stain", "camera"], default="stain",
-                    help="stain: stain and illumination (default); camera: noise, JPEG, focus, resolution")
+    ap.add_argument("--set", choices=["stain", "camera", "light"], default="stain",
+                    help="stain: stain and illumination (default); camera: noise, JPEG, focus, resolution; light: the lamp's colour")
     a = ap.parse_args(argv)
     coco = json.load(open(a.data))
     base = os.path.dirname(os.path.abspath(a.data))
     rows = []
     with tempfile.TemporaryDirectory(prefix="hemocount-stain-") as tmp:
-        sweep = CHANGES if a.set == "stain" else [(name, op, None, None) for name, op in CAMERA]
+        sweep = CHANGES if a.set == "stain" else [(name, op, None, None) for name, op in (CAMERA if a.set == "camera" else LIGHT)]
         for name, b, c, s in sweep:
             d = os.path.join(tmp, str(len(rows)))
             os.mkdir(d)

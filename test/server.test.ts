@@ -63,7 +63,8 @@ test('model, OpenAPI and health endpoints', async () => {
   const onnx = await fetch(`${base}/api/model.onnx`);
   assert.ok(Buffer.from(await onnx.arrayBuffer()).equals(int8));
   assert.ok(Buffer.from(await (await fetch(`${base}/api/model.onnx?precision=int8`)).arrayBuffer()).equals(int8));
-  assert.deepEqual(m.browser, { model: `/api/models/${m.sha256}.onnx`, precision: 'server' });
+  assert.deepEqual(m.browser, { model: `/api/models/${m.sha256}.onnx`, precision: 'server', input: m.metadata.input });
+  assert.equal(m.browser.input.dtype, 'uint8'); // the int8 model takes the 8-bit image
 });
 
 test('a 20 MB upload is refused with 413 JSON', async () => {

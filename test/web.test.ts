@@ -9,6 +9,7 @@ import { brotliDecompressSync, gunzipSync } from 'node:zlib';
 import type { Browser, Page } from 'playwright-core';
 import sharp from 'sharp';
 import { parseVoc, toVoc } from '../src/core/formats.js';
+import type { ModelMetadata } from '../src/core/types.js';
 import { loadModel, type Model } from '../src/index.js';
 import { buildServer } from '../src/server/app.js';
 import { launchChromium, MODEL, SAMPLES, tmp } from './helpers.js';
@@ -184,6 +185,36 @@ test('private mode counts in the browser and agrees with server mode', { timeout
   assert.match(await page.getByTestId('errors').innerText(), /big\.png: 1600x1600 is 2\.6 megapixels; the limit is 2, as on the server/);
 });
 
+test('private mode with the int8 model (its input the 8-bit image) counts as the int8 model on the server does', { timeout: 120_000 }, async () => {
+  const app = await buildServer({ model, browserPrecision: 'int8' });
+  const other = await app.listen({ port: 0, host: '127.0.0.1' });
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  try {
+    const info = (await (await fetch(`${other}/api/model`)).json()) as {
+      metadata: ModelMetadata;
+      browser: { precision: string; input: ModelMetadata['input'] };
+    };
+    // the server's decoding, the int8 model's input
+    assert.equal(info.browser.precision, 'int8');
+    assert.deepEqual([info.metadata.input.layout, info.browser.input.layout, info.browser.input.dtype], ['NCHW', 'NHWC', 'uint8']);
+    const p = await context.newPage();
+    await p.goto(other);
+    await p.getByTestId('private').check();
+    await p.getByTestId('file').setInputFiles(SAMPLE);
+    await p.getByText('counted in this browser (private)').waitFor({ timeout: 90_000 });
+    const int8 = await (await loadModel('int8')).count(SAMPLE);
+    const shown = {
+      RBC: Number(await p.getByTestId('detected-RBC').innerText()),
+      WBC: Number(await p.getByTestId('detected-WBC').innerText()),
+      Platelets: Number(await p.getByTestId('detected-Platelets').innerText()),
+    };
+    assert.deepEqual(shown, int8.counts);
+  } finally {
+    await context.close();
+    await app.close();
+  }
+});
+
 /** A GET with any headers (Host included): status, headers, body. */
 function get(base: string, path: string, headers: Record<string, string> = {}) {
   return new Promise<{ status: number; headers: IncomingHttpHeaders; body: Buffer }>((resolve, reject) => {
@@ -200,9 +231,9 @@ function get(base: string, path: string, headers: Record<string, string> = {}) {
 }
 
 test('private mode downloads: the model cached for good, onnxruntime revalidated by ETag, compressed for browsers elsewhere', async () => {
-  const info = (await (await fetch(`${url}/api/model`)).json()) as { browser: { model: string; precision: string } };
+  const info = (await (await fetch(`${url}/api/model`)).json()) as { browser: { model: string; precision: string; input: ModelMetadata['input'] } };
   // private mode runs the server's own model (here the bundled fp32 one; int8 counts a sample differently, docs/browser.json)
-  assert.deepEqual(info.browser, { model: `/api/models/${model.info.sha256}.onnx`, precision: 'server' });
+  assert.deepEqual(info.browser, { model: `/api/models/${model.info.sha256}.onnx`, precision: 'server', input: model.metadata.input });
   const onnx = readFileSync(MODEL);
   const m = await get(url, info.browser.model);
   assert.equal(m.headers['cache-control'], 'public, max-age=31536000, immutable');

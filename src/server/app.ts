@@ -15,8 +15,9 @@ import multipart from '@fastify/multipart';
 import fastifyStatic from '@fastify/static';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { type CountDocument, countDocument, failedResult, type ImageResult } from '../core/formats.js';
+import type { ModelMetadata } from '../core/types.js';
 import { probe, sniffImageType } from '../adapters/image.js';
-import { sha256 } from '../adapters/onnx.js';
+import { readMetadata, sha256 } from '../adapters/onnx.js';
 import { defaultModelPath, type Model } from '../detector.js';
 import { openapi } from './openapi.js';
 import { InferenceQueue, QueueFullError } from './queue.js';
@@ -152,6 +153,11 @@ export async function buildServer(o: ServerOptions): Promise<FastifyInstance> {
   const own = new Asset(() => Promise.resolve(Buffer.from(model.bytes.buffer, model.bytes.byteOffset, model.bytes.byteLength)), ONNX, model.info.sha256);
   const int8 = bundled(model, 'int8') ? own : bundled(model, 'fp32') ? twin() : undefined;
   const browserModel = o.browserPrecision === 'int8' && int8 ? { asset: int8, precision: 'int8' } : { asset: own, precision: 'server' };
+  // what the browser's model takes: the int8 model's input is the 8-bit image, fp32's a float tensor
+  let browserInput: Promise<ModelMetadata['input']> | undefined;
+  const inputOfBrowserModel = () =>
+    (browserInput ??=
+      browserModel.asset === own ? Promise.resolve(model.metadata.input) : browserModel.asset.read().then((b) => readMetadata(new Uint8Array(b)).input));
   const web = join(root, 'web', 'dist');
   const hasWeb = existsSync(web);
   // onnxruntime-web, wherever npm put it (hoisted when hemocount is itself a dependency)
@@ -169,7 +175,7 @@ export async function buildServer(o: ServerOptions): Promise<FastifyInstance> {
       metadata: model.metadata,
       limits: { maxFileBytes: lim.maxFileBytes, maxFiles: lim.maxFiles, maxPixels: lim.maxPixels, concurrency: lim.concurrency, maxQueued: lim.maxQueued },
       // what private mode runs: a content-addressed URL (cached for good); 'server': the model this server runs
-      browser: { model: `/api/models/${await browserModel.asset.sha256()}.onnx`, precision: browserModel.precision },
+      browser: { model: `/api/models/${await browserModel.asset.sha256()}.onnx`, precision: browserModel.precision, input: await inputOfBrowserModel() },
     };
   });
   app.get('/api/openapi.json', async () => openapi(lim));
@@ -417,6 +423,10 @@ class Asset {
   sha256(): Promise<string> {
     this.hash ??= this.body().then(sha256);
     return this.hash;
+  }
+
+  read(): Promise<Buffer> {
+    return this.body();
   }
 
   /** Start making the `enc` form (once); null marks one that is being made or did not pay. */

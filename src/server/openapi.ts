@@ -52,7 +52,12 @@ export function openapi(lim: { maxFileBytes: number; maxFiles: number; maxPixels
           },
         },
       },
-      '/api/model': { get: { summary: 'Model name, version, sha256 and decoding metadata', responses: { 200: { description: 'model' } } } },
+      '/api/model': {
+        get: {
+          summary: "Model name, version, sha256 and decoding metadata; 'browser': the model private mode loads (URL, precision, and the input it takes)",
+          responses: { 200: { description: 'model' } },
+        },
+      },
       '/api/model.onnx': {
         get: {
           summary:

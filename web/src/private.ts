@@ -25,7 +25,7 @@ function load(): Promise<Loaded> {
   ready = (async () => {
     const t0 = performance.now();
     // the model the server offers private mode (a content-addressed URL, cached for good) ...
-    const info: Promise<{ metadata: ModelMetadata; browser?: { model: string } }> = fetch('/api/model').then((r) => r.json());
+    const info: Promise<{ metadata: ModelMetadata; browser?: { model: string; input?: ModelMetadata['input'] } }> = fetch('/api/model').then((r) => r.json());
     const bytes = info.then(async (i) => {
       const r = await fetch(i.browser?.model ?? '/api/model.onnx');
       if (!r.ok) throw new Error(`the model download failed (${r.status})`);
@@ -45,7 +45,8 @@ function load(): Promise<Loaded> {
     const session = await ort.InferenceSession.create(buffer, { executionProviders: ['wasm'], graphOptimizationLevel: 'all' });
     since('session', t1);
     since('load', t0);
-    return { session, ort, meta: i.metadata };
+    // the server's decoding and thresholds, and the input the browser's model takes (the int8 model's is the 8-bit image)
+    return { session, ort, meta: { ...i.metadata, input: i.browser?.input ?? i.metadata.input } };
   })();
   // a failed load (say, the server was down) is tried again on the next image
   ready.catch(() => {
