@@ -29,7 +29,7 @@ import * as ort from 'onnxruntime-node';
 import { decodeRgb } from '../dist/src/adapters/image.js';
 import { readMetadata } from '../dist/src/adapters/onnx.js';
 import { paddedSize } from '../dist/src/core/decode.js';
-import { toTensor } from '../dist/src/core/pipeline.js';
+import { applyGains, backgroundColour, toTensor, whiteBalanceGains } from '../dist/src/core/pipeline.js';
 
 const { values: a, positionals } = parseArgs({
   allowPositionals: true,
@@ -189,7 +189,9 @@ console.error(`${candidates.length} images, ${candidates.length - eligible.lengt
 // hemocount's own decoding and tensor layout (dist/ is built by `npm run build`), so the
 // calibrated ranges are those of the tensors that `count` feeds the network
 async function tensorOf(path) {
-  const img = await decodeRgb(path);
+  let img = await decodeRgb(path);
+  // a model trained on white-balanced images counts white-balanced ones (src/core/detect.ts)
+  if (meta.input.white_balance === 'background') img = applyGains(img, whiteBalanceGains(backgroundColour(img)));
   const [ph, pw] = paddedSize(meta, img.height, img.width);
   const x = toTensor(img, meta, ph, pw);
   if (!(x.data instanceof Float32Array)) throw new Error(`${modelPath}: ranges are calibrated on a float model, not an 8-bit one`);

@@ -3,7 +3,7 @@
  * (architecture, calibration on the validation split), the evaluation JSON, the training
  * log and the speed benchmark. Usage: node dist/scripts/model-card.js
  */
-import { readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { readMetadata } from '../src/adapters/onnx.js';
 import { CLASSES } from '../src/core/types.js';
@@ -25,16 +25,19 @@ const LIMITS = readFileSync(join(ROOT, 'models', 'LIMITS.md'), 'utf8').trim();
 interface Sweep {
   rows: ({ change: string } & Record<string, Record<string, number>>)[];
 }
-const readSweep = (f: string): Sweep => JSON.parse(readFileSync(join(ROOT, 'docs', 'validation', f), 'utf8'));
-/** This model's sweep against the previous release's (in brackets), row by row. */
+const readSweep = (f: string): Sweep | null => {
+  const path = join(ROOT, 'docs', 'validation', f);
+  return existsSync(path) ? JSON.parse(readFileSync(path, 'utf8')) : null;
+};
+/** This model's sweep against the previous release's (in brackets, where it was measured), row by row. */
 const sweepTable = (name: string) => {
-  const [cur, prevSweep] = [readSweep(`${name}.json`), readSweep(`${name}-previous.json`)];
+  const [cur, prevSweep] = [readSweep(`${name}.json`)!, readSweep(`${name}-previous.json`)];
   return `| change | full fields: RBC | WBC | Platelets | close-ups: RBC | WBC | Platelets |
 |---|---|---|---|---|---|---|
 ${cur.rows
   .map((r, i) => {
-    const q = prevSweep.rows[i]!;
-    const cell = (sub: string, k: string) => `${r[sub]![k]} (${q[sub]![k]})`;
+    const q = prevSweep?.rows[i];
+    const cell = (sub: string, k: string) => (q ? `${r[sub]![k]} (${q[sub]![k]})` : `${r[sub]![k]}`);
     return `| ${r.change} | ${['full-field', 'close-up'].flatMap((sub) => CLASSES.map((k) => cell(sub, k))).join(' | ')} |`;
   })
   .join('\n')}`;
@@ -53,6 +56,11 @@ noise, strong JPEG compression, defocus, half the resolution; \`docs/validation/
 \`camera-sweep-previous.json\`), this model against the fourth release (in brackets):
 
 ${sweepTable('camera-sweep')}
+
+The lamp's colour, recorded by a camera not white-balanced for it (\`--set light\`: a gain per
+channel on every image; \`docs/validation/light-sweep.json\`, \`light-sweep-previous.json\`):
+
+${sweepTable('light-sweep')}
 
 The full fields hold 25 white cells and 33 platelets: one cell is 4 and 3 points of F1.`;
 const speed = JSON.parse(readFileSync(join(ROOT, 'docs', 'speed.json'), 'utf8'));

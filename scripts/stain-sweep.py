@@ -5,7 +5,7 @@ paler, faded, grey, over-stained, brighter, flatter; camera: sensor noise, stron
 half the resolution; light: the lamp's colour, not white-balanced) and scores a model on each with `hemocount evaluate`, so the figures are
 hemocount's own (F1 at the model's thresholds, IoU 0.5, per subset).
 
-    /usr/bin/python3 scripts/stain-sweep.py [--set stain|camera|light] [--model M] [--data training/splits/val.json] [--out FILE]
+    /usr/bin/python3 scripts/stain-sweep.py [--set stain|camera|light] [--model M] [--white-balance on|off] [--data training/splits/val.json] [--out FILE]
 
 Needs Pillow (Debian's python3-pil) and a built checkout (`npm run build`).
 """
@@ -92,6 +92,7 @@ def main(argv=None):
     ap.add_argument("--model", default="fp32", help="model to score (default: the bundled fp32 network)")
     ap.add_argument("--data", default=os.path.join(ROOT, "training", "splits", "val.json"))
     ap.add_argument("--out", help="write the table as JSON here")
+    ap.add_argument("--white-balance", choices=["on", "off"], help="passed to hemocount evaluate (default: as the model was trained)")
     ap.add_argument("--set", choices=["stain", "camera", "light"], default="stain",
                     help="stain: stain and illumination (default); camera: noise, JPEG, focus, resolution; light: the lamp's colour")
     a = ap.parse_args(argv)
@@ -114,7 +115,8 @@ def main(argv=None):
             ann = os.path.join(d, "val.json")
             json.dump({**coco, "images": images}, open(ann, "w"))
             r = subprocess.run(["node", os.path.join(ROOT, "bin", "hemocount.js"), "evaluate", "--data", ann, "--model", a.model,
-                                "--json", "-", "--quiet"], capture_output=True, text=True, cwd=ROOT)
+                                "--json", "-", "--quiet", *(["--white-balance", a.white_balance] if a.white_balance else [])],
+                               capture_output=True, text=True, cwd=ROOT)
             if r.returncode != 0:
                 sys.exit(f"evaluate failed on '{name}': {r.stderr.strip()[-500:]}")
             doc = json.loads(r.stdout)
@@ -126,6 +128,7 @@ def main(argv=None):
             print(f"{name:36s} " + "  ".join(cells), flush=True)
     if a.out:
         json.dump({"model": a.model, "data": os.path.relpath(a.data, ROOT), "metric": "F1 % at the model's thresholds, IoU 0.5",
+                   **({"white_balance": a.white_balance} if a.white_balance else {}),
                    "rows": rows}, open(a.out, "w"), indent=1)
 
 

@@ -152,7 +152,15 @@ export class Model {
   /** Detect, apply per-class thresholds and the review band, count. */
   async count(input: ImageInput, opts: CountOptions = {}): Promise<ImageResult> {
     const floor = opts.candidates ? undefined : lowestScore(this.thresholds(opts.thresholds, opts.review));
-    const det = await this.detect(input, { scale: opts.scale, tta: opts.tta, maxPixels: opts.maxPixels, tiling: opts.tiling, floor, signal: opts.signal });
+    const det = await this.detect(input, {
+      scale: opts.scale,
+      tta: opts.tta,
+      whiteBalance: opts.whiteBalance,
+      maxPixels: opts.maxPixels,
+      tiling: opts.tiling,
+      floor,
+      signal: opts.signal,
+    });
     return this.summarise(det, opts, opts.name ?? (typeof input === 'string' ? input : 'image'));
   }
 
@@ -171,6 +179,7 @@ export class Model {
       ...(opts.candidates ? { candidates: det.candidates } : {}),
       tiles: det.tiles,
       scale: det.scale,
+      ...(det.whiteBalance ? { whiteBalance: det.whiteBalance.map((g) => Math.round(g * 1000) / 1000) as [number, number, number] } : {}),
       ...(det.tta ? { tta: true as const } : {}),
       ms: Math.round(det.ms),
     };

@@ -244,6 +244,9 @@ test('usage errors exit 2 with a message', () => {
   assert.match(r.stderr, /unknown command/);
   assert.equal(run(['evaluate']).status, 2);
   assert.equal(run(['count', 'samples', '--threads', 'abc']).status, 2);
+  const wb = run(['count', 'samples', '--white-balance', 'maybe']);
+  assert.equal(wb.status, 2);
+  assert.match(wb.stderr, /--white-balance must be on or off, not 'maybe'/);
   // a mistyped path alone is nothing to count: named, no table
   const typo = run(['count', 'samples/BloodImage_0004.jpg']);
   assert.equal(typo.status, 2);

@@ -321,6 +321,7 @@ test('library arguments are checked sharp-style: the argument and the bad value 
     model.count(file, { tta: 'yes' as never }),
     (e: Error) => e instanceof TypeError && /tta must be true or false, not 'yes'/.test(e.message),
   );
+  await assert.rejects(model.count(file, { whiteBalance: 'on' as never }), /whiteBalance must be true or false, not 'on'/);
   await assert.rejects(model.count(new Uint8Array(0)), /image bytes are empty/);
   await assert.rejects(model.count(file, { maxPixels: 1000 }), /640 x 480 is 0\.31 megapixels, above the limit of 0\.001 \(maxPixels; --max-megapixels/);
   assert.throws(() => model.summarise(undefined as never), /summarise needs what detect\(\) returned/);
@@ -370,4 +371,26 @@ test('the bundled int8 model is the default, carries the same metadata, is small
     }
   }
   assert.ok(matched / total > 0.97, `${matched}/${total}`);
+});
+
+test('white balance: a field under a warm lamp is brought back to grey, the gains reported; asked off, nothing changes', async () => {
+  const file = join(SAMPLES, 'BloodImage_00011.jpg');
+  const { data, info } = await sharp(file).raw().toBuffer({ resolveWithObject: true });
+  // the lamp's colour, not white-balanced: red up 8 %, blue down 20 %
+  const warm = new Uint8Array(data.length);
+  for (let i = 0; i < data.length; i += 3) {
+    warm[i] = Math.min(255, Math.round(data[i]! * 1.08));
+    warm[i + 1] = data[i + 1]!;
+    warm[i + 2] = Math.round(data[i + 2]! * 0.8);
+  }
+  const img = { data: warm, width: info.width, height: info.height, channels: 3 as const };
+  const plain = await model.count(file, { whiteBalance: true });
+  const balanced = await model.count(img, { whiteBalance: true });
+  const [r, g, b] = balanced.whiteBalance!;
+  // the gains undo the cast (relative to green: the brightness they keep is the cast field's own)
+  const [pr, pg, pb] = plain.whiteBalance!;
+  assert.ok(Math.abs((r * 1.08) / g - pr / pg) < 0.02 && Math.abs((b * 0.8) / g - pb / pg) < 0.02, `${balanced.whiteBalance} against ${plain.whiteBalance}`);
+  for (const c of ['RBC', 'WBC', 'Platelets'] as const) assert.ok(Math.abs(balanced.counts[c] - plain.counts[c]) <= 1, `${c}`);
+  const off = await model.count(img, { whiteBalance: false });
+  assert.equal(off.whiteBalance, undefined);
 });

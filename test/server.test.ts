@@ -108,6 +108,9 @@ test('other limits: too many files, bad thresholds, no image, not multipart', as
   const tta = await post(form([{ name: 'a.jpg', bytes: sample }], { tta: 'yes' }));
   assert.equal(tta.status, 400);
   assert.match((await tta.json()).error, /tta must be true or false, not 'yes'/);
+  const wb = await post(form([{ name: 'a.jpg', bytes: sample }], { white_balance: 'warm' }));
+  assert.equal(wb.status, 400);
+  assert.match((await wb.json()).error, /white_balance must be true or false, not 'warm'/);
   const json = await fetch(`${base}/api/count`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
   assert.equal(json.status, 415);
   // a misspelt option or a file in another field is refused, not ignored; an empty file is called empty

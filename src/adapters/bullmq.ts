@@ -29,6 +29,7 @@ export interface CountJob {
   review?: string;
   scale: 'auto' | number;
   tta?: boolean;
+  whiteBalance?: boolean;
   maxPixels?: number;
 }
 
@@ -103,7 +104,15 @@ export async function startWorker(redis: Redis, o: WorkerOptions = {}): Promise<
       const input = d.inline ? Buffer.from(d.inline, 'base64') : d.file;
       let r: ImageResult;
       try {
-        r = await model.count(input, { thresholds: th.count, review: th.review, scale: d.scale, tta: d.tta, maxPixels: d.maxPixels, name: d.file });
+        r = await model.count(input, {
+          thresholds: th.count,
+          review: th.review,
+          scale: d.scale,
+          tta: d.tta,
+          whiteBalance: d.whiteBalance,
+          maxPixels: d.maxPixels,
+          name: d.file,
+        });
       } catch (e) {
         // the bytes are no image, or too large: trying again gives the same answer (a missing,
         // empty or truncated file may be storage still being written, and is tried again)

@@ -46,6 +46,7 @@ export interface CountArgs {
   threads?: number;
   scale?: 'auto' | number;
   tta?: boolean;
+  whiteBalance?: boolean;
   /** Sample manifest (CSV: file,sample[,rbc_count]). */
   samples?: string;
   /** Sample name for the images given directly (not in a sub-folder or the manifest). */
@@ -169,7 +170,7 @@ export async function runCount(a: CountArgs): Promise<number> {
     let det: Detected;
     try {
       // with pictures, the decoded pixels are kept for drawing: the input is decoded once
-      const opts = { scale: a.scale, tta: a.tta, maxPixels: a.maxPixels, keepPixels: !!a.out, floor };
+      const opts = { scale: a.scale, tta: a.tta, whiteBalance: a.whiteBalance, maxPixels: a.maxPixels, keepPixels: !!a.out, floor };
       det = pool ? await pool.detect(f.path, opts) : await model.detect(f.path, opts);
       r = model.summarise(det, { thresholds: th.count, review: th.review, candidates: a.candidates }, f.path);
     } catch (e) {
@@ -246,9 +247,9 @@ export async function runCount(a: CountArgs): Promise<number> {
 }
 
 /** What decides a count besides the image, as a JSONL line records it (compared on --resume). */
-function runSettings(modelSha: string, th: ReturnType<Model['thresholds']>, a: Pick<CountArgs, 'scale' | 'tta' | 'candidates'>): string {
+function runSettings(modelSha: string, th: ReturnType<Model['thresholds']>, a: Pick<CountArgs, 'scale' | 'tta' | 'whiteBalance' | 'candidates'>): string {
   const spec = (t: Record<string, number>) => CLASSES.map((k) => `${k}=${t[k]}`).join(',');
-  return `model ${modelSha.slice(0, 12)}, thresholds ${spec(th.count)}, review ${spec(th.review)}, scale ${a.scale ?? 'auto'}, tta ${a.tta ? 'on' : 'off'}${a.candidates ? ', with candidates' : ''}`;
+  return `model ${modelSha.slice(0, 12)}, thresholds ${spec(th.count)}, review ${spec(th.review)}, scale ${a.scale ?? 'auto'}, tta ${a.tta ? 'on' : 'off'}${a.whiteBalance === undefined ? '' : `, white balance ${a.whiteBalance ? 'on' : 'off'}`}${a.candidates ? ', with candidates' : ''}`;
 }
 
 /** The images of a run with their samples, and the analyser red-cell counts by sample. */

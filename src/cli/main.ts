@@ -63,6 +63,8 @@ const SECTIONS: Record<string, string> = {
                         whose cells are outside the training range; 1 = off; F = force factor F
   --tta                 test-time augmentation: average over the image and its two flips (about 3x
                         the time; not always better: the model card gives its measured effect)
+  --white-balance on|off  make the smear's background grey first (a lamp's colour the camera was
+                        not balanced for); default: as the model was trained (\`hemocount info\`)
 
 samples (several fields of one smear; see README 'Samples'):
   each sub-folder of a named folder is a sample (slides/patient-A/*.jpg -> sample patient-A)
@@ -88,7 +90,7 @@ samples (several fields of one smear; see README 'Samples'):
   --split NAME          a YOLO set (folder or data.yaml): only labels/NAME/ (e.g. val)
   --subset NAME         only the images of one subset (COCO 'subset' field, e.g. full-field);
                         without it, every subset is also reported on its own
-  --scale, --tta        as for count
+  --scale, --tta, --white-balance  as for count
   --log FILE            (report) a train_log.jsonl for the learning curve
   --overwrite           replace outputs (--out, --json) that hemocount did not write, as for count
 
@@ -186,6 +188,7 @@ async function main(argv: string[]): Promise<number> {
     help: { type: 'boolean', short: 'h', default: false },
     scale: { type: 'string', default: 'auto' },
     tta: { type: 'boolean', default: false },
+    'white-balance': { type: 'string' },
   } as const;
   const study = {
     ...common,
@@ -211,6 +214,11 @@ async function main(argv: string[]): Promise<number> {
     if (!/^\d+$/.test(v) || Number(v) < 1) throw new UsageError(`${name} must be a whole number >= 1, not '${v}'`);
     return Number(v);
   };
+  const whiteBalance = (v: string | undefined) => {
+    if (v === undefined) return undefined;
+    if (v !== 'on' && v !== 'off') throw new UsageError(`--white-balance must be on or off, not '${v}'`);
+    return v === 'on';
+  };
   const outFormat = (v: string) => {
     if (v === 'jpeg') return 'jpg'; // the library's name for it
     if (v !== 'png' && v !== 'jpg' && v !== 'webp') throw new UsageError(`--out-format must be png, jpg or webp, not '${v}'`);
@@ -235,6 +243,7 @@ async function main(argv: string[]): Promise<number> {
       split: v.split as string | undefined,
       scale: parseScale(v.scale as string),
       tta: v.tta as boolean,
+      whiteBalance: whiteBalance(v['white-balance'] as string | undefined),
       skipMissing: v['skip-missing'] as boolean,
       overwrite: v.overwrite as boolean,
     };
@@ -303,6 +312,7 @@ async function main(argv: string[]): Promise<number> {
         threads: threads(v.threads),
         scale: parseScale(v.scale),
         tta: v.tta,
+        whiteBalance: whiteBalance(v['white-balance']),
       });
     }
     case 'worker': {
@@ -370,6 +380,7 @@ async function main(argv: string[]): Promise<number> {
         rbcCount: v['rbc-count'],
         scale: parseScale(v.scale),
         tta: v.tta,
+        whiteBalance: whiteBalance(v['white-balance']),
         quiet: v.quiet,
       });
     }
@@ -495,7 +506,7 @@ function describeModel(path: string, m: ModelMetadata, size: number, sha: string
         }`
       : "calibrated:   no (the paper's thresholds)",
     `magnification: --scale auto keeps red cells of ${band.min_px}-${band.max_px} px, rescales others to ${band.reference_px} px`,
-    `input:        RGB, native resolution, padded to a multiple of ${m.input.pad_multiple}; NMS IoU ${m.postprocess.nms_iou}`,
+    `input:        RGB, native resolution, padded to a multiple of ${m.input.pad_multiple}; NMS IoU ${m.postprocess.nms_iou}${m.input.white_balance ? '; white-balanced (background made grey)' : ''}`,
     '(--json for the whole metadata)',
   ];
   return lines.join('\n') + '\n';

@@ -64,6 +64,7 @@ export interface SubmitArgs
     | 'review'
     | 'scale'
     | 'tta'
+    | 'whiteBalance'
     | 'maxPixels'
     | 'overwrite'
     | 'quiet'
@@ -91,7 +92,7 @@ export async function runSubmit(a: SubmitArgs): Promise<number> {
   try {
     // workers on other machines read the same paths: send absolute ones
     const planned = files.map((f) => ({ path: resolve(f.path), sample: f.sample }));
-    const settings = { threshold: a.threshold, review: a.review, scale: a.scale ?? 'auto', tta: a.tta, maxPixels: a.maxPixels };
+    const settings = { threshold: a.threshold, review: a.review, scale: a.scale ?? 'auto', tta: a.tta, whiteBalance: a.whiteBalance, maxPixels: a.maxPixels };
     let batch: string;
     let ids: string[];
     try {

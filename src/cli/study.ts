@@ -27,6 +27,7 @@ export interface StudyArgs {
   skipMissing?: boolean;
   scale?: 'auto' | number;
   tta?: boolean;
+  whiteBalance?: boolean;
   /** Replace outputs that hemocount did not write (as for count). */
   overwrite?: boolean;
 }
@@ -76,7 +77,7 @@ async function run(model: Model, a: StudyArgs): Promise<EvalImage[]> {
     );
   }
   const p = new Progress(truth.images.length, a.quiet);
-  const got = await collect(model, truth, (i, f) => p.tick(i, basename(f)), { scale: a.scale, tta: a.tta }, a.iou);
+  const got = await collect(model, truth, (i, f) => p.tick(i, basename(f)), { scale: a.scale, tta: a.tta, whiteBalance: a.whiteBalance }, a.iou);
   p.done();
   const bad = [...truth.unreadable, ...got.failed.map((f) => `${f.file}: ${f.error}`)];
   for (const b of bad) log(`${c.red('error')} ${b}`);

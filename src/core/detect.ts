@@ -6,7 +6,7 @@
  */
 import { iou } from './metrics.js';
 import { classwiseNms } from './decode.js';
-import { detectPixels, detectTiled, type Pixels, type Runner, type Tiling, WHOLE_IMAGE_PIXELS } from './pipeline.js';
+import { backgroundColour, detectPixels, detectTiled, type Pixels, type Runner, type Tiling, WHOLE_IMAGE_PIXELS, whiteBalanceGains } from './pipeline.js';
 import type { Box, Candidate, ModelMetadata } from './types.js';
 
 export interface PixelSource {
@@ -30,6 +30,12 @@ export interface DetectOptions {
    * tta, whose averaged scores need the weak ones; never above what `scale: 'auto'` measures.
    */
   floor?: number;
+  /**
+   * Make the smear's background grey before the network (the lamp's colour, where the camera
+   * was not white-balanced for it): per-channel gains from the background's colour. Default:
+   * what the model was trained with (its metadata's input.white_balance).
+   */
+  whiteBalance?: boolean;
 }
 
 export interface ScaleEstimate {
@@ -47,6 +53,8 @@ export interface Detected {
   /** The factor the image was resized by before the network (1 = native). */
   scale: number;
   estimate?: ScaleEstimate;
+  /** The per-channel gains (R, G, B) applied to the pixels, when white-balanced. */
+  whiteBalance?: [number, number, number];
 }
 
 /**
@@ -273,11 +281,21 @@ async function passAt(
 }
 
 /** Find all candidates above the model's floor, in original-image pixels. */
-export async function detect(run: Runner, meta: ModelMetadata, src: PixelSource, opts: DetectOptions = {}): Promise<Detected> {
+export async function detect(run: Runner, meta: ModelMetadata, source: PixelSource, opts: DetectOptions = {}): Promise<Detected> {
+  checkDetectOptions(opts);
+  const { width, height } = source;
+  if (!(opts.whiteBalance ?? meta.input.white_balance === 'background')) return detectAs(run, meta, source, opts);
+  // the background's colour from the image, or its central region when it is large (as --scale auto measures)
+  const [pw, ph] = [Math.min(width, PROBE_PX), Math.min(height, PROBE_PX)];
+  const gains = whiteBalanceGains(backgroundColour(await source.read(Math.floor((width - pw) / 2), Math.floor((height - ph) / 2), pw, ph)));
+  // the input tensor applies them (core/pipeline.ts toTensor): no second copy of the pixels
+  return { ...(await detectAs(run, { ...meta, input: { ...meta.input, gains } }, source, opts)), whiteBalance: gains };
+}
+
+async function detectAs(run: Runner, meta: ModelMetadata, src: PixelSource, opts: DetectOptions): Promise<Detected> {
   const scale = opts.scale ?? 'auto';
   const tta = opts.tta ?? false;
   const { width, height } = src;
-  checkDetectOptions(opts);
   const base = meta.postprocess.score_floor;
   // a hair below: the decoder keeps scores above its floor, a count those at or above its edge
   const floor = tta || opts.floor === undefined ? base : Math.max(base, Math.min(opts.floor, scaleModel(meta).min_score) - 1e-6);
@@ -349,6 +367,8 @@ export function checkDetectOptions(opts: DetectOptions): void {
   if (opts.tta !== undefined && typeof opts.tta !== 'boolean') throw new TypeError(`tta must be true or false, not ${shown(opts.tta)}`);
   if (opts.floor !== undefined && !(typeof opts.floor === 'number' && opts.floor >= 0 && opts.floor <= 1))
     throw new RangeError(`floor must be a number from 0 to 1, not ${shown(opts.floor)}`);
+  if (opts.whiteBalance !== undefined && typeof opts.whiteBalance !== 'boolean')
+    throw new TypeError(`whiteBalance must be true or false, not ${shown(opts.whiteBalance)}`);
 }
 
 /** 'auto' | '1' | '1.6' (CLI flag, form field): 'auto' estimates the magnification, a number forces it. */

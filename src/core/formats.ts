@@ -20,6 +20,8 @@ export interface ImageResult {
   tiles?: number;
   /** Factor the image was resized by before detection (`scale: 'auto'` estimates it). */
   scale?: number;
+  /** The per-channel gains (R, G, B) that made the background grey, when white-balanced. */
+  whiteBalance?: [number, number, number];
   /** Set when the counts average the image and its flips (test-time augmentation, `--tta`). */
   tta?: true;
   ms?: number;

@@ -76,16 +76,25 @@ const padColour = (meta: ModelMetadata) => meta.input.mean.map((m) => Math.round
 export function toTensor(img: Pixels, meta: ModelMetadata, paddedH: number, paddedW: number, out?: InputTensor['data']): InputTensor {
   const n = 3 * paddedH * paddedW;
   const dims = inputDims(meta, paddedH, paddedW);
+  const luts = meta.input.gains && gainTables(meta.input.gains);
   if (isUint8(meta)) {
     const buf = out instanceof Uint8Array && out.length === n ? out : new Uint8Array(n);
     if (meta.input.layout !== 'NHWC') throw new Error(`${meta.name}: an 8-bit input must be NHWC, not ${meta.input.layout}`);
-    return { data: fillUint8(img, padColour(meta), paddedH, paddedW, buf), dims, height: paddedH, width: paddedW };
+    return { data: fillUint8(img, padColour(meta), paddedH, paddedW, buf, luts), dims, height: paddedH, width: paddedW };
   }
   const buf = out instanceof Float32Array && out.length === n ? out : new Float32Array(n);
-  return { data: fillFloat(img, meta, paddedH, paddedW, buf), dims, height: paddedH, width: paddedW };
+  return { data: fillFloat(img, meta, paddedH, paddedW, buf, luts), dims, height: paddedH, width: paddedW };
 }
 
-function fillFloat(img: Pixels, meta: ModelMetadata, paddedH: number, paddedW: number, out: Float32Array<ArrayBuffer>) {
+type Tables = [Uint8Array, Uint8Array, Uint8Array];
+
+/** What each 8-bit value becomes under a channel's gain: rounded half up, capped at 255 (as training does). */
+const gainTables = (gains: [number, number, number]): Tables =>
+  gains.map((g) => Uint8Array.from({ length: 256 }, (_, v) => Math.min(255, Math.floor(v * g + 0.5)))) as Tables;
+
+const IDENTITY = Uint8Array.from({ length: 256 }, (_, v) => v);
+
+function fillFloat(img: Pixels, meta: ModelMetadata, paddedH: number, paddedW: number, out: Float32Array<ArrayBuffer>, luts?: Tables) {
   const { scale, mean, std, pad_value: pad } = meta.input;
   const plane = paddedH * paddedW;
   const [m0, m1, m2] = mean;
@@ -97,12 +106,23 @@ function fillFloat(img: Pixels, meta: ModelMetadata, paddedH: number, paddedW: n
     let src = y * width * ch;
     const row = y * paddedW;
     let darkRed = false; // a cheap flag in the hot loop; the rare dark rows are mended after it
-    for (let x = 0; x < width; x++, src += ch) {
-      const r = data[src]!;
-      if (r < DARK_LEVEL) darkRed = true;
-      out[row + x] = r * a0 + b0;
-      out[plane + row + x] = data[src + 1]! * a1 + b1;
-      out[2 * plane + row + x] = data[src + 2]! * a2 + b2;
+    if (luts) {
+      const [l0, l1, l2] = luts;
+      for (let x = 0; x < width; x++, src += ch) {
+        const r = data[src]!;
+        if (r < DARK_LEVEL) darkRed = true;
+        out[row + x] = l0[r]! * a0 + b0;
+        out[plane + row + x] = l1[data[src + 1]!]! * a1 + b1;
+        out[2 * plane + row + x] = l2[data[src + 2]!]! * a2 + b2;
+      }
+    } else {
+      for (let x = 0; x < width; x++, src += ch) {
+        const r = data[src]!;
+        if (r < DARK_LEVEL) darkRed = true;
+        out[row + x] = r * a0 + b0;
+        out[plane + row + x] = data[src + 1]! * a1 + b1;
+        out[2 * plane + row + x] = data[src + 2]! * a2 + b2;
+      }
     }
     if (darkRed) {
       src = y * width * ch;
@@ -120,8 +140,8 @@ function fillFloat(img: Pixels, meta: ModelMetadata, paddedH: number, paddedW: n
   return out;
 }
 
-/** RGB(A) rows copied as they are (NHWC); dark pixels and the padding get the pad colour. */
-function fillUint8(img: Pixels, [p0, p1, p2]: number[], paddedH: number, paddedW: number, out: Uint8Array<ArrayBuffer>) {
+/** RGB(A) rows copied as they are (NHWC; through the gain tables when given); dark pixels and the padding get the pad colour. */
+function fillUint8(img: Pixels, [p0, p1, p2]: number[], paddedH: number, paddedW: number, out: Uint8Array<ArrayBuffer>, luts?: Tables) {
   const { data, width, height, channels: ch } = img;
   const rowLen = 3 * paddedW;
   const fillPad = (from: number, to: number) => {
@@ -135,20 +155,23 @@ function fillUint8(img: Pixels, [p0, p1, p2]: number[], paddedH: number, paddedW
     const row = y * rowLen;
     let src = y * width * ch;
     let darkRed = false;
-    if (ch === 3) {
+    if (ch === 3 && !luts) {
       out.set(data.subarray(src, src + 3 * width), row);
       for (let x = 0; x < width; x++, src += 3) if (data[src]! < DARK_LEVEL) darkRed = true;
     } else {
+      const [l0, l1, l2] = luts ?? [IDENTITY, IDENTITY, IDENTITY];
       for (let x = 0, d = row; x < width; x++, src += ch, d += 3) {
         const r = data[src]!;
         if (r < DARK_LEVEL) darkRed = true;
-        out[d] = r;
-        out[d + 1] = data[src + 1]!;
-        out[d + 2] = data[src + 2]!;
+        out[d] = l0[r]!;
+        out[d + 1] = l1[data[src + 1]!]!;
+        out[d + 2] = l2[data[src + 2]!]!;
       }
     }
+    // dark as the image has it (before any gains), as the float input decides
     if (darkRed)
-      for (let d = row; d < row + 3 * width; d += 3) if (out[d]! < DARK_LEVEL && out[d + 1]! < DARK_LEVEL && out[d + 2]! < DARK_LEVEL) fillPad(d, d + 3);
+      for (let d = row, p = y * width * ch; d < row + 3 * width; d += 3, p += ch)
+        if (data[p]! < DARK_LEVEL && data[p + 1]! < DARK_LEVEL && data[p + 2]! < DARK_LEVEL) fillPad(d, d + 3);
     fillPad(row + 3 * width, row + rowLen);
   }
   fillPad(height * rowLen, paddedH * rowLen);
@@ -212,4 +235,62 @@ export function crop(img: Pixels, left: number, top: number, width: number, heig
     out.set(img.data.subarray(src, src + width * ch), y * width * ch);
   }
   return { data: out, width, height, channels: ch };
+}
+
+/**
+ * The colour of a smear's background (the plasma between cells, its brightest quarter): the
+ * per-channel lower median of the brightest quarter of every STEP-th pixel in each direction,
+ * by integer luminance. Dark pixels (unlit margins) are never among them. training/
+ * hemocount_train/data.py computes the same, so a model trained on balanced images sees
+ * balanced images here. Null for an image without pixels.
+ */
+export function backgroundColour(img: Pixels, step = 4): [number, number, number] | null {
+  const { data, width, height, channels: ch } = img;
+  const lum = new Uint32Array(256);
+  const start = step >> 1;
+  let n = 0;
+  for (let y = start; y < height; y += step)
+    for (let x = start, p = (y * width + start) * ch; x < width; x += step, p += step * ch) {
+      lum[Math.floor((299 * data[p]! + 587 * data[p + 1]! + 114 * data[p + 2]! + 500) / 1000)]!++;
+      n++;
+    }
+  if (!n) return null;
+  // T: the luminance at rank floor(0.75 n) of the sorted values; the pixels at or above it
+  let t = 0;
+  for (let below = 0; below + lum[t]! <= Math.floor(0.75 * n); t++) below += lum[t]!;
+  const hist = [new Uint32Array(256), new Uint32Array(256), new Uint32Array(256)];
+  let m = 0;
+  for (let y = start; y < height; y += step)
+    for (let x = start, p = (y * width + start) * ch; x < width; x += step, p += step * ch) {
+      if (Math.floor((299 * data[p]! + 587 * data[p + 1]! + 114 * data[p + 2]! + 500) / 1000) < t) continue;
+      hist[0]![data[p]!]!++;
+      hist[1]![data[p + 1]!]!++;
+      hist[2]![data[p + 2]!]!++;
+      m++;
+    }
+  const lowerMedian = (h: Uint32Array) => {
+    for (let v = 0, seen = 0; v < 256; v++) if ((seen += h[v]!) > (m - 1) >> 1) return v;
+    return 255;
+  };
+  return [lowerMedian(hist[0]!), lowerMedian(hist[1]!), lowerMedian(hist[2]!)];
+}
+
+/** Per-channel gains that make a background grey at its own mean brightness (each within 0.6-1.6). */
+export function whiteBalanceGains(bg: [number, number, number] | null): [number, number, number] {
+  if (!bg) return [1, 1, 1];
+  const mean = (bg[0] + bg[1] + bg[2]) / 3;
+  return bg.map((v) => Math.min(1.6, Math.max(0.6, mean / Math.max(1, v)))) as [number, number, number];
+}
+
+/** RGB(A) -> RGB with each channel scaled by its gain (rounded half up, capped at 255). */
+export function applyGains(img: Pixels, gains: [number, number, number]): Pixels {
+  const [l0, l1, l2] = gainTables(gains);
+  const { data, width, height, channels: ch } = img;
+  const out = new Uint8Array(width * height * 3);
+  for (let s = 0, d = 0; d < out.length; s += ch, d += 3) {
+    out[d] = l0[data[s]!]!;
+    out[d + 1] = l1[data[s + 1]!]!;
+    out[d + 2] = l2[data[s + 2]!]!;
+  }
+  return { data: out, width, height, channels: 3 };
 }

@@ -44,6 +44,10 @@ export interface ModelMetadata {
     std: [number, number, number];
     pad_multiple: number;
     pad_value: number;
+    /** 'background': trained on images whose background was made grey (core/pipeline.ts backgroundColour). */
+    white_balance?: 'background';
+    /** Per image, never in a model file: the white-balance gains (R, G, B) detect() found, which toTensor applies. */
+    gains?: [number, number, number];
   };
   anchors: { levels: AnchorLevel[] };
   /** How the outputs are laid out (core/decode.ts): 'planar' from format 2; absent (interleaved) in format 1. */

@@ -269,6 +269,10 @@ export async function buildServer(o: ServerOptions): Promise<FastifyInstance> {
     if (fields.tta !== undefined && !['true', '1', 'false', '0', ''].includes(fields.tta))
       throw new HttpError(400, `tta must be true or false, not '${fields.tta}'`);
     const tta = fields.tta === 'true' || fields.tta === '1';
+    const wb = fields.white_balance;
+    if (wb !== undefined && !['true', '1', 'false', '0'].includes(wb)) throw new HttpError(400, `white_balance must be true or false, not '${wb}'`);
+    // absent: as the model was trained
+    const whiteBalance = wb === undefined ? undefined : wb === 'true' || wb === '1';
     // check every file before any inference: type by bytes, size in pixels
     let pixels = 0;
     for (const f of files) {
@@ -296,7 +300,16 @@ export async function buildServer(o: ServerOptions): Promise<FastifyInstance> {
       const out: ImageResult[] = [];
       for (const f of files) {
         try {
-          const r = await model.count(f.bytes, { thresholds: th.count, review: th.review, candidates: true, name: f.name, scale, tta, signal: gone.signal });
+          const r = await model.count(f.bytes, {
+            thresholds: th.count,
+            review: th.review,
+            candidates: true,
+            name: f.name,
+            scale,
+            tta,
+            whiteBalance,
+            signal: gone.signal,
+          });
           out.push(r);
         } catch (e) {
           if (gone.signal.aborted) throw e; // nobody to tell
@@ -330,7 +343,7 @@ function hostOf(origin: string): string | null {
 }
 
 /** The form fields /api/count reads besides the images. */
-const FORM_FIELDS = ['thresholds', 'review', 'scale', 'tta'];
+const FORM_FIELDS = ['thresholds', 'review', 'scale', 'tta', 'white_balance'];
 
 const mb = (b: number) => `${(b / 1024 / 1024).toFixed(0)} MB`;
 

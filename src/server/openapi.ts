@@ -32,6 +32,11 @@ export function openapi(lim: { maxFileBytes: number; maxFiles: number; maxPixels
                       example: 'false',
                       description: 'true: average over the image and its flips (about 3x the time; its measured effect is in the model card)',
                     },
+                    white_balance: {
+                      type: 'string',
+                      example: 'true',
+                      description: "true: make the smear's background grey first (a lamp's colour); absent: as the model was trained",
+                    },
                     review: { type: 'string', example: 'RBC=0.1,WBC=0.5,Platelets=0.2' },
                   },
                   required: ['images'],

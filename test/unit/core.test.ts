@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import { applyThresholds, parseThresholds } from '../../src/core/count.js';
 import { baseAnchors, classwiseNms, decodeDetections, levelGrids, nms, topAbove } from '../../src/core/decode.js';
 import { estimateScale, flipPixels, mergePasses, parseScale, resizePixels } from '../../src/core/detect.js';
-import { DARK_LEVEL, toTensor } from '../../src/core/pipeline.js';
+import { applyGains, backgroundColour, DARK_LEVEL, toTensor, whiteBalanceGains } from '../../src/core/pipeline.js';
 import { mergeTiles, ownedByTile, planTiles } from '../../src/core/tiling.js';
 import type { Candidate, ModelMetadata } from '../../src/core/types.js';
 
@@ -380,4 +380,47 @@ test('toTensor makes dark pixels (all channels below DARK_LEVEL) padding, and on
   assert.ok(Math.abs(at(3)[2]! - (90 / 255 - 0.406) / 0.225) < 1e-6);
   const q = toTensor(img, UINT8_IN, 1, 4).data;
   assert.deepEqual([...q], [...PAD_RGB, ...PAD_RGB, D - 1, D, D - 1, 30, 10, 90]);
+});
+
+test('white balance: the background is the brightest quarter, made grey; cells and dark margins do not move it', () => {
+  // a warm background (230, 200, 160), purple "cells" over a third of it, a black margin
+  const [w, h] = [64, 48];
+  const data = new Uint8Array(w * h * 3);
+  for (let y = 0; y < h; y++)
+    for (let x = 0; x < w; x++) {
+      const px = x < 6 ? [0, 0, 0] : (x * 7 + y * 3) % 3 === 0 ? [150, 90, 160] : [230 + ((x + y) % 3), 200, 160];
+      data.set(px, 3 * (y * w + x));
+    }
+  const img = { data, width: w, height: h, channels: 3 };
+  const bg = backgroundColour(img)!;
+  assert.ok(bg[0] >= 230 && bg[0] <= 232 && bg[1] === 200 && bg[2] === 160, `${bg}`);
+  const g = whiteBalanceGains(bg);
+  const out = applyGains(img, g);
+  const at = (x: number, y: number) => [...out.data.subarray(3 * (y * w + x), 3 * (y * w + x) + 3)];
+  const grey = at(10, 1);
+  assert.ok(Math.max(...grey) - Math.min(...grey) <= 2, `background after: ${grey}`);
+  assert.deepEqual(at(0, 0), [0, 0, 0]); // black stays black
+  // gains stay within 0.6-1.6, an empty image has none to give, a grey one needs none
+  assert.deepEqual(
+    whiteBalanceGains([250, 20, 250]).map((v) => Math.min(1.6, Math.max(0.6, v))),
+    whiteBalanceGains([250, 20, 250]),
+  );
+  assert.ok(whiteBalanceGains([250, 20, 250])[1] === 1.6);
+  assert.deepEqual(whiteBalanceGains(backgroundColour({ data: new Uint8Array(0), width: 0, height: 0, channels: 3 })), [1, 1, 1]);
+  assert.deepEqual(whiteBalanceGains([200, 200, 200]), [1, 1, 1]);
+  // RGBA in, RGB out, alpha ignored; values capped at 255
+  const rgba = applyGains({ data: Uint8Array.from([100, 200, 250, 7]), width: 1, height: 1, channels: 4 }, [1.5, 1, 1.2]);
+  assert.deepEqual([...rgba.data, rgba.channels], [150, 200, 255, 3]);
+});
+
+test('toTensor with white-balance gains is the tensor of the balanced pixels (float and 8-bit inputs)', () => {
+  const [w, h, ph, pw] = [7, 5, 8, 8];
+  const img = { data: Uint8Array.from({ length: w * h * 3 }, (_, i) => 60 + ((i * 53) % 196)), width: w, height: h, channels: 3 };
+  const gains: [number, number, number] = [1.13, 0.97, 0.81];
+  for (const meta of [FLOAT_IN, UINT8_IN]) {
+    const balanced = toTensor(applyGains(img, gains), meta, ph, pw).data;
+    const direct = toTensor(img, { ...meta, input: { ...meta.input, gains } }, ph, pw).data;
+    assert.deepEqual([...direct], [...balanced]);
+    assert.notDeepEqual([...direct], [...toTensor(img, meta, ph, pw).data]);
+  }
 });

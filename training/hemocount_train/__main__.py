@@ -180,6 +180,12 @@ def main(argv=None):
                         "+-30 %%, hue +-0.05 turn); above 1, also grey crops with probability 0.05 x (S - 1) (default 1)")
     p.add_argument("--noise", type=float, help="sensor noise on half the training crops: Gaussian with sigma drawn up "
                                                "to this fraction of full scale, e.g. 0.06 (default 0: none)")
+    p.add_argument("--colour-cast", type=float, help="the lamp's colour on half the training crops: red and blue gains "
+                                                     "drawn up to x(1 + C) or down as far, green a third of that, e.g. 0.4 "
+                                                     "(default 0: none)")
+    p.add_argument("--white-balance", action="store_true", default=None,
+                   help="make every image's background grey (here, and wherever the exported model counts: its "
+                        "metadata says so), so that the lamp's colour does not matter")
     p.add_argument("--class-weight", help="classification loss weight per class, e.g. Platelets=2 (default 1 each)")
     p.add_argument("--threads", type=int, help="CPU threads for torch")
     p.add_argument("--max-steps-per-epoch", type=int)
@@ -253,6 +259,8 @@ def main(argv=None):
             usage(f"--scale-range must be two numbers LOW,HIGH, not '{args.scale_range}'")
         if args.noise is not None and not 0 <= args.noise <= 0.5:
             usage(f"--noise must be a fraction of full scale from 0 to 0.5, not {args.noise}")
+        if args.colour_cast is not None and not 0 <= args.colour_cast <= 1:
+            usage(f"--colour-cast must be from 0 to 1, not {args.colour_cast}")
         if args.class_weight:
             from .train import class_weights
             try:
@@ -266,7 +274,8 @@ def main(argv=None):
                  "batch_size": args.batch_size, "lr": args.lr, "crop": args.crop, "scale": scale, "seed": args.seed,
                  "init": args.init, "backbone_weights": args.backbone_weights, "freeze_backbone": args.freeze_backbone,
                  "max_steps_per_epoch": args.max_steps_per_epoch, "copy_paste": args.copy_paste, "stain": args.stain_jitter,
-                 "class_weight": args.class_weight, "noise": args.noise, "patience": args.patience}
+                 "class_weight": args.class_weight, "noise": args.noise, "cast": args.colour_cast,
+                 "white_balance": args.white_balance, "patience": args.patience}
         if args.resume:
             ckpt = os.path.join(args.out, "last.pt")
             if not os.path.isfile(ckpt):
@@ -320,9 +329,9 @@ def main(argv=None):
     elif args.cmd == "fixture":
         import os as _os
         from .export import load_checkpoint, write_fixture
-        model, _ = load_checkpoint(args.checkpoint)
+        model, ck = load_checkpoint(args.checkpoint)
         out = _os.path.splitext(args.onnx)[0] + ".parity.json"
-        write_fixture(model, args.images, out, args.onnx)
+        write_fixture(model, args.images, out, args.onnx, bool((ck.get("config") or {}).get("white_balance")))
         print(json.dumps({"out": out, "images": len(args.images)}))
     elif args.cmd == "arch-candidates":
         from .export import arch_candidates

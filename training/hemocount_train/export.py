@@ -66,7 +66,9 @@ def metadata(model, ck, name):
         "version": f"{datetime.date.today().isoformat()}+{weights_hash(model)}",
         "classes": [{"name": c, "colour": COLOURS[c]} for c in CLASSES],
         "input": {"layout": "NCHW", "channels": "RGB", "scale": 1 / 255, "mean": list(M.MEAN), "std": list(M.STD),
-                  "pad_multiple": M.PAD_MULTIPLE, "pad_value": 0.0, "resize": "none (native resolution)"},
+                  "pad_multiple": M.PAD_MULTIPLE, "pad_value": 0.0, "resize": "none (native resolution)",
+                  # trained on images whose background was made grey: hemocount does the same before counting
+                  **({"white_balance": "background"} if (ck.get("config") or {}).get("white_balance") else {})},
         "outputs": {"scores": "[1, anchors x classes] sigmoid probabilities",
                     "deltas": "[1, anchors x 4] box regression (dx, dy, dw, dh)",
                     "layout": "planar",
@@ -184,16 +186,16 @@ def export(ckpt, out, name="hemocount-compact", fixture_images=(), opset=17):
     onnx.save(m, tmp)
     os.replace(tmp, out)
     if fixture_images:
-        write_fixture(model, fixture_images, os.path.splitext(out)[0] + ".parity.json", out)
+        write_fixture(model, fixture_images, os.path.splitext(out)[0] + ".parity.json", out, "white_balance" in meta["input"])
     return meta
 
 
 @torch.no_grad()
-def write_fixture(model, images, path, onnx_path):
+def write_fixture(model, images, path, onnx_path, white_balance=False):
     """torchvision's RetinaNet.postprocess_detections on whole images at native size."""
     entries = []
     for img_path in images:
-        img = load_rgb(img_path).float() / 255.0
+        img = load_rgb(img_path, white_balance).float() / 255.0
         det = model([img])[0]
         entries.append({"image": os.path.basename(img_path), "width": img.shape[2], "height": img.shape[1],
                         "boxes": [[round(v, 4) for v in b] for b in det["boxes"].tolist()],
@@ -216,14 +218,17 @@ def eager_bench(onnx_path, images, runs=5, threads=None):
     model = M.build_model(onnx_arch(onnx_path))
     M.load_init(model, onnx_path)
     model.eval()
+    import onnx
+    meta = json.loads({p.key: p.value for p in onnx.load(onnx_path).metadata_props}["hemocount"])
+    wb = "white_balance" in meta["input"]  # the same work as hemocount's count
     times, fwd = [], []
     with torch.no_grad():
         for p in images[:2]:  # warm-up
-            model([load_rgb(p).float() / 255.0])
+            model([load_rgb(p, wb).float() / 255.0])
         for _ in range(runs):
             for p in images:
                 t0 = time.perf_counter()
-                x = load_rgb(p).float() / 255.0
+                x = load_rgb(p, wb).float() / 255.0
                 t1 = time.perf_counter()
                 model([x])
                 t2 = time.perf_counter()

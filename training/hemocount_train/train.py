@@ -22,8 +22,35 @@ RARE = (CLASSES.index("WBC"), CLASSES.index("Platelets"))
 NC = len(CLASSES)
 
 
-def load_rgb(path: str) -> torch.Tensor:
-    return TF.pil_to_tensor(open_rgb(path))  # uint8 CHW, as hemocount counts it (EXIF turned, alpha on white)
+def load_rgb(path: str, white_balance=False) -> torch.Tensor:
+    img = TF.pil_to_tensor(open_rgb(path))  # uint8 CHW, as hemocount counts it (EXIF turned, alpha on white)
+    return white_balanced(img) if white_balance else img
+
+
+def background_colour(img: torch.Tensor, step=4):
+    """The twin of src/core/pipeline.ts backgroundColour: per-channel lower median of the
+    brightest quarter (integer luminance) of every step-th pixel, uint8 CHW in."""
+    sub = img[:, step // 2::step, step // 2::step].reshape(3, -1).long()
+    if sub.shape[1] == 0:
+        return None
+    lum = torch.div(299 * sub[0] + 587 * sub[1] + 114 * sub[2] + 500, 1000, rounding_mode="floor")
+    t = torch.sort(lum).values[int(0.75 * lum.numel())]
+    top = sub[:, lum >= t]
+    return [int(torch.sort(top[c]).values[(top.shape[1] - 1) // 2]) for c in range(3)]
+
+
+def white_balanced(img: torch.Tensor) -> torch.Tensor:
+    """The image with its background made grey (the twin of whiteBalanceGains + applyGains)."""
+    bg = background_colour(img)
+    if bg is None:
+        return img
+    mean = sum(bg) / 3
+    out = img.clone()
+    for c in range(3):
+        g = min(1.6, max(0.6, mean / max(1, bg[c])))
+        lut = torch.tensor([min(255, math.floor(v * g + 0.5)) for v in range(256)], dtype=torch.uint8)
+        out[c] = lut[img[c].long()]
+    return out
 
 
 class CropDataset:
@@ -31,9 +58,10 @@ class CropDataset:
     resumed run replays exactly what an uninterrupted one would have seen."""
 
     def __init__(self, samples: list[Sample], crop=384, seed=0, augment=True, scale=(0.6, 1.6), copy_paste=0.0, stain=1.0,
-                 noise=0.0):
+                 noise=0.0, cast=0.0, white_balance=False):
         self.samples, self.crop, self.seed, self.augment, self.scale = samples, crop, seed, augment, scale
-        self.copy_paste, self.stain, self.noise = copy_paste, stain, noise
+        self.copy_paste, self.stain, self.noise, self.cast = copy_paste, stain, noise, cast
+        self.white_balance = white_balance
         self.cache: dict = {}
         self._bank, self._rbc = None, {}
 
@@ -57,7 +85,7 @@ class CropDataset:
 
     def image(self, i):
         if i not in self.cache:
-            self.cache[i] = load_rgb(self.samples[i].image)
+            self.cache[i] = load_rgb(self.samples[i].image, self.white_balance)
         return self.cache[i]
 
     def get(self, i, epoch):
@@ -95,6 +123,15 @@ class CropDataset:
             if rng.random() < 0.2:  # defocus: focus varies across a smear and between slides
                 k = rng.choice((3, 5))
                 img = TF.gaussian_blur(img, [k, k], [rng.uniform(0.5, 1.5)] * 2)
+            # the lamp's colour, not white-balanced (a warm halogen lamp, a cool LED): a gain per
+            # channel, red and blue up to x(1 + cast) or down as far, green a third of that. The
+            # hue rotation above keeps grey grey, and the BCCD fields' backgrounds are all grey,
+            # so without this a tinted full field lost most of its platelets (stain-sweep.py
+            # --set light). Drawn only when asked, so that runs without it keep their random stream
+            if self.cast and rng.random() < 0.5:
+                w = math.log1p(self.cast)
+                g = [math.exp(rng.uniform(-w * f, w * f)) for f in (1.0, 1 / 3, 1.0)]
+                img = img * torch.tensor(g, dtype=img.dtype).view(3, 1, 1)
             # sensor noise (another camera, less light): drawn only when asked, so that runs
             # without it keep their random stream
             if self.noise and rng.random() < 0.5:
@@ -331,7 +368,7 @@ def lr_at(step, total, base, warmup):
 
 
 @torch.no_grad()
-def validation_loss(model, samples, crop_cache, device="cpu", batch=8):
+def validation_loss(model, samples, crop_cache, device="cpu", batch=8, white_balance=False):
     """Mean losses on the whole validation images (no augmentation), BN in eval mode.
     Images of one size go through together (no padding changes a loss), batch at a time."""
     model.train()
@@ -340,7 +377,7 @@ def validation_loss(model, samples, crop_cache, device="cpu", batch=8):
     by_size: dict = {}
     for i, s in enumerate(samples):
         if i not in crop_cache:
-            crop_cache[i] = load_rgb(s.image)
+            crop_cache[i] = load_rgb(s.image, white_balance)
         by_size.setdefault(tuple(crop_cache[i].shape), []).append(i)
     for idx in by_size.values():
         for k in range(0, len(idx), batch):
@@ -381,6 +418,8 @@ class TrainConfig:
     stain: float = 1.0               # stain jitter's width, times the default
     class_weight: str | None = None  # classification loss weight per class, e.g. "Platelets=2"
     noise: float = 0.0               # sensor noise on half the crops: Gaussian, sigma up to this (of full scale)
+    cast: float = 0.0                # lamp colour on half the crops: red and blue gains up to x(1 + cast) or down as far
+    white_balance: bool = False      # every image's background made grey, here and where the model counts
     patience: int | None = None      # stop after this many epochs without a better validation F1
 
     # may differ on --resume: training longer is what resuming is for
@@ -437,7 +476,7 @@ def train(cfg: TrainConfig, train_samples, val_samples, out_dir, resume=False, d
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
     ds = CropDataset(train_samples, crop=crop, seed=seed, scale=scale, copy_paste=cfg.copy_paste, stain=cfg.stain,
-                     noise=cfg.noise)
+                     noise=cfg.noise, cast=cfg.cast, white_balance=cfg.white_balance)
     steps_per_epoch = math.ceil(len(train_samples) / batch_size)
     cell_px = median_cell_px(train_samples)  # the data's magnification, for the exported --scale auto band
     if max_steps_per_epoch:
@@ -526,7 +565,7 @@ def train(cfg: TrainConfig, train_samples, val_samples, out_dir, resume=False, d
                "lr": cur_lr, "time": round(time.time() - t_epoch, 1),
                "images_per_s": round(n * batch_size / (time.time() - t_epoch), 2)}
         if val_samples:
-            rec.update({k: round(v, 5) for k, v in validation_loss(model, val_samples, val_cache, device).items()})
+            rec.update({k: round(v, 5) for k, v in validation_loss(model, val_samples, val_cache, device, white_balance=cfg.white_balance).items()})
         state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
                  "config": asdict(cfg), "arch": arch, "head_norm": head_norm, "frozen_bn": frozen_bn, "init": init,
                  "seed": seed, "epochs": epochs, "batch_size": batch_size, "lr": lr, "crop": crop,

@@ -1,6 +1,7 @@
 import json
-import shutil
+import math
 import os
+import shutil
 import subprocess
 import sys
 
@@ -467,3 +468,42 @@ def test_sensor_noise_on_about_half_the_crops_and_only_when_asked():
     rough = lambda img: float((img[:, :, 1:] - img[:, :, :-1]).abs().mean())  # noqa: E731
     changed = [rough(noisy.get(0, e)[0]) > 1.3 * rough(plain.get(0, e)[0]) for e in range(30)]
     assert 6 <= sum(changed) <= 24, sum(changed)
+
+
+def test_colour_cast_tints_about_half_the_crops_by_channel_gains_and_only_when_asked():
+    one = two_images()[:1]
+    plain, zero = CropDataset(one, crop=256), CropDataset(one, crop=256, cast=0.0)
+    tinted = CropDataset(one, crop=256, cast=0.4)
+    assert all(torch.equal(plain.get(0, e)[0], zero.get(0, e)[0]) for e in range(3))
+    assert torch.equal(tinted.get(0, 4)[0], tinted.get(0, 4)[0])
+    casts = 0
+    for e in range(30):
+        a, b = plain.get(0, e)[0], tinted.get(0, e)[0]
+        ok = (a > 0.05) & (a < 0.6) & (b < 0.99)  # pixels that neither gain nor clamp distort
+        gains = [float((b[c][ok[c]] / a[c][ok[c]]).median()) for c in range(3)]
+        if max(abs(g - 1) for g in gains) > 1e-4:
+            casts += 1
+            # one gain per channel: red and blue within x1.4 either way, green within a third of that
+            assert all(1 / 1.4 - 1e-3 <= g <= 1.4 + 1e-3 for g in gains) and abs(math.log(gains[1])) <= math.log(1.4) / 3 + 1e-3, gains
+            assert float((b[0][ok[0]] / a[0][ok[0]] - gains[0]).abs().max()) < 0.02
+    assert 6 <= casts <= 24, casts
+
+
+def test_white_balance_twins_the_counting_side(tmp_path):
+    """Training balances an image exactly as hemocount does before counting (src/core/pipeline.ts)."""
+    from hemocount_train.train import background_colour, load_rgb, white_balanced
+    files = sorted(os.path.join(SAMPLES, f) for f in os.listdir(SAMPLES) if f.endswith(".jpg"))
+    script = ("import {decodeRgb} from './dist/src/adapters/image.js';"
+              "import {applyGains, backgroundColour, whiteBalanceGains} from './dist/src/core/pipeline.js';"
+              "import {createHash} from 'node:crypto';"
+              f"for (const f of {json.dumps(files)}) {{ const img = await decodeRgb(f); const bg = backgroundColour(img);"
+              "console.log(JSON.stringify([bg, createHash('sha256').update(applyGains(img, whiteBalanceGains(bg)).data).digest('hex')])); }")
+    r = subprocess.run([os.environ.get("HEMOCOUNT_NODE", "node"), "--input-type=module", "-e", script], cwd=ROOT,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    import hashlib
+    for f, line in zip(files, r.stdout.split()):
+        bg, digest = json.loads(line)
+        img = load_rgb(f)
+        assert background_colour(img) == bg, f
+        assert hashlib.sha256(white_balanced(img).permute(1, 2, 0).contiguous().numpy().tobytes()).hexdigest() == digest, f
