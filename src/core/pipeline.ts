@@ -269,7 +269,11 @@ export function backgroundColour(img: Pixels, step = 4): [number, number, number
       m++;
     }
   const lowerMedian = (h: Uint32Array) => {
-    for (let v = 0, seen = 0; v < 256; v++) if ((seen += h[v]!) > (m - 1) >> 1) return v;
+    let seen = 0;
+    for (let v = 0; v < 256; v++) {
+      seen += h[v]!;
+      if (seen > (m - 1) >> 1) return v;
+    }
     return 255;
   };
   return [lowerMedian(hist[0]!), lowerMedian(hist[1]!), lowerMedian(hist[2]!)];
