@@ -107,6 +107,8 @@ export interface CalibrateFileOptions {
   overwrite?: boolean;
   /** Told when a class has fewer than 50 annotated cells (thresholds from so few are uncertain). */
   warn?: (message: string) => void;
+  /** The detections were white-balanced (true) or not (false): the new model counts the same way. */
+  whiteBalance?: boolean;
 }
 
 /**
@@ -132,6 +134,11 @@ export async function calibrateToFile(model: Model, images: EvalImage[], o: Cali
     if (n < 50) o.warn?.(`only ${n} ${k} cells annotated; thresholds from fewer than 50 cells are uncertain`);
   }
   const meta = calibrate(model.metadata, images, o.data, o.criterion, o.iou);
+  // thresholds chosen on balanced (or unbalanced) detections hold for counts made the same way
+  if (o.whiteBalance !== undefined) {
+    const { white_balance: _, ...input } = meta.input;
+    meta.input = o.whiteBalance ? { ...input, white_balance: 'background' } : input;
+  }
   // a threshold at which no cell of a class is found right is no calibration of it
   const chosen = (meta.calibration as { classes: PerClass<{ f1: number | null }> }).classes;
   for (const k of CLASSES)

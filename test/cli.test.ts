@@ -506,6 +506,15 @@ test('a model file with broken metadata fails with its name and the problem, exi
     run(['info', '--model', join(dir, 'int8-as-2.onnx')]).stderr,
     /input 'NHWC uint8' is not one this hemocount feeds with format hemocount-retinanet\/2/,
   );
+  // metadata that promises a float input to a graph that takes 8 bits: the model is named, not only the image
+  const { dtype: _, ...floatInput } = readMetadata(q).input;
+  writeFileSync(
+    join(dir, 'int8-as-float.onnx'),
+    withMetadata(q, { ...readMetadata(q), format: 'hemocount-retinanet/2', input: { ...floatInput, layout: 'NCHW' } }),
+  );
+  const mis = run(['count', 'samples/BloodImage_00004.jpg', '--model', join(dir, 'int8-as-float.onnx')]);
+  assert.equal(mis.status, 1);
+  assert.match(mis.stdout + mis.stderr, /int8-as-float\.onnx: its metadata's input \(NCHW float32\) is not what its graph takes/);
 });
 
 test('a batch killed mid-way keeps its work in --jsonl, and --resume counts only the rest', async () => {

@@ -193,7 +193,15 @@ export async function openOnnx(path: string, threads?: number, lazy = false): Pr
     metadata,
     sha256: sha256(bytes),
     async run(x) {
-      const { scores, deltas } = await (await open()).run({ image: ortTensor(x) });
+      const session = await open();
+      const { scores, deltas } = await session.run({ image: ortTensor(x) }).catch((e: Error) => {
+        // a model whose metadata promises another input than its graph takes: the model is at fault
+        if (/Unexpected input data type|invalid dimensions/i.test(e.message))
+          throw new Error(
+            `${path}: its metadata's input (${x.data instanceof Uint8Array ? 'NHWC uint8' : 'NCHW float32'}) is not what its graph takes (${e.message})`,
+          );
+        throw e;
+      });
       if (!scores || !deltas) throw new Error(`${path}: the model has no 'scores' and 'deltas' outputs`);
       return { scores: scores.data as Float32Array, deltas: deltas.data as Float32Array };
     },

@@ -179,6 +179,7 @@ export async function runCalibrate(a: StudyArgs & { out?: string; minCells?: num
     minCells: a.minCells,
     overwrite: a.overwrite,
     warn: (m) => log(c.yellow(`warning: ${m}`)),
+    whiteBalance: a.whiteBalance,
   });
   say(
     a,

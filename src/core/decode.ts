@@ -159,7 +159,10 @@ export function classwiseNms<T extends Candidate>(cands: T[], iou: number, maxDe
 
 const INDEX_BITS = 2 ** 21;
 
-/** topAbove's keys, reused (it runs once per level and pass, synchronously). */
+/**
+ * topAbove's keys, reused (it runs once per level and pass, synchronously). Not re-entrant:
+ * its `order` callback must not call topAbove (interleavedOffset, the only one, is pure).
+ */
 let scratch = new Float64Array(4096);
 const grown = (a: Float64Array) => {
   const b = new Float64Array(2 * a.length);

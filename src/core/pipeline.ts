@@ -109,9 +109,9 @@ function fillFloat(img: Pixels, meta: ModelMetadata, paddedH: number, paddedW: n
     if (luts) {
       const [l0, l1, l2] = luts;
       for (let x = 0; x < width; x++, src += ch) {
-        const r = data[src]!;
+        const r = l0[data[src]!]!;
         if (r < DARK_LEVEL) darkRed = true;
-        out[row + x] = l0[r]! * a0 + b0;
+        out[row + x] = r * a0 + b0;
         out[plane + row + x] = l1[data[src + 1]!]! * a1 + b1;
         out[2 * plane + row + x] = l2[data[src + 2]!]! * a2 + b2;
       }
@@ -125,9 +125,11 @@ function fillFloat(img: Pixels, meta: ModelMetadata, paddedH: number, paddedW: n
       }
     }
     if (darkRed) {
+      // dark as the network sees it, after any gains (training masks the balanced image)
+      const [l0, l1, l2] = luts ?? [IDENTITY, IDENTITY, IDENTITY];
       src = y * width * ch;
       for (let x = 0; x < width; x++, src += ch) {
-        if (data[src]! < DARK_LEVEL && data[src + 1]! < DARK_LEVEL && data[src + 2]! < DARK_LEVEL) {
+        if (l0[data[src]!]! < DARK_LEVEL && l1[data[src + 1]!]! < DARK_LEVEL && l2[data[src + 2]!]! < DARK_LEVEL) {
           out[row + x] = pad;
           out[plane + row + x] = pad;
           out[2 * plane + row + x] = pad;
@@ -161,17 +163,16 @@ function fillUint8(img: Pixels, [p0, p1, p2]: number[], paddedH: number, paddedW
     } else {
       const [l0, l1, l2] = luts ?? [IDENTITY, IDENTITY, IDENTITY];
       for (let x = 0, d = row; x < width; x++, src += ch, d += 3) {
-        const r = data[src]!;
+        const r = l0[data[src]!]!;
         if (r < DARK_LEVEL) darkRed = true;
-        out[d] = l0[r]!;
+        out[d] = r;
         out[d + 1] = l1[data[src + 1]!]!;
         out[d + 2] = l2[data[src + 2]!]!;
       }
     }
-    // dark as the image has it (before any gains), as the float input decides
+    // dark as the network sees it, after any gains (training masks the balanced image)
     if (darkRed)
-      for (let d = row, p = y * width * ch; d < row + 3 * width; d += 3, p += ch)
-        if (data[p]! < DARK_LEVEL && data[p + 1]! < DARK_LEVEL && data[p + 2]! < DARK_LEVEL) fillPad(d, d + 3);
+      for (let d = row; d < row + 3 * width; d += 3) if (out[d]! < DARK_LEVEL && out[d + 1]! < DARK_LEVEL && out[d + 2]! < DARK_LEVEL) fillPad(d, d + 3);
     fillPad(row + 3 * width, row + rowLen);
   }
   fillPad(height * rowLen, paddedH * rowLen);
@@ -239,8 +240,9 @@ export function crop(img: Pixels, left: number, top: number, width: number, heig
 
 /**
  * The colour of a smear's background (the plasma between cells, its brightest quarter): the
- * per-channel lower median of the brightest quarter of every STEP-th pixel in each direction,
- * by integer luminance. Dark pixels (unlit margins) are never among them. training/
+ * per-channel lower median of the brightest quarter of the lit pixels (not dark in all three
+ * channels: an unlit margin would push cells into the quarter) among every STEP-th pixel in
+ * each direction, by integer luminance. training/
  * hemocount_train/data.py computes the same, so a model trained on balanced images sees
  * balanced images here. Null for an image without pixels.
  */
@@ -251,6 +253,7 @@ export function backgroundColour(img: Pixels, step = 4): [number, number, number
   let n = 0;
   for (let y = start; y < height; y += step)
     for (let x = start, p = (y * width + start) * ch; x < width; x += step, p += step * ch) {
+      if (data[p]! < DARK_LEVEL && data[p + 1]! < DARK_LEVEL && data[p + 2]! < DARK_LEVEL) continue;
       lum[Math.floor((299 * data[p]! + 587 * data[p + 1]! + 114 * data[p + 2]! + 500) / 1000)]!++;
       n++;
     }
@@ -262,6 +265,7 @@ export function backgroundColour(img: Pixels, step = 4): [number, number, number
   let m = 0;
   for (let y = start; y < height; y += step)
     for (let x = start, p = (y * width + start) * ch; x < width; x += step, p += step * ch) {
+      if (data[p]! < DARK_LEVEL && data[p + 1]! < DARK_LEVEL && data[p + 2]! < DARK_LEVEL) continue;
       if (Math.floor((299 * data[p]! + 587 * data[p + 1]! + 114 * data[p + 2]! + 500) / 1000) < t) continue;
       hist[0]![data[p]!]!++;
       hist[1]![data[p + 1]!]!++;

@@ -269,7 +269,7 @@ export async function buildServer(o: ServerOptions): Promise<FastifyInstance> {
     if (fields.tta !== undefined && !['true', '1', 'false', '0', ''].includes(fields.tta))
       throw new HttpError(400, `tta must be true or false, not '${fields.tta}'`);
     const tta = fields.tta === 'true' || fields.tta === '1';
-    const wb = fields.white_balance;
+    const wb = fields.white_balance || undefined; // empty: as the model was trained
     if (wb !== undefined && !['true', '1', 'false', '0'].includes(wb)) throw new HttpError(400, `white_balance must be true or false, not '${wb}'`);
     // absent: as the model was trained
     const whiteBalance = wb === undefined ? undefined : wb === 'true' || wb === '1';

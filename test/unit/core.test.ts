@@ -400,6 +400,10 @@ test('white balance: the background is the brightest quarter, made grey; cells a
   const grey = at(10, 1);
   assert.ok(Math.max(...grey) - Math.min(...grey) <= 2, `background after: ${grey}`);
   assert.deepEqual(at(0, 0), [0, 0, 0]); // black stays black
+  // a field in a black frame four times its size: the background is still the field's
+  const big = { data: new Uint8Array(4 * w * 4 * h * 3), width: 4 * w, height: 4 * h, channels: 3 };
+  for (let y = 0; y < h; y++) big.data.set(data.subarray(3 * y * w, 3 * (y + 1) * w), 3 * ((y + h) * 4 * w + w));
+  assert.deepEqual(backgroundColour(big), bg);
   // gains stay within 0.6-1.6, an empty image has none to give, a grey one needs none
   assert.deepEqual(
     whiteBalanceGains([250, 20, 250]).map((v) => Math.min(1.6, Math.max(0.6, v))),
@@ -415,8 +419,9 @@ test('white balance: the background is the brightest quarter, made grey; cells a
 
 test('toTensor with white-balance gains is the tensor of the balanced pixels (float and 8-bit inputs)', () => {
   const [w, h, ph, pw] = [7, 5, 8, 8];
-  const img = { data: Uint8Array.from({ length: w * h * 3 }, (_, i) => 60 + ((i * 53) % 196)), width: w, height: h, channels: 3 };
-  const gains: [number, number, number] = [1.13, 0.97, 0.81];
+  // every level, the near-dark ones included: darkness is decided after the gains, as training does
+  const img = { data: Uint8Array.from({ length: w * h * 3 }, (_, i) => (i * 53 + (i % 3) * 90) % 256), width: w, height: h, channels: 3 };
+  const gains: [number, number, number] = [1.6, 1.2, 0.6];
   for (const meta of [FLOAT_IN, UINT8_IN]) {
     const balanced = toTensor(applyGains(img, gains), meta, ph, pw).data;
     const direct = toTensor(img, { ...meta, input: { ...meta.input, gains } }, ph, pw).data;

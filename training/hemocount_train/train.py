@@ -16,7 +16,7 @@ import torchvision.transforms.functional as TF
 from torchvision.ops import roi_align
 
 from .data import CLASSES, Sample, median_cell_px, normalise_class, open_rgb, rbc_sides
-from .model import build_model, count_parameters, load_backbone_weights, load_init
+from .model import DARK_LEVEL, build_model, count_parameters, load_backbone_weights, load_init
 
 RARE = (CLASSES.index("WBC"), CLASSES.index("Platelets"))
 NC = len(CLASSES)
@@ -31,6 +31,7 @@ def background_colour(img: torch.Tensor, step=4):
     """The twin of src/core/pipeline.ts backgroundColour: per-channel lower median of the
     brightest quarter (integer luminance) of every step-th pixel, uint8 CHW in."""
     sub = img[:, step // 2::step, step // 2::step].reshape(3, -1).long()
+    sub = sub[:, ~(sub < DARK_LEVEL).all(dim=0)]  # lit pixels only: an unlit margin would push cells into the quarter
     if sub.shape[1] == 0:
         return None
     lum = torch.div(299 * sub[0] + 587 * sub[1] + 114 * sub[2] + 500, 1000, rounding_mode="floor")
