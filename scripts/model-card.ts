@@ -58,7 +58,7 @@ noise, strong JPEG compression, defocus, half the resolution; \`docs/validation/
 ${sweepTable('camera-sweep')}
 
 The lamp's colour, recorded by a camera not white-balanced for it (\`--set light\`: a gain per
-channel on every image; \`docs/validation/light-sweep.json\`), this model as it counts by default,
+channel on every image; \`docs/validation/light-sweep.json\`), the fp32 network as it counts by default,
 and in brackets with \`--white-balance on\` (the background made grey before counting;
 \`light-sweep-white-balance.json\`):
 

@@ -192,6 +192,8 @@ export function calibrate(meta: ModelMetadata, images: EvalImage[], data: string
     review,
     calibration: {
       data,
+      // the network the thresholds were chosen with (an int8 model carries its fp32 network's)
+      network: meta.name,
       images: images.length,
       criterion,
       iou,

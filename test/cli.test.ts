@@ -788,3 +788,24 @@ test('a reader that closes the pipe early (| head) ends the count quietly; the o
   assert.doesNotMatch(stderr, /EPIPE|Error/);
   assert.equal(readdirSync(join(dir, 'pics')).filter((f) => f.endsWith('.annotated.png')).length, 5);
 });
+
+test("--white-balance: the gains in the JSON and CSV; off is the bundled models' default, so a resume with or without the flag agrees", () => {
+  const one = 'samples/BloodImage_00011.jpg';
+  const on = run(['count', one, '--white-balance', 'on', '--json', '-', '--quiet']);
+  assert.equal(on.status, 0, on.stderr);
+  const gains = JSON.parse(on.stdout).images[0].whiteBalance;
+  assert.ok(Array.isArray(gains) && gains.length === 3 && gains.every((g: number) => g > 0.9 && g < 1.1), `${gains}`);
+  const csv = run(['count', one, '--white-balance', 'on', '--csv', '-', '--quiet']).stdout.trim().split('\n');
+  const col = csv[0]!.split(',').indexOf('white_balance');
+  assert.ok(col > 0);
+  assert.equal(csv[1]!.split(',')[col], gains.join('/'));
+  assert.equal(JSON.parse(run(['count', one, '--json', '-', '--quiet']).stdout).images[0].whiteBalance, undefined);
+  assert.match(run(['info']).stdout, /white balance: off by default/);
+  const jsonl = join(tmp(), 'run.jsonl');
+  assert.equal(run(['count', one, '--jsonl', jsonl, '--white-balance', 'off', '--quiet']).status, 0);
+  const resumed = run(['count', one, 'samples/BloodImage_00004.jpg', '--jsonl', jsonl, '--resume', '--quiet']);
+  assert.equal(resumed.status, 0, resumed.stderr);
+  const refused = run(['count', one, '--jsonl', jsonl, '--resume', '--white-balance', 'on', '--quiet']);
+  assert.equal(refused.status, 2);
+  assert.match(refused.stderr, /white balance on.*resume with the same model, thresholds, review, scale, tta, white balance and --candidates/s);
+});

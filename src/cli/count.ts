@@ -118,7 +118,8 @@ export async function runCount(a: CountArgs): Promise<number> {
     throw new UsageError("only one output can go to stdout ('-')");
   if (a.resume && (!a.jsonl || a.jsonl === '-')) throw new UsageError('--resume needs --jsonl FILE (the results of the interrupted run)');
   // every JSONL line names what produced it, so that a resumed run reuses only results it would have produced itself
-  const settings = runSettings(model.info.sha256, th, a);
+  // white balance as it takes effect (the model's default when not given), so that a resume with or without the flag agrees
+  const settings = runSettings(model.info.sha256, th, { ...a, whiteBalance: a.whiteBalance ?? model.metadata.input.white_balance === 'background' });
   // the lowest score this run reports: weaker candidates need no decoding (all of them with --candidates)
   const floor = a.candidates ? undefined : lowestScore(th);
   // results of an interrupted run, by input path; they are not counted again
@@ -138,7 +139,7 @@ export async function runCount(a: CountArgs): Promise<number> {
     const other = lines.find(([, r]) => !r.error && r.settings !== settings);
     if (other)
       throw new UsageError(
-        `--resume: ${a.jsonl} line ${other[0]} was counted with ${other[1].settings ?? 'settings it does not record (an older hemocount)'}, this run counts with ${settings}: resume with the same model, thresholds, review, scale, tta and --candidates, or count into another --jsonl`,
+        `--resume: ${a.jsonl} line ${other[0]} was counted with ${other[1].settings ?? 'settings it does not record (an older hemocount)'}, this run counts with ${settings}: resume with the same model, thresholds, review, scale, tta, white balance and --candidates, or count into another --jsonl`,
       );
     if (text && !text.endsWith('\n')) await appendFile(a.jsonl!, '\n'); // end the line the kill cut short
     for (const [, { settings: _, ...r }] of lines) if (!r.error) done.set(resolve(r.file), r);
@@ -249,7 +250,7 @@ export async function runCount(a: CountArgs): Promise<number> {
 /** What decides a count besides the image, as a JSONL line records it (compared on --resume). */
 function runSettings(modelSha: string, th: ReturnType<Model['thresholds']>, a: Pick<CountArgs, 'scale' | 'tta' | 'whiteBalance' | 'candidates'>): string {
   const spec = (t: Record<string, number>) => CLASSES.map((k) => `${k}=${t[k]}`).join(',');
-  return `model ${modelSha.slice(0, 12)}, thresholds ${spec(th.count)}, review ${spec(th.review)}, scale ${a.scale ?? 'auto'}, tta ${a.tta ? 'on' : 'off'}${a.whiteBalance === undefined ? '' : `, white balance ${a.whiteBalance ? 'on' : 'off'}`}${a.candidates ? ', with candidates' : ''}`;
+  return `model ${modelSha.slice(0, 12)}, thresholds ${spec(th.count)}, review ${spec(th.review)}, scale ${a.scale ?? 'auto'}, tta ${a.tta ? 'on' : 'off'}${a.whiteBalance ? ', white balance on' : ''}${a.candidates ? ', with candidates' : ''}`;
 }
 
 /** The images of a run with their samples, and the analyser red-cell counts by sample. */

@@ -64,7 +64,8 @@ const SECTIONS: Record<string, string> = {
   --tta                 test-time augmentation: average over the image and its two flips (about 3x
                         the time; not always better: the model card gives its measured effect)
   --white-balance on|off  make the smear's background grey first (a lamp's colour the camera was
-                        not balanced for); default: as the model was trained (\`hemocount info\`)
+                        not balanced for); default: as the model was trained (\`hemocount info\`;
+                        off for the bundled models)
 
 samples (several fields of one smear; see README 'Samples'):
   each sub-folder of a named folder is a sample (slides/patient-A/*.jpg -> sample patient-A)
@@ -492,7 +493,7 @@ function parseScale(v: string): 'auto' | number {
 /** `hemocount info`: what a person wants to know about a model file. */
 function describeModel(path: string, m: ModelMetadata, size: number, sha: string): string {
   const p = m.provenance as Record<string, unknown>;
-  const cal = m.calibration as { data?: string; images?: number; criterion?: string; classes?: PerClass<{ f1: number | null }> } | undefined;
+  const cal = m.calibration as { data?: string; network?: string; images?: number; criterion?: string; classes?: PerClass<{ f1: number | null }> } | undefined;
   const band = scaleModel(m); // the model's band, or the defaults it falls back on
   const lines = [
     // the file's hash tells apart two releases or calibrations that share a name and a date
@@ -502,11 +503,12 @@ function describeModel(path: string, m: ModelMetadata, size: number, sha: string
     cal
       ? `calibrated:   on ${cal.images} images of ${cal.data} (criterion ${cal.criterion}); F1 there ${CLASSES.map((k) => `${k} ${cal.classes?.[k]?.f1 == null ? '-' : (100 * cal.classes[k].f1!).toFixed(1)} %`).join(', ')}${
           // an int8 model carries the calibration of the fp32 network it was quantised from
-          m.name.endsWith('-int8') ? ' (of the fp32 network; int8 loses no more than 0.5 points, docs/validation/int8-gate.txt)' : ''
+          m.name.endsWith('-int8') && cal.network !== m.name ? ' (of the fp32 network; int8 loses no more than 0.5 points, docs/validation/int8-gate.txt)' : ''
         }`
       : "calibrated:   no (the paper's thresholds)",
     `magnification: --scale auto keeps red cells of ${band.min_px}-${band.max_px} px, rescales others to ${band.reference_px} px`,
-    `input:        RGB, native resolution, padded to a multiple of ${m.input.pad_multiple}; NMS IoU ${m.postprocess.nms_iou}${m.input.white_balance ? '; white-balanced (background made grey)' : ''}`,
+    `input:        RGB, native resolution, padded to a multiple of ${m.input.pad_multiple}; NMS IoU ${m.postprocess.nms_iou}`,
+    `white balance: ${m.input.white_balance ? 'on by default (the background made grey; --white-balance off to skip)' : 'off by default (--white-balance on for smears whose background is tinted)'}`,
     '(--json for the whole metadata)',
   ];
   return lines.join('\n') + '\n';

@@ -113,9 +113,11 @@ export function toCsv(doc: CountDocument): string {
     ...CLASSES.map((c) => `${c}`),
     ...CLASSES.map((c) => `${c}_uncertain`),
     ...CLASSES.map((c) => `${c}_mean_score`),
-    // how the image was counted: the factor it was resized by (magnification), flips averaged
+    // how the image was counted: the factor it was resized by (magnification), flips averaged,
+    // the white-balance gains R/G/B (blank: not balanced)
     'scale',
     'tta',
+    'white_balance',
     'error',
   ];
   // a failed image's cells are blank, not 0: a spreadsheet's mean must not count it as an empty field
@@ -130,6 +132,7 @@ export function toCsv(doc: CountDocument): string {
     ...CLASSES.map((c) => (i.meanScore?.[c] == null ? '' : r4(i.meanScore[c]!))),
     i.scale ?? '',
     i.tta ? 'true' : '',
+    i.whiteBalance ? i.whiteBalance.join('/') : '',
     i.error ?? '',
   ]);
   const t = doc.totals;
