@@ -215,6 +215,34 @@ test('private mode with the int8 model (its input the 8-bit image) counts as the
   }
 });
 
+test('the white balance switch: a field under a warm lamp counts as the library counts it white-balanced', { timeout: 120_000 }, async () => {
+  // the lamp's colour, not white-balanced: red up 8 %, blue down 20 % (lossless, so the server sees these pixels)
+  const { data, info } = await sharp(join(SAMPLES, 'BloodImage_00011.jpg')).raw().toBuffer({ resolveWithObject: true });
+  for (let i = 0; i < data.length; i += 3) {
+    data[i] = Math.min(255, Math.round(data[i]! * 1.08));
+    data[i + 2] = Math.round(data[i + 2]! * 0.8);
+  }
+  const warm = join(tmp(), 'warm.png');
+  await sharp(data, { raw: { width: info.width, height: info.height, channels: 3 } })
+    .png()
+    .toFile(warm);
+  const [on, off] = [await model.count(warm, { whiteBalance: true }), await model.count(warm)];
+  assert.notDeepEqual(on.counts, off.counts, "the lamp changes this field's counts");
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  try {
+    const p = await context.newPage();
+    await p.goto(url);
+    assert.equal(await p.getByTestId('white-balance').isChecked(), false); // the bundled model's default
+    await p.getByTestId('white-balance').check();
+    await p.getByTestId('file').setInputFiles(warm);
+    await p.getByTestId('counts').waitFor();
+    const shown = async (id: string) => Number(await p.getByTestId(id).innerText());
+    assert.deepEqual({ RBC: await shown('detected-RBC'), WBC: await shown('detected-WBC'), Platelets: await shown('detected-Platelets') }, on.counts);
+  } finally {
+    await context.close();
+  }
+});
+
 /** A GET with any headers (Host included): status, headers, body. */
 function get(base: string, path: string, headers: Record<string, string> = {}) {
   return new Promise<{ status: number; headers: IncomingHttpHeaders; body: Buffer }>((resolve, reject) => {

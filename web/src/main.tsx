@@ -23,6 +23,8 @@ function App() {
   const [addLabel, setAddLabel] = useState<CellClass>('RBC');
   const [selected, setSelected] = useState<number | null>(null);
   const [privateMode, setPrivateMode] = useState(false);
+  // undefined: as the model was trained (its metadata), until the user says otherwise
+  const [whiteBalance, setWhiteBalance] = useState<boolean | undefined>(undefined);
   const [busy, setBusy] = useState<string | null>(null);
   const [errors, setErrors] = useState<string[]>([]);
   const [restored, setRestored] = useState(false);
@@ -73,7 +75,7 @@ function App() {
     const have = (f: File) => items.some((i) => i.mode !== 'labels' && i.name === f.name && i.blob.size === f.size);
     const again = labelled.rest.filter(have);
     const fresh = labelled.rest.filter((f) => !have(f));
-    const counted = fresh.length ? await countFiles(fresh, privateMode, setBusy, model?.limits?.maxPixels) : { added: [], errs: [] };
+    const counted = fresh.length ? await countFiles(fresh, privateMode, setBusy, model?.limits?.maxPixels, whiteBalance) : { added: [], errs: [] };
     const added = [...labelled.added, ...counted.added];
     setBusy(null);
     setErrors([...labelled.errs, ...again.map((f) => `${f.name}: already in this sample, not added again`), ...counted.errs]);
@@ -190,6 +192,18 @@ function App() {
             }}
           />{' '}
           private mode
+        </label>
+        <label
+          class="toggle"
+          title="Make the smear's background grey before counting the next images: for a lamp's colour the camera was not white-balanced for (costs accuracy where colours are right)"
+        >
+          <input
+            type="checkbox"
+            data-testid="white-balance"
+            checked={whiteBalance ?? model?.metadata.input.white_balance === 'background'}
+            onChange={(e) => setWhiteBalance((e.target as HTMLInputElement).checked)}
+          />{' '}
+          white balance
         </label>
         <span class="mode" data-testid="mode">
           {item

@@ -39,6 +39,8 @@ export async function countFiles(
   privateMode: boolean,
   setBusy: (s: string | null) => void,
   maxPixels?: number,
+  /** Make the background grey first; undefined: as the model was trained. */
+  whiteBalance?: boolean,
 ): Promise<{ added: Item[]; errs: string[] }> {
   const added: Item[] = [];
   const errs: string[] = [];
@@ -46,7 +48,7 @@ export async function countFiles(
     for (const [k, f] of files.entries()) {
       setBusy(`counting in this browser ${k + 1}/${files.length}: ${f.name}`);
       try {
-        const r = await detectInBrowser(f, { maxPixels });
+        const r = await detectInBrowser(f, { maxPixels, whiteBalance });
         added.push({
           id: crypto.randomUUID(),
           name: f.name,
@@ -68,6 +70,7 @@ export async function countFiles(
       setBusy(`counting on the server ${k + 1}/${files.length}: ${blob.name}`);
       const form = new FormData();
       form.append('images', blob, blob.name);
+      if (whiteBalance !== undefined) form.append('white_balance', String(whiteBalance));
       try {
         const res = await fetch('/api/count', { method: 'POST', body: form });
         const body = await res.json();
