@@ -7,6 +7,14 @@ rep = json.load(open("docs/validation/evaluate.json"))
 sp = json.load(open("docs/speed.json"))
 large = json.load(open("docs/large.json"))
 pct = lambda v: "-" if v is None else f"{100 * v:.1f}"  # noqa: E731
+
+
+def half_up(v):
+    """One decimal, halves rounded up, as the model card's JavaScript toFixed does (85.25 -> 85.3)."""
+    from decimal import ROUND_HALF_UP, Decimal
+    return str(Decimal(repr(v)).quantize(Decimal("0.1"), rounding=ROUND_HALF_UP))
+
+
 acc_doc = json.load(open("docs/accuracy.json"))
 prev = json.load(open("docs/validation/previous-release.json"))
 # the int8 gate's table: (subset, metric) -> (fp32, int8)
@@ -41,7 +49,7 @@ sweep = acc_doc["scaleSweep"]
 scales = sorted(sweep, key=float)
 sweep_rows = ["| class | " + " | ".join(f"{s}x" for s in scales) + " |", "|---|" + "---|" * len(scales)]
 for k in ("RBC", "WBC", "Platelets"):
-    cells = [f"{sweep[s]['auto']['full-field'][k]:.1f} ({sweep[s]['off']['full-field'][k]:.1f})" for s in scales]
+    cells = [f"{half_up(sweep[s]['auto']['full-field'][k])} ({half_up(sweep[s]['off']['full-field'][k])})" for s in scales]
     sweep_rows.append(f"| {k} | " + " | ".join(cells) + " |")
 acc = (f"**Full-field smears** (whole fields of view, the images labs take):\n\n{table(subs['full-field'])}\n\n"
        + ("The previous release on the same fields: " + ", ".join(
