@@ -86,6 +86,14 @@ def topo_sort(nodes, graph_inputs, initializers):
     return out
 
 
+def per_channel_int8(w, w_qmax):
+    """Symmetric per-output-channel weights: (int8 values in [-w_qmax, w_qmax], float32 scales)."""
+    amax = np.abs(w.reshape(w.shape[0], -1)).max(axis=1)
+    ws = (np.where(amax > 0, amax, 1.0) / w_qmax).astype(np.float32)
+    wq = np.clip(np.round(w / ws.reshape(-1, *[1] * (w.ndim - 1))), -w_qmax, w_qmax).astype(np.int8)
+    return wq, ws
+
+
 INPUT_ZERO_POINT = 115  # about the mean of the mean colour's channels (123.7, 116.3, 103.5)
 
 
@@ -107,9 +115,7 @@ def fold_uint8_input(model, w_qmax):
     # conv(w, (x * scale - mean) / std) + b = conv(wf, x - z) + b + sum(wf * (z - mean / scale)) inside the image
     wf = w * (scale / std)[None, :, None, None]
     bf = b + (wf * (z - mean / scale)[None, :, None, None]).sum(axis=(1, 2, 3))
-    amax = np.abs(wf.reshape(len(wf), -1)).max(axis=1)
-    ws = (np.where(amax > 0, amax, 1.0) / w_qmax).astype(np.float32)
-    wq = np.clip(np.round(wf / ws.reshape(-1, 1, 1, 1)), -w_qmax, w_qmax).astype(np.int8)
+    wq, ws = per_channel_int8(wf, w_qmax)
     bq = np.round(bf / ws.astype(np.float64))
     if np.abs(bq).max() >= 2**31 - 1:
         sys.exit("--uint8-input: the first Conv's bias does not fit int32")
@@ -310,9 +316,7 @@ def main(argv=None):
             sys.exit(f"{n.name}: weight {w_name} is not an initializer")
         w = numpy_helper.to_array(inits[w_name]).astype(np.float32)
         if w_name not in w_done:
-            amax = np.abs(w.reshape(w.shape[0], -1)).max(axis=1)
-            ws = (np.where(amax > 0, amax, 1.0) / w_qmax).astype(np.float32)
-            wq = np.clip(np.round(w / ws.reshape(-1, *[1] * (w.ndim - 1))), -w_qmax, w_qmax).astype(np.int8)
+            wq, ws = per_channel_int8(w, w_qmax)
             add_init(f"{w_name}/q", wq)
             add_init(f"{w_name}/scale", ws)
             add_init(f"{w_name}/zero_point", np.zeros(w.shape[0], np.int8))

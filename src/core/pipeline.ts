@@ -248,30 +248,34 @@ export function crop(img: Pixels, left: number, top: number, width: number, heig
  */
 export function backgroundColour(img: Pixels, step = 4): [number, number, number] | null {
   const { data, width, height, channels: ch } = img;
-  const lum = new Uint32Array(256);
-  const start = step >> 1;
+  // the sampled pixels' offsets and integer luminances, lit ones only (one pass computes them)
+  const most = Math.ceil(height / step) * Math.ceil(width / step);
+  const at = new Uint32Array(most);
+  const lums = new Uint8Array(most);
+  const hist = new Uint32Array(256);
   let n = 0;
-  for (let y = start; y < height; y += step)
-    for (let x = start, p = (y * width + start) * ch; x < width; x += step, p += step * ch) {
+  for (let y = step >> 1; y < height; y += step)
+    for (let x = step >> 1, p = (y * width + x) * ch; x < width; x += step, p += step * ch) {
       if (data[p]! < DARK_LEVEL && data[p + 1]! < DARK_LEVEL && data[p + 2]! < DARK_LEVEL) continue;
-      lum[Math.floor((299 * data[p]! + 587 * data[p + 1]! + 114 * data[p + 2]! + 500) / 1000)]!++;
-      n++;
+      const l = Math.floor((299 * data[p]! + 587 * data[p + 1]! + 114 * data[p + 2]! + 500) / 1000);
+      at[n] = p;
+      lums[n++] = l;
+      hist[l]!++;
     }
   if (!n) return null;
   // T: the luminance at rank floor(0.75 n) of the sorted values; the pixels at or above it
   let t = 0;
-  for (let below = 0; below + lum[t]! <= Math.floor(0.75 * n); t++) below += lum[t]!;
-  const hist = [new Uint32Array(256), new Uint32Array(256), new Uint32Array(256)];
+  for (let below = 0; below + hist[t]! <= Math.floor(0.75 * n); t++) below += hist[t]!;
+  const channels = [new Uint32Array(256), new Uint32Array(256), new Uint32Array(256)];
   let m = 0;
-  for (let y = start; y < height; y += step)
-    for (let x = start, p = (y * width + start) * ch; x < width; x += step, p += step * ch) {
-      if (data[p]! < DARK_LEVEL && data[p + 1]! < DARK_LEVEL && data[p + 2]! < DARK_LEVEL) continue;
-      if (Math.floor((299 * data[p]! + 587 * data[p + 1]! + 114 * data[p + 2]! + 500) / 1000) < t) continue;
-      hist[0]![data[p]!]!++;
-      hist[1]![data[p + 1]!]!++;
-      hist[2]![data[p + 2]!]!++;
-      m++;
-    }
+  for (let i = 0; i < n; i++) {
+    if (lums[i]! < t) continue;
+    const p = at[i]!;
+    channels[0]![data[p]!]!++;
+    channels[1]![data[p + 1]!]!++;
+    channels[2]![data[p + 2]!]!++;
+    m++;
+  }
   const lowerMedian = (h: Uint32Array) => {
     let seen = 0;
     for (let v = 0; v < 256; v++) {
@@ -280,7 +284,7 @@ export function backgroundColour(img: Pixels, step = 4): [number, number, number
     }
     return 255;
   };
-  return [lowerMedian(hist[0]!), lowerMedian(hist[1]!), lowerMedian(hist[2]!)];
+  return [lowerMedian(channels[0]!), lowerMedian(channels[1]!), lowerMedian(channels[2]!)];
 }
 
 /** Per-channel gains that make a background grey at its own mean brightness (each within 0.6-1.6). */
